@@ -1,0 +1,115 @@
+"""The `qsmbench` command line: parse, validate, call. No training logic lives here.
+
+Bad input ends with one line on stderr and exit code 2, before any result file is touched;
+Ctrl-C ends with exit code 130 and every completed evaluation on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from algorithms import ALGORITHMS, Algorithm
+from qsmbench.config import ConfigError, RunConfig, apply_overrides, did_you_mean
+from qsmbench.envs import EXAMPLE_ENV_IDS
+from qsmbench.progress import make_reporter
+from qsmbench.trainer import Trainer, prepare
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Seed-batched benchmarks of QSM, SAC, TD3 and Diffusion-QL on continuous control.",
+)
+
+
+def lookup_algorithm(name: str) -> Algorithm:
+    if name not in ALGORITHMS:
+        raise ConfigError(
+            f"unknown algorithm {name!r}{did_you_mean(name, ALGORITHMS)}; choose from: {', '.join(ALGORITHMS)}"
+        )
+    return ALGORITHMS[name]
+
+
+@app.command()
+def run(
+    algo: Annotated[str, typer.Option(help="Algorithm: see `qsmbench list`.")],
+    env: Annotated[str, typer.Option(help="Gymnasium id, e.g. Hopper-v4 or dm_control/cheetah-run-v0.")],
+    seeds: Annotated[int, typer.Option(help="Number of independent seeds, trained as one batch.")] = 5,
+    seed_start: Annotated[int, typer.Option(help="First seed; seeds are seed-start .. seed-start+seeds-1.")] = 0,
+    steps: Annotated[int, typer.Option(help="Environment steps per seed.")] = 1_000_000,
+    eval_every: Annotated[int, typer.Option(help="Environment steps between evaluations.")] = 10_000,
+    eval_episodes: Annotated[int, typer.Option(help="Evaluation episodes per seed.")] = 10,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    out: Annotated[Path, typer.Option(help="Results directory.")] = Path("results"),
+    set_: Annotated[
+        list[str], typer.Option("--set", help="Override a hyperparameter, key=value (repeatable).")
+    ] = [],  # noqa: B006 - Typer reads the default, it is never mutated
+    overwrite: Annotated[bool, typer.Option(help="Replace complete runs already in --out.")] = False,
+    quiet: Annotated[bool, typer.Option(help="Plain log lines instead of the live display.")] = False,
+) -> None:
+    """Train SEEDS seeds of ALGO on ENV; write one Parquet learning curve per seed."""
+    algorithm = lookup_algorithm(algo)
+    run_config = RunConfig(
+        algo=algo,
+        env=env,
+        seeds=seeds,
+        seed_start=seed_start,
+        steps=steps,
+        eval_every=eval_every,
+        eval_episodes=eval_episodes,
+        device=device,
+        out=str(out),
+    )
+    prepared = prepare(run_config, apply_overrides(algorithm.config_cls(), set_), overwrite)
+    title = f"{algo} {env} ({seeds} seed{'s' * (seeds > 1)}, {prepared.device.type})"
+    trainer = Trainer(prepared, make_reporter(title, run_config.seed_values, steps, quiet))
+    try:
+        trainer.train()
+    except KeyboardInterrupt:
+        print("qsmbench: interrupted; every completed evaluation is on disk", file=sys.stderr)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finals = " ".join(f"{row[-1]['eval_return']:.1f}" for row in trainer.files.rows)
+    print(f"final eval_return per seed: {finals}")
+    print(f"learning curves: {prepared.paths[0].parent}/seed_<k>.parquet")
+
+
+@app.command("list")
+def list_algorithms() -> None:
+    """Show the algorithms with their default hyperparameters, and example environment ids."""
+    console = Console()
+    for algorithm in ALGORITHMS.values():
+        console.print(f"[bold]{algorithm.name}[/bold]: {algorithm.summary}")
+        table = Table(show_header=False)
+        for field in dataclasses.fields(algorithm.config_cls):
+            table.add_row(field.name, repr(getattr(algorithm.config_cls(), field.name)))
+        console.print(table)
+    console.print("Example environments: " + ", ".join(EXAMPLE_ENV_IDS))
+    console.print("Any Gymnasium id with Box actions works, and DeepMind Control tasks as dm_control/<domain>-<task>-v0.")
+
+
+def main() -> None:
+    """Entry point: map errors to one line and an exit code, never a traceback."""
+    try:
+        code = app(standalone_mode=False)
+    except ConfigError as error:
+        print(f"qsmbench: error: {error}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except typer.TyperException as error:
+        if error.format_message():  # empty for a bare `qsmbench`, which has printed the help
+            print(f"qsmbench: error: {error.format_message()}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    except typer.Abort:
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as error:  # noqa: BLE001 - one line here; the traceback is in the run files
+        print(f"qsmbench: run failed: {type(error).__name__}: {error}", file=sys.stderr)
+        sys.exit(EXIT_FAILED)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,99 @@
+"""Seed-batched networks: every parameter carries a leading seed axis (critics also an ensemble axis).
+
+A batched layer applies `members` independent weight matrices with one batched matmul, so N seeds
+cost one kernel launch instead of N. Initial weights are drawn per seed from that seed's own
+generator, which makes seed k's initialisation the same whichever seeds share its batch.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+
+def seed_generators(seeds: Sequence[int], purpose: str) -> list[torch.Generator]:
+    """One CPU generator per run seed, distinct for each `purpose` (e.g. the algorithm's name)."""
+    salt = zlib.crc32(purpose.encode())
+    return [
+        torch.Generator().manual_seed(int(np.random.SeedSequence([seed, salt]).generate_state(1)[0]))
+        for seed in seeds
+    ]
+
+
+def per_seed_uniform(shape: Sequence[int], bound: float, generators: Sequence[torch.Generator]) -> Tensor:
+    """A `[seeds, *shape]` tensor whose slice k is drawn U(-bound, bound) from generator k alone."""
+    return torch.stack([(torch.rand(*shape, generator=g) * 2.0 - 1.0) * bound for g in generators])
+
+
+class BatchedLinear(nn.Module):
+    """`y = x @ W + b` with `W: [seeds, *ensemble, in, out]`, initialised as `nn.Linear` does."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        generators: Sequence[torch.Generator],
+        ensemble: tuple[int, ...] = (),
+    ):
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = nn.Parameter(per_seed_uniform((*ensemble, in_features, out_features), bound, generators))
+        self.bias = nn.Parameter(per_seed_uniform((*ensemble, 1, out_features), bound, generators))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: `[seeds, *ensemble, batch, in]` (ensemble dims may be 1 to broadcast) -> `[..., batch, out]`."""
+        return torch.matmul(x, self.weight) + self.bias
+
+
+class BatchedMLP(nn.Module):
+    """A ReLU MLP with independent weights per seed (and per ensemble member)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_sizes: Sequence[int],
+        out_features: int,
+        generators: Sequence[torch.Generator],
+        ensemble: tuple[int, ...] = (),
+    ):
+        super().__init__()
+        sizes = [in_features, *hidden_sizes, out_features]
+        self.layers = nn.ModuleList(
+            BatchedLinear(n_in, n_out, generators, ensemble) for n_in, n_out in zip(sizes[:-1], sizes[1:])
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.layers[:-1]:
+            x = torch.relu(layer(x))
+        return self.layers[-1](x)
+
+
+class QEnsemble(nn.Module):
+    """`num_critics` state-action critics per seed: `Q(s, a) -> [seeds, num_critics, batch]`."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden_sizes: Sequence[int],
+        generators: Sequence[torch.Generator],
+        num_critics: int = 2,
+    ):
+        super().__init__()
+        self.mlp = BatchedMLP(obs_dim + act_dim, hidden_sizes, 1, generators, ensemble=(num_critics,))
+
+    def forward(self, obs: Tensor, action: Tensor) -> Tensor:
+        """obs `[seeds, batch, obs_dim]`, action `[seeds, batch, act_dim]`."""
+        x = torch.cat([obs, action], dim=-1).unsqueeze(1)
+        return self.mlp(x).squeeze(-1)
+
+
+@torch.no_grad()
+def soft_update_(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Polyak averaging `target <- (1 - tau) target + tau source`, fused over all parameters."""
+    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)

@@ -1,0 +1,101 @@
+"""Progress while training: a live rich display on a terminal, plain log lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Protocol
+
+import numpy as np
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+
+class Reporter(Protocol):
+    def advance(self, step: int) -> None:
+        """Called after every env step with the number of steps done per seed."""
+
+    def evaluated(self, step: int, eval_returns: np.ndarray) -> None:
+        """Called after every evaluation with each seed's mean return `[seeds]`."""
+
+    def close(self) -> None: ...
+
+
+class StepsPerSecond(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed or 0.0:,.0f} steps/s", style="progress.data.speed")
+
+
+class LiveReporter:
+    """A progress bar with steps, SPS and ETA, above each seed's latest evaluation return."""
+
+    REFRESH_EVERY = 25  # env steps between progress updates; rich redraws on its own clock
+
+    def __init__(self, title: str, seeds: list[int], total_steps: int):
+        self.seeds = seeds
+        self.latest: dict[int, tuple[int, float]] = {}
+        self.progress = Progress(
+            TextColumn(f"[bold]{title}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            StepsPerSecond(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        )
+        self.task = self.progress.add_task("train", total=total_steps)
+        self.live = Live(Group(self.progress, self), refresh_per_second=4, transient=False)
+        self.live.start()
+
+    def __rich__(self) -> Table:
+        table = Table(show_header=True, header_style="bold", box=None, padding=(0, 2))
+        table.add_column("seed", justify="right")
+        table.add_column("eval step", justify="right")
+        table.add_column("eval return", justify="right")
+        for seed in self.seeds:
+            step, value = self.latest.get(seed, (None, None))
+            table.add_row(str(seed), "-" if step is None else f"{step:,}", "-" if value is None else f"{value:,.1f}")
+        return table
+
+    def advance(self, step: int) -> None:
+        if step % self.REFRESH_EVERY == 0:
+            self.progress.update(self.task, completed=step)
+
+    def evaluated(self, step: int, eval_returns: np.ndarray) -> None:
+        self.progress.update(self.task, completed=step)
+        self.latest = {seed: (step, float(value)) for seed, value in zip(self.seeds, eval_returns)}
+
+    def close(self) -> None:
+        self.live.stop()
+
+
+class PlainReporter:
+    """One log line per evaluation, for batch jobs and log files."""
+
+    def __init__(self, title: str, seeds: list[int], total_steps: int):
+        self.title, self.total_steps = title, total_steps
+        self.started = time.perf_counter()
+
+    def advance(self, step: int) -> None:
+        pass
+
+    def evaluated(self, step: int, eval_returns: np.ndarray) -> None:
+        elapsed = time.perf_counter() - self.started
+        per_seed = " ".join(f"{value:.1f}" for value in eval_returns)
+        print(
+            f"{self.title} step {step}/{self.total_steps} t={elapsed:.0f}s "
+            f"eval_return mean={np.mean(eval_returns):.1f} per_seed=[{per_seed}]",
+            flush=True,
+        )
+
+    def close(self) -> None:
+        pass
+
+
+def make_reporter(title: str, seeds: list[int], total_steps: int, quiet: bool) -> Reporter:
+    """The live display when stdout is a terminal and `--quiet` is off, else plain lines."""
+    if quiet or not Console(file=sys.stdout).is_terminal:
+        return PlainReporter(title, seeds, total_steps)
+    return LiveReporter(title, seeds, total_steps)

@@ -1,0 +1,251 @@
+"""The installed `qsmbench` console script, run as a user would: exit codes, messages, files on disk."""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from qsmbench.storage import read_run, write_run
+
+QSMBENCH = Path(sys.executable).parent / "qsmbench"
+SHORT_TIMEOUT_S = 120  # start-up is ~3 s alone, but the 2-core machine may be shared
+RUN_TIMEOUT_S = 300
+E2E_SEEDS = 2
+E2E_ARGS = [
+    "run", "--algo", "td3", "--env", "Pendulum-v1", "--seeds", str(E2E_SEEDS), "--steps", "300",
+    "--eval-every", "100", "--eval-episodes", "2", "--set", "warmup_steps=100", "--set", "batch_size=32",
+]  # fmt: skip
+E2E_COLUMNS = (
+    "algo", "env", "seed", "step", "eval_return", "eval_return_std", "train_return", "train_episodes",
+    "wall_time_s", "sps", "critic_loss", "q_mean",
+)  # fmt: skip
+
+
+def cli_env() -> dict[str, str]:
+    """The caller's environment without MUJOCO_GL (which importing qsmbench.envs may have set here)."""
+    env = dict(os.environ)
+    env.pop("MUJOCO_GL", None)
+    return env
+
+
+def qsmbench(args: list[str], cwd: Path, timeout: float = SHORT_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+    """Run the console script to completion, capturing stdout and stderr."""
+    assert QSMBENCH.exists(), f"console script not installed at {QSMBENCH}"
+    return subprocess.run(
+        [str(QSMBENCH), *args], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], prefix: str = "qsmbench: error:") -> str:
+    """Exit code 2, exactly one non-empty stderr line starting with `prefix`, and no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(prefix), lines[0]
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    return lines[0]
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under `root` with its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def seed_files(out: Path, env: str = "Pendulum-v1", algo: str = "td3", seeds: int = E2E_SEEDS) -> list[Path]:
+    return [out / env / algo / f"seed_{k}.parquet" for k in range(seeds)]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--algo", "sak", "--env", "Pendulum-v1"], ["unknown algorithm", "'sak'", "did you mean 'sac'"]),
+        (["--algo", "sac", "--env", "Hoper-v4"], ["unknown environment", "'Hoper-v4'", "Hopper-v4"]),
+        (["--algo", "sac", "--env", "Pendulum-v1", "--seeds", "0"], ["--seeds", "at least 1"]),
+        (["--algo", "sac", "--env", "Pendulum-v1", "--steps", "0"], ["--steps", "at least 1"]),
+        (["--algo", "sac", "--env", "Pendulum-v1", "--set", "lr"], ["key=value", "'lr'"]),
+        (["--algo", "sac", "--env", "Pendulum-v1", "--set", "batch_sise=64"], ["'batch_sise'", "'batch_size'"]),
+        (["--algo", "sac", "--env", "Pendulum-v1", "--set", "batch_size=abc"], ["batch_size", "'abc'"]),
+        (["--algo", "sac", "--env", "Pendulum-v1", "--seeds", "abc"], ["--seeds"]),
+    ],
+    ids=["algo", "env", "seeds0", "steps0", "set-malformed", "set-key", "set-value", "seeds-abc"],
+)
+def test_bad_input_is_one_line_exit_2_and_touches_no_files(
+    tmp_path: Path, args: list[str], fragments: list[str]
+) -> None:
+    """Each kind of bad input: exit 2, one `qsmbench: error:` line saying what is wrong, no --out created."""
+    out = tmp_path / "out"
+    result = qsmbench(["run", *args, "--out", str(out), "--quiet"], cwd=tmp_path)
+    line = assert_one_line_error(result)
+    for fragment in fragments:
+        assert fragment in line, line
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # nor anything in the working directory (e.g. ./results)
+
+
+def test_bad_input_leaves_existing_run_files_untouched(tmp_path: Path) -> None:
+    """An interrupted run on disk (which a valid command would redo) is left byte-identical by bad input."""
+    out = tmp_path / "out"
+    path = out / "Pendulum-v1" / "sac" / "seed_0.parquet"
+    write_run(path, [{"step": 0, "eval_return": -1.0}], {"status": "interrupted"})
+    before = snapshot(out)
+    result = qsmbench(
+        ["run", "--algo", "sac", "--env", "Pendulum-v1", "--seeds", "1", "--set", "gamma=2", "--out", str(out)],
+        cwd=tmp_path,
+    )
+    assert "gamma" in assert_one_line_error(result)
+    assert snapshot(out) == before
+
+
+def test_list_shows_algorithms_and_example_envs(tmp_path: Path) -> None:
+    """`qsmbench list` exits 0 and names both algorithms and an example env."""
+    result = qsmbench(["list"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for word in ("sac", "td3", "Pendulum-v1", "batch_size", "policy_delay", "target_entropy"):
+        assert word in result.stdout, word
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def e2e_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short real TD3 run on Pendulum-v1 (2 seeds, 300 steps), shared by the end-to-end tests."""
+    root = tmp_path_factory.mktemp("e2e")
+    out = root / "results"
+    result = qsmbench([*E2E_ARGS, "--out", str(out), "--quiet"], cwd=root, timeout=RUN_TIMEOUT_S)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "final eval_return per seed" in result.stdout
+    return out
+
+
+def test_e2e_writes_one_file_per_seed(e2e_out: Path) -> None:
+    """Exactly seed_0.parquet and seed_1.parquet under <out>/Pendulum-v1/td3, nothing else."""
+    run_dir = e2e_out / "Pendulum-v1" / "td3"
+    assert sorted(p.name for p in run_dir.iterdir()) == ["seed_0.parquet", "seed_1.parquet"]
+    assert sorted(p.name for p in e2e_out.iterdir()) == ["Pendulum-v1"]
+
+
+def test_e2e_rows_on_the_evaluation_grid(e2e_out: Path) -> None:
+    """One row per evaluation at steps 0, 100, 200, 300, with every documented column."""
+    for seed, path in enumerate(seed_files(e2e_out)):
+        frame, _ = read_run(path)
+        assert frame["step"].tolist() == [0, 100, 200, 300]
+        for column in E2E_COLUMNS:
+            assert column in frame.columns, column
+        assert set(frame["algo"]) == {"td3"}
+        assert set(frame["env"]) == {"Pendulum-v1"}
+        assert set(frame["seed"]) == {seed}
+        assert all(math.isfinite(v) and v < 0 for v in frame["eval_return"])  # Pendulum rewards are <= 0
+        assert all(math.isfinite(v) and v >= 0 for v in frame["eval_return_std"])
+        # Pendulum episodes last 200 steps: one finished training episode per seed, counted at step 200.
+        assert frame["train_episodes"].tolist() == [0, 0, 1, 0]
+        assert math.isfinite(frame["train_return"][2])
+        assert frame["wall_time_s"].is_monotonic_increasing
+        assert math.isnan(frame["sps"][0]) and all(v > 0 for v in frame["sps"][1:])
+        # warmup_steps=100: no updates before step 100, updates (and diagnostics) after it.
+        assert math.isnan(frame["critic_loss"][1]) and math.isnan(frame["q_mean"][1])
+        assert all(math.isfinite(frame[c][i]) for c in ("critic_loss", "q_mean") for i in (2, 3))
+
+
+def test_e2e_metadata(e2e_out: Path) -> None:
+    """The metadata document holds status, both configs with the overrides, and provenance."""
+    for seed, path in enumerate(seed_files(e2e_out)):
+        _, document = read_run(path)
+        assert document["status"] == "complete"
+        assert document["error"] is None
+        assert document["seed"] == seed
+        assert document["run_config"]["seeds"] == 2
+        assert document["run_config"]["steps"] == 300
+        assert document["run_config"]["eval_every"] == 100
+        assert document["algo_config"]["batch_size"] == 32
+        assert document["algo_config"]["warmup_steps"] == 100
+        assert document["algo_config"]["policy_delay"] == 2  # a default is recorded too
+        for package in ("torch", "gymnasium", "mujoco"):
+            assert document["versions"][package], package
+        assert document["versions"]["torch"] == torch.__version__
+        if torch.cuda.is_available():
+            assert document["device"].startswith("cuda")
+        else:
+            assert document["device"] == "cpu"
+        assert isinstance(document["cpu"], str) and document["cpu"]
+        started = datetime.datetime.fromisoformat(document["start_time"])
+        assert abs((datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()) < 3600
+
+
+def test_rerun_without_overwrite_refuses_and_keeps_files(e2e_out: Path, tmp_path: Path) -> None:
+    """Repeating a complete run without --overwrite exits 2 and leaves its files byte-identical."""
+    before = snapshot(e2e_out)
+    result = qsmbench([*E2E_ARGS, "--out", str(e2e_out), "--quiet"], cwd=tmp_path)
+    line = assert_one_line_error(result)
+    assert "complete run" in line and "--overwrite" in line
+    assert snapshot(e2e_out) == before
+
+
+def test_rerun_with_overwrite_succeeds(e2e_out: Path, tmp_path: Path) -> None:
+    """With --overwrite the same run is redone and written anew (on a copy of the results)."""
+    out = tmp_path / "results"
+    shutil.copytree(e2e_out, out)
+    _, old = read_run(seed_files(out)[0])
+    time.sleep(1.1)  # start_time has one-second resolution
+    result = qsmbench([*E2E_ARGS, "--out", str(out), "--quiet", "--overwrite"], cwd=tmp_path, timeout=RUN_TIMEOUT_S)
+    assert result.returncode == 0, result.stderr
+    for path in seed_files(out):
+        frame, document = read_run(path)
+        assert document["status"] == "complete"
+        assert frame["step"].tolist() == [0, 100, 200, 300]
+        assert document["start_time"] > old["start_time"]
+
+
+def test_ctrl_c_exits_130_and_keeps_every_evaluation(tmp_path: Path) -> None:
+    """SIGINT mid-run: exit 130, one 'interrupted' line, every seed file readable and marked interrupted.
+
+    The warm-up ends at the second evaluation, so the signal lands among gradient updates, not random actions.
+    """
+    out = tmp_path / "results"
+    args = [
+        "run", "--algo", "td3", "--env", "Pendulum-v1", "--seeds", str(E2E_SEEDS), "--steps", "100000",
+        "--eval-every", "100", "--eval-episodes", "2", "--set", "warmup_steps=100", "--set", "batch_size=32",
+        "--out", str(out), "--quiet",
+    ]  # fmt: skip
+    first = seed_files(out)[0]
+    with open(tmp_path / "stdout.txt", "w") as stdout, open(tmp_path / "stderr.txt", "w") as stderr:
+        process = subprocess.Popen([str(QSMBENCH), *args], cwd=tmp_path, env=cli_env(), stdout=stdout, stderr=stderr)
+        try:
+            rows_seen = 0
+            deadline = time.monotonic() + 90
+            while rows_seen < 2:
+                assert process.poll() is None, f"qsmbench ended early with code {process.returncode}"
+                assert time.monotonic() < deadline, "no second evaluation written within 90 s"
+                if first.exists():
+                    rows_seen = len(read_run(first)[0])
+                time.sleep(0.1)
+            process.send_signal(signal.SIGINT)
+            code = process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=30)
+    assert code == 130
+    err = (tmp_path / "stderr.txt").read_text()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "interrupted" in lines[0], err
+    assert "Traceback" not in err
+    counts = []
+    for seed, path in enumerate(seed_files(out)):
+        frame, document = read_run(path)
+        assert document["status"] == "interrupted"
+        assert document["seed"] == seed
+        assert len(frame) >= rows_seen
+        assert frame["step"].tolist() == [100 * i for i in range(len(frame))]
+        counts.append(len(frame))
+    assert len(set(counts)) == 1  # every seed holds the same completed evaluations
+    assert sorted(p.name for p in first.parent.iterdir()) == ["seed_0.parquet", "seed_1.parquet"]

@@ -1,0 +1,233 @@
+"""`--set key=value` overrides and run-configuration validation (qsmbench.config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from algorithms.sac import SACConfig
+from algorithms.td3 import TD3Config
+from qsmbench.config import ConfigError, RunConfig, apply_overrides
+
+
+@dataclass(frozen=True)
+class FlagsConfig:
+    """A config with the field types the algorithm configs lack (bool, str), to pin their parsing."""
+
+    deterministic: bool = False
+    label: str = "base"
+    width: int = 1
+
+
+def test_int_override_parses_plain_and_scientific_notation() -> None:
+    """An int field accepts "64" and "1e4" (a common way to write step counts) as exact ints."""
+    config = apply_overrides(SACConfig(), ["batch_size=64", "warmup_steps=1e4"])
+    assert config.batch_size == 64 and type(config.batch_size) is int
+    assert config.warmup_steps == 10_000 and type(config.warmup_steps) is int
+
+
+def test_int_override_rejects_a_fraction() -> None:
+    """"1.5" is not silently truncated to an int."""
+    with pytest.raises(ConfigError, match="batch_size"):
+        apply_overrides(SACConfig(), ["batch_size=1.5"])
+
+
+def test_float_override() -> None:
+    """A float field takes decimal and scientific forms; untouched fields keep their defaults."""
+    config = apply_overrides(TD3Config(), ["actor_lr=1e-3", "gamma=0.95", "tau = 0.01"])
+    assert config.actor_lr == pytest.approx(1e-3)
+    assert config.gamma == pytest.approx(0.95)
+    assert config.tau == pytest.approx(0.01)
+    assert config.critic_lr == TD3Config().critic_lr
+    assert config.policy_delay == TD3Config().policy_delay
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf"])
+def test_float_override_rejects_non_finite(text: str) -> None:
+    """NaN and infinities are not valid hyperparameters."""
+    with pytest.raises(ConfigError, match="critic_lr"):
+        apply_overrides(TD3Config(), [f"critic_lr={text}"])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("true", True), ("True", True), ("1", True), ("yes", True), ("false", False), ("0", False), ("NO", False)],
+)
+def test_bool_override(text: str, expected: bool) -> None:
+    """A bool field accepts true/false, 1/0 and yes/no in any case."""
+    config = apply_overrides(FlagsConfig(deterministic=not expected), [f"deterministic={text}"])
+    assert config.deterministic is expected
+
+
+def test_bool_override_rejects_other_words() -> None:
+    """Anything else for a bool is an error naming the key, not a silent truthy string."""
+    with pytest.raises(ConfigError, match="deterministic"):
+        apply_overrides(FlagsConfig(), ["deterministic=maybe"])
+
+
+def test_str_override_keeps_text_after_first_equals() -> None:
+    """Only the first '=' separates key and value."""
+    assert apply_overrides(FlagsConfig(), ["label=a=b"]).label == "a=b"
+
+
+def test_tuple_override_hidden_sizes() -> None:
+    """hidden_sizes "64,64" (spaces allowed) becomes a tuple of ints."""
+    assert apply_overrides(SACConfig(), ["hidden_sizes=64,64"]).hidden_sizes == (64, 64)
+    assert apply_overrides(TD3Config(), ["hidden_sizes=128, 32, 16"]).hidden_sizes == (128, 32, 16)
+    assert apply_overrides(TD3Config(), ["hidden_sizes=400"]).hidden_sizes == (400,)
+
+
+@pytest.mark.parametrize("text", ["", "64,abc"])
+def test_tuple_override_rejects_bad_lists(text: str) -> None:
+    """An empty list or a non-integer width is a bad value for hidden_sizes."""
+    with pytest.raises(ConfigError, match="hidden_sizes"):
+        apply_overrides(SACConfig(), [f"hidden_sizes={text}"])
+
+
+def test_optional_float_override_none_and_value() -> None:
+    """target_entropy (float | None) accepts "none" in any case and a number."""
+    assert apply_overrides(SACConfig(target_entropy=-3.0), ["target_entropy=none"]).target_entropy is None
+    assert apply_overrides(SACConfig(target_entropy=-3.0), ["target_entropy=None"]).target_entropy is None
+    assert apply_overrides(SACConfig(), ["target_entropy=-2"]).target_entropy == pytest.approx(-2.0)
+
+
+def test_none_is_rejected_for_a_non_optional_field() -> None:
+    """"none" only means None where the annotation allows it."""
+    with pytest.raises(ConfigError, match="batch_size"):
+        apply_overrides(SACConfig(), ["batch_size=none"])
+
+
+def test_override_returns_a_new_config_and_keeps_the_original() -> None:
+    """The frozen input config is not modified; the result is the same config class."""
+    original = TD3Config()
+    updated = apply_overrides(original, ["policy_delay=3"])
+    assert original.policy_delay == 2
+    assert updated.policy_delay == 3
+    assert type(updated) is TD3Config
+
+
+def test_later_assignment_of_the_same_key_wins() -> None:
+    """Repeating a key keeps the last value, as with repeated command-line flags."""
+    assert apply_overrides(SACConfig(), ["batch_size=32", "batch_size=128"]).batch_size == 128
+
+
+def test_no_assignments_returns_equal_config() -> None:
+    """An empty override list changes nothing."""
+    assert apply_overrides(SACConfig(), []) == SACConfig()
+
+
+def test_unknown_key_suggests_a_close_match() -> None:
+    """A typo names the key, suggests the real field and lists the valid keys."""
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(SACConfig(), ["batch_sise=64"])
+    message = str(info.value)
+    assert "'batch_sise'" in message
+    assert "did you mean 'batch_size'" in message
+    assert "valid keys:" in message and "target_entropy" in message
+
+
+def test_unknown_key_of_the_other_algorithm_is_rejected() -> None:
+    """A TD3-only key is unknown to SAC (and vice versa): configs are per algorithm."""
+    with pytest.raises(ConfigError, match="policy_delay"):
+        apply_overrides(SACConfig(), ["policy_delay=2"])
+    with pytest.raises(ConfigError, match="target_entropy"):
+        apply_overrides(TD3Config(), ["target_entropy=none"])
+
+
+@pytest.mark.parametrize("assignment", ["lr", "batch_size", "=64", " =64"])
+def test_malformed_assignment(assignment: str) -> None:
+    """An assignment without '=' or without a key says key=value is expected."""
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides(SACConfig(), [assignment])
+
+
+def test_bad_int_value() -> None:
+    """A non-numeric value for an int field is an error naming the key and the value."""
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(SACConfig(), ["batch_size=abc"])
+    assert "batch_size" in str(info.value) and "'abc'" in str(info.value)
+
+
+def test_bad_float_value() -> None:
+    """A non-numeric value for a float field is a ConfigError, not a bare ValueError traceback."""
+    with pytest.raises(ConfigError, match="gamma"):
+        apply_overrides(TD3Config(), ["gamma=high"])
+
+
+@pytest.mark.parametrize(
+    ("config", "assignment", "fragment"),
+    [
+        (SACConfig(), "batch_size=0", "batch_size"),
+        (TD3Config(), "gamma=1.5", "gamma"),
+        (SACConfig(), "gamma=-0.1", "gamma"),
+        (TD3Config(), "tau=0", "tau"),
+        (TD3Config(), "policy_delay=0", "policy_delay"),
+        (SACConfig(), "hidden_sizes=64,0", "hidden_sizes"),
+        (SACConfig(), "replay_capacity=0", "replay_capacity"),
+        (SACConfig(), "warmup_steps=-1", "warmup_steps"),
+        (SACConfig(), "actor_lr=0", "learning rates"),
+        (SACConfig(), "init_temperature=0", "init_temperature"),
+        (SACConfig(), "log_std_min=3", "log_std_min"),
+        (TD3Config(), "target_noise_clip=-1", "target_noise_clip"),
+    ],
+)
+def test_override_runs_validation(config: object, assignment: str, fragment: str) -> None:
+    """Parsed values still go through the config's __post_init__ checks."""
+    with pytest.raises(ConfigError, match=fragment):
+        apply_overrides(config, [assignment])
+
+
+def test_constructor_validation_without_overrides() -> None:
+    """The checks also guard direct construction."""
+    with pytest.raises(ConfigError, match="batch_size"):
+        TD3Config(batch_size=0)
+    with pytest.raises(ConfigError, match="gamma"):
+        SACConfig(gamma=1.5)
+    with pytest.raises(ConfigError, match="policy_delay"):
+        TD3Config(policy_delay=0)
+
+
+def test_boundary_values_are_valid() -> None:
+    """gamma 0 and 1, tau 1, warm-up 0 and batch size 1 are legal settings."""
+    config = apply_overrides(TD3Config(), ["gamma=1", "tau=1", "warmup_steps=0", "batch_size=1"])
+    assert (config.gamma, config.tau, config.warmup_steps, config.batch_size) == (1.0, 1.0, 0, 1)
+    assert apply_overrides(SACConfig(), ["gamma=0"]).gamma == 0.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "flag"),
+    [
+        ({"seeds": 0}, "--seeds"),
+        ({"steps": 0}, "--steps"),
+        ({"seed_start": -1}, "--seed-start"),
+        ({"eval_every": 0}, "--eval-every"),
+        ({"eval_episodes": 0}, "--eval-episodes"),
+        ({"device": "tpu"}, "--device"),
+    ],
+)
+def test_run_config_validation(kwargs: dict[str, object], flag: str) -> None:
+    """Each invalid RunConfig value raises ConfigError naming the command-line flag."""
+    with pytest.raises(ConfigError, match=flag):
+        RunConfig(algo="sac", env="Pendulum-v1", **kwargs)  # type: ignore[arg-type]
+
+
+def test_run_config_seed_values() -> None:
+    """seed_values runs from seed_start for `seeds` seeds."""
+    assert RunConfig(algo="sac", env="Pendulum-v1", seeds=3, seed_start=5).seed_values == [5, 6, 7]
+
+
+@pytest.mark.parametrize(
+    ("steps", "eval_every", "grid"),
+    [
+        (2500, 1000, [0, 1000, 2000, 2500]),
+        (2000, 1000, [0, 1000, 2000]),
+        (300, 100, [0, 100, 200, 300]),
+        (50, 100, [0, 50]),
+        (1, 1, [0, 1]),
+        (3, 1, [0, 1, 2, 3]),
+    ],
+)
+def test_eval_steps_grid(steps: int, eval_every: int, grid: list[int]) -> None:
+    """Evaluations at step 0, every eval_every steps and at the last step, each exactly once."""
+    assert RunConfig(algo="sac", env="Pendulum-v1", steps=steps, eval_every=eval_every).eval_steps() == grid
