@@ -106,6 +106,15 @@ def test_bad_input_leaves_existing_run_files_untouched(tmp_path: Path) -> None:
     assert snapshot(out) == before
 
 
+def test_out_that_is_a_file_is_bad_input(tmp_path: Path) -> None:
+    """`--out` naming an existing file is refused as bad input, and the file is left alone."""
+    out = tmp_path / "results"
+    out.write_text("not a directory")
+    result = qsmbench(["run", "--algo", "sac", "--env", "Pendulum-v1", "--out", str(out)], cwd=tmp_path)
+    assert "not a directory" in assert_one_line_error(result)
+    assert out.read_text() == "not a directory"
+
+
 def test_list_shows_algorithms_and_example_envs(tmp_path: Path) -> None:
     """`qsmbench list` exits 0 and names both algorithms and an example env."""
     result = qsmbench(["list"], cwd=tmp_path)
