@@ -77,8 +77,8 @@ def run(
     except KeyboardInterrupt:
         print("qsmbench: interrupted; every completed evaluation is on disk", file=sys.stderr)
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    finals = " ".join(f"{row[-1]['eval_return']:.1f}" for row in trainer.files.rows)
-    print(f"final eval_return per seed: {finals}")
+    last = " ".join(f"{row[-1]['eval_return']:.1f}" for row in trainer.files.rows)
+    print(f"last evaluation return per seed: {last}")
     print(f"learning curves: {prepared.paths[0].parent}/seed_<k>.parquet")
 
 
@@ -89,8 +89,8 @@ def list_algorithms() -> None:
     for algorithm in ALGORITHMS.values():
         console.print(f"[bold]{algorithm.name}[/bold]: {algorithm.summary}")
         table = Table(show_header=False)
-        for field in dataclasses.fields(algorithm.config_cls):
-            table.add_row(field.name, repr(getattr(algorithm.config_cls(), field.name)))
+        for name, value in dataclasses.asdict(algorithm.config_cls()).items():
+            table.add_row(name, repr(value))
         console.print(table)
     console.print("Example environments: " + ", ".join(EXAMPLE_ENV_IDS))
     console.print("Any Gymnasium id with Box actions works, and DeepMind Control tasks as dm_control/<domain>-<task>-v0.")

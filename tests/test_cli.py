@@ -132,7 +132,7 @@ def e2e_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = qsmbench([*E2E_ARGS, "--out", str(out), "--quiet"], cwd=root, timeout=RUN_TIMEOUT_S)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    assert "final eval_return per seed" in result.stdout
+    assert "last evaluation return per seed" in result.stdout
     return out
 
 
