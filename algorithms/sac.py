@@ -25,7 +25,7 @@ from torch import Tensor
 
 from algorithms.base import Algorithm, ensemble_td_loss, optimizer_step, td_target
 from qsmbench.config import OffPolicyConfig, require
-from qsmbench.nets import BatchedMLP, QEnsemble, seed_generators, soft_update_
+from qsmbench.nets import BatchedMLP, QEnsemble, frozen, seed_generators, soft_update_
 from qsmbench.replay import Batch
 
 
@@ -107,7 +107,8 @@ class SAC:
 
     def update_actor(self, obs: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor]:
         action, log_prob, _ = self.policy(obs)
-        q = self.critic(obs, action).min(dim=1).values
+        with frozen(self.critic):
+            q = self.critic(obs, action).min(dim=1).values
         loss = (alpha * log_prob - q).mean(-1)
         optimizer_step(self.actor_optimizer, loss)
         return loss, log_prob.detach()

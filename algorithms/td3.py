@@ -22,7 +22,7 @@ from torch import Tensor
 
 from algorithms.base import Algorithm, ensemble_td_loss, optimizer_step, td_target
 from qsmbench.config import OffPolicyConfig, require
-from qsmbench.nets import BatchedMLP, QEnsemble, seed_generators, soft_update_
+from qsmbench.nets import BatchedMLP, QEnsemble, frozen, seed_generators, soft_update_
 from qsmbench.replay import Batch
 
 
@@ -96,7 +96,8 @@ class TD3:
         return loss, q
 
     def update_actor(self, obs: Tensor) -> Tensor:
-        loss = -self.critic(obs, self.mu(obs))[:, 0].mean(-1)
+        with frozen(self.critic):
+            loss = -self.critic(obs, self.mu(obs))[:, 0].mean(-1)
         optimizer_step(self.actor_optimizer, loss)
         return loss
 

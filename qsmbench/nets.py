@@ -7,9 +7,10 @@ generator, which makes seed k's initialisation the same whichever seeds share it
 
 from __future__ import annotations
 
+import contextlib
 import math
 import zlib
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -97,3 +98,17 @@ class QEnsemble(nn.Module):
 def soft_update_(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Polyak averaging `target <- (1 - tau) target + tau source`, fused over all parameters."""
     torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """Treat `module`'s parameters as constants: gradients still reach its inputs, not its weights.
+
+    An actor's loss backpropagates through the critic to the action; computing the critic's own
+    weight gradients there would be wasted work (one weight-gradient matmul per critic layer).
+    """
+    module.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        module.requires_grad_(True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from qsmbench.nets import BatchedMLP, QEnsemble, seed_generators, soft_update_
+from qsmbench.nets import BatchedMLP, QEnsemble, frozen, seed_generators, soft_update_
 
 
 def per_seed_forward(mlp: BatchedMLP, seed_index: int, x: torch.Tensor) -> torch.Tensor:
@@ -62,3 +62,14 @@ def test_soft_update_moves_target_by_tau() -> None:
     soft_update_(target, source, tau=0.25)
     for old, new, src in zip(before, target.parameters(), source.parameters()):
         torch.testing.assert_close(new, 0.75 * old + 0.25 * src)
+
+
+def test_frozen_critic_passes_gradients_to_actions_only() -> None:
+    """Inside `frozen`, backprop reaches the action but not the critic's weights; afterwards both do."""
+    critic = QEnsemble(obs_dim=3, act_dim=2, hidden_sizes=(8,), generators=seed_generators([0], "q"))
+    obs, action = torch.randn(1, 4, 3), torch.randn(1, 4, 2, requires_grad=True)
+    with frozen(critic):
+        critic(obs, action).sum().backward()
+    assert action.grad is not None and action.grad.abs().sum() > 0
+    assert all(p.grad is None for p in critic.parameters())
+    assert all(p.requires_grad for p in critic.parameters())
