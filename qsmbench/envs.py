@@ -18,7 +18,6 @@ import numpy as np
 
 from qsmbench.config import ConfigError, did_you_mean
 
-DM_CONTROL_PREFIX = "dm_control/"
 EXAMPLE_ENV_IDS = ("Pendulum-v1", "Hopper-v4", "HalfCheetah-v4", "Walker2d-v4", "dm_control/cheetah-run-v0")
 
 

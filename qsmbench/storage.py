@@ -23,18 +23,6 @@ from qsmbench.config import ConfigError
 METADATA_KEY = b"qsmbench"
 SCHEMA_VERSION = 1
 STATUSES = ("running", "complete", "failed", "interrupted")
-BASE_COLUMNS = (
-    "algo",
-    "env",
-    "seed",
-    "step",
-    "eval_return",
-    "eval_return_std",
-    "train_return",
-    "train_episodes",
-    "wall_time_s",
-    "sps",
-)
 
 
 def path_safe(env_id: str) -> str:
