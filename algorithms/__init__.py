@@ -1,8 +1,10 @@
-"""The algorithm registry: adding an algorithm is one new file and one line here."""
+"""The algorithm registry: adding an algorithm is one new file and one entry here."""
 
-from algorithms import sac, td3
+from algorithms import qsm, sac, td3
 from algorithms.base import Agent, Algorithm
 
-ALGORITHMS: dict[str, Algorithm] = {algorithm.name: algorithm for algorithm in (sac.ALGORITHM, td3.ALGORITHM)}
+ALGORITHMS: dict[str, Algorithm] = {
+    algorithm.name: algorithm for algorithm in (sac.ALGORITHM, td3.ALGORITHM, qsm.ALGORITHM)
+}
 
 __all__ = ["ALGORITHMS", "Agent", "Algorithm"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import zlib
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Literal, Sequence
 
 import numpy as np
 import torch
@@ -31,8 +31,17 @@ def per_seed_uniform(shape: Sequence[int], bound: float, generators: Sequence[to
     return torch.stack([(torch.rand(*shape, generator=g) * 2.0 - 1.0) * bound for g in generators])
 
 
+Init = Literal["torch", "xavier"]
+Activation = Callable[[Tensor], Tensor]
+
+
 class BatchedLinear(nn.Module):
-    """`y = x @ W + b` with `W: [seeds, *ensemble, in, out]`, initialised as `nn.Linear` does."""
+    """`y = x @ W + b` with `W: [seeds, *ensemble, in, out]`.
+
+    `init="torch"` draws weights and biases as `nn.Linear` does (U(+-1/sqrt(in)), the CleanRL
+    baselines); `init="xavier"` draws Xavier-uniform weights and zero biases (the jaxrl5 default,
+    used by the official QSM code).
+    """
 
     def __init__(
         self,
@@ -40,11 +49,18 @@ class BatchedLinear(nn.Module):
         out_features: int,
         generators: Sequence[torch.Generator],
         ensemble: tuple[int, ...] = (),
+        init: Init = "torch",
     ):
         super().__init__()
-        bound = 1.0 / math.sqrt(in_features)
-        self.weight = nn.Parameter(per_seed_uniform((*ensemble, in_features, out_features), bound, generators))
-        self.bias = nn.Parameter(per_seed_uniform((*ensemble, 1, out_features), bound, generators))
+        weight_shape, bias_shape = (*ensemble, in_features, out_features), (*ensemble, 1, out_features)
+        if init == "xavier":
+            bound = math.sqrt(6.0 / (in_features + out_features))
+            self.weight = nn.Parameter(per_seed_uniform(weight_shape, bound, generators))
+            self.bias = nn.Parameter(torch.zeros(len(generators), *bias_shape))
+        else:
+            bound = 1.0 / math.sqrt(in_features)
+            self.weight = nn.Parameter(per_seed_uniform(weight_shape, bound, generators))
+            self.bias = nn.Parameter(per_seed_uniform(bias_shape, bound, generators))
 
     def forward(self, x: Tensor) -> Tensor:
         """x: `[seeds, *ensemble, batch, in]` (ensemble dims may be 1 to broadcast) -> `[..., batch, out]`."""
@@ -52,7 +68,7 @@ class BatchedLinear(nn.Module):
 
 
 class BatchedMLP(nn.Module):
-    """A ReLU MLP with independent weights per seed (and per ensemble member)."""
+    """An MLP (ReLU by default, linear output) with independent weights per seed and ensemble member."""
 
     def __init__(
         self,
@@ -61,16 +77,19 @@ class BatchedMLP(nn.Module):
         out_features: int,
         generators: Sequence[torch.Generator],
         ensemble: tuple[int, ...] = (),
+        activation: Activation = torch.relu,
+        init: Init = "torch",
     ):
         super().__init__()
         sizes = [in_features, *hidden_sizes, out_features]
+        self.activation = activation
         self.layers = nn.ModuleList(
-            BatchedLinear(n_in, n_out, generators, ensemble) for n_in, n_out in zip(sizes[:-1], sizes[1:])
+            BatchedLinear(n_in, n_out, generators, ensemble, init) for n_in, n_out in zip(sizes[:-1], sizes[1:])
         )
 
     def forward(self, x: Tensor) -> Tensor:
         for layer in self.layers[:-1]:
-            x = torch.relu(layer(x))
+            x = self.activation(layer(x))
         return self.layers[-1](x)
 
 
@@ -84,9 +103,10 @@ class QEnsemble(nn.Module):
         hidden_sizes: Sequence[int],
         generators: Sequence[torch.Generator],
         num_critics: int = 2,
+        init: Init = "torch",
     ):
         super().__init__()
-        self.mlp = BatchedMLP(obs_dim + act_dim, hidden_sizes, 1, generators, ensemble=(num_critics,))
+        self.mlp = BatchedMLP(obs_dim + act_dim, hidden_sizes, 1, generators, ensemble=(num_critics,), init=init)
 
     def forward(self, obs: Tensor, action: Tensor) -> Tensor:
         """obs `[seeds, batch, obs_dim]`, action `[seeds, batch, act_dim]`."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -61,11 +62,19 @@ def constant_critic_(critic: torch.nn.Module, value: float) -> None:
         last.bias.fill_(value)
 
 
-@pytest.mark.parametrize("algo", ["sac", "td3"])
+def small_config(algo: str) -> object:
+    """The algorithm's default config with small networks (the update rule is unchanged)."""
+    config = ALGORITHMS[algo].config_cls(hidden_sizes=(32, 32))
+    if hasattr(config, "actor_hidden_sizes"):
+        config = dataclasses.replace(config, actor_hidden_sizes=(32, 32))
+    return config
+
+
+@pytest.mark.parametrize("algo", ["sac", "td3", "qsm"])
 def test_perturbing_one_seed_leaves_other_seeds_bit_identical(algo: str) -> None:
     """Losses are summed over seeds and nothing else couples them, so seed 0 cannot see seed 1's data."""
     spec = ALGORITHMS[algo]
-    agent = spec.make_agent(OBS_DIM, ACT_DIM, [0, 1], CPU, spec.config_cls(hidden_sizes=(32, 32)))
+    agent = spec.make_agent(OBS_DIM, ACT_DIM, [0, 1], CPU, small_config(algo))
     twin = copy.deepcopy(agent)
     batch = make_batch(2)
     for updates in range(2):  # two updates, so TD3's delayed actor update runs too
@@ -83,6 +92,7 @@ def test_perturbing_one_seed_leaves_other_seeds_bit_identical(algo: str) -> None
 
 @pytest.mark.parametrize("algo", ["sac", "td3"])
 def test_actions_have_seed_axis_and_lie_in_unit_box(algo: str) -> None:
+    """SAC and TD3 evaluate deterministically (QSM's evaluation is the stochastic chain: test_qsm.py)."""
     spec = ALGORITHMS[algo]
     agent = spec.make_agent(OBS_DIM, ACT_DIM, [0, 1, 2], CPU, spec.config_cls(hidden_sizes=(16,)))
     obs = 10 * torch.randn(3, 5, OBS_DIM)

@@ -1,0 +1,150 @@
+"""Q-Score Matching (Psenka, Escontrela, Abbeel, Ma, ICML 2024), as the official code runs it.
+
+The policy is a DDPM over actions with noise model eps_theta(s, a_t, t); acting runs the reverse
+chain. Per seed, with twin critics Q_1, Q_2 and their targets Q' (no target policy):
+
+    a'   = clip(chain(s') + N(0, sigma_target^2), -1, 1)           current policy's full chain
+    y    = r + gamma (1 - done) min_j Q'_j(s', a')
+    L_Q  = sum_j E[(Q_j(s, a) - y)^2]
+    then, on the same batch with the just-updated critics (the Q-score-matching step):
+    t ~ U{0..T-1},  a_t = sqrt(alpha_hat_t) a + sqrt(1 - alpha_hat_t) xi,   a from replay
+    g    = mean_j grad_a Q_j(s, a)|_{a = a_t}                      no gradient through g
+    L_pi = E[ || eps_theta(s, a_t, t) + alpha g ||^2 ]             alpha = M_q = 50
+
+so the denoiser's implied score follows alpha grad_a Q uphill. Losses are batch means summed over
+seeds. Defaults follow the official configuration (`../shared/reference/qsm.md` §1, §6).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from algorithms.base import Algorithm, ensemble_td_loss, optimizer_step, td_target
+from qsmbench.config import OffPolicyConfig, require
+from qsmbench.diffusion import SCHEDULES, DiffusionSchedule, FourierDenoiser, SamplerOptions, reverse_chain
+from qsmbench.nets import QEnsemble, frozen, seed_generators, soft_update_
+from qsmbench.replay import Batch
+
+
+@dataclass(frozen=True)
+class QSMConfig(OffPolicyConfig):
+    hidden_sizes: tuple[int, ...] = (512, 512)  # critics
+    actor_hidden_sizes: tuple[int, ...] = (512, 512)
+    time_features: int = 64
+    time_feature_std: float = 0.2
+    time_hidden_sizes: tuple[int, ...] = (128, 128)
+    diffusion_steps: int = 5
+    schedule: str = "vp"
+    sampler_temperature: float = 1.0
+    alpha: float = 50.0  # M_q in the official code: scale of the matched Q-score
+    actor_lr: float = 3e-4
+    actor_lr_decay_steps: int = 2_000_000  # cosine decay of the actor's learning rate to 0
+    critic_lr: float = 3e-4
+    exploration_noise: float = 0.1
+    target_noise: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.diffusion_steps >= 1, f"diffusion_steps must be at least 1, got {self.diffusion_steps}")
+        require(self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        require(self.time_features >= 2 and self.time_features % 2 == 0, "time_features must be even and positive")
+        require(len(self.time_hidden_sizes) >= 1, "time_hidden_sizes needs at least one layer width")
+        require(min(self.actor_lr, self.critic_lr) > 0, "learning rates must be positive")
+        require(self.actor_lr_decay_steps >= 1, "actor_lr_decay_steps must be at least 1")
+        require(self.exploration_noise >= 0 and self.target_noise >= 0, "noise scales must be non-negative")
+
+
+class QSM:
+    def __init__(
+        self, obs_dim: int, act_dim: int, seeds: Sequence[int], device: torch.device, config: QSMConfig
+    ):
+        self.config, self.act_dim = config, act_dim
+        generators = seed_generators(seeds, "qsm")
+        self.denoiser = FourierDenoiser(
+            obs_dim, act_dim, config.actor_hidden_sizes, config.time_features, config.time_feature_std,
+            config.time_hidden_sizes, generators,
+        ).to(device)  # fmt: skip
+        self.critic = QEnsemble(obs_dim, act_dim, config.hidden_sizes, generators, init="xavier").to(device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.schedule = DiffusionSchedule.make(config.schedule, config.diffusion_steps, device)  # type: ignore[arg-type]
+        self.sampler = SamplerOptions(temperature=config.sampler_temperature)
+        self.actor_optimizer = torch.optim.Adam(self.denoiser.parameters(), lr=config.actor_lr)
+        self.actor_updates = 0
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
+
+    def sample(self, obs: Tensor) -> Tensor:
+        """The policy: the full reverse chain, no gradients (QSM never backpropagates through it)."""
+        return reverse_chain(self.denoiser, self.schedule, obs, self.act_dim, self.sampler)
+
+    @torch.no_grad()
+    def act(self, obs: Tensor, explore: bool) -> Tensor:
+        """Exploration adds N(0, 0.1^2) to the chain's sample; evaluation is the (stochastic) chain alone."""
+        action = self.sample(obs)
+        if explore:
+            action = (action + self.config.exploration_noise * torch.randn_like(action)).clamp(-1.0, 1.0)
+        return action
+
+    def update(self, batch: Batch) -> dict[str, Tensor]:
+        critic_loss, q = self.update_critic(batch)
+        soft_update_(self.critic_target, self.critic, self.config.tau)
+        actor_loss, score_norm = self.update_actor(batch)
+        return {
+            "critic_loss": critic_loss.detach(),
+            "q_mean": q.detach().mean((-2, -1)),
+            "actor_loss": actor_loss.detach(),
+            "q_score_norm": score_norm,
+        }
+
+    @torch.no_grad()
+    def bellman_target(self, batch: Batch) -> Tensor:
+        """`y = r + gamma (1 - done) min_j Q'_j(s', a')`, a' from the current chain plus target noise."""
+        next_action = self.sample(batch.next_obs)
+        next_action = (next_action + self.config.target_noise * torch.randn_like(next_action)).clamp(-1.0, 1.0)
+        next_q = self.critic_target(batch.next_obs, next_action).min(dim=1).values
+        return td_target(batch, self.config.gamma, next_q)
+
+    def update_critic(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        target = self.bellman_target(batch)
+        q = self.critic(batch.obs, batch.action)
+        loss = ensemble_td_loss(q, target)
+        optimizer_step(self.critic_optimizer, loss)
+        return loss, q
+
+    def q_score(self, obs: Tensor, action: Tensor) -> Tensor:
+        """`g = mean_j grad_a Q_j(s, a)` per sample, `[seeds, batch, act_dim]`, detached."""
+        action = action.detach().requires_grad_(True)
+        with torch.enable_grad(), frozen(self.critic):
+            mean_q = self.critic(obs, action).mean(dim=1).sum()
+            (score,) = torch.autograd.grad(mean_q, action)
+        return score
+
+    def update_actor(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        seeds, batch_size = batch.reward.shape
+        t = torch.randint(0, self.schedule.steps, (seeds, batch_size), device=batch.action.device)
+        noisy_action = self.schedule.noise(batch.action, t, torch.randn_like(batch.action))
+        score = self.q_score(batch.obs, noisy_action)
+        eps = self.denoiser(batch.obs, noisy_action, t)
+        loss = ((eps + self.config.alpha * score) ** 2).mean((-2, -1))
+        optimizer_step(self.actor_optimizer, loss)
+        self.actor_updates += 1
+        self.actor_optimizer.param_groups[0]["lr"] = self.actor_lr()
+        return loss, score.norm(dim=-1).mean(-1)
+
+    def actor_lr(self) -> float:
+        """Cosine decay from `actor_lr` to 0 over `actor_lr_decay_steps` updates (optax's schedule)."""
+        progress = min(self.actor_updates, self.config.actor_lr_decay_steps) / self.config.actor_lr_decay_steps
+        return self.config.actor_lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+ALGORITHM = Algorithm(
+    name="qsm",
+    summary="Q-Score Matching: diffusion policy whose denoiser matches alpha * grad_a Q (Psenka et al. 2024)",
+    config_cls=QSMConfig,
+    make_agent=QSM,
+)

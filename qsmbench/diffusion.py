@@ -1,0 +1,167 @@
+"""Shared pieces of diffusion-model policies (QSM, Diffusion-QL): schedules, noising, sampling.
+
+A policy is a noise model `eps_theta(s, a_t, t)` over actions in [-1, 1] with T discrete steps,
+indexed t = 0 .. T-1 (t = 0 is the least noisy). Everything here carries the seed axis: states and
+actions are `[seeds, n, dim]`, step indices `[seeds, n]`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Protocol, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from qsmbench.nets import BatchedMLP
+
+ScheduleKind = Literal["vp", "linear", "cosine"]
+SCHEDULES: tuple[ScheduleKind, ...] = ("vp", "linear", "cosine")
+
+
+def vp_betas(steps: int, beta_min: float = 0.1, beta_max: float = 10.0) -> Tensor:
+    """The variance-preserving schedule of IDQL, QSM and Diffusion-QL, discretised to `steps`."""
+    k = torch.arange(1, steps + 1, dtype=torch.float64)
+    alphas = torch.exp(-beta_min / steps - 0.5 * (beta_max - beta_min) * (2 * k - 1) / steps**2)
+    return 1.0 - alphas
+
+
+def linear_betas(steps: int, beta_start: float = 1e-4, beta_end: float = 2e-2) -> Tensor:
+    return torch.linspace(beta_start, beta_end, steps, dtype=torch.float64)
+
+
+def cosine_betas(steps: int, s: float = 0.008) -> Tensor:
+    """Nichol and Dhariwal's cosine schedule, betas clipped at 0.999."""
+    x = torch.linspace(0, steps, steps + 1, dtype=torch.float64)
+    alpha_hat = torch.cos(((x / steps) + s) / (1 + s) * math.pi * 0.5) ** 2
+    alpha_hat = alpha_hat / alpha_hat[0]
+    return (1 - alpha_hat[1:] / alpha_hat[:-1]).clamp(max=0.999)
+
+
+@dataclass(frozen=True)
+class DiffusionSchedule:
+    """The DDPM quantities of one beta schedule, as float32 tensors `[T]` on the training device."""
+
+    betas: Tensor
+    alphas: Tensor
+    alpha_hats: Tensor
+    alpha_hats_prev: Tensor
+
+    @classmethod
+    def make(cls, kind: ScheduleKind, steps: int, device: torch.device) -> DiffusionSchedule:
+        betas = {"vp": vp_betas, "linear": linear_betas, "cosine": cosine_betas}[kind](steps)
+        alphas = 1.0 - betas
+        alpha_hats = torch.cumprod(alphas, dim=0)
+        alpha_hats_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_hats[:-1]])
+        as_float = lambda x: x.to(device=device, dtype=torch.float32)  # noqa: E731
+        return cls(as_float(betas), as_float(alphas), as_float(alpha_hats), as_float(alpha_hats_prev))
+
+    @property
+    def steps(self) -> int:
+        return self.betas.shape[0]
+
+    def noise(self, action: Tensor, t: Tensor, xi: Tensor) -> Tensor:
+        """Forward process: `a_t = sqrt(alpha_hat_t) a + sqrt(1 - alpha_hat_t) xi` for step indices `t`."""
+        alpha_hat = self.alpha_hats[t].unsqueeze(-1)
+        return alpha_hat.sqrt() * action + (1.0 - alpha_hat).sqrt() * xi
+
+
+class NoiseModel(Protocol):
+    def __call__(self, obs: Tensor, noisy_action: Tensor, t: Tensor) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    """How the reverse chain steps; each algorithm's official code picks its own.
+
+    QSM: variance beta_t, clip to [-1, 1] after every step, no gradients.
+    Diffusion-QL: posterior variance, clip only the predicted clean action, gradients through the chain.
+    """
+
+    posterior_variance: bool = False
+    clip_every_step: bool = True
+    clip_denoised: bool = False
+    temperature: float = 1.0
+    grad: bool = False
+
+
+def reverse_chain(
+    eps_model: NoiseModel, schedule: DiffusionSchedule, obs: Tensor, act_dim: int, options: SamplerOptions
+) -> Tensor:
+    """Sample actions `[seeds, n, act_dim]` in [-1, 1] for states `[seeds, n, obs_dim]`: T denoising calls."""
+    with torch.set_grad_enabled(options.grad and torch.is_grad_enabled()):
+        action = torch.randn(*obs.shape[:-1], act_dim, device=obs.device)
+        for i in reversed(range(schedule.steps)):
+            t = torch.full(obs.shape[:-1], i, dtype=torch.long, device=obs.device)
+            action = reverse_step(eps_model(obs, action, t), action, i, schedule, options)
+        return action.clamp(-1.0, 1.0)
+
+
+def reverse_step(eps: Tensor, action: Tensor, i: int, schedule: DiffusionSchedule, options: SamplerOptions) -> Tensor:
+    """One step `a_i -> a_{i-1}` of the DDPM reverse process (the step index `i` is a Python int)."""
+    beta, alpha, alpha_hat = schedule.betas[i], schedule.alphas[i], schedule.alpha_hats[i]
+    alpha_hat_prev = schedule.alpha_hats_prev[i]
+    if options.clip_denoised:
+        denoised = ((action - (1 - alpha_hat).sqrt() * eps) / alpha_hat.sqrt()).clamp(-1.0, 1.0)
+        mean = (beta * alpha_hat_prev.sqrt() * denoised + (1 - alpha_hat_prev) * alpha.sqrt() * action) / (1 - alpha_hat)
+    else:
+        mean = (action - beta / (1 - alpha_hat).sqrt() * eps) / alpha.sqrt()
+    if i > 0:
+        variance = beta * (1 - alpha_hat_prev) / (1 - alpha_hat) if options.posterior_variance else beta
+        mean = mean + variance.clamp(min=1e-20).sqrt() * options.temperature * torch.randn_like(action)
+    return mean.clamp(-1.0, 1.0) if options.clip_every_step else mean
+
+
+def mish(x: Tensor) -> Tensor:
+    return x * torch.tanh(F.softplus(x))
+
+
+class FourierTimeFeatures(nn.Module):
+    """Learnable Fourier features of the integer step: `[cos 2 pi t w, sin 2 pi t w]`, w ~ N(0, std^2) per seed."""
+
+    def __init__(self, features: int, std: float, generators: Sequence[torch.Generator]):
+        super().__init__()
+        weights = [torch.randn(1, features // 2, generator=g) * std for g in generators]
+        self.weight = nn.Parameter(torch.stack(weights))
+
+    def forward(self, t: Tensor) -> Tensor:
+        angles = 2 * math.pi * torch.matmul(t.float().unsqueeze(-1), self.weight)
+        return torch.cat([angles.cos(), angles.sin()], dim=-1)
+
+
+def sinusoidal_time_features(t: Tensor, features: int) -> Tensor:
+    """Fixed transformer-style features of the integer step (Diffusion-QL): `[sin, cos]`."""
+    half = features // 2
+    frequencies = torch.exp(-math.log(10000) * torch.arange(half, device=t.device) / (half - 1))
+    angles = t.float().unsqueeze(-1) * frequencies
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class FourierDenoiser(nn.Module):
+    """QSM's noise model: Fourier time features -> time MLP, then MLP([a_t, s, time code]) -> eps."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden_sizes: Sequence[int],
+        time_features: int,
+        time_feature_std: float,
+        time_hidden_sizes: Sequence[int],
+        generators: Sequence[torch.Generator],
+    ):
+        super().__init__()
+        self.time_features = FourierTimeFeatures(time_features, time_feature_std, generators)
+        time_width = time_hidden_sizes[-1]
+        self.time_mlp = BatchedMLP(
+            time_features, time_hidden_sizes[:-1], time_width, generators, activation=mish, init="xavier"
+        )
+        self.mlp = BatchedMLP(
+            act_dim + obs_dim + time_width, hidden_sizes, act_dim, generators, activation=mish, init="xavier"
+        )
+
+    def forward(self, obs: Tensor, noisy_action: Tensor, t: Tensor) -> Tensor:
+        time_code = self.time_mlp(self.time_features(t))
+        return self.mlp(torch.cat([noisy_action, obs, time_code], dim=-1))
