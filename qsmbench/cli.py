@@ -19,6 +19,7 @@ from algorithms import ALGORITHMS, Algorithm
 from qsmbench.config import ConfigError, RunConfig, apply_overrides, did_you_mean
 from qsmbench.envs import EXAMPLE_ENV_IDS
 from qsmbench.progress import make_reporter
+from qsmbench.toy import ToyConfig, run_toy
 from qsmbench.trainer import Trainer, prepare
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -80,6 +81,22 @@ def run(
     last = " ".join(f"{row[-1]['eval_return']:.1f}" for row in trainer.files.rows)
     print(f"last evaluation return per seed: {last}")
     print(f"learning curves: {prepared.paths[0].parent}/seed_<k>.parquet")
+
+
+@app.command()
+def toy(
+    algos: Annotated[str, typer.Option(help="Comma-separated algorithms to compare.")] = "qsm,sac,td3",
+    seeds: Annotated[int, typer.Option(help="Seeds per algorithm (samples of all seeds are pooled).")] = 1,
+    steps: Annotated[int, typer.Option(help="Bandit steps (one-step episodes) per seed.")] = 3000,
+    out: Annotated[Path, typer.Option(help="Directory for the runs and multimodal.png.")] = Path("results/toy"),
+    quiet: Annotated[bool, typer.Option(help="Plain log lines instead of the live display.")] = False,
+) -> None:
+    """Train on a 2-D bandit with four equal optima and plot each policy's action samples."""
+    names = tuple(name.strip() for name in algos.split(",") if name.strip())
+    for name in names:
+        lookup_algorithm(name)
+    config = ToyConfig(algos=names, seeds=seeds, steps=steps, warmup_steps=min(500, steps // 2), out=str(out))
+    print(f"figure: {run_toy(config, quiet)}")
 
 
 @app.command("list")
