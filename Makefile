@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-# The small default benchmark of `make run`: every algorithm, 3 seeds, Pendulum-v1, ~12 min on 2 CPU cores.
+# The small default benchmark of `make run`: every algorithm, 3 seeds, Pendulum-v1, ~11 min on 2 CPU cores.
 RUN_ENV ?= Pendulum-v1
 RUN_SEEDS ?= 3
 RUN_STEPS ?= 8000

@@ -1,0 +1,68 @@
+"""Time one update and one acting call of an algorithm, outside the env loop.
+
+    .venv/bin/python benchmarks/update_cost.py --algo qsm --seeds 1 --obs-dim 11 --act-dim 3
+
+The replay holds random transitions; the cost of an update does not depend on their values.
+Results go in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from algorithms import ALGORITHMS
+from qsmbench.config import apply_overrides
+from qsmbench.replay import SeedBatchedReplay
+from qsmbench.trainer import resolve_device
+
+
+def seconds_per_call(function, calls: int, device: torch.device) -> float:
+    for _ in range(max(calls // 10, 1)):
+        function()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        function()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / calls
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--algo", required=True, choices=sorted(ALGORITHMS))
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--obs-dim", type=int, default=11)
+    parser.add_argument("--act-dim", type=int, default=3)
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--set", action="append", default=[], dest="overrides")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    algorithm = ALGORITHMS[args.algo]
+    config = apply_overrides(algorithm.config_cls(), args.overrides)
+    seeds = list(range(args.seeds))
+    agent = algorithm.make_agent(args.obs_dim, args.act_dim, seeds, device, config)
+    replay = SeedBatchedReplay(len(seeds), 10_000, args.obs_dim, args.act_dim, device)
+    rng = np.random.default_rng(0)
+    for _ in range(10_000):
+        replay.add(
+            rng.standard_normal((len(seeds), args.obs_dim)), rng.uniform(-1, 1, (len(seeds), args.act_dim)),
+            rng.standard_normal(len(seeds)), rng.standard_normal((len(seeds), args.obs_dim)), np.zeros(len(seeds)),
+        )  # fmt: skip
+    obs = torch.randn(len(seeds), 1, args.obs_dim, device=device)
+    update = seconds_per_call(lambda: agent.update(replay.sample(config.batch_size)), args.calls, device)
+    act = seconds_per_call(lambda: agent.act(obs, explore=True), args.calls * 5, device)
+    print(
+        f"{args.algo} seeds={args.seeds} device={device.type} threads={torch.get_num_threads()}: "
+        f"update {update * 1e3:.2f} ms, act {act * 1e3:.3f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
