@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from qsmbench.config import OffPolicyConfig
 from qsmbench.replay import Batch
@@ -65,6 +65,19 @@ def td_target(batch: Batch, gamma: float, next_value: Tensor) -> Tensor:
     return batch.reward + gamma * (1.0 - batch.terminated) * next_value
 
 
-def ensemble_td_loss(q: Tensor, target: Tensor) -> Tensor:
-    """Per-seed critic loss: squared error of each critic `[seeds, critics, batch]`, batch mean, critic sum."""
-    return ((q - target.unsqueeze(1)) ** 2).mean(-1).sum(-1)
+def critic_step(
+    critic: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, target: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Regress every critic of the ensemble onto `target`: per seed, batch mean and critic sum.
+
+    Returns the per-seed loss `[seeds]` and the critics' values `[seeds, critics, batch]`.
+    """
+    q = critic(batch.obs, batch.action)
+    loss = ((q - target.unsqueeze(1)) ** 2).mean(-1).sum(-1)
+    optimizer_step(optimizer, loss)
+    return loss, q
+
+
+def perturb(action: Tensor, std: float) -> Tensor:
+    """`clip(action + N(0, std^2), -1, 1)`: Gaussian exploration or target-smoothing noise."""
+    return (action + std * torch.randn_like(action)).clamp(-1.0, 1.0)

@@ -25,7 +25,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from algorithms.base import Algorithm, ensemble_td_loss, optimizer_step, td_target
+from algorithms.base import Algorithm, critic_step, optimizer_step, perturb, td_target
 from qsmbench.config import OffPolicyConfig, require
 from qsmbench.diffusion import SCHEDULES, DiffusionSchedule, FourierDenoiser, SamplerOptions, reverse_chain
 from qsmbench.nets import QEnsemble, frozen, seed_generators, soft_update_
@@ -86,9 +86,7 @@ class QSM:
     def act(self, obs: Tensor, explore: bool) -> Tensor:
         """Exploration adds N(0, 0.1^2) to the chain's sample; evaluation is the (stochastic) chain alone."""
         action = self.sample(obs)
-        if explore:
-            action = (action + self.config.exploration_noise * torch.randn_like(action)).clamp(-1.0, 1.0)
-        return action
+        return perturb(action, self.config.exploration_noise) if explore else action
 
     def update(self, batch: Batch) -> dict[str, Tensor]:
         critic_loss, q = self.update_critic(batch)
@@ -104,17 +102,12 @@ class QSM:
     @torch.no_grad()
     def bellman_target(self, batch: Batch) -> Tensor:
         """`y = r + gamma (1 - done) min_j Q'_j(s', a')`, a' from the current chain plus target noise."""
-        next_action = self.sample(batch.next_obs)
-        next_action = (next_action + self.config.target_noise * torch.randn_like(next_action)).clamp(-1.0, 1.0)
+        next_action = perturb(self.sample(batch.next_obs), self.config.target_noise)
         next_q = self.critic_target(batch.next_obs, next_action).min(dim=1).values
         return td_target(batch, self.config.gamma, next_q)
 
     def update_critic(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        target = self.bellman_target(batch)
-        q = self.critic(batch.obs, batch.action)
-        loss = ensemble_td_loss(q, target)
-        optimizer_step(self.critic_optimizer, loss)
-        return loss, q
+        return critic_step(self.critic, self.critic_optimizer, batch, self.bellman_target(batch))
 
     def q_score(self, obs: Tensor, action: Tensor) -> Tensor:
         """`g = mean_j grad_a Q_j(s, a)` per sample, `[seeds, batch, act_dim]`, detached."""

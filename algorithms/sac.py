@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from algorithms.base import Algorithm, ensemble_td_loss, optimizer_step, td_target
+from algorithms.base import Algorithm, critic_step, optimizer_step, td_target
 from qsmbench.config import OffPolicyConfig, require
 from qsmbench.nets import BatchedMLP, QEnsemble, frozen, seed_generators, soft_update_
 from qsmbench.replay import Batch
@@ -99,11 +99,7 @@ class SAC:
         return td_target(batch, self.config.gamma, next_q - alpha * next_log_prob)
 
     def update_critic(self, batch: Batch, alpha: Tensor) -> tuple[Tensor, Tensor]:
-        target = self.bellman_target(batch, alpha)
-        q = self.critic(batch.obs, batch.action)
-        loss = ensemble_td_loss(q, target)
-        optimizer_step(self.critic_optimizer, loss)
-        return loss, q
+        return critic_step(self.critic, self.critic_optimizer, batch, self.bellman_target(batch, alpha))
 
     def update_actor(self, obs: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor]:
         action, log_prob, _ = self.policy(obs)

@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from algorithms.base import Algorithm, ensemble_td_loss, optimizer_step, td_target
+from algorithms.base import Algorithm, critic_step, optimizer_step, perturb, td_target
 from qsmbench.config import OffPolicyConfig, require
 from qsmbench.nets import BatchedMLP, QEnsemble, frozen, seed_generators, soft_update_
 from qsmbench.replay import Batch
@@ -63,9 +63,7 @@ class TD3:
     @torch.no_grad()
     def act(self, obs: Tensor, explore: bool) -> Tensor:
         action = self.mu(obs)
-        if explore:
-            action = (action + self.config.exploration_noise * torch.randn_like(action)).clamp(-1.0, 1.0)
-        return action
+        return perturb(action, self.config.exploration_noise) if explore else action
 
     def update(self, batch: Batch) -> dict[str, Tensor]:
         critic_loss, q = self.update_critic(batch)
@@ -89,11 +87,7 @@ class TD3:
         return td_target(batch, config.gamma, next_q)
 
     def update_critic(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        target = self.bellman_target(batch)
-        q = self.critic(batch.obs, batch.action)
-        loss = ensemble_td_loss(q, target)
-        optimizer_step(self.critic_optimizer, loss)
-        return loss, q
+        return critic_step(self.critic, self.critic_optimizer, batch, self.bellman_target(batch))
 
     def update_actor(self, obs: Tensor) -> Tensor:
         with frozen(self.critic):
