@@ -25,39 +25,31 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from algorithms.base import Algorithm, critic_step, optimizer_step, perturb, td_target
-from qsmbench.config import OffPolicyConfig, require
-from qsmbench.diffusion import SCHEDULES, DiffusionSchedule, FourierDenoiser, SamplerOptions, reverse_chain
+from algorithms.base import Algorithm, DiffusionPolicyConfig, critic_step, optimizer_step, perturb, td_target
+from qsmbench.config import require
+from qsmbench.diffusion import DiffusionSchedule, FourierDenoiser, SamplerOptions, reverse_chain
 from qsmbench.nets import QEnsemble, frozen, seed_generators, soft_update_
 from qsmbench.replay import Batch
 
 
 @dataclass(frozen=True)
-class QSMConfig(OffPolicyConfig):
+class QSMConfig(DiffusionPolicyConfig):
     hidden_sizes: tuple[int, ...] = (512, 512)  # critics
     actor_hidden_sizes: tuple[int, ...] = (512, 512)
     time_features: int = 64
     time_feature_std: float = 0.2
     time_hidden_sizes: tuple[int, ...] = (128, 128)
-    diffusion_steps: int = 5
-    schedule: str = "vp"
     sampler_temperature: float = 1.0
     alpha: float = 50.0  # M_q in the official code: scale of the matched Q-score
-    actor_lr: float = 3e-4
     actor_lr_decay_steps: int = 2_000_000  # cosine decay of the actor's learning rate to 0
-    critic_lr: float = 3e-4
-    exploration_noise: float = 0.1
     target_noise: float = 0.1
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.diffusion_steps >= 1, f"diffusion_steps must be at least 1, got {self.diffusion_steps}")
-        require(self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         require(self.time_features >= 2 and self.time_features % 2 == 0, "time_features must be even and positive")
         require(len(self.time_hidden_sizes) >= 1, "time_hidden_sizes needs at least one layer width")
-        require(min(self.actor_lr, self.critic_lr) > 0, "learning rates must be positive")
         require(self.actor_lr_decay_steps >= 1, "actor_lr_decay_steps must be at least 1")
-        require(self.exploration_noise >= 0 and self.target_noise >= 0, "noise scales must be non-negative")
+        require(self.target_noise >= 0, "target_noise must be non-negative")
 
 
 class QSM:

@@ -57,10 +57,11 @@ def main() -> None:
         )  # fmt: skip
     obs = torch.randn(len(seeds), 1, args.obs_dim, device=device)
     update = seconds_per_call(lambda: agent.update(replay.sample(config.batch_size)), args.calls, device)
-    act = seconds_per_call(lambda: agent.act(obs, explore=True), args.calls * 5, device)
+    explore = seconds_per_call(lambda: agent.act(obs, explore=True), args.calls * 5, device)
+    evaluate = seconds_per_call(lambda: agent.act(obs, explore=False), args.calls * 5, device)
     print(
         f"{args.algo} seeds={args.seeds} device={device.type} threads={torch.get_num_threads()}: "
-        f"update {update * 1e3:.2f} ms, act {act * 1e3:.3f} ms"
+        f"update {update * 1e3:.2f} ms, act {explore * 1e3:.3f} ms (explore), {evaluate * 1e3:.3f} ms (evaluate)"
     )
 
 

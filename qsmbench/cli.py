@@ -17,7 +17,9 @@ from rich.table import Table
 
 from algorithms import ALGORITHMS, Algorithm
 from qsmbench.config import ConfigError, RunConfig, apply_overrides, did_you_mean
+from qsmbench.analysis import Settings
 from qsmbench.envs import EXAMPLE_ENV_IDS
+from qsmbench.plotting import plot_results
 from qsmbench.progress import make_reporter
 from qsmbench.toy import ToyConfig, run_toy
 from qsmbench.trainer import Trainer, prepare
@@ -43,11 +45,16 @@ def lookup_algorithm(name: str) -> Algorithm:
 @app.command()
 def run(
     algo: Annotated[str, typer.Option(help="Algorithm: see `qsmbench list`.")],
-    env: Annotated[str, typer.Option(help="Gymnasium id, e.g. Hopper-v4 or dm_control/cheetah-run-v0.")],
+    env: Annotated[
+        str | None, typer.Option(help="Gymnasium id to train in, e.g. Hopper-v4 or dm_control/cheetah-run-v0.")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Minari dataset id to train from offline, e.g. mujoco/hopper/medium-v0.")
+    ] = None,
     seeds: Annotated[int, typer.Option(help="Number of independent seeds, trained as one batch.")] = 5,
     seed_start: Annotated[int, typer.Option(help="First seed; seeds are seed-start .. seed-start+seeds-1.")] = 0,
-    steps: Annotated[int, typer.Option(help="Environment steps per seed.")] = 1_000_000,
-    eval_every: Annotated[int, typer.Option(help="Environment steps between evaluations.")] = 10_000,
+    steps: Annotated[int, typer.Option(help="Environment steps per seed (gradient steps with --dataset).")] = 1_000_000,
+    eval_every: Annotated[int, typer.Option(help="Steps between evaluations.")] = 10_000,
     eval_episodes: Annotated[int, typer.Option(help="Evaluation episodes per seed.")] = 10,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     out: Annotated[Path, typer.Option(help="Results directory.")] = Path("results"),
@@ -57,11 +64,12 @@ def run(
     overwrite: Annotated[bool, typer.Option(help="Replace complete runs already in --out.")] = False,
     quiet: Annotated[bool, typer.Option(help="Plain log lines instead of the live display.")] = False,
 ) -> None:
-    """Train SEEDS seeds of ALGO on ENV; write one Parquet learning curve per seed."""
+    """Train SEEDS seeds of ALGO on ENV (or offline on DATASET); write one Parquet learning curve per seed."""
     algorithm = lookup_algorithm(algo)
     run_config = RunConfig(
         algo=algo,
         env=env,
+        dataset=dataset,
         seeds=seeds,
         seed_start=seed_start,
         steps=steps,
@@ -71,7 +79,7 @@ def run(
         out=str(out),
     )
     prepared = prepare(run_config, apply_overrides(algorithm.config_cls(), set_), overwrite)
-    title = f"{algo} {env} ({seeds} seed{'s' * (seeds > 1)}, {prepared.device.type})"
+    title = f"{algo} {run_config.task} ({seeds} seed{'s' * (seeds > 1)}, {prepared.device.type})"
     trainer = Trainer(prepared, make_reporter(title, run_config.seed_values, steps, quiet))
     try:
         trainer.train()
@@ -85,10 +93,10 @@ def run(
 
 @app.command()
 def toy(
-    algos: Annotated[str, typer.Option(help="Comma-separated algorithms to compare.")] = "qsm,sac,td3",
-    seeds: Annotated[int, typer.Option(help="Seeds per algorithm (samples of all seeds are pooled).")] = 1,
-    steps: Annotated[int, typer.Option(help="Bandit steps (one-step episodes) per seed.")] = 3000,
-    out: Annotated[Path, typer.Option(help="Directory for the runs and multimodal.png.")] = Path("results/toy"),
+    algos: Annotated[str, typer.Option(help="Comma-separated algorithms to compare.")] = ",".join(ToyConfig.algos),
+    seeds: Annotated[int, typer.Option(help="Seeds per algorithm (samples of all seeds are pooled).")] = ToyConfig.seeds,
+    steps: Annotated[int, typer.Option(help="Bandit steps (one-step episodes) per seed.")] = ToyConfig.steps,
+    out: Annotated[Path, typer.Option(help="Directory for the runs and multimodal.png.")] = Path(ToyConfig.out),
     quiet: Annotated[bool, typer.Option(help="Plain log lines instead of the live display.")] = False,
 ) -> None:
     """Train on a 2-D bandit with four equal optima and plot each policy's action samples."""
@@ -97,6 +105,28 @@ def toy(
         lookup_algorithm(name)
     config = ToyConfig(algos=names, seeds=seeds, steps=steps, warmup_steps=min(500, steps // 2), out=str(out))
     print(f"figure: {run_toy(config, quiet)}")
+
+
+@app.command()
+def plot(
+    results_dir: Annotated[Path, typer.Argument(help="Directory of run files, searched at any depth.")],
+    out: Annotated[Path | None, typer.Option(help="Output directory (default: RESULTS_DIR/figures).")] = None,
+    normalize: Annotated[
+        str, typer.Option(help="reference: fixed reference scores (D4RL, DMC/1000); none: raw returns.")
+    ] = Settings.normalize,
+    last_evals: Annotated[
+        int, typer.Option(help="A run's final score: mean of its last N evaluations.")
+    ] = Settings.last_evals,
+    reps: Annotated[int, typer.Option(help="Bootstrap resamples for every confidence interval.")] = Settings.reps,
+) -> None:
+    """Tables (summary.csv, summary.md) and figures with rliable: IQM, curves, profiles, P(improvement)."""
+    console = Console(stderr=True)
+    with console.status("qsmbench plot: reading runs") as status:
+        say = lambda message: status.update(f"qsmbench plot: {message}")  # noqa: E731
+        report = plot_results(results_dir, out, normalize, last_evals, reps, progress=say)  # type: ignore[arg-type]
+    for warning in report.warnings:
+        print(f"qsmbench: warning: {warning}", file=sys.stderr)
+    print(f"tables and figures: {report.out_dir} (summary.md, summary.csv, {len(report.files) - 2} figure files)")
 
 
 @app.command("list")

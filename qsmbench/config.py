@@ -26,7 +26,8 @@ class RunConfig:
     """What to train, for how long, and where the learning curves go."""
 
     algo: str
-    env: str
+    env: str | None = None  # online: the Gymnasium id to train in
+    dataset: str | None = None  # offline: the Minari dataset id to train from (evaluation uses its env)
     seeds: int = 5
     seed_start: int = 0
     steps: int = 1_000_000
@@ -36,12 +37,18 @@ class RunConfig:
     out: str = "results"
 
     def __post_init__(self) -> None:
+        require((self.env is None) != (self.dataset is None), "give either --env (online) or --dataset (offline)")
         require(self.seeds >= 1, f"--seeds must be at least 1, got {self.seeds}")
         require(self.seed_start >= 0, f"--seed-start must be non-negative, got {self.seed_start}")
         require(self.steps >= 1, f"--steps must be at least 1, got {self.steps}")
         require(self.eval_every >= 1, f"--eval-every must be at least 1, got {self.eval_every}")
         require(self.eval_episodes >= 1, f"--eval-episodes must be at least 1, got {self.eval_episodes}")
         require(self.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {self.device!r}")
+
+    @property
+    def task(self) -> str:
+        """What the run learns: the env id online, the dataset id offline (results are filed under it)."""
+        return str(self.dataset or self.env)
 
     @property
     def seed_values(self) -> list[int]:

@@ -62,6 +62,11 @@ class DiffusionSchedule:
     def steps(self) -> int:
         return self.betas.shape[0]
 
+    @property
+    def posterior_variance(self) -> Tensor:
+        """Variance of q(a_{t-1} | a_t, a_0): `beta_t (1 - alpha_hat_{t-1}) / (1 - alpha_hat_t)`, `[T]`."""
+        return self.betas * (1 - self.alpha_hats_prev) / (1 - self.alpha_hats)
+
     def noise(self, action: Tensor, t: Tensor, xi: Tensor) -> Tensor:
         """Forward process: `a_t = sqrt(alpha_hat_t) a + sqrt(1 - alpha_hat_t) xi` for step indices `t`."""
         alpha_hat = self.alpha_hats[t].unsqueeze(-1)
@@ -109,7 +114,7 @@ def reverse_step(eps: Tensor, action: Tensor, i: int, schedule: DiffusionSchedul
     else:
         mean = (action - beta / (1 - alpha_hat).sqrt() * eps) / alpha.sqrt()
     if i > 0:
-        variance = beta * (1 - alpha_hat_prev) / (1 - alpha_hat) if options.posterior_variance else beta
+        variance = schedule.posterior_variance[i] if options.posterior_variance else beta
         mean = mean + variance.clamp(min=1e-20).sqrt() * options.temperature * torch.randn_like(action)
     return mean.clamp(-1.0, 1.0) if options.clip_every_step else mean
 
@@ -165,3 +170,25 @@ class FourierDenoiser(nn.Module):
     def forward(self, obs: Tensor, noisy_action: Tensor, t: Tensor) -> Tensor:
         time_code = self.time_mlp(self.time_features(t))
         return self.mlp(torch.cat([noisy_action, obs, time_code], dim=-1))
+
+
+class SinusoidalDenoiser(nn.Module):
+    """Diffusion-QL's noise model: sinusoidal time features -> Linear, Mish, Linear; MLP([a_t, time, s]) -> eps."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden_sizes: Sequence[int],
+        time_features: int,
+        time_hidden: int,
+        generators: Sequence[torch.Generator],
+    ):
+        super().__init__()
+        self.time_features = time_features
+        self.time_mlp = BatchedMLP(time_features, (time_hidden,), time_features, generators, activation=mish)
+        self.mlp = BatchedMLP(act_dim + time_features + obs_dim, hidden_sizes, act_dim, generators, activation=mish)
+
+    def forward(self, obs: Tensor, noisy_action: Tensor, t: Tensor) -> Tensor:
+        time_code = self.time_mlp(sinusoidal_time_features(t, self.time_features))
+        return self.mlp(torch.cat([noisy_action, time_code, obs], dim=-1))

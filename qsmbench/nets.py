@@ -104,9 +104,12 @@ class QEnsemble(nn.Module):
         generators: Sequence[torch.Generator],
         num_critics: int = 2,
         init: Init = "torch",
+        activation: Activation = torch.relu,
     ):
         super().__init__()
-        self.mlp = BatchedMLP(obs_dim + act_dim, hidden_sizes, 1, generators, ensemble=(num_critics,), init=init)
+        self.mlp = BatchedMLP(
+            obs_dim + act_dim, hidden_sizes, 1, generators, ensemble=(num_critics,), activation=activation, init=init
+        )
 
     def forward(self, obs: Tensor, action: Tensor) -> Tensor:
         """obs `[seeds, batch, obs_dim]`, action `[seeds, batch, act_dim]`."""

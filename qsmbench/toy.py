@@ -4,6 +4,16 @@ The paper claims QSM policies are "implicitly multi-modal and explorative". On a
 whose reward has four equal optima, a diffusion policy can keep all four, while a Gaussian policy
 (SAC) or a deterministic one (TD3) must settle near one. `run_toy` trains each algorithm with the
 ordinary trainer, draws action samples from each trained policy and plots them over the reward.
+
+QSM runs here with `TOY_OVERRIDES`, not its DeepMind Control defaults, for reasons measured on
+this bandit (docs/benchmarks.md):
+- alpha = 1, not 50. The denoiser learns eps = -alpha grad_a Q, and the last reverse step moves
+  an action by about 0.5 alpha grad_a Q. On a reward of height 1 and bump width 0.3, alpha = 50
+  overshoots every bump, and the per-step clip parks the samples in the corners of the box.
+- T = 10, not 5. Five coarse steps make the chain a chaotic map of alpha; ten put 13-19% of the
+  samples near every optimum for every seed tried.
+- actor_lr = 1e-3. The target -alpha grad_a Q oscillates across the box; at 3e-4 the denoiser
+  has fitted only its linear trend (a single Gaussian) after a few thousand updates.
 """
 
 from __future__ import annotations
@@ -23,7 +33,13 @@ from qsmbench.trainer import Trainer, prepare
 
 BANDIT_ID = "qsmbench/MultimodalBandit-v0"
 OPTIMA = np.array([[0.5, 0.5], [-0.5, 0.5], [-0.5, -0.5], [0.5, -0.5]])
-BUMP_WIDTH = 0.2
+BUMP_WIDTH = 0.3
+TOY_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "qsm": ("hidden_sizes=128,128", "actor_hidden_sizes=128,128", "alpha=1", "diffusion_steps=10", "actor_lr=1e-3"),
+    "sac": ("hidden_sizes=128,128",),
+    "td3": ("hidden_sizes=128,128",),
+    "dql": ("hidden_sizes=128,128", "actor_hidden_sizes=128,128"),
+}
 MODE_SHARE = 0.10  # about twice what a uniform policy puts within 0.25 of an optimum (4.9%)
 
 
@@ -55,9 +71,9 @@ def register_bandit() -> None:
 
 @dataclass(frozen=True)
 class ToyConfig:
-    algos: tuple[str, ...] = ("qsm", "sac", "td3")
+    algos: tuple[str, ...] = ("qsm", "dql", "sac", "td3")
     seeds: int = 1
-    steps: int = 3000
+    steps: int = 4000
     warmup_steps: int = 500
     samples: int = 1000
     out: str = "results/toy"
@@ -69,13 +85,17 @@ class ToyConfig:
 
 
 def train_on_bandit(algo: str, config: ToyConfig, overrides: list[str], quiet: bool) -> Trainer:
-    """Train `algo` on the bandit with the shared trainer; curves go under `config.out` like any run."""
+    """Train `algo` on the bandit with the shared trainer; curves go under `config.out` like any run.
+
+    `overrides` come after the warm-up length and `TOY_OVERRIDES`, so they win.
+    """
     register_bandit()
     run = RunConfig(
         algo=algo, env=BANDIT_ID, seeds=config.seeds, steps=config.steps, eval_every=config.steps,
         eval_episodes=10, device="cpu", out=config.out,
     )  # fmt: skip
-    algo_config = apply_overrides(ALGORITHMS[algo].config_cls(), [f"warmup_steps={config.warmup_steps}", *overrides])
+    settings = [f"warmup_steps={config.warmup_steps}", *TOY_OVERRIDES.get(algo, ()), *overrides]
+    algo_config = apply_overrides(ALGORITHMS[algo].config_cls(), settings)
     trainer = Trainer(prepare(run, algo_config, overwrite=True), make_reporter(f"toy {algo}", run.seed_values, run.steps, quiet))
     trainer.train()
     return trainer
@@ -110,7 +130,8 @@ def plot_samples(samples: dict[str, np.ndarray], path: Path) -> None:
         flat = points.reshape(-1, 2)
         ax.scatter(flat[:, 0], flat[:, 1], s=3, c="white", alpha=0.5, linewidths=0)
         modes = int((mass_near_optima(flat) > MODE_SHARE).sum())
-        ax.set_title(f"{algo}: {modes} of 4 optima hold >{MODE_SHARE:.0%} of samples")
+        settings = ", ".join(item for item in TOY_OVERRIDES.get(algo, ()) if "hidden_sizes" not in item)
+        ax.set_title(f"{algo} {settings}\n{modes} of 4 optima hold >{MODE_SHARE:.0%} of samples", fontsize=10)
         ax.set_xlim(-1, 1)
         ax.set_ylim(-1, 1)
         ax.set_aspect("equal")

@@ -1,4 +1,4 @@
-"""SAC and TD3 on hand-made batches: Bellman targets, log-probabilities, delays, seed independence."""
+"""SAC and TD3 on hand-made batches: Bellman targets, log-probabilities, delays; seed independence for all."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def small_config(algo: str) -> object:
     return config
 
 
-@pytest.mark.parametrize("algo", ["sac", "td3", "qsm"])
+@pytest.mark.parametrize("algo", ["sac", "td3", "qsm", "dql"])
 def test_perturbing_one_seed_leaves_other_seeds_bit_identical(algo: str) -> None:
     """Losses are summed over seeds and nothing else couples them, so seed 0 cannot see seed 1's data."""
     spec = ALGORITHMS[algo]

@@ -6,17 +6,29 @@ from pathlib import Path
 
 import matplotlib.image
 import numpy as np
+import pytest
 
 from qsmbench.envs import make_env
 from qsmbench.storage import read_run
-from qsmbench.toy import BANDIT_ID, OPTIMA, ToyConfig, bandit_reward, mass_near_optima, register_bandit, run_toy
+from qsmbench.toy import (
+    BANDIT_ID,
+    MODE_SHARE,
+    OPTIMA,
+    ToyConfig,
+    bandit_reward,
+    mass_near_optima,
+    policy_samples,
+    register_bandit,
+    run_toy,
+    train_on_bandit,
+)
 
 
 def test_bandit_reward_has_four_equal_optima() -> None:
     at_optima = bandit_reward(OPTIMA)
     np.testing.assert_allclose(at_optima, at_optima[0], rtol=1e-9)
     assert at_optima[0] > 1.0 - 1e-3
-    assert bandit_reward(np.zeros(2)) < 0.1 * at_optima[0]
+    assert bandit_reward(np.zeros(2)) < 0.3 * at_optima[0]
     assert bandit_reward(np.array([1.0, 1.0])) < 0.1 * at_optima[0]
 
 
@@ -45,3 +57,14 @@ def test_toy_trains_each_algorithm_and_draws_the_figure(tmp_path: Path) -> None:
         curve, metadata = read_run(tmp_path / "qsmbench-MultimodalBandit-v0" / algo / "seed_1.parquet")
         assert metadata["status"] == "complete"
         assert curve["train_episodes"].iloc[-1] == 200  # every bandit episode is one step
+
+
+@pytest.mark.slow
+def test_qsm_keeps_several_optima_of_the_bandit(tmp_path: Path) -> None:
+    """The paper's multimodality claim, with the demo's own settings: for each seed, at least two
+    optima each hold more than twice the share a uniform policy puts near one (4.9%)."""
+    config = ToyConfig(algos=("qsm",), seeds=2, out=str(tmp_path))
+    samples = policy_samples(train_on_bandit("qsm", config, [], quiet=True), 1000)
+    for seed_samples in samples:
+        mass = mass_near_optima(seed_samples)
+        assert (mass > MODE_SHARE).sum() >= 2, f"share near each optimum: {np.round(mass, 3)}"

@@ -29,7 +29,7 @@ def test_time_limit_truncations_are_stored_as_non_terminal(tmp_path: Path) -> No
     """Pendulum-v1 never terminates, only truncates at 200 steps: replay must bootstrap through it."""
     trainer = small_trainer(tmp_path, "sac", "Pendulum-v1", steps=250, eval_every=250)
     trainer.train()
-    replay = trainer.replay
+    replay = trainer.source.replay
     assert replay.size == 250
     assert torch.equal(replay.terminated[:, :250], torch.zeros(2, 250))
     # the stored s' of the truncated step is the true final state, not the next episode's start
@@ -43,7 +43,7 @@ def test_dm_control_run_writes_a_curve_per_seed(tmp_path: Path) -> None:
     """A DeepMind Control task trains end to end through shimmy with flattened observations."""
     trainer = small_trainer(tmp_path, "td3", "dm_control/cheetah-run-v0", steps=100, eval_every=50)
     trainer.train()
-    assert trainer.replay.obs.shape == (2, 100, 17)
+    assert trainer.source.replay.obs.shape == (2, 100, 17)
     for seed, path in zip((0, 1), trainer.files.paths):
         assert path == tmp_path / "dm_control-cheetah-run-v0" / "td3" / f"seed_{seed}.parquet"
         curve, metadata = read_run(path)

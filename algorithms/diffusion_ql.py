@@ -1,0 +1,157 @@
+"""Diffusion-QL (Wang, Hunt, Zhou, ICLR 2023), as the official code runs it, on the replay buffer.
+
+The policy is a DDPM over actions with noise model eps_theta(s, a_t, t), sampled with the
+posterior variance and the predicted clean action clipped to [-1, 1]. Per seed, with twin critics
+Q_1, Q_2, their Polyak targets Q' and an EMA copy of the actor:
+
+    a'   = chain_ema(s')                                             EMA actor, no gradient
+    y    = r + gamma (1 - done) min_j Q'_j(s', a')
+    L_Q  = sum_j E[(Q_j(s, a) - y)^2]                               clipped to max_grad_norm per seed
+    L_bc = E[ || eps_theta(s, a_t, t) - eps ||^2 ],  a_t = sqrt(alpha_hat_t) a + sqrt(1 - alpha_hat_t) eps
+    a_th = chain(s)                                                  differentiable, all T steps
+    L_q  = -E[Q_i(s, a_th)] / stopgrad(E|Q_j(s, a_th)|)            (i, j) a random order of (1, 2)
+    L_pi = bc_weight L_bc + eta L_q                                  clipped to max_grad_norm per seed
+
+then the EMA actor moves 0.5% toward the actor every 5 updates from update 1,000, and Q' follows Q
+with tau every update. Acting for evaluation samples 50 candidate actions and draws one with
+probability softmax(min_j Q'_j(s, a)). Online, the replay buffer plays the dataset and exploration
+adds N(0, 0.1^2) to one sample; `bc_weight=0` is the BC-free variant of the QSM authors' code.
+Defaults follow the official code (`../shared/reference/diffusion_ql.md` §1).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from algorithms.base import Algorithm, DiffusionPolicyConfig, critic_step, optimizer_step, perturb, td_target
+from qsmbench.config import require
+from qsmbench.diffusion import DiffusionSchedule, SamplerOptions, SinusoidalDenoiser, mish, reverse_chain
+from qsmbench.nets import QEnsemble, frozen, seed_generators, soft_update_
+from qsmbench.replay import Batch
+
+
+@dataclass(frozen=True)
+class DiffusionQLConfig(DiffusionPolicyConfig):
+    hidden_sizes: tuple[int, ...] = (256, 256, 256)  # critics
+    actor_hidden_sizes: tuple[int, ...] = (256, 256, 256)
+    time_features: int = 16
+    time_hidden: int = 32
+    eta: float = 1.0  # weight of the normalised Q loss
+    bc_weight: float = 1.0  # weight of the noise-prediction (behaviour cloning) loss
+    max_grad_norm: float = 9.0  # per seed, both networks; the official value for hopper/halfcheetah-medium; 0 = off
+    ema_decay: float = 0.995
+    ema_every: int = 5
+    ema_start: int = 1000
+    explore_candidates: int = 1  # >1 picks the exploration action by softmax over Q, as in evaluation
+    eval_candidates: int = 50
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.time_features >= 4 and self.time_features % 2 == 0, "time_features must be even and at least 4")
+        require(self.eta >= 0 and self.bc_weight >= 0, "eta and bc_weight must be non-negative")
+        require(self.max_grad_norm >= 0, "max_grad_norm must be non-negative (0 turns clipping off)")
+        require(0 <= self.ema_decay <= 1, f"ema_decay must lie in [0, 1], got {self.ema_decay}")
+        require(self.ema_every >= 1 and self.ema_start >= 0, "ema_every must be positive, ema_start non-negative")
+        require(min(self.explore_candidates, self.eval_candidates) >= 1, "candidate counts must be at least 1")
+
+
+class DiffusionQL:
+    def __init__(
+        self, obs_dim: int, act_dim: int, seeds: Sequence[int], device: torch.device, config: DiffusionQLConfig
+    ):
+        self.config, self.act_dim = config, act_dim
+        generators = seed_generators(seeds, "dql")
+        self.denoiser = SinusoidalDenoiser(
+            obs_dim, act_dim, config.actor_hidden_sizes, config.time_features, config.time_hidden, generators
+        ).to(device)
+        self.denoiser_ema = copy.deepcopy(self.denoiser).requires_grad_(False)
+        self.critic = QEnsemble(obs_dim, act_dim, config.hidden_sizes, generators, activation=mish).to(device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.schedule = DiffusionSchedule.make(config.schedule, config.diffusion_steps, device)  # type: ignore[arg-type]
+        self.sampler = SamplerOptions(posterior_variance=True, clip_every_step=False, clip_denoised=True)
+        self.policy_gradient_sampler = dataclasses.replace(self.sampler, grad=True)
+        self.actor_optimizer = torch.optim.Adam(self.denoiser.parameters(), lr=config.actor_lr)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
+        self.updates = 0
+
+    @torch.no_grad()
+    def act(self, obs: Tensor, explore: bool) -> Tensor:
+        """Evaluation: one of 50 candidates by softmax over Q'. Exploration: a sample plus N(0, 0.1^2)."""
+        if explore:
+            return perturb(self.select(obs, self.config.explore_candidates), self.config.exploration_noise)
+        return self.select(obs, self.config.eval_candidates)
+
+    def select(self, obs: Tensor, candidates: int) -> Tensor:
+        """Draw `candidates` chain samples per state and keep one with probability softmax(min_j Q'_j)."""
+        if candidates == 1:
+            return reverse_chain(self.denoiser, self.schedule, obs, self.act_dim, self.sampler)
+        seeds, n, obs_dim = obs.shape
+        repeated = obs.unsqueeze(2).expand(seeds, n, candidates, obs_dim).reshape(seeds, n * candidates, obs_dim)
+        actions = reverse_chain(self.denoiser, self.schedule, repeated, self.act_dim, self.sampler)
+        q = self.critic_target(repeated, actions).min(dim=1).values.reshape(seeds * n, candidates)
+        choice = torch.multinomial(torch.softmax(q, dim=-1), 1).reshape(seeds, n, 1, 1)
+        actions = actions.reshape(seeds, n, candidates, self.act_dim)
+        return actions.gather(2, choice.expand(seeds, n, 1, self.act_dim)).squeeze(2)
+
+    def update(self, batch: Batch) -> dict[str, Tensor]:
+        critic_loss, q = critic_step(
+            self.critic, self.critic_optimizer, batch, self.bellman_target(batch), self.config.max_grad_norm
+        )
+        bc_loss, q_loss = self.update_actor(batch)
+        self.updates += 1
+        if self.updates >= self.config.ema_start and self.updates % self.config.ema_every == 0:
+            soft_update_(self.denoiser_ema, self.denoiser, 1.0 - self.config.ema_decay)
+        soft_update_(self.critic_target, self.critic, self.config.tau)
+        return {
+            "critic_loss": critic_loss.detach(),
+            "q_mean": q.detach().mean((-2, -1)),
+            "bc_loss": bc_loss.detach(),
+            "q_loss": q_loss.detach(),
+        }
+
+    @torch.no_grad()
+    def bellman_target(self, batch: Batch) -> Tensor:
+        """`y = r + gamma (1 - done) min_j Q'_j(s', a')`, a' from the EMA actor's full chain."""
+        next_action = reverse_chain(self.denoiser_ema, self.schedule, batch.next_obs, self.act_dim, self.sampler)
+        next_q = self.critic_target(batch.next_obs, next_action).min(dim=1).values
+        return td_target(batch, self.config.gamma, next_q)
+
+    def update_actor(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        bc_loss = self.bc_loss(batch)
+        q_loss = self.q_loss(batch.obs)
+        loss = self.config.bc_weight * bc_loss + self.config.eta * q_loss
+        optimizer_step(self.actor_optimizer, loss, self.config.max_grad_norm)
+        return bc_loss, q_loss
+
+    def bc_loss(self, batch: Batch) -> Tensor:
+        """Noise-prediction loss on the batch's actions at a uniformly drawn step, per seed `[seeds]`."""
+        seeds, batch_size = batch.reward.shape
+        t = torch.randint(0, self.schedule.steps, (seeds, batch_size), device=batch.action.device)
+        noise = torch.randn_like(batch.action)
+        eps = self.denoiser(batch.obs, self.schedule.noise(batch.action, t, noise), t)
+        return ((eps - noise) ** 2).mean((-2, -1))
+
+    def q_loss(self, obs: Tensor) -> Tensor:
+        """`-E[Q_i(s, a_th)] / stopgrad(E|Q_j(s, a_th)|)` per seed, with its own random (i, j) per seed."""
+        action = reverse_chain(self.denoiser, self.schedule, obs, self.act_dim, self.policy_gradient_sampler)
+        with frozen(self.critic):
+            q = self.critic(obs, action)  # [seeds, 2, batch]
+        first = torch.randint(0, 2, (q.shape[0], 1), device=q.device)
+        q_i = q.mean(-1).gather(1, first).squeeze(1)
+        scale = q.abs().mean(-1).gather(1, 1 - first).squeeze(1)
+        return -q_i / scale.detach()
+
+
+ALGORITHM = Algorithm(
+    name="dql",
+    summary="Diffusion-QL: diffusion policy trained by BC plus normalised Q through the chain (Wang et al. 2023)",
+    config_cls=DiffusionQLConfig,
+    make_agent=DiffusionQL,
+    offline=True,
+)

@@ -1,0 +1,245 @@
+"""`qsmbench plot` (qsmbench.plotting, .analysis, .figures) on real run files with known values."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from scipy.stats import trim_mean
+
+from qsmbench.analysis import aggregate_cells, build_groups, load_runs
+from qsmbench.config import ConfigError
+from qsmbench.plotting import PlotReport, plot_results
+from qsmbench.storage import run_path, write_run
+
+QSMBENCH = Path(sys.executable).parent / "qsmbench"
+REPS = 200  # the default (2000) is for papers; 200 keeps this file fast and still exercises every bootstrap
+LAST_EVALS = 5
+STEPS = list(range(0, 8001, 1000))  # 9 evaluations, so the last 5 differ from "all"
+SEEDS = 6
+HOPPER = "Hopper-v4"
+CHEETAH = "dm_control/cheetah-run-v0"
+NO_REFERENCE = "Pendulum-v1"
+HOPPER_RANDOM, HOPPER_EXPERT = -20.272305, 3234.3  # D4RL, typed here independently of the data file
+FIGURES = ("learning_curves", "aggregate_scores", "sample_efficiency", "performance_profile", "probability_of_improvement")
+SCALE = {HOPPER: 3000.0, CHEETAH: 800.0, NO_REFERENCE: -200.0}
+QUALITY = {"qsm": 1.0, "sac": 0.8, "td3": 0.6}
+
+
+def curve(env: str, algo: str, seed: int, steps: list[int]) -> list[float]:
+    """A noisy rising learning curve, different for every env, algo and seed."""
+    rng = np.random.default_rng([seed, len(env), len(algo), int(QUALITY[algo] * 10)])
+    progress = np.array(steps, dtype=float) / STEPS[-1]
+    scale = SCALE.get(env, 1000.0)
+    return list(scale * QUALITY[algo] * progress + rng.normal(0.0, 0.05 * abs(scale), len(steps)))
+
+
+def write_seed(
+    root: Path, env: str, algo: str, seed: int, steps: list[int] = STEPS, status: str = "complete", **extra: list[float]
+) -> list[float]:
+    """Write one run file as the trainer does; return its evaluation returns."""
+    returns = curve(env, algo, seed, steps)
+    rows: list[dict[str, Any]] = []
+    for i, (step, value) in enumerate(zip(steps, returns)):
+        rows.append(
+            {
+                "algo": algo, "env": env, "seed": seed, "step": step, "eval_return": value, "eval_return_std": 1.0,
+                "train_return": value, "train_episodes": i, "wall_time_s": float(i), "sps": 100.0,
+                **{column: values[i] for column, values in extra.items()},
+            }
+        )  # fmt: skip
+    metadata = {"algo": algo, "env": env, "seed": seed, "status": status, "run_config": {"steps": steps[-1]}}
+    write_run(run_path(root, env, algo, seed), rows, metadata)
+    return returns
+
+
+def final(returns: list[float], last: int = LAST_EVALS) -> float:
+    return float(np.mean(returns[-last:]))
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[tuple[str, str], np.ndarray]]:
+    """Two tasks with references and one without, qsm/sac/td3 x 6 seeds; the expected final returns."""
+    root = tmp_path_factory.mktemp("results")
+    finals: dict[tuple[str, str], np.ndarray] = {}
+    for env in (HOPPER, CHEETAH, NO_REFERENCE):
+        for algo in QUALITY:
+            finals[env, algo] = np.array([final(write_seed(root, env, algo, seed)) for seed in range(SEEDS)])
+    return root, finals
+
+
+@pytest.fixture(scope="module")
+def plotted(synthetic: tuple[Path, Any]) -> tuple[PlotReport, list[str]]:
+    messages: list[str] = []
+    return plot_results(synthetic[0], reps=REPS, progress=messages.append), messages
+
+
+def summary(report: PlotReport) -> pd.DataFrame:
+    return pd.read_csv(report.out_dir / "summary.csv")
+
+
+def test_summary_equals_an_independent_computation(synthetic: Any, plotted: tuple[PlotReport, list[str]]) -> None:
+    (_, finals), (report, messages) = synthetic, plotted
+    table = summary(report)
+    assert report.out_dir == synthetic[0] / "figures" and not report.skipped
+    assert any("bootstrapping" in message for message in messages)
+    normalised: dict[str, list[np.ndarray]] = {algo: [] for algo in QUALITY}
+    for (env, algo), values in finals.items():
+        row = table[(table.scope == "task") & (table.env == env) & (table.algo == algo) & (table.score == "return")]
+        assert len(row) == 1
+        row = row.iloc[0]
+        assert (row.seeds, row.final_step, row.last_evals, row.incomplete) == (SEEDS, STEPS[-1], LAST_EVALS, 0)
+        assert row.iqm == pytest.approx(trim_mean(values, 0.25))
+        assert row["mean"] == pytest.approx(values.mean())
+        assert row.iqm_ci_low <= row.iqm <= row.iqm_ci_high and row.mean_ci_low < row["mean"] < row.mean_ci_high
+        if env != NO_REFERENCE:
+            scores = (values - HOPPER_RANDOM) / (HOPPER_EXPERT - HOPPER_RANDOM) if env == HOPPER else values / 1000
+            normalised[algo].append(scores)
+            norm = table[(table.scope == "task") & (table.env == env) & (table.algo == algo) & (table.score == "normalised")]
+            assert norm.iloc[0].iqm == pytest.approx(trim_mean(scores, 0.25))
+    aggregate = table[table.scope == "aggregate"].set_index("algo")
+    assert list(aggregate.index) == ["qsm", "sac", "td3"]
+    for algo, per_task in normalised.items():
+        scores = np.stack(per_task, axis=1)  # [seeds, tasks]
+        assert aggregate.loc[algo, "iqm"] == pytest.approx(trim_mean(scores, 0.25, axis=None))
+        assert aggregate.loc[algo, "mean"] == pytest.approx(scores.mean())
+        assert aggregate.loc[algo, "median"] == pytest.approx(np.median(scores.mean(axis=0)))
+        assert aggregate.loc[algo, "optimality_gap"] == pytest.approx(np.mean(1 - np.minimum(scores, 1)))
+        assert aggregate.loc[algo, "tasks"] == 2
+    markdown = (report.out_dir / "summary.md").read_text()
+    assert f"last {LAST_EVALS} evaluations" in markdown and "## Aggregate over 2 tasks" in markdown
+
+
+def test_same_inputs_give_identical_cis(synthetic: Any, plotted: tuple[PlotReport, list[str]], tmp_path: Path) -> None:
+    np.random.seed(123)
+    expected_draw = np.random.rand()
+    np.random.seed(123)
+    again = plot_results(synthetic[0], out_dir=tmp_path, reps=REPS)
+    assert np.random.rand() == expected_draw  # the caller's global generator is left as it was
+    first, second = summary(plotted[0]), summary(again)
+    pd.testing.assert_frame_equal(first, second)
+    assert (first.iqm_ci_high > first.iqm_ci_low).all()  # real intervals, not points
+    assert inspect.signature(plot_results).parameters["reps"].default == 2000
+
+
+def test_figures_are_real_images_and_pdfs(plotted: tuple[PlotReport, list[str]]) -> None:
+    report = plotted[0]
+    for name in FIGURES:
+        png, pdf = report.out_dir / f"{name}.png", report.out_dir / f"{name}.pdf"
+        assert png in report.files and pdf in report.files
+        image = matplotlib.image.imread(png)
+        height, width = image.shape[:2]
+        assert 300 <= height <= 4000 and 500 <= width <= 5000, (name, image.shape)
+        assert image[..., :3].std() > 0.05, name  # not blank
+        assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 5000
+
+
+def test_task_without_reference_is_kept_out_of_aggregates(plotted: tuple[PlotReport, list[str]]) -> None:
+    report = plotted[0]
+    table = summary(report)
+    assert any(NO_REFERENCE in warning and "aggregate" in warning for warning in report.warnings)
+    rows = table[table.env == NO_REFERENCE]
+    assert set(rows.score) == {"return"} and set(rows.algo) == set(QUALITY)
+    assert not table[table.scope == "aggregate"].env.str.contains(NO_REFERENCE).any()
+
+
+def test_unusable_files_are_named_and_skipped(tmp_path: Path) -> None:
+    for algo in ("sac", "td3"):
+        for seed in range(3):
+            write_seed(tmp_path, HOPPER, algo, seed)
+    garbage = tmp_path / "garbage.parquet"
+    garbage.write_bytes(b"this is not parquet" * 10)
+    foreign = tmp_path / "deep" / "er" / "foreign.parquet"
+    foreign.parent.mkdir(parents=True)
+    pq.write_table(pa.table({"step": [0, 1000], "eval_return": [1.0, 2.0]}), foreign)
+    report = plot_results(tmp_path, reps=50)
+    assert sorted(report.skipped) == sorted([garbage, foreign])
+    for bad in (garbage, foreign):
+        assert any(str(bad) in warning for warning in report.warnings), report.warnings
+    assert any("probability of improvement skipped: no qsm" in warning for warning in report.warnings)
+    assert set(summary(report).algo) == {"sac", "td3"}
+    assert matplotlib.image.imread(report.out_dir / "learning_curves.png").size > 0
+    assert (report.out_dir / "aggregate_scores.pdf").exists()
+
+
+def test_missing_empty_or_unreadable_directory_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        plot_results(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="no run files"):
+        plot_results(tmp_path)
+    (tmp_path / "broken.parquet").write_bytes(b"\x00" * 64)
+    with pytest.raises(ConfigError, match="readable"):
+        plot_results(tmp_path)
+    with pytest.raises(ConfigError, match="normalize"):
+        plot_results(tmp_path, normalize="minmax")  # type: ignore[arg-type]
+
+
+def test_different_lengths_are_aligned_and_incomplete_runs_reported(tmp_path: Path) -> None:
+    """sac seed 3 was interrupted at 5000 steps and qsm ran to 10000: final scores compare at 5000."""
+    sac = [write_seed(tmp_path, HOPPER, "sac", seed) for seed in range(3)]
+    sac.append(write_seed(tmp_path, HOPPER, "sac", 3, steps=STEPS[:6], status="interrupted"))
+    qsm = [write_seed(tmp_path, HOPPER, "qsm", seed, steps=list(range(0, 10001, 1000))) for seed in range(4)]
+    groups = {group.algo: group for group in build_groups(load_runs(tmp_path)[0], "reference")[0]}
+    assert list(groups["sac"].steps) == STEPS[:6] and groups["sac"].returns.shape == (4, 6)
+    assert list(groups["qsm"].steps) == list(range(0, 10001, 1000))
+    report = plot_results(tmp_path, reps=50)
+    assert any("incomplete" in w and "sac" in w and "3 (interrupted)" in w for w in report.warnings), report.warnings
+    assert any("qsm ran to 10000" in warning for warning in report.warnings)
+    table = summary(report)
+    rows = table[(table.scope == "task") & (table.score == "return")].set_index("algo")
+    assert (rows.final_step == 5000).all() and rows.loc["sac", "incomplete"] == 1
+    assert rows.loc["sac", "mean"] == pytest.approx(np.mean([final(returns[:6]) for returns in sac]))
+    assert rows.loc["qsm", "mean"] == pytest.approx(np.mean([final(returns[:6]) for returns in qsm]))
+
+
+def test_normalisation_rules(tmp_path: Path) -> None:
+    """Offline runs use their D4RL score / 100, DeepMind Control / 1000; "none" keeps raw returns."""
+    offline = "hopper-medium-v2"
+    write_seed(tmp_path, offline, "qsm", 0, eval_normalized_score=[10.0 * i for i in range(len(STEPS))])
+    write_seed(tmp_path, CHEETAH, "qsm", 0)
+    runs = load_runs(tmp_path)[0]
+    groups = {group.env: group for group in build_groups(runs, "reference")[0]}
+    np.testing.assert_allclose(groups[offline].scores, [[0.1 * i for i in range(len(STEPS))]])
+    np.testing.assert_allclose(groups[CHEETAH].scores, groups[CHEETAH].returns / 1000)
+    for group in build_groups(runs, "none")[0]:
+        np.testing.assert_array_equal(group.scores, group.returns)
+
+
+def test_aggregates_use_a_complete_task_by_algorithm_matrix(tmp_path: Path) -> None:
+    """td3 ran on one of two tasks: td3 leaves the aggregates, not the task; a task without reference too."""
+    for env in (HOPPER, CHEETAH, NO_REFERENCE):
+        for algo in ("qsm", "sac"):
+            write_seed(tmp_path, env, algo, 0)
+    write_seed(tmp_path, HOPPER, "td3", 0)
+    envs, algos, warnings = aggregate_cells(build_groups(load_runs(tmp_path)[0], "reference")[0])
+    assert (envs, algos) == (sorted([HOPPER, CHEETAH]), ["qsm", "sac"])
+    assert any(w.startswith("td3 left out") for w in warnings) and any(NO_REFERENCE in w for w in warnings)
+
+
+def test_cli_plot_writes_tables_and_reports_where(synthetic, tmp_path: Path) -> None:
+    """The console script: exit 0, the output directory named on stdout, warnings one per line on stderr."""
+    root, _ = synthetic
+    out = tmp_path / "figures"
+    result = subprocess.run(
+        [str(QSMBENCH), "plot", str(root), "--out", str(out), "--reps", "100"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert str(out) in result.stdout
+    assert (out / "summary.md").exists() and (out / "learning_curves.png").exists()
+    assert any(NO_REFERENCE in line for line in result.stderr.splitlines() if line.startswith("qsmbench: warning:"))
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_plot_of_a_missing_directory_is_one_line(tmp_path: Path) -> None:
+    result = subprocess.run([str(QSMBENCH), "plot", str(tmp_path / "nothing")], capture_output=True, text=True, timeout=120)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("qsmbench: error:"), result.stderr
