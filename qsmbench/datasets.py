@@ -11,6 +11,9 @@ only offline runs read datasets.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -136,14 +139,21 @@ def _download(dataset_id: str, root: Path) -> None:
     """
     from minari import download_dataset
 
+    with contextlib.suppress(ImportError):  # the hub client resets its logger when its API loads: load it first
+        from huggingface_hub import HfApi  # noqa: F401
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)  # its retry warnings would break the one-line error
     try:
         download_dataset(dataset_id)
     except Exception as error:  # noqa: BLE001 - see the docstring
         raise ConfigError(
             f"Minari dataset {dataset_id!r} is not on disk under {root} and could not be downloaded "
             f"({_first_line(error)}); on a machine with network run `minari download {dataset_id}` "
-            f"(needs pip install 'minari[hf]') and copy {dataset_id} into $MINARI_DATASETS_PATH here"
+            f"and copy {dataset_id} into $MINARI_DATASETS_PATH here"
         ) from None
+    finally:
+        hub_logger.setLevel(level)
 
 
 def _first_line(error: Exception) -> str:

@@ -1,0 +1,213 @@
+"""`qsmbench reproduce` (qsmbench.reproduce): the paper grid, and a real smoke-scale grid that resumes.
+
+One smoke grid (2 tasks x 4 algorithms, 2 seeds, 300 steps) is trained once per module; the tests that
+change files work on a copy of it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from qsmbench.config import ConfigError
+from qsmbench.plotting import PlotReport
+from qsmbench.reproduce import Grid, duration, format_plan, load_grid, plan, run_grid
+from qsmbench.storage import read_run, read_status, run_path, write_run
+
+ALGOS = {"qsm", "sac", "td3", "dql"}
+GYM_TASKS = {"Hopper-v4", "Walker2d-v4", "HalfCheetah-v4", "Ant-v4", "Humanoid-v4"}
+CONFIRMED_DMC = {"dm_control/cheetah-run-v0", "dm_control/walker-run-v0", "dm_control/hopper-hop-v0"}
+SMOKE_TASKS = ("Pendulum-v1", "dm_control/cartpole-balance-v0")
+SMOKE_STEPS = [0, 100, 200, 300]
+FIGURES = ("learning_curves", "aggregate_scores", "sample_efficiency", "performance_profile")
+
+# A small valid grid file; the bad-grid cases below each break one thing in it.
+VALID_GRID = """\
+out = "unused"
+algorithms = ["td3"]
+seeds = 2
+steps = 300
+eval_every = 100
+eval_episodes = 1
+
+[overrides]
+td3 = ["warmup_steps=100", "batch_size=32", "hidden_sizes=32,32"]
+
+[[tasks]]
+env = "Pendulum-v1"
+confidence = "smoke"
+source = "test"
+
+[scales.test]
+"""
+
+
+class Smoke(NamedTuple):
+    grid: Grid
+    out: Path
+    report: PlotReport
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> Smoke:
+    grid = load_grid("paper", "smoke")
+    out = tmp_path_factory.mktemp("grid") / "results"
+    return Smoke(grid, out, run_grid(grid, out, device="cpu", quiet=True))
+
+
+def copy_of(smoke: Smoke, tmp_path: Path) -> Path:
+    out = tmp_path / "results"
+    shutil.copytree(smoke.out, out)
+    return out
+
+
+def run_files(out: Path) -> dict[Path, tuple[int, bytes]]:
+    """Every run file under `out` with its modification time and bytes."""
+    return {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in sorted(out.glob("*/*/seed_*.parquet"))}
+
+
+def write_grid(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "grid.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_paper_grid_expands_to_every_task_algorithm_pair(tmp_path: Path) -> None:
+    grid = load_grid("paper")
+    jobs = plan(grid, tmp_path)
+    tasks = {task.env for task in grid.tasks}
+    dmc = {env for env in tasks if env.startswith("dm_control/")}
+    assert tasks == GYM_TASKS | dmc and CONFIRMED_DMC <= dmc and len(dmc) <= 6
+    assert {task.env for task in grid.tasks if task.confidence == "confirmed"} == CONFIRMED_DMC
+    assert {task.env for task in grid.tasks if task.confidence == "extension"} == GYM_TASKS
+    assert all(task.source for task in grid.tasks)
+    assert sorted((job.task, job.algo) for job in jobs) == sorted((task, algo) for task in tasks for algo in ALGOS)
+    for job in jobs:
+        assert (job.seeds, job.steps, job.eval_every, job.eval_episodes) == (tuple(range(10)), 1_000_000, 10_000, 10)
+        assert job.overrides == () and job.status == "to run"
+    assert grid.out == Path("results/paper")
+    text = format_plan(grid, jobs, tmp_path)
+    assert f"to run: {len(jobs)} of {len(jobs)} jobs, {len(jobs) * 10 * 1_000_000:,} env steps" in text
+    assert "estimate: no measurement yet" in text
+
+
+def test_smoke_grid_trains_every_job_and_plots(smoke: Smoke) -> None:
+    for task in SMOKE_TASKS:
+        for algo in ALGOS:
+            for seed in (0, 1):
+                path = run_path(smoke.out, task, algo, seed)
+                curve, metadata = read_run(path)
+                assert metadata["status"] == "complete"
+                assert list(curve["step"]) == SMOKE_STEPS
+                assert metadata["algo_config"]["warmup_steps"] == 100
+                assert metadata["algo_config"]["hidden_sizes"] == [32, 32]
+    assert len(run_files(smoke.out)) == len(SMOKE_TASKS) * len(ALGOS) * 2
+    figures = smoke.out / "figures"
+    assert smoke.report.out_dir == figures
+    summary = (figures / "summary.md").read_text()
+    assert all(task in summary for task in SMOKE_TASKS) and all(algo in summary for algo in ALGOS)
+    for name in FIGURES:
+        assert (figures / f"{name}.png").stat().st_size > 0
+
+
+def test_a_second_run_trains_nothing_and_plots_again(smoke: Smoke, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = copy_of(smoke, tmp_path)
+    shutil.rmtree(out / "figures")
+    before = run_files(out)
+    run_grid(smoke.grid, out, device="cpu", quiet=True)
+    assert run_files(out) == before
+    assert "to run: 0 of 8 jobs, 0 env steps" in capsys.readouterr().out
+    assert (out / "figures" / "summary.md").is_file() and (out / "figures" / "learning_curves.png").is_file()
+
+
+def test_an_interrupted_seed_is_retrained_alone(smoke: Smoke, tmp_path: Path) -> None:
+    out = copy_of(smoke, tmp_path)
+    victim = run_path(out, "Pendulum-v1", "td3", 1)
+    curve, metadata = read_run(victim)
+    write_run(victim, curve.iloc[:2].to_dict("records"), {**metadata, "status": "interrupted"})
+    statuses = {(job.task, job.algo): job.status for job in plan(smoke.grid, out)}
+    assert statuses.pop(("Pendulum-v1", "td3")) == "partial" and set(statuses.values()) == {"complete"}
+    before = run_files(out)
+    run_grid(smoke.grid, out, device="cpu", quiet=True)
+    after = run_files(out)
+    assert [path for path in after if after[path] != before[path]] == [victim]
+    curve, metadata = read_run(victim)
+    assert metadata["status"] == "complete" and list(curve["step"]) == SMOKE_STEPS
+    assert metadata["run_config"]["seed_start"] == 1 and metadata["run_config"]["seeds"] == 1
+
+
+def test_dry_run_plan_shows_statuses_and_a_measured_estimate(smoke: Smoke, tmp_path: Path) -> None:
+    out = copy_of(smoke, tmp_path)
+    run_path(out, "Pendulum-v1", "qsm", 0).unlink()
+    curve, _ = read_run(run_path(out, "Pendulum-v1", "qsm", 1))
+    measured = curve["wall_time_s"].iloc[-1] / curve["step"].iloc[-1] * 300  # one batched run of 300 steps
+    lines = format_plan(smoke.grid, plan(smoke.grid, out), out).splitlines()
+    job_lines = [line for line in lines if line.startswith(SMOKE_TASKS)]
+    assert len(job_lines) == 8
+    partial = [line for line in job_lines if "partial" in line]
+    assert len(partial) == 1 and partial[0].split()[:2] == ["Pendulum-v1", "qsm"]
+    assert "1 of 2 seeds complete; to run: 0" in partial[0]
+    assert sum(line.endswith("complete") for line in job_lines) == 7
+    assert "to run: 1 of 8 jobs, 300 env steps (7 jobs complete)" in lines
+    estimate = next(line for line in lines if line.startswith("estimate:"))
+    assert estimate.startswith(f"estimate: {duration(measured)} ") and "the same task and algorithm for 1 jobs" in estimate
+
+    empty = tmp_path / "empty"
+    assert "estimate: no measurement yet" in format_plan(smoke.grid, plan(smoke.grid, empty), empty)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [(("steps = 300", "steps = 400"), "steps=300 (the grid asks for 400)"), (("32,32", "64,64"), "hidden_sizes=[32, 32]")],
+    ids=["steps", "hyperparameters"],
+)
+def test_complete_runs_made_with_other_settings_block_the_grid(
+    smoke: Smoke, tmp_path: Path, change: tuple[str, str], expected: str
+) -> None:
+    out = copy_of(smoke, tmp_path)
+    grid = load_grid(write_grid(tmp_path, VALID_GRID.replace(*change)), "test")
+    (job,) = plan(grid, out)
+    assert job.status == "conflict" and expected in job.conflicts[0]
+    before = run_files(out)
+    with pytest.raises(ConfigError, match="files in the way") as error:
+        run_grid(grid, out, device="cpu", quiet=True)
+    assert "\n" not in str(error.value) and expected in str(error.value)
+    assert run_files(out) == before
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("[\"td3\"]", "[\"td3\", \"ppo\"]"), ["unknown algorithm 'ppo'", "choose from"]),
+        (("steps = 300\n", ""), ["missing key 'steps'"]),
+        (("steps = 300", "step = 300"), ["unknown key 'step'", "did you mean 'steps'"]),
+        (("seeds = 2", "seeds = \"two\""), ["seeds must be an integer"]),
+        (("seeds = 2", "seeds = 0"), ["seeds must be at least 1"]),
+        (("hidden_sizes=32,32", "hidden_size=32"), ["overrides.td3", "unknown key 'hidden_size'"]),
+        (("Pendulum-v1", "Pendulum-v9"), ["task 1", "unknown environment 'Pendulum-v9'"]),
+        (("\"smoke\"", "\"sure\""), ["confidence must be one of"]),
+        (("[scales.test]", "[scales.test]\nstesp = 3"), ["[scales.test]", "unknown key 'stesp'"]),
+        (("out = \"unused\"", "out = "), ["not valid TOML"]),
+    ],
+    ids=["algo", "missing", "unknown-key", "type", "value", "override", "env", "confidence", "scale-key", "toml"],
+)
+def test_bad_grid_files_are_one_line_errors(tmp_path: Path, change: tuple[str, str], expected: list[str]) -> None:
+    path = write_grid(tmp_path, VALID_GRID.replace(*change))
+    assert VALID_GRID.replace(*change) != VALID_GRID
+    with pytest.raises(ConfigError) as error:
+        load_grid(path, "test")
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(path)
+    for fragment in expected:
+        assert fragment in message
+
+
+def test_unknown_grid_names_and_scales_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown grid 'papr' \(did you mean 'paper'\?\)"):
+        load_grid("papr")
+    with pytest.raises(ConfigError, match="no scale 'huge'; scales: paper, smoke"):
+        load_grid("paper", "huge")
+    load_grid(write_grid(tmp_path, VALID_GRID), "test")  # the base of every bad case above is valid
