@@ -62,7 +62,7 @@ class Task:
 
 @dataclass(frozen=True)
 class Grid:
-    """One scale of a grid file, validated: every job it expands to can be prepared."""
+    """One scale of a grid file, validated: known algorithms, registered env ids, well-formed overrides."""
 
     name: str  # the file's stem, e.g. "paper"
     scale: str
@@ -338,32 +338,44 @@ def mismatch(metadata: Mapping[str, Any], job: Job, expected_config: Mapping[str
     return f"{key}={stored} (the grid asks for {wanted})"
 
 
-def measured_seconds_per_step(out: Path) -> dict[tuple[str, str], float]:
-    """Wall time per run step, evaluations included, of every run file under `out`: the median per
-    (task directory, algorithm). It is the cost of the batch that was measured, whatever its seed count."""
-    rates: dict[tuple[str, str], list[float]] = {}
+Timings = Mapping[tuple[str, str, str], float]  # (task directory, algorithm, settings_key) -> seconds per step
+
+
+def settings_key(algo_config: Any, eval_every: Any, eval_episodes: Any, seeds: Any) -> str:
+    """What a run's cost per step depends on besides its task: hyperparameters, evaluation load, batch size."""
+    return json.dumps([algo_config, eval_every, eval_episodes, seeds], sort_keys=True, default=str)
+
+
+def job_settings_key(job: Job) -> str:
+    return settings_key(jsonable(dataclasses.asdict(job.config())), job.eval_every, job.eval_episodes, len(job.seeds))
+
+
+def measured_seconds_per_step(out: Path) -> Timings:
+    """Wall time per run step, evaluations included, of the run files under `out`: the median per task
+    directory, algorithm and settings (so a smoke run never times a paper run)."""
+    rates: dict[tuple[str, str, str], list[float]] = {}
     for path in sorted(out.glob("*/*/seed_*.parquet")):
         try:
-            curve, _ = read_run(path)
+            curve, metadata = read_run(path)
         except (OSError, ValueError, pa.ArrowException):
             continue
+        run = metadata.get("run_config") or {}
+        key = settings_key(metadata.get("algo_config"), run.get("eval_every"), run.get("eval_episodes"), run.get("seeds"))
         if len(curve) and curve["step"].iloc[-1] > 0:
             rate = float(curve["wall_time_s"].iloc[-1] / curve["step"].iloc[-1])
-            rates.setdefault((path.parent.parent.name, path.parent.name), []).append(rate)
+            rates.setdefault((path.parent.parent.name, path.parent.name, key), []).append(rate)
     return {key: float(np.median(values)) for key, values in rates.items()}
 
 
-def timing_for(job: Job, timings: Mapping[tuple[str, str], float]) -> dict[str, Any]:
-    """The closest measurement: this task and algorithm, else this algorithm elsewhere, else any run."""
-    own = timings.get((path_safe(job.task), job.algo))
-    same_algo = [rate for (_, algo), rate in timings.items() if algo == job.algo]
-    for rate, basis in (
-        (own, "the same task and algorithm"),
-        (float(np.median(same_algo)) if same_algo else None, "the same algorithm on other tasks"),
-        (float(np.median(list(timings.values()))) if timings else None, "other algorithms"),
-    ):
-        if rate is not None:
-            return {"seconds_per_step": rate, "timing_basis": basis}
+def timing_for(job: Job, timings: Timings) -> dict[str, Any]:
+    """The closest measurement with the job's settings: on its own task, else the median over other tasks."""
+    key = job_settings_key(job)
+    own = timings.get((path_safe(job.task), job.algo, key))
+    if own is not None:
+        return {"seconds_per_step": own, "timing_basis": "the same task, algorithm and settings"}
+    others = [rate for (_, algo, other_key), rate in timings.items() if algo == job.algo and other_key == key]
+    if others:
+        return {"seconds_per_step": float(np.median(others)), "timing_basis": "the same algorithm and settings on other tasks"}
     return {}
 
 
@@ -406,7 +418,7 @@ def estimate_line(pending: list[Job], out: Path) -> str:
         return "estimate: nothing to run"
     timed = [job for job in pending if job.seconds_to_run is not None]
     if not timed:
-        return f"estimate: no measurement yet (no run under {out} to time)"
+        return f"estimate: no measurement yet (no run under {out} with these algorithms and settings to time)"
     bases = Counter(job.timing_basis for job in timed)
     untimed = len(pending) - len(timed)
     seconds = sum(job.seconds_to_run or 0.0 for job in timed)

@@ -139,22 +139,34 @@ def test_an_interrupted_seed_is_retrained_alone(smoke: Smoke, tmp_path: Path) ->
     assert metadata["run_config"]["seed_start"] == 1 and metadata["run_config"]["seeds"] == 1
 
 
+def seconds_per_step(path: Path) -> float:
+    curve, _ = read_run(path)
+    return float(curve["wall_time_s"].iloc[-1] / curve["step"].iloc[-1])
+
+
 def test_dry_run_plan_shows_statuses_and_a_measured_estimate(smoke: Smoke, tmp_path: Path) -> None:
     out = copy_of(smoke, tmp_path)
-    run_path(out, "Pendulum-v1", "qsm", 0).unlink()
-    curve, _ = read_run(run_path(out, "Pendulum-v1", "qsm", 1))
-    measured = curve["wall_time_s"].iloc[-1] / curve["step"].iloc[-1] * 300  # one batched run of 300 steps
+    run_path(out, "Pendulum-v1", "qsm", 0).unlink()  # partial: timed on its own remaining seed
+    for seed in (0, 1):
+        run_path(out, "Pendulum-v1", "sac", seed).unlink()  # to run: timed on SAC's cartpole runs
+    measured = 300 * (
+        seconds_per_step(run_path(out, "Pendulum-v1", "qsm", 1))
+        + seconds_per_step(run_path(out, "dm_control/cartpole-balance-v0", "sac", 0))
+    )
     lines = format_plan(smoke.grid, plan(smoke.grid, out), out).splitlines()
-    job_lines = [line for line in lines if line.startswith(SMOKE_TASKS)]
+    job_lines = {tuple(line.split()[:2]): line for line in lines if line.startswith(SMOKE_TASKS)}
     assert len(job_lines) == 8
-    partial = [line for line in job_lines if "partial" in line]
-    assert len(partial) == 1 and partial[0].split()[:2] == ["Pendulum-v1", "qsm"]
-    assert "1 of 2 seeds complete; to run: 0" in partial[0]
-    assert sum(line.endswith("complete") for line in job_lines) == 7
-    assert "to run: 1 of 8 jobs, 300 env steps (7 jobs complete)" in lines
+    assert job_lines.pop(("Pendulum-v1", "qsm")).endswith("partial (1 of 2 seeds complete; to run: 0)")
+    assert job_lines.pop(("Pendulum-v1", "sac")).endswith("to run")
+    assert all(line.endswith("complete") for line in job_lines.values())
+    assert "to run: 2 of 8 jobs, 900 env steps (6 jobs complete)" in lines
     estimate = next(line for line in lines if line.startswith("estimate:"))
-    assert estimate.startswith(f"estimate: {duration(measured)} ") and "the same task and algorithm for 1 jobs" in estimate
+    assert estimate.startswith(f"estimate: {duration(measured)} ")
+    assert "the same task, algorithm and settings for 1 jobs" in estimate
+    assert "the same algorithm and settings on other tasks for 1 jobs" in estimate
 
+    paper = load_grid("paper")  # other settings: smoke runs must not time the paper's
+    assert "estimate: no measurement yet" in format_plan(paper, plan(paper, out), out)
     empty = tmp_path / "empty"
     assert "estimate: no measurement yet" in format_plan(smoke.grid, plan(smoke.grid, empty), empty)
 
