@@ -19,7 +19,7 @@ RUN_FLAGS ?= --eval-every 1000 --eval-episodes 10 --set warmup_steps=1000
 RUN_SET_qsm ?= --set hidden_sizes=256,256 --set actor_hidden_sizes=256,256
 RUN_SET_dql ?= --set hidden_sizes=128,128 --set actor_hidden_sizes=128,128
 
-.PHONY: run test install clean
+.PHONY: run test install clean reproduce-paper
 
 install: $(STAMP)
 
@@ -33,6 +33,12 @@ run: $(STAMP)
 	  --steps $(RUN_STEPS) --out $(RUN_OUT) --overwrite $(RUN_FLAGS) $(RUN_SET_$(algo)) &&) true
 	$(BIN)/qsmbench plot $(RUN_OUT) --normalize none
 	@echo "Learning curves: $(RUN_OUT)/$(RUN_ENV)/<algo>/seed_<k>.parquet"
+
+# The QSM paper grid: every task x algorithm, 10 seeds, 1M steps each, then plots into
+# results/paper/figures. Resumable: run it again after a stop; complete runs are skipped.
+REPRODUCE_FLAGS ?=
+reproduce-paper: $(STAMP)
+	$(BIN)/qsmbench reproduce paper $(REPRODUCE_FLAGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

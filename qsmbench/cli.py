@@ -21,6 +21,7 @@ from qsmbench.analysis import Settings
 from qsmbench.envs import EXAMPLE_ENV_IDS
 from qsmbench.plotting import plot_results
 from qsmbench.progress import make_reporter
+from qsmbench.reproduce import format_plan, load_grid, plan, run_grid
 from qsmbench.toy import ToyConfig, run_toy
 from qsmbench.trainer import Trainer, prepare
 
@@ -127,6 +128,31 @@ def plot(
     for warning in report.warnings:
         print(f"qsmbench: warning: {warning}", file=sys.stderr)
     print(f"tables and figures: {report.out_dir} (summary.md, summary.csv, {len(report.files) - 2} figure files)")
+
+
+@app.command()
+def reproduce(
+    grid: Annotated[str, typer.Argument(help="A shipped grid (paper) or the path of a grid .toml file.")],
+    scale: Annotated[str, typer.Option(help="Scale of the grid: paper (as written) or smoke (tiny, for tests).")] = "paper",
+    out: Annotated[Path | None, typer.Option(help="Results directory (default: the grid's, e.g. results/paper).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print the plan and a time estimate; train nothing.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    quiet: Annotated[bool, typer.Option(help="Plain log lines instead of the live display.")] = False,
+) -> None:
+    """Train every job (task x algorithm, all seeds batched) of GRID not yet complete, then plot; resumable."""
+    loaded = load_grid(grid, scale)
+    results = out or loaded.out
+    if dry_run:
+        print(format_plan(loaded, plan(loaded, results), results))
+        return
+    try:
+        report = run_grid(loaded, results, device, quiet)
+    except KeyboardInterrupt:
+        print("qsmbench: interrupted; finished runs are kept: run the same command again to go on", file=sys.stderr)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    for warning in report.warnings:
+        print(f"qsmbench: warning: {warning}", file=sys.stderr)
+    print(f"table: {report.out_dir / 'summary.md'}; figures: {report.out_dir}")
 
 
 @app.command("list")

@@ -170,7 +170,8 @@ def parse_tasks(entries: list[Any]) -> tuple[Task, ...]:
             require(isinstance(entry, dict), f"must be a table with {', '.join(TASK_KEYS)}, got {entry!r}")
             check_keys(entry, TASK_KEYS, ())
             task = Task(*(typed(entry, key, str) for key in TASK_KEYS))
-            require(task.confidence in CONFIDENCE, f"confidence must be one of {', '.join(CONFIDENCE)}, got {task.confidence!r}")
+            choices = ", ".join(CONFIDENCE)
+            require(task.confidence in CONFIDENCE, f"confidence must be one of {choices}, got {task.confidence!r}")
             check_env_id(task.env)
         tasks.append(task)
     require(len({task.env for task in tasks}) == len(tasks), "tasks lists an env twice")
@@ -187,7 +188,8 @@ def parse_algorithms(names: list[Any]) -> tuple[str, ...]:
 
 def check_algorithm(name: Any) -> None:
     if name not in ALGORITHMS:
-        raise ConfigError(f"unknown algorithm {name!r}{did_you_mean(str(name), ALGORITHMS)}; choose from: {', '.join(ALGORITHMS)}")
+        choices = ", ".join(ALGORITHMS)
+        raise ConfigError(f"unknown algorithm {name!r}{did_you_mean(str(name), ALGORITHMS)}; choose from: {choices}")
 
 
 def parse_overrides(table: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
@@ -375,7 +377,8 @@ def timing_for(job: Job, timings: Timings) -> dict[str, Any]:
         return {"seconds_per_step": own, "timing_basis": "the same task, algorithm and settings"}
     others = [rate for (_, algo, other_key), rate in timings.items() if algo == job.algo and other_key == key]
     if others:
-        return {"seconds_per_step": float(np.median(others)), "timing_basis": "the same algorithm and settings on other tasks"}
+        basis = "the same algorithm and settings on other tasks"
+        return {"seconds_per_step": float(np.median(others)), "timing_basis": basis}
     return {}
 
 
@@ -423,18 +426,21 @@ def estimate_line(pending: list[Job], out: Path) -> str:
     untimed = len(pending) - len(timed)
     seconds = sum(job.seconds_to_run or 0.0 for job in timed)
     return (
-        f"estimate: {duration(seconds)} on a machine like the one that made the runs under {out}, from their measured wall "
-        f"time per step (evaluations included) on "
+        f"estimate: {duration(seconds)} on a machine like the one that made the runs under {out}, "
+        "from their measured wall time per step (evaluations included) on "
         + "; ".join(f"{basis} for {count} jobs" for basis, count in bases.items())
         + (f"; {untimed} jobs have no measurement yet and are not counted" if untimed else "")
     )
 
 
 def duration(seconds: float) -> str:
-    """45 s, 12 min, 3.4 h or 12.5 days: one unit, rounded, as a plan needs no more."""
-    for unit, size, limit in (("s", 1, 120), ("min", 60, 120 * 60), ("h", 3600, 72 * 3600)):
-        if seconds < limit:
-            return f"{seconds / size:.0f} {unit}" if unit != "h" else f"{seconds / size:.1f} h"
+    """45 s, 12 min, 3.4 h or 12.5 days: one unit, rounded, as an estimate needs no more."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 120 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 72 * 3600:
+        return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} days"
 
 
@@ -455,7 +461,8 @@ def run_grid(grid: Grid, out: Path, device: str = "auto", quiet: bool = False) -
     runs = [prepare(run, job.config(), overwrite=False) for job in jobs for run in job.run_configs(out, device)]
     for index, prepared in enumerate(runs, 1):
         run = prepared.run
-        title = f"[{index}/{len(runs)}] {run.algo} {run.task} seeds {seed_list(tuple(run.seed_values))} ({prepared.device.type})"
+        seeds = seed_list(tuple(run.seed_values))
+        title = f"[{index}/{len(runs)}] {run.algo} {run.task} seeds {seeds} ({prepared.device.type})"
         print(title, flush=True)
         Trainer(prepared, make_reporter(title, run.seed_values, run.steps, quiet)).train()
     plot = grid.plot

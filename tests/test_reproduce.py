@@ -7,6 +7,8 @@ change files work on a copy of it.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -113,7 +115,9 @@ def test_smoke_grid_trains_every_job_and_plots(smoke: Smoke) -> None:
         assert (figures / f"{name}.png").stat().st_size > 0
 
 
-def test_a_second_run_trains_nothing_and_plots_again(smoke: Smoke, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_second_run_trains_nothing_and_plots_again(
+    smoke: Smoke, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = copy_of(smoke, tmp_path)
     shutil.rmtree(out / "figures")
     before = run_files(out)
@@ -173,7 +177,10 @@ def test_dry_run_plan_shows_statuses_and_a_measured_estimate(smoke: Smoke, tmp_p
 
 @pytest.mark.parametrize(
     ("change", "expected"),
-    [(("steps = 300", "steps = 400"), "steps=300 (the grid asks for 400)"), (("32,32", "64,64"), "hidden_sizes=[32, 32]")],
+    [
+        (("steps = 300", "steps = 400"), "steps=300 (the grid asks for 400)"),
+        (("32,32", "64,64"), "hidden_sizes=[32, 32] (the grid asks for [64, 64])"),
+    ],
     ids=["steps", "hyperparameters"],
 )
 def test_complete_runs_made_with_other_settings_block_the_grid(
@@ -223,3 +230,23 @@ def test_unknown_grid_names_and_scales_are_one_line_errors(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match="no scale 'huge'; scales: paper, smoke"):
         load_grid("paper", "huge")
     load_grid(write_grid(tmp_path, VALID_GRID), "test")  # the base of every bad case above is valid
+
+
+def qsmbench(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "qsmbench"), *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_dry_run_prints_the_paper_plan_and_trains_nothing(tmp_path: Path) -> None:
+    result = qsmbench(["reproduce", "paper", "--dry-run", "--out", str(tmp_path / "paper")], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "40 of 40 jobs" in result.stdout and "400,000,000 env steps" in result.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["nosuchgrid"], ["paper", "--scale", "huge"]], ids=["grid", "scale"])
+def test_cli_unknown_grid_or_scale_is_one_line(tmp_path: Path, args: list[str]) -> None:
+    result = qsmbench(["reproduce", *args, "--dry-run"], cwd=tmp_path)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("qsmbench: error:"), result.stderr

@@ -61,9 +61,10 @@ def test_toy_trains_each_algorithm_and_draws_the_figure(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_qsm_keeps_several_optima_of_the_bandit(tmp_path: Path) -> None:
-    """The paper's multimodality claim, with the demo's own settings: for each seed, at least two
-    optima each hold more than twice the share a uniform policy puts near one (4.9%)."""
-    config = ToyConfig(algos=("qsm",), seeds=2, out=str(tmp_path))
+    """The paper's multimodality claim, with the demo's own settings: at least two optima each hold
+    more than twice the share a uniform policy puts near one (4.9%). One seed keeps the suite within
+    CI time; seeds 0 and 1 both put 15-19% near every optimum (docs/benchmarks.md)."""
+    config = ToyConfig(algos=("qsm",), seeds=1, out=str(tmp_path))
     samples = policy_samples(train_on_bandit("qsm", config, [], quiet=True), 1000)
     for seed_samples in samples:
         mass = mass_near_optima(seed_samples)
