@@ -522,9 +522,14 @@ def task_rows(groups: list[Group], final_at: dict[str, int], settings: Settings)
     return rows
 
 
+def raw_scale_note(envs: list[str]) -> str:
+    """Raw returns compare algorithms, not tasks: say so when an aggregate mixes tasks."""
+    return "tasks on mixed scales" if len(envs) > 1 else "one task"
+
+
 def aggregate_rows(result: Aggregate, settings: Settings) -> list[dict[str, Any]]:
     columns = [name.lower().replace(" ", "_") for name in result.metric_names]
-    scale = "normalised" if settings.normalize == "reference" else "return (mixed scales)"
+    scale = "normalised" if settings.normalize == "reference" else f"return ({raw_scale_note(result.envs)})"
     return [
         {
             "scope": "aggregate", "env": " + ".join(result.envs), "algo": algo, "score": scale,
@@ -587,7 +592,8 @@ def aggregate_markdown(analysis: Analysis) -> list[str]:
     result = analysis.aggregate
     if result is None:
         return ["## Aggregate over tasks", "", "None: no task has scores on a common scale (see the warnings)."]
-    scale = "normalised score" if analysis.settings.normalize == "reference" else "raw return (tasks on mixed scales)"
+    raw = f"raw return ({raw_scale_note(result.envs)})"
+    scale = "normalised score" if analysis.settings.normalize == "reference" else raw
     metrics = [name.lower().replace(" ", "_") for name in result.metric_names]
     rows = analysis.table[analysis.table.scope == "aggregate"]
     return [

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 from rliable import plot_utils  # noqa: E402
 
-from qsmbench.analysis import ALGO_ORDER, Aggregate, Analysis, Progress, algo_order  # noqa: E402
+from qsmbench.analysis import ALGO_ORDER, Aggregate, Analysis, Progress, algo_order, raw_scale_note  # noqa: E402
 
 Color = tuple[float, float, float]
 
@@ -48,7 +48,7 @@ def draw_figures(analysis: Analysis, out_dir: Path, progress: Progress) -> list[
         figures["learning_curves"] = learning_curves(analysis, colors)
         result = analysis.aggregate
         if result is not None:
-            scale = score_scale(analysis)
+            scale = score_scale(analysis, result)
             figures["aggregate_scores"] = aggregate_scores(result, scale, colors)
             if result.curve is not None:
                 xlabel = steps_label(all(g.offline for g in analysis.groups if g.env in result.envs))
@@ -83,9 +83,9 @@ class Scale:
     meaning: str
 
 
-def score_scale(analysis: Analysis) -> Scale:
+def score_scale(analysis: Analysis, result: Aggregate) -> Scale:
     if analysis.settings.normalize == "none":
-        return Scale("raw return", "tasks on mixed scales")
+        return Scale("raw return", raw_scale_note(result.envs))
     return Scale("normalised score", "0 = random, 1 = expert")
 
 
