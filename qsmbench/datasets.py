@@ -77,14 +77,6 @@ class OfflineDataset:
         return 100.0 * (np.asarray(returns, dtype=np.float64) - self.ref_min_score) / scale
 
 
-def dataset_env_id(dataset_id: str) -> str:
-    """Check a dataset and name the env to evaluate in, reading only its metadata.
-
-    Lets a run be validated before anything is written; downloads the dataset when it is missing.
-    """
-    return _checked_env_id(_open_dataset(dataset_id))
-
-
 def load_offline_dataset(dataset_id: str, device: torch.device) -> OfflineDataset:
     """Read every episode of a Minari dataset (downloading it when missing) onto `device`."""
     dataset = _open_dataset(dataset_id)

@@ -18,7 +18,7 @@ import torch
 from minari.data_collector import EpisodeBuffer
 
 from qsmbench.config import ConfigError
-from qsmbench.datasets import OfflineDataset, dataset_env_id, load_offline_dataset
+from qsmbench.datasets import OfflineDataset, load_offline_dataset
 
 CPU = torch.device("cpu")
 
@@ -72,7 +72,6 @@ def test_metadata_names_the_eval_env_and_reference_scores(minari_dataset: str) -
     data = load_offline_dataset(minari_dataset, CPU)
     assert data.dataset_id == minari_dataset and data.env_id == "Pendulum-v1"
     assert (data.ref_min_score, data.ref_max_score) == (-1500.0, -150.0)  # conftest.PENDULUM_REF_SCORES
-    assert dataset_env_id(minari_dataset) == "Pendulum-v1"
 
 
 def test_sample_draws_real_rows_independently_per_seed(minari_dataset: str) -> None:
@@ -152,7 +151,6 @@ def test_dict_observations_are_refused(minari_root: Path) -> None:
         minari.create_dataset_from_buffers(
             "qsmbench/dict/obs-v0", [episode], observation_space=observation_space, action_space=action_space
         )
-    for load in (lambda: dataset_env_id("qsmbench/dict/obs-v0"), lambda: load_offline_dataset("qsmbench/dict/obs-v0", CPU)):
-        with pytest.raises(ConfigError, match="Dict observations") as error:
-            load()
-        assert "\n" not in str(error.value)
+    with pytest.raises(ConfigError, match="Dict observations") as error:
+        load_offline_dataset("qsmbench/dict/obs-v0", CPU)
+    assert "\n" not in str(error.value)
