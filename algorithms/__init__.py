@@ -1,10 +1,36 @@
-"""The algorithm registry: adding an algorithm is one new file and one entry here."""
+"""The algorithm registry: adding an algorithm is one new file here and one entry in `ALGORITHMS`.
 
-from algorithms import diffusion_ql, qsm, sac, td3
-from algorithms.base import Agent, Algorithm
+Installed as `qsmbench.algorithms` (see pyproject.toml): a top-level package named `algorithms`
+would clash with an unrelated, widely installed PyPI package of that name.
+"""
 
+from __future__ import annotations
+
+from typing import Sequence
+
+from qsmbench.algorithms import diffusion_ql, qsm, sac, td3
+from qsmbench.algorithms.contract import Agent, Algorithm
+from qsmbench.config import ConfigError, OffPolicyConfig, apply_overrides, did_you_mean
+
+# Registry order is the order of `qsmbench list`, of legends and of colours in every figure.
 ALGORITHMS: dict[str, Algorithm] = {
-    algorithm.name: algorithm for algorithm in (sac.ALGORITHM, td3.ALGORITHM, qsm.ALGORITHM, diffusion_ql.ALGORITHM)
+    algorithm.name: algorithm for algorithm in (qsm.ALGORITHM, diffusion_ql.ALGORITHM, sac.ALGORITHM, td3.ALGORITHM)
 }
 
-__all__ = ["ALGORITHMS", "Agent", "Algorithm"]
+
+def lookup(name: str) -> Algorithm:
+    """The registry entry called `name`; a one-line ConfigError with close matches otherwise."""
+    if name not in ALGORITHMS:
+        raise ConfigError(
+            f"unknown algorithm {name!r}{did_you_mean(name, ALGORITHMS)}; choose from: {', '.join(ALGORITHMS)}"
+        )
+    return ALGORITHMS[name]
+
+
+def resolve(name: str, overrides: Sequence[str] = ()) -> tuple[Algorithm, OffPolicyConfig]:
+    """The algorithm called `name` and its default config with the `key=value` overrides applied."""
+    algorithm = lookup(name)
+    return algorithm, apply_overrides(algorithm.config_cls(), overrides)
+
+
+__all__ = ["ALGORITHMS", "Agent", "Algorithm", "lookup", "resolve"]

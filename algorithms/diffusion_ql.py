@@ -15,8 +15,12 @@ Q_1, Q_2, their Polyak targets Q' and an EMA copy of the actor:
 then the EMA actor moves 0.5% toward the actor every 5 updates from update 1,000, and Q' follows Q
 with tau every update. Acting for evaluation samples 50 candidate actions and draws one with
 probability softmax(min_j Q'_j(s, a)). Online, the replay buffer plays the dataset and exploration
-adds N(0, 0.1^2) to one sample; `bc_weight=0` is the BC-free variant of the QSM authors' code.
-Defaults follow the official code (`../shared/reference/diffusion_ql.md` §1).
+adds N(0, 0.1^2) to one sample. `bc_weight=0` drops the behaviour-cloning term and keeps the rest
+of this update; it is not the online learner in the QSM authors' code (score_matching_rl@2e77893,
+jaxrl5/agents/score_matching/ddpm_online_learner.py), which maximises the unnormalised min of the
+target critics with QSM's sampler, and has no EMA actor and no gradient clipping. Defaults follow
+the official code, Zhendong-Wang/Diffusion-Policies-for-Offline-RL@d871f5c (agents/ql_diffusion.py,
+agents/diffusion.py, agents/model.py, main.py).
 """
 
 from __future__ import annotations
@@ -29,9 +33,12 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from algorithms.base import Algorithm, DiffusionPolicyConfig, critic_step, optimizer_step, perturb, td_target
+from qsmbench.algorithms.contract import Algorithm
+from qsmbench.algorithms.updates import critic_step, optimizer_step, perturb, td_target
 from qsmbench.config import require
-from qsmbench.diffusion import DiffusionSchedule, SamplerOptions, SinusoidalDenoiser, mish, reverse_chain
+from qsmbench.diffusion import (
+    DiffusionPolicyConfig, DiffusionSchedule, SamplerOptions, SinusoidalDenoiser, mish, reverse_chain,
+)
 from qsmbench.nets import QEnsemble, frozen, seed_generators, soft_update_
 from qsmbench.replay import Batch
 
@@ -73,7 +80,7 @@ class DiffusionQL:
         self.denoiser_ema = copy.deepcopy(self.denoiser).requires_grad_(False)
         self.critic = QEnsemble(obs_dim, act_dim, config.hidden_sizes, generators, activation=mish).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.schedule = DiffusionSchedule.make(config.schedule, config.diffusion_steps, device)  # type: ignore[arg-type]
+        self.schedule = DiffusionSchedule.make(config.schedule, config.diffusion_steps, device)
         self.sampler = SamplerOptions(posterior_variance=True, clip_every_step=False, clip_denoised=True)
         self.policy_gradient_sampler = dataclasses.replace(self.sampler, grad=True)
         self.actor_optimizer = torch.optim.Adam(self.denoiser.parameters(), lr=config.actor_lr)

@@ -12,7 +12,9 @@ chain. Per seed, with twin critics Q_1, Q_2 and their targets Q' (no target poli
     L_pi = E[ || eps_theta(s, a_t, t) + alpha g ||^2 ]             alpha = M_q = 50
 
 so the denoiser's implied score follows alpha grad_a Q uphill. Losses are batch means summed over
-seeds. Defaults follow the official configuration (`../shared/reference/qsm.md` §1, §6).
+seeds. Defaults follow the official code, Alescontrela/score_matching_rl@2e77893
+(jaxrl5/agents/score_matching/score_matching_learner.py, jaxrl5/networks/diffusion.py,
+examples/states/configs/score_matching_config.py).
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from algorithms.base import Algorithm, DiffusionPolicyConfig, critic_step, optimizer_step, perturb, td_target
+from qsmbench.algorithms.contract import Algorithm
+from qsmbench.algorithms.updates import critic_step, optimizer_step, perturb, td_target
 from qsmbench.config import require
-from qsmbench.diffusion import DiffusionSchedule, FourierDenoiser, SamplerOptions, reverse_chain
+from qsmbench.diffusion import DiffusionPolicyConfig, DiffusionSchedule, FourierDenoiser, SamplerOptions, reverse_chain
 from qsmbench.nets import QEnsemble, frozen, seed_generators, soft_update_
 from qsmbench.replay import Batch
 
@@ -64,7 +67,7 @@ class QSM:
         ).to(device)  # fmt: skip
         self.critic = QEnsemble(obs_dim, act_dim, config.hidden_sizes, generators, init="xavier").to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.schedule = DiffusionSchedule.make(config.schedule, config.diffusion_steps, device)  # type: ignore[arg-type]
+        self.schedule = DiffusionSchedule.make(config.schedule, config.diffusion_steps, device)
         self.sampler = SamplerOptions(temperature=config.sampler_temperature)
         self.actor_optimizer = torch.optim.Adam(self.denoiser.parameters(), lr=config.actor_lr)
         self.actor_updates = 0

@@ -20,7 +20,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from algorithms.base import Algorithm, critic_step, optimizer_step, perturb, td_target
+from qsmbench.algorithms.contract import Algorithm
+from qsmbench.algorithms.updates import critic_step, optimizer_step, perturb, td_target
 from qsmbench.config import OffPolicyConfig, require
 from qsmbench.nets import BatchedMLP, QEnsemble, frozen, seed_generators, soft_update_
 from qsmbench.replay import Batch

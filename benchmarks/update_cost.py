@@ -14,8 +14,7 @@ import time
 import numpy as np
 import torch
 
-from algorithms import ALGORITHMS
-from qsmbench.config import apply_overrides
+from qsmbench.algorithms import ALGORITHMS, resolve
 from qsmbench.replay import SeedBatchedReplay
 from qsmbench.trainer import resolve_device
 
@@ -44,8 +43,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    algorithm = ALGORITHMS[args.algo]
-    config = apply_overrides(algorithm.config_cls(), args.overrides)
+    algorithm, config = resolve(args.algo, args.overrides)
     seeds = list(range(args.seeds))
     agent = algorithm.make_agent(args.obs_dim, args.act_dim, seeds, device, config)
     replay = SeedBatchedReplay(len(seeds), 10_000, args.obs_dim, args.act_dim, device)

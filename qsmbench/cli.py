@@ -15,14 +15,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from algorithms import ALGORITHMS, Algorithm
-from qsmbench.config import ConfigError, RunConfig, apply_overrides, did_you_mean
-from qsmbench.analysis import Settings
+from qsmbench.algorithms import ALGORITHMS
+from qsmbench.plot_settings import PlotSettings
+from qsmbench.config import ConfigError, RunConfig
 from qsmbench.envs import EXAMPLE_ENV_IDS
+from qsmbench.grid import load_grid
+from qsmbench.plan import format_plan, plan
 from qsmbench.plotting import plot_results
 from qsmbench.progress import make_reporter
-from qsmbench.reproduce import format_plan, load_grid, plan, run_grid
-from qsmbench.toy import ToyConfig, run_toy
+from qsmbench.reproduce import run_grid
+from qsmbench.spec import make_spec
+from qsmbench.toy import run_toy, toy_grid, toy_specs
 from qsmbench.trainer import Trainer, prepare
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -33,14 +36,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Seed-batched benchmarks of QSM, SAC, TD3 and Diffusion-QL on continuous control.",
 )
-
-
-def lookup_algorithm(name: str) -> Algorithm:
-    if name not in ALGORITHMS:
-        raise ConfigError(
-            f"unknown algorithm {name!r}{did_you_mean(name, ALGORITHMS)}; choose from: {', '.join(ALGORITHMS)}"
-        )
-    return ALGORITHMS[name]
 
 
 @app.command()
@@ -66,9 +61,7 @@ def run(
     quiet: Annotated[bool, typer.Option(help="Plain log lines instead of the live display.")] = False,
 ) -> None:
     """Train SEEDS seeds of ALGO on ENV (or offline on DATASET); write one Parquet learning curve per seed."""
-    algorithm = lookup_algorithm(algo)
     run_config = RunConfig(
-        algo=algo,
         env=env,
         dataset=dataset,
         seeds=seeds,
@@ -79,7 +72,7 @@ def run(
         device=device,
         out=str(out),
     )
-    prepared = prepare(run_config, apply_overrides(algorithm.config_cls(), set_), overwrite)
+    prepared = prepare(make_spec(algo, run_config, set_), overwrite)
     title = f"{algo} {run_config.task} ({seeds} seed{'s' * (seeds > 1)}, {prepared.device.type})"
     trainer = Trainer(prepared, make_reporter(title, run_config.seed_values, steps, quiet))
     try:
@@ -87,25 +80,27 @@ def run(
     except KeyboardInterrupt:
         print("qsmbench: interrupted; every completed evaluation is on disk", file=sys.stderr)
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    last = " ".join(f"{row[-1]['eval_return']:.1f}" for row in trainer.files.rows)
+    last = " ".join(f"{rows[-1].eval_return:.1f}" for rows in trainer.files.rows)
     print(f"last evaluation return per seed: {last}")
     print(f"learning curves: {prepared.paths[0].parent}/seed_<k>.parquet")
 
 
 @app.command()
 def toy(
-    algos: Annotated[str, typer.Option(help="Comma-separated algorithms to compare.")] = ",".join(ToyConfig.algos),
-    seeds: Annotated[int, typer.Option(help="Seeds per algorithm (samples of all seeds are pooled).")] = ToyConfig.seeds,
-    steps: Annotated[int, typer.Option(help="Bandit steps (one-step episodes) per seed.")] = ToyConfig.steps,
-    out: Annotated[Path, typer.Option(help="Directory for the runs and multimodal.png.")] = Path(ToyConfig.out),
+    algos: Annotated[
+        str | None, typer.Option(help="Comma-separated algorithms to compare (default: those of qsmbench/data/toy.toml).")
+    ] = None,
+    seeds: Annotated[int | None, typer.Option(help="Seeds per algorithm; their samples are pooled (default 1).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Bandit steps (one-step episodes) per seed (default 4000).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Directory for the runs and multimodal.png (default results/toy).")] = None,
     quiet: Annotated[bool, typer.Option(help="Plain log lines instead of the live display.")] = False,
 ) -> None:
     """Train on a 2-D bandit with four equal optima and plot each policy's action samples."""
-    names = tuple(name.strip() for name in algos.split(",") if name.strip())
-    for name in names:
-        lookup_algorithm(name)
-    config = ToyConfig(algos=names, seeds=seeds, steps=steps, warmup_steps=min(500, steps // 2), out=str(out))
-    print(f"figure: {run_toy(config, quiet)}")
+    names = [name.strip() for name in algos.split(",") if name.strip()] if algos is not None else None
+    if names is not None and not names:
+        raise ConfigError("--algos needs at least one algorithm")
+    specs = toy_specs(toy_grid(), names, seeds, steps, None if out is None else str(out))
+    print(f"figure: {run_toy(specs, quiet=quiet)}")
 
 
 @app.command()
@@ -114,17 +109,23 @@ def plot(
     out: Annotated[Path | None, typer.Option(help="Output directory (default: RESULTS_DIR/figures).")] = None,
     normalize: Annotated[
         str, typer.Option(help="reference: fixed reference scores (D4RL, DMC/1000); none: raw returns.")
-    ] = Settings.normalize,
+    ] = PlotSettings.normalize,
     last_evals: Annotated[
         int, typer.Option(help="A run's final score: mean of its last N evaluations.")
-    ] = Settings.last_evals,
-    reps: Annotated[int, typer.Option(help="Bootstrap resamples for every confidence interval.")] = Settings.reps,
+    ] = PlotSettings.last_evals,
+    reps: Annotated[int, typer.Option(help="Bootstrap resamples for every confidence interval.")] = PlotSettings.reps,
+    improvement_of: Annotated[
+        str, typer.Option(help="Estimate the probability of improvement of this algorithm over each other one.")
+    ] = PlotSettings.improvement_of,
 ) -> None:
     """Tables (summary.csv, summary.md) and figures with rliable: IQM, curves, profiles, P(improvement)."""
+    settings = PlotSettings(
+        normalize=normalize, last_evals=last_evals, reps=reps, improvement_of=improvement_of  # type: ignore[arg-type]
+    )
     console = Console(stderr=True)
     with console.status("qsmbench plot: reading runs") as status:
         say = lambda message: status.update(f"qsmbench plot: {message}")  # noqa: E731
-        report = plot_results(results_dir, out, normalize, last_evals, reps, progress=say)  # type: ignore[arg-type]
+        report = plot_results(results_dir, settings, out, progress=say)
     for warning in report.warnings:
         print(f"qsmbench: warning: {warning}", file=sys.stderr)
     print(f"tables and figures: {report.out_dir} (summary.md, summary.csv, {len(report.files) - 2} figure files)")

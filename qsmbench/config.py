@@ -1,7 +1,9 @@
-"""Run and algorithm configuration: typed dataclasses and `--set key=value` overrides.
+"""Run and algorithm configuration: typed dataclasses, `--set key=value` overrides, TOML tables.
 
-Every hyperparameter lives in a dataclass field with a type annotation; overrides are parsed
-against that annotation, so a typo or a malformed value fails before any work starts.
+Every setting lives in a dataclass field with a type annotation. Command-line overrides
+(`apply_overrides`) and tables of grid files (`from_table`) are both checked against those
+annotations and then run the dataclass's own validation, so a typo or a malformed value fails the
+same way, with one line, before any work starts.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import difflib
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Sequence, TypeVar
+from typing import Any, Mapping, Sequence, TypeVar
 
 
 class ConfigError(ValueError):
@@ -23,9 +25,8 @@ ConfigT = TypeVar("ConfigT")
 
 @dataclass(frozen=True)
 class RunConfig:
-    """What to train, for how long, and where the learning curves go."""
+    """What to train on, for how long, and where the learning curves go (the algorithm is separate)."""
 
-    algo: str
     env: str | None = None  # online: the Gymnasium id to train in
     dataset: str | None = None  # offline: the Minari dataset id to train from (evaluation uses its env)
     seeds: int = 5
@@ -90,18 +91,41 @@ def require(condition: bool, message: str) -> None:
 
 def apply_overrides(config: ConfigT, assignments: Sequence[str]) -> ConfigT:
     """Return `config` with each `key=value` assignment parsed against the field's type."""
-    fields = {f.name: f for f in dataclasses.fields(config)}  # type: ignore[arg-type]
-    hints = typing.get_type_hints(type(config))
+    hints = field_types(type(config))
     changes: dict[str, Any] = {}
     for assignment in assignments:
         key, sep, text = assignment.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--set expects key=value, got {assignment!r}")
-        if key not in fields:
-            raise ConfigError(f"unknown key {key!r}{did_you_mean(key, fields)}; valid keys: {', '.join(fields)}")
-        changes[key] = parse_value(key, text.strip(), hints[key])
+        changes[key] = parse_value(key, text.strip(), hints[known_key(key, hints)])
     return dataclasses.replace(config, **changes)  # type: ignore[type-var]
+
+
+def from_table(cls: type[ConfigT], table: Mapping[str, Any]) -> ConfigT:
+    """Build the dataclass `cls` from a TOML table, checking keys and value types like `--set` does.
+
+    TOML values arrive typed, so they are checked rather than parsed: an int is no float's problem,
+    but a string where a number belongs, or a bool where an int belongs, is refused.
+    """
+    hints = field_types(cls)
+    values = {known_key(key, hints): check_value(key, value, hints[key]) for key, value in table.items()}
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        has_default = field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
+        require(has_default or field.name in values or not field.init, f"missing key {field.name!r}")
+    return cls(**values)
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """The settable fields of a config dataclass and their resolved annotations."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
+
+
+def known_key(key: str, hints: Mapping[str, Any]) -> str:
+    if key not in hints:
+        raise ConfigError(f"unknown key {key!r}{did_you_mean(key, hints)}; valid keys: {', '.join(hints)}")
+    return key
 
 
 def did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
@@ -110,9 +134,11 @@ def did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
 
 
 def parse_value(key: str, text: str, annotation: Any) -> Any:
-    """Parse `text` as `annotation`: int, float, bool, str, tuple[int, ...] or `X | None`."""
+    """Parse `text` as `annotation`: int, float, bool, str, a Literal of strings, tuple[X, ...] or `X | None`."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    if origin is typing.Literal:
+        return check_value(key, text, annotation)
     if origin in (typing.Union, types.UnionType) and type(None) in args:
         if text.lower() == "none":
             return None
@@ -129,6 +155,31 @@ def parse_value(key: str, text: str, annotation: Any) -> Any:
     except (ValueError, KeyError):
         name = getattr(annotation, "__name__", str(annotation))
         raise ConfigError(f"bad value for {key}: {text!r} is not a valid {name}") from None
+
+
+KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def check_value(key: str, value: Any, annotation: Any) -> Any:
+    """`value`, already typed (e.g. by TOML), checked against `annotation`; tuples arrive as lists."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{key} must be one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        (inner,) = [a for a in args if a is not type(None)]
+        return None if value is None else check_value(key, value, inner)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return tuple(check_value(key, item, args[0]) for item in value)
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) != (annotation is bool) or not isinstance(value, annotation):
+        raise ConfigError(f"{key} must be {KIND_NAMES.get(annotation, annotation)}, got {value!r}")
+    return value
 
 
 def _parse_int(text: str) -> int:

@@ -36,6 +36,7 @@ class OfflineDataset:
 
     `env_id` is the Gymnasium id to evaluate in. The reference scores are the random and expert
     returns that D4RL-style normalized scores are measured against; None when the dataset has none.
+    `seeds` is how many seeds of a run train on it: each draws its own minibatches from the one copy.
     """
 
     obs: Tensor
@@ -47,6 +48,7 @@ class OfflineDataset:
     env_id: str
     ref_min_score: float | None
     ref_max_score: float | None
+    seeds: int = 1
 
     @property
     def obs_dim(self) -> int:
@@ -60,25 +62,32 @@ class OfflineDataset:
     def size(self) -> int:
         return int(self.obs.shape[0])
 
-    def sample(self, seeds: int, batch_size: int) -> Batch:
+    def sample(self, batch_size: int) -> Batch:
         """`batch_size` transitions per seed, uniform with replacement, independently per seed.
 
         One `randint` on torch's global generator, like `SeedBatchedReplay.sample`, so seeding torch
         makes a run reproducible; nothing here waits on the device.
         """
-        index = torch.randint(0, self.size, (seeds, batch_size), device=self.obs.device)
+        index = torch.randint(0, self.size, (self.seeds, batch_size), device=self.obs.device)
         return Batch(self.obs[index], self.action[index], self.reward[index], self.next_obs[index], self.terminated[index])
+
+    @property
+    def ref_scores(self) -> tuple[float, float] | None:
+        """(random, expert) returns, or None when the dataset records none."""
+        if self.ref_min_score is None or self.ref_max_score is None:
+            return None
+        return self.ref_min_score, self.ref_max_score
 
     def normalized_score(self, returns: np.ndarray) -> np.ndarray | None:
         """Returns on the D4RL scale papers report: 0 is the random policy, 100 the expert."""
-        if self.ref_min_score is None or self.ref_max_score is None:
+        if self.ref_scores is None:
             return None
-        scale = self.ref_max_score - self.ref_min_score
-        return 100.0 * (np.asarray(returns, dtype=np.float64) - self.ref_min_score) / scale
+        low, high = self.ref_scores
+        return 100.0 * (np.asarray(returns, dtype=np.float64) - low) / (high - low)
 
 
-def load_offline_dataset(dataset_id: str, device: torch.device) -> OfflineDataset:
-    """Read every episode of a Minari dataset (downloading it when missing) onto `device`."""
+def load_offline_dataset(dataset_id: str, device: torch.device, seeds: int = 1) -> OfflineDataset:
+    """Read every episode of a Minari dataset (downloading it when missing) onto `device`, for `seeds` seeds."""
     dataset = _open_dataset(dataset_id)
     env_id = _checked_env_id(dataset)
     obs, action, reward, next_obs, terminated = _transitions(dataset)
@@ -97,6 +106,7 @@ def load_offline_dataset(dataset_id: str, device: torch.device) -> OfflineDatase
         env_id=env_id,
         ref_min_score=ref_min,
         ref_max_score=ref_max,
+        seeds=seeds,
     )
 
 

@@ -15,10 +15,30 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from qsmbench.config import OffPolicyConfig, require
 from qsmbench.nets import BatchedMLP
 
 ScheduleKind = Literal["vp", "linear", "cosine"]
 SCHEDULES: tuple[ScheduleKind, ...] = ("vp", "linear", "cosine")
+
+
+@dataclass(frozen=True)
+class DiffusionPolicyConfig(OffPolicyConfig):
+    """Settings every diffusion-policy algorithm has; each algorithm sets its own defaults."""
+
+    actor_hidden_sizes: tuple[int, ...] = (256, 256)
+    diffusion_steps: int = 5
+    schedule: ScheduleKind = "vp"
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    exploration_noise: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.diffusion_steps >= 1, f"diffusion_steps must be at least 1, got {self.diffusion_steps}")
+        require(self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        require(min(self.actor_lr, self.critic_lr) > 0, "learning rates must be positive")
+        require(self.exploration_noise >= 0, "exploration_noise must be non-negative")
 
 
 def vp_betas(steps: int, beta_min: float = 0.1, beta_max: float = 10.0) -> Tensor:

@@ -26,7 +26,7 @@ class EnvError(ConfigError):
 
 
 @dataclass(frozen=True)
-class EnvSpec:
+class EnvDims:
     obs_dim: int
     act_dim: int
 
@@ -75,11 +75,11 @@ def make_env(env_id: str) -> gym.Env:
     return env
 
 
-def env_spec(env_id: str) -> EnvSpec:
+def env_dims(env_id: str) -> EnvDims:
     env = make_env(env_id)
-    spec = EnvSpec(obs_dim=int(env.observation_space.shape[0]), act_dim=int(env.action_space.shape[0]))
+    dims = EnvDims(obs_dim=int(env.observation_space.shape[0]), act_dim=int(env.action_space.shape[0]))
     env.close()
-    return spec
+    return dims
 
 
 def eval_env_seed(run_seed: int, episode: int) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from algorithms.base import Agent
+from qsmbench.algorithms import Agent
 from qsmbench.envs import EnvBatch, eval_env_seed
 
 

@@ -1,7 +1,8 @@
 """Figures of `qsmbench plot`, drawn from a finished `Analysis`: PNG (200 dpi) and PDF, Agg backend.
 
-Each algorithm keeps one colour in every figure (colour-blind palette, qsm, dql, sac, td3 first), and every
-title says what is shown, over how many seeds, and which interval.
+Each algorithm keeps one colour in every figure (colour-blind palette, in the registry's order, then the
+unregistered algorithms alphabetically), and every title says what is shown, over how many seeds, and which
+interval.
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 from rliable import plot_utils  # noqa: E402
 
-from qsmbench.analysis import ALGO_ORDER, Aggregate, Analysis, Progress, algo_order, raw_scale_note  # noqa: E402
+from qsmbench.aggregates import Aggregate  # noqa: E402
+from qsmbench.algorithms import ALGORITHMS  # noqa: E402
+from qsmbench.analysis import Analysis  # noqa: E402
+from qsmbench.plot_settings import Progress  # noqa: E402
+from qsmbench.scores import algo_order  # noqa: E402
+from qsmbench.tables import raw_scale_note  # noqa: E402
 
 Color = tuple[float, float, float]
 
@@ -51,19 +57,19 @@ def draw_figures(analysis: Analysis, out_dir: Path, progress: Progress) -> list[
             scale = score_scale(analysis, result)
             figures["aggregate_scores"] = aggregate_scores(result, scale, colors)
             if result.curve is not None:
-                xlabel = steps_label(all(g.offline for g in analysis.groups if g.env in result.envs))
+                xlabel = steps_label(all(g.offline for g in analysis.groups if g.task in result.tasks))
                 figures["sample_efficiency"] = sample_efficiency(result, scale, xlabel, colors)
             figures["performance_profile"] = performance_profile(result, scale, colors)
             if result.improvement.points:
-                figures["probability_of_improvement"] = probability_of_improvement(result, colors)
+                improvement_of = analysis.settings.improvement_of
+                figures["probability_of_improvement"] = probability_of_improvement(result, improvement_of, colors)
         return [path for name, figure in figures.items() for path in save(figure, out_dir / name)]
 
 
 def algo_colors(algos: list[str]) -> dict[str, Color]:
-    """Fixed colours for qsm, dql, sac, td3; the next palette entries for the others, alphabetically."""
+    """Fixed colours for the registered algorithms, whichever are shown; the next ones for the others."""
     palette = sns.color_palette("colorblind", 10)
-    others = [algo for algo in algos if algo not in ALGO_ORDER]
-    slots = {algo: i for i, algo in enumerate([*ALGO_ORDER, *others])}
+    slots = {algo: i for i, algo in enumerate(algo_order([*ALGORITHMS, *algos]))}
     return {algo: palette[slots[algo] % len(palette)] for algo in algos}
 
 
@@ -85,7 +91,7 @@ class Scale:
 
 def score_scale(analysis: Analysis, result: Aggregate) -> Scale:
     if analysis.settings.normalize == "none":
-        return Scale("raw return", raw_scale_note(result.envs))
+        return Scale("raw return", raw_scale_note(result.tasks))
     return Scale("normalised score", "0 = random, 1 = expert")
 
 
@@ -114,21 +120,21 @@ def step_text(value: float, _position: object = None) -> str:
 
 def learning_curves(analysis: Analysis, colors: dict[str, Color]) -> Figure:
     """One panel per task: each algorithm's mean evaluation return over seeds with a 95% bootstrap band."""
-    envs = sorted({group.env for group in analysis.groups})
-    columns = min(3, len(envs))
-    rows = math.ceil(len(envs) / columns)
+    tasks = sorted({group.task for group in analysis.groups})
+    columns = min(3, len(tasks))
+    rows = math.ceil(len(tasks) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4.8 * columns, 3.6 * rows), squeeze=False, layout="constrained")
-    for ax, env in zip(axes.flat, envs):
-        for group in (g for g in analysis.groups if g.env == env):
-            mean = analysis.curve_bands.points[env, group.algo]
-            low, high = analysis.curve_bands.intervals[env, group.algo]
+    for ax, task in zip(axes.flat, tasks):
+        for group in (g for g in analysis.groups if g.task == task):
+            mean = analysis.curve_bands.points[task, group.algo]
+            low, high = analysis.curve_bands.intervals[task, group.algo]
             ax.plot(group.steps, mean, color=colors[group.algo], linewidth=2, label=group.algo)
             ax.fill_between(group.steps, low, high, color=colors[group.algo], alpha=BAND_ALPHA, linewidth=0)
-        offline = all(g.offline for g in analysis.groups if g.env == env)
-        ax.set(title=env, xlabel=steps_label(offline), ylabel="Evaluation return")
+        offline = all(g.offline for g in analysis.groups if g.task == task)
+        ax.set(title=task, xlabel=steps_label(offline), ylabel="Evaluation return")
         ax.xaxis.set_major_formatter(FuncFormatter(step_text))
         ax.grid(alpha=0.3)
-    for ax in axes.flat[len(envs) :]:
+    for ax in axes.flat[len(tasks) :]:
         ax.set_visible(False)
     handles = {algo: plt.Line2D([], [], color=color, linewidth=2) for algo, color in colors.items()}
     figure.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=len(handles), frameon=False)
@@ -158,7 +164,7 @@ def aggregate_scores(result: Aggregate, scale: Scale, colors: dict[str, Color]) 
         ax.title.set_fontsize("large")
     figure.supxlabel(f"Final {scale.name} ({scale.meaning})")
     figure.suptitle(
-        f"Aggregate final {scale.name} over {plural(len(result.envs), 'task')}, {result.runs} runs per task\n"
+        f"Aggregate final {scale.name} over {plural(len(result.tasks), 'task')}, {result.runs} runs per task\n"
         "point estimate (black) and 95% stratified bootstrap CI"
     )
     figure.tight_layout()
@@ -185,7 +191,7 @@ def sample_efficiency(result: Aggregate, scale: Scale, xlabel: str, colors: dict
     ax.xaxis.set_major_formatter(FuncFormatter(step_text))
     ax.legend(loc="best", frameon=False)
     ax.set_title(
-        f"IQM of {scale.name} over {plural(len(result.envs), 'task')}, {result.runs} seeds per task\n"
+        f"IQM of {scale.name} over {plural(len(result.tasks), 'task')}, {result.runs} seeds per task\n"
         f"95% stratified bootstrap CI; {scale.meaning}"
     )
     return figure
@@ -207,14 +213,14 @@ def performance_profile(result: Aggregate, scale: Scale, colors: dict[str, Color
     )
     ax.legend(loc="best", frameon=False)
     ax.set_title(
-        f"Performance profile: final {scale.name}, {plural(len(result.envs), 'task')} \u00d7 {result.runs} runs\n"
+        f"Performance profile: final {scale.name}, {plural(len(result.tasks), 'task')} \u00d7 {result.runs} runs\n"
         "95% stratified bootstrap CI"
     )
     return figure
 
 
-def probability_of_improvement(result: Aggregate, colors: dict[str, Color]) -> Figure:
-    """rliable's P(qsm > baseline) bars, one per baseline, coloured by the baseline."""
+def probability_of_improvement(result: Aggregate, improvement_of: str, colors: dict[str, Color]) -> Figure:
+    """rliable's P(improvement_of > baseline) bars, one per baseline, coloured by the baseline."""
     pairs = list(result.improvement.points)[::-1]  # rliable draws the first at the bottom
     figure, ax = plt.subplots(figsize=(6, 1.2 + 0.6 * len(pairs)), layout="constrained")
     plot_utils.plot_probability_of_improvement(
@@ -222,14 +228,15 @@ def probability_of_improvement(result: Aggregate, colors: dict[str, Color]) -> F
         result.improvement.intervals,
         ax=ax,
         colors=[colors[pair.split(",")[1]] for pair in pairs],
-        xlabel="P(qsm > baseline)",
+        xlabel=f"P({improvement_of} > baseline)",
         left_ylabel="",
         right_ylabel="",
         labelsize="large",
         ticklabelsize="large",
     )
     ax.set_title(
-        f"Probability of improvement of qsm over each baseline\nfinal scores on {plural(len(result.envs), 'task')}, "
+        f"Probability of improvement of {improvement_of} over each baseline\n"
+        f"final scores on {plural(len(result.tasks), 'task')}, "
         f"{result.runs} runs per task, 95% stratified bootstrap CI"
     )
     return figure

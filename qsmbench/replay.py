@@ -7,6 +7,7 @@ into its own slice only, independently of the others.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -28,9 +29,17 @@ class Batch:
     terminated: Tensor
 
 
+class Transitions(Protocol):
+    """Where updates draw their minibatches: the replay buffer online, the dataset offline."""
+
+    def sample(self, batch_size: int) -> Batch:
+        """`batch_size` transitions per seed, `[seeds, batch_size, ...]`, each seed from its own draw."""
+        ...
+
+
 class SeedBatchedReplay:
     def __init__(self, seeds: int, capacity: int, obs_dim: int, act_dim: int, device: torch.device):
-        self.seeds, self.capacity, self.device = seeds, capacity, device
+        self.seeds, self.capacity, self.act_dim, self.device = seeds, capacity, act_dim, device
         self.obs = torch.empty(seeds, capacity, obs_dim, device=device)
         self.action = torch.empty(seeds, capacity, act_dim, device=device)
         self.reward = torch.empty(seeds, capacity, device=device)

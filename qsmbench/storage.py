@@ -1,18 +1,26 @@
-"""Run files: one Parquet learning curve per seed, `<out>/<env>/<algo>/seed_<k>.parquet`.
+"""Run files: the on-disk format of results, defined here and nowhere else.
 
-Each file holds one row per evaluation and, in the Parquet schema metadata under the key
-`qsmbench`, a JSON document with the full config, provenance and the run's status. Files are
-rewritten after every evaluation through a temporary file and an atomic rename, so a run killed
-at any moment leaves valid files that hold every completed evaluation.
+One Parquet file per seed, `<out>/<task>/<algo>/seed_<k>.parquet`, with one row per evaluation
+(`EvalRow`) and, in the Parquet schema metadata under the key `qsmbench`, a JSON document
+(`RunMetadata`: how the run was made, the seed, its status). Files are rewritten after every
+evaluation through a temporary file and an atomic rename, so a run killed at any moment leaves
+valid files that hold every completed evaluation.
+
+Names: the *task* is what a run learns and what results are filed and grouped under (the
+environment id online, the dataset id offline); the *environment id* is the Gymnasium id that
+evaluation runs in. Schema 1 (qsmbench up to commit 155e41c) called both `env`: its rows' `env`
+column held the task and its metadata's `env` key the environment id. Readers accept both schemas.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Mapping, get_args
 
 import pandas as pd
 import pyarrow as pa
@@ -21,23 +29,141 @@ import pyarrow.parquet as pq
 from qsmbench.config import ConfigError
 
 METADATA_KEY = b"qsmbench"
-SCHEMA_VERSION = 1
-STATUSES = ("running", "complete", "failed", "interrupted")
+SCHEMA_VERSION = 2
+Status = Literal["running", "complete", "failed", "interrupted"]
+STATUSES: tuple[str, ...] = get_args(Status)
+REQUIRED_COLUMNS = ("task", "algo", "seed", "step", "eval_return")
+OFFLINE_SCORE = "eval_normalized_score"  # D4RL convention, 0-100
 
 
-def path_safe(env_id: str) -> str:
-    """`dm_control/cheetah-run-v0` -> `dm_control-cheetah-run-v0`: one directory level per env."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", env_id)
+class RunFileError(ValueError):
+    """A file that cannot be used as a run file; the message says why, in one line."""
 
 
-def run_path(out: str | Path, env_id: str, algo: str, seed: int) -> Path:
-    return Path(out) / path_safe(env_id) / algo / f"seed_{seed}.parquet"
+# ------------------------------------------------------------------------------------------------ format
 
 
-def write_run(path: Path, rows: list[dict[str, Any]], metadata: dict[str, Any]) -> None:
-    """Atomically replace `path` with a Parquet file of `rows` and `metadata`."""
-    table = pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False)
-    document = json.dumps({"schema_version": SCHEMA_VERSION, **metadata}, default=str)
+@dataclass(frozen=True)
+class EvalRow:
+    """One evaluation of one seed: a row of its learning curve."""
+
+    task: str
+    algo: str
+    seed: int
+    step: int  # environment steps of this seed (gradient steps offline)
+    eval_return: float  # mean over the evaluation episodes
+    eval_return_std: float
+    train_return: float  # mean return of the training episodes finished since the last evaluation; NaN if none
+    train_episodes: int
+    wall_time_s: float  # from the start of the run to this evaluation
+    sps: float  # steps per second per seed since the last evaluation, evaluation excluded; NaN at step 0
+    eval_normalized_score: float | None = None  # offline runs on datasets with reference scores only
+    diagnostics: Mapping[str, float] = field(default_factory=dict)  # the algorithm's update means, by name
+
+    def columns(self) -> dict[str, Any]:
+        """The row as Parquet columns: the fields, the normalised score when there is one, the diagnostics."""
+        columns = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "diagnostics"}
+        if self.eval_normalized_score is None:
+            del columns[OFFLINE_SCORE]
+        return {**columns, **self.diagnostics}
+
+
+@dataclass(frozen=True)
+class RunHeader:
+    """What every seed file of one run records about how it was made."""
+
+    algo: str
+    task: str
+    env_id: str  # the environment evaluated in (offline: the dataset's)
+    dataset: str | None = None
+    ref_scores: tuple[float, float] | None = None  # the dataset's (random, expert) returns
+    run_config: Mapping[str, Any] = field(default_factory=dict)  # RunConfig as a dict
+    algo_config: Mapping[str, Any] = field(default_factory=dict)  # the effective hyperparameters
+    provenance: Mapping[str, Any] = field(default_factory=dict)  # versions, commit, device, host, start time
+
+
+@dataclass(frozen=True)
+class RunMetadata:
+    """The JSON document of one seed's file."""
+
+    header: RunHeader
+    seed: int
+    status: Status
+    error: str | None = None  # the traceback of a failed run
+
+    def document(self) -> dict[str, Any]:
+        """The stored form: flat, as schema 1 had it, with provenance keys at the top level."""
+        header = {f.name: getattr(self.header, f.name) for f in dataclasses.fields(self.header)}
+        provenance = header.pop("provenance")
+        return {
+            "schema_version": SCHEMA_VERSION, **header, **provenance,
+            "seed": self.seed, "status": self.status, "error": self.error,
+        }  # fmt: skip
+
+    @classmethod
+    def from_document(cls, document: Any) -> RunMetadata:
+        """Read schema 1 or 2; RunFileError when a key the format needs is missing or malformed."""
+        if not isinstance(document, dict):
+            raise RunFileError("its qsmbench metadata is not a JSON object")
+        document = dict(document)
+        if document.get("schema_version", 1) == 1 and "env" in document:
+            document["env_id"] = document.pop("env")
+        status = document.get("status")
+        if status not in STATUSES:
+            raise RunFileError(f"its qsmbench metadata has no valid status ({status!r})")
+        names = [f.name for f in dataclasses.fields(RunHeader) if f.name != "provenance"]
+        missing = [name for name in ("algo", "task", "env_id", "seed") if name not in document]
+        if missing:
+            raise RunFileError(f"its qsmbench metadata lacks {', '.join(missing)}")
+        header = {name: document.pop(name) for name in names if name in document}
+        refs = header.get("ref_scores")
+        header["ref_scores"] = None if refs is None or None in refs else tuple(refs)  # schema 1: [None, None]
+        seed, error = document.pop("seed"), document.pop("error", None)
+        document.pop("status"), document.pop("schema_version", None)
+        return cls(RunHeader(**header, provenance=document), int(seed), status, error)
+
+
+@dataclass(frozen=True)
+class RunFile:
+    """One seed's file as read back: its metadata and its learning curve (sorted by step, one row per step)."""
+
+    path: Path
+    metadata: RunMetadata
+    curve: pd.DataFrame
+
+    @property
+    def task(self) -> str:
+        return self.metadata.header.task
+
+    @property
+    def algo(self) -> str:
+        return self.metadata.header.algo
+
+    @property
+    def seed(self) -> int:
+        return self.metadata.seed
+
+    @property
+    def status(self) -> str:
+        return self.metadata.status
+
+
+def path_safe(name: str) -> str:
+    """`dm_control/cheetah-run-v0` -> `dm_control-cheetah-run-v0`: one directory level per task."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name)
+
+
+def run_path(out: str | Path, task: str, algo: str, seed: int) -> Path:
+    return Path(out) / path_safe(task) / algo / f"seed_{seed}.parquet"
+
+
+# ------------------------------------------------------------------------------------------------ writing
+
+
+def write_run(path: Path, curve: pd.DataFrame, metadata: RunMetadata) -> None:
+    """Atomically replace `path` with a Parquet file of `curve` and `metadata`."""
+    table = pa.Table.from_pandas(curve, preserve_index=False)
+    document = json.dumps(metadata.document(), default=str)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: document.encode()})
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -52,24 +178,23 @@ def write_run(path: Path, rows: list[dict[str, Any]], metadata: dict[str, Any]) 
         raise
 
 
-def read_run(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The learning curve and the metadata document of one run file."""
-    table = pq.read_table(path)
-    document = (table.schema.metadata or {}).get(METADATA_KEY)
-    if document is None:
-        raise ValueError(f"{path} is not a qsmbench run file (no '{METADATA_KEY.decode()}' metadata)")
-    return table.to_pandas(), json.loads(document)
+class RunFiles:
+    """The files of one seed-batched run: one growing learning curve per seed, all with one header."""
 
+    def __init__(self, paths: list[Path], seeds: list[int], header: RunHeader):
+        self.paths, self.seeds, self.header = paths, seeds, header
+        self.rows: list[list[EvalRow]] = [[] for _ in seeds]
 
-def read_status(path: Path) -> str | None:
-    """The stored status of a run file, None when there is none, 'unreadable' when it is damaged."""
-    if not path.exists():
-        return None
-    try:
-        metadata = pq.read_schema(path).metadata or {}
-        return str(json.loads(metadata[METADATA_KEY])["status"])
-    except (OSError, KeyError, TypeError, ValueError, pa.ArrowException):
-        return "unreadable"
+    def append(self, rows: list[EvalRow]) -> None:
+        """Add one evaluation row per seed, in seed order."""
+        for seed_rows, row in zip(self.rows, rows):
+            seed_rows.append(row)
+
+    def write(self, status: Status, error: str | None = None) -> None:
+        """Rewrite every seed's file with all rows so far and the given status."""
+        for path, seed, rows in zip(self.paths, self.seeds, self.rows):
+            curve = pd.DataFrame([row.columns() for row in rows])
+            write_run(path, curve, RunMetadata(self.header, seed, status, error))
 
 
 def check_can_write(paths: list[Path], overwrite: bool) -> None:
@@ -87,20 +212,88 @@ def check_can_write(paths: list[Path], overwrite: bool) -> None:
             raise ConfigError(f"{path} exists but is not a readable qsmbench run file; pass --overwrite to replace it")
 
 
-class RunFiles:
-    """The files of one seed-batched run: one growing learning curve and one metadata document per seed."""
+# ------------------------------------------------------------------------------------------------ reading
 
-    def __init__(self, paths: list[Path], seeds: list[int], metadata: dict[str, Any]):
-        self.paths, self.seeds, self.metadata = paths, seeds, metadata
-        self.rows: list[list[dict[str, Any]]] = [[] for _ in seeds]
 
-    def append(self, rows: list[dict[str, Any]]) -> None:
-        """Add one evaluation row per seed, in seed order."""
-        for seed_rows, row in zip(self.rows, rows):
-            seed_rows.append(row)
+def read_run(path: str | Path) -> RunFile:
+    """One run file, either schema; RunFileError (one line) when it cannot be used as one."""
+    path = Path(path)
+    try:
+        table = pq.read_table(path)
+        document = json.loads((table.schema.metadata or {})[METADATA_KEY])
+    except KeyError:
+        raise RunFileError(f"not a qsmbench run file (no '{METADATA_KEY.decode()}' metadata)") from None
+    except (OSError, ValueError, pa.ArrowException) as error:
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise RunFileError(f"not a readable qsmbench run file ({reason})") from None
+    metadata = RunMetadata.from_document(document)
+    curve = table.to_pandas()
+    if document.get("schema_version", 1) == 1:
+        curve = curve.rename(columns={"env": "task"})
+    if len(curve.columns):
+        missing = [column for column in REQUIRED_COLUMNS if column not in curve.columns]
+        if missing:
+            raise RunFileError(f"missing columns {', '.join(missing)}")
+        curve = curve.drop_duplicates("step", keep="last").sort_values("step", ignore_index=True)
+    return RunFile(path, metadata, curve)
 
-    def write(self, status: str, error: str | None = None) -> None:
-        """Rewrite every seed's file with all rows so far and the given status."""
-        assert status in STATUSES, status
-        for path, seed, rows in zip(self.paths, self.seeds, self.rows):
-            write_run(path, rows, {**self.metadata, "seed": seed, "status": status, "error": error})
+
+def read_status(path: Path) -> str | None:
+    """The stored status of a run file, None when there is none, 'unreadable' when it is damaged.
+
+    Reads the schema only, not the rows: cheap enough to ask of every seed of a grid.
+    """
+    if not path.exists():
+        return None
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+        status = json.loads(metadata[METADATA_KEY])["status"]
+    except (OSError, KeyError, TypeError, ValueError, pa.ArrowException):
+        return "unreadable"
+    return str(status) if status in STATUSES else "unreadable"
+
+
+@dataclass(frozen=True)
+class ResultsTree:
+    """The usable run files under a results directory, and what was skipped and why."""
+
+    runs: list[RunFile]
+    warnings: list[str]
+    skipped: list[Path]
+
+
+def read_results(results_dir: Path) -> ResultsTree:
+    """Every run file with at least one evaluation at any depth under `results_dir`.
+
+    A file that cannot be used is skipped with a warning naming it, and so is a second file for the
+    same task, algorithm and seed (e.g. a copy of a results tree inside the tree: counting it twice
+    would fake seeds). Raises ConfigError when there is no directory, no *.parquet file, or no usable run.
+    """
+    if not results_dir.is_dir():
+        raise ConfigError(f"results directory {results_dir} does not exist")
+    paths = sorted(results_dir.rglob("*.parquet"))
+    if not paths:
+        raise ConfigError(f"no run files (*.parquet) under {results_dir}")
+    runs: list[RunFile] = []
+    warnings: list[str] = []
+    skipped: list[Path] = []
+    first_path: dict[tuple[str, str, int], Path] = {}
+    for path in paths:
+        try:
+            run = read_run(path)
+            if run.curve.empty:
+                raise RunFileError("no evaluations yet")
+        except RunFileError as error:
+            warnings.append(f"skipped {path}: {error}")
+            skipped.append(path)
+            continue
+        key = (run.task, run.algo, run.seed)
+        if key in first_path:
+            warnings.append(f"skipped {path}: same task, algorithm and seed as {first_path[key]}")
+            skipped.append(path)
+            continue
+        first_path[key] = path
+        runs.append(run)
+    if not runs:
+        raise ConfigError(f"none of the {len(paths)} .parquet files under {results_dir} is a readable qsmbench run")
+    return ResultsTree(runs, warnings, skipped)

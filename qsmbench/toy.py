@@ -2,44 +2,34 @@
 
 The paper claims QSM policies are "implicitly multi-modal and explorative". On a one-step task
 whose reward has four equal optima, a diffusion policy can keep all four, while a Gaussian policy
-(SAC) or a deterministic one (TD3) must settle near one. `run_toy` trains each algorithm with the
-ordinary trainer, draws action samples from each trained policy and plots them over the reward.
-
-QSM runs here with `TOY_OVERRIDES`, not its DeepMind Control defaults, for reasons measured on
-this bandit (docs/benchmarks.md):
-- alpha = 1, not 50. The denoiser learns eps = -alpha grad_a Q, and the last reverse step moves
-  an action by about 0.5 alpha grad_a Q. On a reward of height 1 and bump width 0.3, alpha = 50
-  overshoots every bump, and the per-step clip parks the samples in the corners of the box.
-- T = 10, not 5. Five coarse steps make the chain a chaotic map of alpha; ten put 13-19% of the
-  samples near every optimum for every seed tried.
-- actor_lr = 1e-3. The target -alpha grad_a Q oscillates across the box; at 3e-4 the denoiser
-  has fitted only its linear trend (a single Gaussian) after a few thousand updates.
+(SAC) or a deterministic one (TD3) must settle near one. The demo is a grid file,
+qsmbench/data/toy.toml: it lists the algorithms and the settings each is trained with on the
+bandit, and says why QSM's differ from its DeepMind Control defaults. `run_toy` trains each run
+spec with the ordinary trainer, draws action samples from each trained policy and plots them over
+the reward.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import importlib.resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from algorithms import ALGORITHMS
-from qsmbench.config import RunConfig, apply_overrides, require
+from qsmbench.grid import Grid, read_grid
 from qsmbench.progress import make_reporter
-from qsmbench.trainer import Trainer, prepare
+from qsmbench.spec import RunSpec, make_spec
+from qsmbench.trainer import Trainer, train
 
 BANDIT_ID = "qsmbench/MultimodalBandit-v0"
+TOY_GRID = importlib.resources.files("qsmbench").joinpath("data/toy.toml")
 OPTIMA = np.array([[0.5, 0.5], [-0.5, 0.5], [-0.5, -0.5], [0.5, -0.5]])
 BUMP_WIDTH = 0.3
-TOY_OVERRIDES: dict[str, tuple[str, ...]] = {
-    "qsm": ("hidden_sizes=128,128", "actor_hidden_sizes=128,128", "alpha=1", "diffusion_steps=10", "actor_lr=1e-3"),
-    "sac": ("hidden_sizes=128,128",),
-    "td3": ("hidden_sizes=128,128",),
-    "dql": ("hidden_sizes=128,128", "actor_hidden_sizes=128,128"),
-}
+UNSHOWN_SETTINGS = ("hidden_sizes", "actor_hidden_sizes", "warmup_steps", "batch_size")  # left out of panel titles
 MODE_SHARE = 0.10  # about twice what a uniform policy puts within 0.25 of an optimum (4.9%)
 
 
@@ -69,43 +59,51 @@ def register_bandit() -> None:
         gym.register(BANDIT_ID, entry_point=MultimodalBandit)
 
 
-@dataclass(frozen=True)
-class ToyConfig:
-    algos: tuple[str, ...] = ("qsm", "dql", "sac", "td3")
-    seeds: int = 1
-    steps: int = 4000
-    warmup_steps: int = 500
-    samples: int = 1000
-    out: str = "results/toy"
-
-    def __post_init__(self) -> None:
-        require(len(self.algos) >= 1, "--algos needs at least one algorithm")
-        require(self.seeds >= 1, f"--seeds must be at least 1, got {self.seeds}")
-        require(self.steps >= 2, f"--steps must be at least 2, got {self.steps}")
-
-
-def train_on_bandit(algo: str, config: ToyConfig, overrides: list[str], quiet: bool) -> Trainer:
-    """Train `algo` on the bandit with the shared trainer; curves go under `config.out` like any run.
-
-    `overrides` come after the warm-up length and `TOY_OVERRIDES`, so they win.
-    """
+def toy_grid(scale: str = "demo") -> Grid:
+    """The demo's grid file at `scale` ("demo", or "smoke" for tests)."""
     register_bandit()
-    run = RunConfig(
-        algo=algo, env=BANDIT_ID, seeds=config.seeds, steps=config.steps, eval_every=config.steps,
-        eval_episodes=10, device="cpu", out=config.out,
-    )  # fmt: skip
-    settings = [f"warmup_steps={config.warmup_steps}", *TOY_OVERRIDES.get(algo, ()), *overrides]
-    algo_config = apply_overrides(ALGORITHMS[algo].config_cls(), settings)
-    trainer = Trainer(prepare(run, algo_config, overwrite=True), make_reporter(f"toy {algo}", run.seed_values, run.steps, quiet))
-    trainer.train()
-    return trainer
+    return read_grid(TOY_GRID, scale)
+
+
+def toy_specs(
+    grid: Grid,
+    algos: Sequence[str] | None = None,
+    seeds: int | None = None,
+    steps: int | None = None,
+    out: str | None = None,
+) -> list[RunSpec]:
+    """The grid's run specs on the CPU, for `algos` (default: the grid's), with the given run settings replaced.
+
+    An algorithm the grid does not list runs with its defaults. The warm-up is cut to half the steps
+    when fewer steps are asked for, so every run learns.
+    """
+    listed = {spec.algo: spec for spec in grid.specs}
+    changes = {key: value for key, value in (("seeds", seeds), ("steps", steps), ("out", out)) if value is not None}
+    specs = []
+    for name in algos or grid.algorithms:
+        spec = (listed.get(name) or make_spec(name, grid.protocol)).with_run(device="cpu", **changes)
+        warmup = min(spec.config.warmup_steps, spec.run.steps // 2)
+        specs.append(dataclasses.replace(spec, config=dataclasses.replace(spec.config, warmup_steps=warmup)))
+    return specs
+
+
+def train_on_bandit(spec: RunSpec, quiet: bool) -> Trainer:
+    """Train one spec with the shared trainer; curves go under `spec.run.out` like any run's."""
+    return train(spec, make_reporter(f"toy {spec.algo}", spec.run.seed_values, spec.run.steps, quiet), overwrite=True)
 
 
 def policy_samples(trainer: Trainer, count: int) -> np.ndarray:
     """`[seeds, count, 2]` actions from the trained behaviour policy (its exploration included)."""
-    seeds = len(trainer.run.seed_values)
+    seeds = len(trainer.spec.run.seed_values)
     obs = torch.zeros(seeds, count, 1, device=trainer.device)
     return trainer.agent.act(obs, explore=True).cpu().numpy()
+
+
+def changed_settings(spec: RunSpec) -> str:
+    """The hyperparameters that differ from the algorithm's defaults, for a panel title."""
+    defaults = dataclasses.asdict(spec.algorithm.config_cls())
+    changed = {k: v for k, v in dataclasses.asdict(spec.config).items() if v != defaults[k] and k not in UNSHOWN_SETTINGS}
+    return ", ".join(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}" for key, value in changed.items())
 
 
 def mass_near_optima(samples: np.ndarray, radius: float = 0.25) -> np.ndarray:
@@ -114,7 +112,7 @@ def mass_near_optima(samples: np.ndarray, radius: float = 0.25) -> np.ndarray:
     return (distances < radius).mean(axis=0)
 
 
-def plot_samples(samples: dict[str, np.ndarray], path: Path) -> None:
+def plot_samples(samples: dict[RunSpec, np.ndarray], path: Path) -> None:
     """The reward landscape with each algorithm's action samples (all seeds pooled), one panel each."""
     import matplotlib
 
@@ -125,13 +123,12 @@ def plot_samples(samples: dict[str, np.ndarray], path: Path) -> None:
     xx, yy = np.meshgrid(grid, grid)
     reward = bandit_reward(np.stack([xx, yy], axis=-1))
     fig, axes = plt.subplots(1, len(samples), figsize=(4 * len(samples), 4.2), squeeze=False)
-    for ax, (algo, points) in zip(axes[0], samples.items()):
+    for ax, (spec, points) in zip(axes[0], samples.items()):
         ax.contourf(xx, yy, reward, levels=20, cmap="viridis")
         flat = points.reshape(-1, 2)
         ax.scatter(flat[:, 0], flat[:, 1], s=3, c="white", alpha=0.5, linewidths=0)
         modes = int((mass_near_optima(flat) > MODE_SHARE).sum())
-        settings = ", ".join(item for item in TOY_OVERRIDES.get(algo, ()) if "hidden_sizes" not in item)
-        ax.set_title(f"{algo} {settings}\n{modes} of 4 optima hold >{MODE_SHARE:.0%} of samples", fontsize=10)
+        ax.set_title(f"{spec.algo} {changed_settings(spec)}\n{modes} of 4 optima hold >{MODE_SHARE:.0%} of samples", fontsize=10)
         ax.set_xlim(-1, 1)
         ax.set_ylim(-1, 1)
         ax.set_aspect("equal")
@@ -144,13 +141,9 @@ def plot_samples(samples: dict[str, np.ndarray], path: Path) -> None:
     plt.close(fig)
 
 
-def run_toy(config: ToyConfig, quiet: bool, overrides: dict[str, list[str]] | None = None) -> Path:
-    """Train every algorithm of `config` on the bandit and save `<out>/multimodal.png`."""
-    overrides = overrides or {}
-    samples = {
-        algo: policy_samples(train_on_bandit(algo, config, overrides.get(algo, []), quiet), config.samples)
-        for algo in config.algos
-    }
-    path = Path(config.out) / "multimodal.png"
-    plot_samples(samples, path)
+def run_toy(specs: Sequence[RunSpec], samples: int = 1000, quiet: bool = False) -> Path:
+    """Train every spec on the bandit and save `<out of the first spec>/multimodal.png`."""
+    drawn = {spec: policy_samples(train_on_bandit(spec, quiet), samples) for spec in specs}
+    path = Path(specs[0].run.out) / "multimodal.png"
+    plot_samples(drawn, path)
     return path

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from qsmbench.storage import read_run, write_run
+import pandas as pd
+
+from qsmbench.storage import RunHeader, RunMetadata, read_run, write_run
 
 QSMBENCH = Path(sys.executable).parent / "qsmbench"
 SHORT_TIMEOUT_S = 120  # start-up is ~3 s alone, but the 2-core machine may be shared
@@ -26,7 +28,7 @@ E2E_ARGS = [
     "--eval-every", "100", "--eval-episodes", "2", "--set", "warmup_steps=100", "--set", "batch_size=32",
 ]  # fmt: skip
 E2E_COLUMNS = (
-    "algo", "env", "seed", "step", "eval_return", "eval_return_std", "train_return", "train_episodes",
+    "algo", "task", "seed", "step", "eval_return", "eval_return_std", "train_return", "train_episodes",
     "wall_time_s", "sps", "critic_loss", "q_mean",
 )  # fmt: skip
 
@@ -96,7 +98,8 @@ def test_bad_input_leaves_existing_run_files_untouched(tmp_path: Path) -> None:
     """An interrupted run on disk (which a valid command would redo) is left byte-identical by bad input."""
     out = tmp_path / "out"
     path = out / "Pendulum-v1" / "sac" / "seed_0.parquet"
-    write_run(path, [{"step": 0, "eval_return": -1.0}], {"status": "interrupted"})
+    header = RunHeader(algo="sac", task="Pendulum-v1", env_id="Pendulum-v1")
+    write_run(path, pd.DataFrame(), RunMetadata(header, seed=0, status="interrupted"))
     before = snapshot(out)
     result = qsmbench(
         ["run", "--algo", "sac", "--env", "Pendulum-v1", "--seeds", "1", "--set", "gamma=2", "--out", str(out)],
@@ -146,12 +149,12 @@ def test_e2e_writes_one_file_per_seed(e2e_out: Path) -> None:
 def test_e2e_rows_on_the_evaluation_grid(e2e_out: Path) -> None:
     """One row per evaluation at steps 0, 100, 200, 300, with every documented column."""
     for seed, path in enumerate(seed_files(e2e_out)):
-        frame, _ = read_run(path)
+        frame = read_run(path).curve
         assert frame["step"].tolist() == [0, 100, 200, 300]
         for column in E2E_COLUMNS:
             assert column in frame.columns, column
         assert set(frame["algo"]) == {"td3"}
-        assert set(frame["env"]) == {"Pendulum-v1"}
+        assert set(frame["task"]) == {"Pendulum-v1"}
         assert set(frame["seed"]) == {seed}
         assert all(math.isfinite(v) and v < 0 for v in frame["eval_return"])  # Pendulum rewards are <= 0
         assert all(math.isfinite(v) and v >= 0 for v in frame["eval_return_std"])
@@ -166,27 +169,27 @@ def test_e2e_rows_on_the_evaluation_grid(e2e_out: Path) -> None:
 
 
 def test_e2e_metadata(e2e_out: Path) -> None:
-    """The metadata document holds status, both configs with the overrides, and provenance."""
+    """The metadata holds status, both configs with the overrides, and provenance."""
     for seed, path in enumerate(seed_files(e2e_out)):
-        _, document = read_run(path)
-        assert document["status"] == "complete"
-        assert document["error"] is None
-        assert document["seed"] == seed
-        assert document["run_config"]["seeds"] == 2
-        assert document["run_config"]["steps"] == 300
-        assert document["run_config"]["eval_every"] == 100
-        assert document["algo_config"]["batch_size"] == 32
-        assert document["algo_config"]["warmup_steps"] == 100
-        assert document["algo_config"]["policy_delay"] == 2  # a default is recorded too
+        metadata = read_run(path).metadata
+        header, provenance = metadata.header, metadata.header.provenance
+        assert metadata.status == "complete" and metadata.error is None and metadata.seed == seed
+        assert (header.algo, header.task, header.env_id, header.dataset) == ("td3", "Pendulum-v1", "Pendulum-v1", None)
+        assert header.run_config["seeds"] == 2
+        assert header.run_config["steps"] == 300
+        assert header.run_config["eval_every"] == 100
+        assert header.algo_config["batch_size"] == 32
+        assert header.algo_config["warmup_steps"] == 100
+        assert header.algo_config["policy_delay"] == 2  # a default is recorded too
         for package in ("torch", "gymnasium", "mujoco"):
-            assert document["versions"][package], package
-        assert document["versions"]["torch"] == torch.__version__
+            assert provenance["versions"][package], package
+        assert provenance["versions"]["torch"] == torch.__version__
         if torch.cuda.is_available():
-            assert document["device"].startswith("cuda")
+            assert provenance["device"].startswith("cuda")
         else:
-            assert document["device"] == "cpu"
-        assert isinstance(document["cpu"], str) and document["cpu"]
-        started = datetime.datetime.fromisoformat(document["start_time"])
+            assert provenance["device"] == "cpu"
+        assert isinstance(provenance["cpu"], str) and provenance["cpu"]
+        started = datetime.datetime.fromisoformat(provenance["start_time"])
         assert abs((datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()) < 3600
 
 
@@ -203,15 +206,15 @@ def test_rerun_with_overwrite_succeeds(e2e_out: Path, tmp_path: Path) -> None:
     """With --overwrite the same run is redone and written anew (on a copy of the results)."""
     out = tmp_path / "results"
     shutil.copytree(e2e_out, out)
-    _, old = read_run(seed_files(out)[0])
+    old = read_run(seed_files(out)[0]).metadata.header.provenance
     time.sleep(1.1)  # start_time has one-second resolution
     result = qsmbench([*E2E_ARGS, "--out", str(out), "--quiet", "--overwrite"], cwd=tmp_path, timeout=RUN_TIMEOUT_S)
     assert result.returncode == 0, result.stderr
     for path in seed_files(out):
-        frame, document = read_run(path)
-        assert document["status"] == "complete"
-        assert frame["step"].tolist() == [0, 100, 200, 300]
-        assert document["start_time"] > old["start_time"]
+        run = read_run(path)
+        assert run.status == "complete"
+        assert run.curve["step"].tolist() == [0, 100, 200, 300]
+        assert run.metadata.header.provenance["start_time"] > old["start_time"]
 
 
 def test_ctrl_c_exits_130_and_keeps_every_evaluation(tmp_path: Path) -> None:
@@ -235,7 +238,7 @@ def test_ctrl_c_exits_130_and_keeps_every_evaluation(tmp_path: Path) -> None:
                 assert process.poll() is None, f"qsmbench ended early with code {process.returncode}"
                 assert time.monotonic() < deadline, "no second evaluation written within 90 s"
                 if first.exists():
-                    rows_seen = len(read_run(first)[0])
+                    rows_seen = len(read_run(first).curve)
                 time.sleep(0.1)
             process.send_signal(signal.SIGINT)
             code = process.wait(timeout=30)
@@ -250,9 +253,9 @@ def test_ctrl_c_exits_130_and_keeps_every_evaluation(tmp_path: Path) -> None:
     assert "Traceback" not in err
     counts = []
     for seed, path in enumerate(seed_files(out)):
-        frame, document = read_run(path)
-        assert document["status"] == "interrupted"
-        assert document["seed"] == seed
+        run = read_run(path)
+        frame = run.curve
+        assert run.status == "interrupted" and run.seed == seed
         assert len(frame) >= rows_seen
         assert frame["step"].tolist() == [100 * i for i in range(len(frame))]
         counts.append(len(frame))

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from algorithms.sac import SACConfig
-from algorithms.td3 import TD3Config
-from qsmbench.config import ConfigError, RunConfig, apply_overrides
+from qsmbench.algorithms.sac import SACConfig
+from qsmbench.algorithms.td3 import TD3Config
+from qsmbench.config import ConfigError, RunConfig, apply_overrides, from_table
 
 
 @dataclass(frozen=True)
@@ -209,12 +209,12 @@ def test_boundary_values_are_valid() -> None:
 def test_run_config_validation(kwargs: dict[str, object], flag: str) -> None:
     """Each invalid RunConfig value raises ConfigError naming the command-line flag."""
     with pytest.raises(ConfigError, match=flag):
-        RunConfig(algo="sac", env="Pendulum-v1", **kwargs)  # type: ignore[arg-type]
+        RunConfig(env="Pendulum-v1", **kwargs)  # type: ignore[arg-type]
 
 
 def test_run_config_seed_values() -> None:
     """seed_values runs from seed_start for `seeds` seeds."""
-    assert RunConfig(algo="sac", env="Pendulum-v1", seeds=3, seed_start=5).seed_values == [5, 6, 7]
+    assert RunConfig(env="Pendulum-v1", seeds=3, seed_start=5).seed_values == [5, 6, 7]
 
 
 @pytest.mark.parametrize(
@@ -230,4 +230,29 @@ def test_run_config_seed_values() -> None:
 )
 def test_eval_steps_grid(steps: int, eval_every: int, grid: list[int]) -> None:
     """Evaluations at step 0, every eval_every steps and at the last step, each exactly once."""
-    assert RunConfig(algo="sac", env="Pendulum-v1", steps=steps, eval_every=eval_every).eval_steps() == grid
+    assert RunConfig(env="Pendulum-v1", steps=steps, eval_every=eval_every).eval_steps() == grid
+
+
+def test_from_table_checks_toml_types_like_overrides_do() -> None:
+    """Grid files build configs through the same annotations: typed values pass, others are one-line errors."""
+    run = from_table(RunConfig, {"env": "Pendulum-v1", "seeds": 3, "steps": 10})
+    assert (run.env, run.seeds, run.steps, run.eval_every) == ("Pendulum-v1", 3, 10, RunConfig.eval_every)
+    assert from_table(SACConfig, {"hidden_sizes": [64, 64], "gamma": 1}).hidden_sizes == (64, 64)
+    for table, fragment in [
+        ({"env": "Pendulum-v1", "seeds": "3"}, "seeds must be an integer, got '3'"),
+        ({"env": "Pendulum-v1", "seeds": True}, "seeds must be an integer"),
+        ({"env": "Pendulum-v1", "seeds": 0}, "--seeds must be at least 1"),
+        ({"env": "Pendulum-v1", "sedes": 3}, "unknown key 'sedes' (did you mean 'seeds'"),
+        ({"env": 3}, "env must be a string"),
+    ]:
+        with pytest.raises(ConfigError) as error:
+            from_table(RunConfig, table)
+        assert fragment in str(error.value) and "\n" not in str(error.value)
+
+
+def test_literal_fields_accept_only_their_values() -> None:
+    from qsmbench.algorithms.qsm import QSMConfig
+
+    assert apply_overrides(QSMConfig(), ["schedule=cosine"]).schedule == "cosine"
+    with pytest.raises(ConfigError, match="schedule must be one of vp, linear, cosine, got 'cosin'"):
+        apply_overrides(QSMConfig(), ["schedule=cosin"])

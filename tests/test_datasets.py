@@ -75,10 +75,10 @@ def test_metadata_names_the_eval_env_and_reference_scores(minari_dataset: str) -
 
 
 def test_sample_draws_real_rows_independently_per_seed(minari_dataset: str) -> None:
-    data = load_offline_dataset(minari_dataset, CPU)
     seeds, batch_size = 4, 256
+    data = load_offline_dataset(minari_dataset, CPU, seeds)
     torch.manual_seed(0)
-    batch = data.sample(seeds, batch_size)
+    batch = data.sample(batch_size)
     assert batch.obs.shape == (seeds, batch_size, 3) and batch.next_obs.shape == (seeds, batch_size, 3)
     assert batch.action.shape == (seeds, batch_size, 1)
     assert batch.reward.shape == batch.terminated.shape == (seeds, batch_size)
@@ -90,7 +90,7 @@ def test_sample_draws_real_rows_independently_per_seed(minari_dataset: str) -> N
     for k in range(1, seeds):
         assert not torch.equal(row[0], row[k]), "two seeds drew the same indices"
     torch.manual_seed(0)
-    assert torch.equal(data.sample(seeds, batch_size).obs, batch.obs), "sampling should follow torch's global seed"
+    assert torch.equal(data.sample(batch_size).obs, batch.obs), "sampling should follow torch's global seed"
 
 
 def row_index(data: OfflineDataset, obs: torch.Tensor) -> torch.Tensor:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
+from support import assert_learns_pendulum
 
-from algorithms.diffusion_ql import DiffusionQL, DiffusionQLConfig
+from qsmbench.algorithms.diffusion_ql import DiffusionQL, DiffusionQLConfig
 from qsmbench.diffusion import DiffusionSchedule
 from qsmbench.replay import Batch
 
@@ -156,3 +158,11 @@ def test_evaluation_keeps_the_candidate_with_the_highest_q_when_q_is_sharp() -> 
     torch.manual_seed(0)
     plain = agent.select(torch.zeros(1, 200, 1), candidates=1)
     assert chosen[..., 0].mean() > plain[..., 0].mean() + 0.3
+
+
+@pytest.mark.slow
+def test_learns_pendulum(tmp_path: Path) -> None:
+    """With the default BC weight the normalised Q term moves the policy slowly on Pendulum
+    (still -1171 after 6,000 steps; docs/benchmarks.md), so this checks the BC-free setting."""
+    small = ["hidden_sizes=128,128", "actor_hidden_sizes=128,128"]  # so the test fits CI; update rule unchanged
+    assert_learns_pendulum("dql", tmp_path, steps=6000, overrides=["warmup_steps=1000", *small, "bc_weight=0"])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from qsmbench.config import ConfigError
-from qsmbench.envs import EnvBatch, EnvError, env_spec, eval_env_seed, make_env
+from qsmbench.envs import EnvBatch, EnvError, env_dims, eval_env_seed, make_env
 
 PENDULUM_TIME_LIMIT = 200
 
@@ -62,13 +62,13 @@ def test_dm_control_cheetah_run_gives_flat_float_observations() -> None:
         assert not terminated and not truncated
     finally:
         env.close()
-    spec = env_spec("dm_control/cheetah-run-v0")
+    spec = env_dims("dm_control/cheetah-run-v0")
     assert (spec.obs_dim, spec.act_dim) == (17, 6)
 
 
-def test_env_spec_pendulum() -> None:
-    """env_spec reports the flat observation and action sizes."""
-    spec = env_spec("Pendulum-v1")
+def test_env_dims_pendulum() -> None:
+    """env_dims reports the flat observation and action sizes."""
+    spec = env_dims("Pendulum-v1")
     assert (spec.obs_dim, spec.act_dim) == (3, 1)
 
 

@@ -9,58 +9,66 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import small_overrides
 
-from algorithms import ALGORITHMS
-from qsmbench.config import ConfigError, RunConfig, apply_overrides
+from qsmbench.algorithms import ALGORITHMS
+from qsmbench.config import ConfigError, RunConfig
 from qsmbench.progress import PlainReporter
+from qsmbench.spec import make_spec
 from qsmbench.storage import path_safe, read_run
-from qsmbench.trainer import Trainer, prepare
+from qsmbench.trainer import train
 
 QSMBENCH = Path(sys.executable).parent / "qsmbench"
-SMALL = ["hidden_sizes=32,32", "actor_hidden_sizes=32,32", "batch_size=32"]
+OFFLINE = [name for name, algorithm in ALGORITHMS.items() if algorithm.offline]
+ONLINE_ONLY = [name for name, algorithm in ALGORITHMS.items() if not algorithm.offline]
 
 
-def offline_run(dataset_id: str, out: Path, algo: str = "dql") -> RunConfig:
-    return RunConfig(
-        algo=algo, dataset=dataset_id, seeds=2, steps=40, eval_every=20, eval_episodes=2, device="cpu", out=str(out)
-    )
+def offline_run(dataset_id: str, out: Path) -> RunConfig:
+    return RunConfig(dataset=dataset_id, seeds=2, steps=40, eval_every=20, eval_episodes=2, device="cpu", out=str(out))
 
 
-def test_offline_dql_trains_from_the_dataset_and_records_normalised_scores(minari_dataset: str, tmp_path: Path) -> None:
-    run = offline_run(minari_dataset, tmp_path)
-    prepared = prepare(run, apply_overrides(ALGORITHMS["dql"].config_cls(), SMALL), overwrite=False)
-    Trainer(prepared, PlainReporter("dql", run.seed_values, run.steps)).train()
-    low, high = prepared.dataset.ref_min_score, prepared.dataset.ref_max_score
-    assert low is not None and high is not None and low < high
-    for seed, path in zip(run.seed_values, prepared.paths):
-        assert path == tmp_path / path_safe(minari_dataset) / "dql" / f"seed_{seed}.parquet"
-        curve, metadata = read_run(path)
-        assert metadata["status"] == "complete"
-        assert metadata["dataset"] == minari_dataset and metadata["env"] == "Pendulum-v1"
-        assert metadata["ref_scores"] == [low, high]
+def train_offline(algo: str, dataset_id: str, out: Path):
+    run = offline_run(dataset_id, out)
+    spec = make_spec(algo, run, [*small_overrides(algo), "batch_size=32"])
+    return train(spec, PlainReporter(algo, run.seed_values, run.steps))
+
+
+@pytest.mark.parametrize("algo", OFFLINE)
+def test_offline_training_uses_the_dataset_and_records_normalised_scores(
+    algo: str, minari_dataset: str, tmp_path: Path
+) -> None:
+    trainer = train_offline(algo, minari_dataset, tmp_path)
+    assert trainer.dataset is not None and trainer.collector is None
+    low, high = trainer.dataset.ref_scores
+    assert low < high
+    for seed, path in zip((0, 1), trainer.files.paths):
+        assert path == tmp_path / path_safe(minari_dataset) / algo / f"seed_{seed}.parquet"
+        run = read_run(path)
+        curve, header = run.curve, run.metadata.header
+        assert run.status == "complete"
+        assert (header.task, header.dataset, header.env_id) == (minari_dataset, minari_dataset, "Pendulum-v1")
+        assert header.ref_scores == (low, high)
         assert curve["step"].tolist() == [0, 20, 40]
-        assert (curve["env"] == minari_dataset).all()
+        assert (curve["task"] == minari_dataset).all()
         assert (curve["train_episodes"] == 0).all(), "offline runs take no environment steps"
         expected = 100 * (curve["eval_return"] - low) / (high - low)
         np.testing.assert_allclose(curve["eval_normalized_score"], expected, rtol=1e-6)
-        assert np.isfinite(curve["critic_loss"].iloc[-1]) and np.isfinite(curve["bc_loss"].iloc[-1])
+        assert np.isfinite(curve["critic_loss"].iloc[-1])
 
 
 def test_offline_run_without_reference_scores_has_no_normalised_column(
     make_pendulum_dataset, tmp_path: Path
 ) -> None:
     dataset_id = make_pendulum_dataset("qsmbench/pendulum/norefs-v0", ref_scores=None)
-    run = offline_run(dataset_id, tmp_path)
-    prepared = prepare(run, apply_overrides(ALGORITHMS["dql"].config_cls(), SMALL), overwrite=False)
-    Trainer(prepared, PlainReporter("dql", run.seed_values, run.steps)).train()
-    curve, metadata = read_run(prepared.paths[0])
-    assert "eval_normalized_score" not in curve.columns and metadata["ref_scores"] == [None, None]
+    trainer = train_offline(OFFLINE[0], dataset_id, tmp_path)
+    run = read_run(trainer.files.paths[0])
+    assert "eval_normalized_score" not in run.curve.columns and run.metadata.header.ref_scores is None
 
 
-@pytest.mark.parametrize("algo", ["sac", "td3", "qsm"])
+@pytest.mark.parametrize("algo", ONLINE_ONLY)
 def test_algorithms_without_an_offline_formulation_refuse_a_dataset(algo: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=f"{algo} has no offline formulation"):
-        prepare(offline_run("qsmbench/pendulum/random-v0", tmp_path, algo), ALGORITHMS[algo].config_cls(), False)
+        make_spec(algo, offline_run("qsmbench/pendulum/random-v0", tmp_path))
     assert list(tmp_path.iterdir()) == []
 
 

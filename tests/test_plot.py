@@ -1,4 +1,4 @@
-"""`qsmbench plot` (qsmbench.plotting, .analysis, .figures) on real run files with known values."""
+"""`qsmbench plot` (qsmbench.plotting and the modules it runs) on real run files with known values."""
 
 from __future__ import annotations
 
@@ -9,19 +9,27 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.image
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from matplotlib.figure import Figure
 from scipy.stats import trim_mean
 
-from qsmbench.analysis import aggregate_cells, build_groups, load_runs
+from qsmbench import figures
+from qsmbench.aggregates import aggregate_cells
+from qsmbench.algorithms import ALGORITHMS
+from qsmbench.analysis import Analysis, analyse
 from qsmbench.config import ConfigError
+from qsmbench.plot_settings import PlotSettings
 from qsmbench.plotting import PlotReport, plot_results
-from qsmbench.storage import run_path, write_run
+from qsmbench.scores import algo_order, build_groups
+from qsmbench.storage import OFFLINE_SCORE, RunHeader, RunMetadata, Status, read_results, run_path, write_run
 
 QSMBENCH = Path(sys.executable).parent / "qsmbench"
+RESULTS_V1 = Path(__file__).parent / "data" / "results_v1"  # written by qsmbench at commit 155e41c (schema 1)
 REPS = 200  # the default (2000) is for papers; 200 keeps this file fast and still exercises every bootstrap
 LAST_EVALS = 5
 STEPS = list(range(0, 8001, 1000))  # 9 evaluations, so the last 5 differ from "all"
@@ -32,33 +40,34 @@ NO_REFERENCE = "Pendulum-v1"
 HOPPER_RANDOM, HOPPER_EXPERT = -20.272305, 3234.3  # D4RL, typed here independently of the data file
 FIGURES = ("learning_curves", "aggregate_scores", "sample_efficiency", "performance_profile", "probability_of_improvement")
 SCALE = {HOPPER: 3000.0, CHEETAH: 800.0, NO_REFERENCE: -200.0}
-QUALITY = {"qsm": 1.0, "sac": 0.8, "td3": 0.6}
+QUALITY = {"qsm": 1.0, "sac": 0.8, "td3": 0.6}  # the synthetic fixture's algorithms; any other gets 0.5
 
 
-def curve(env: str, algo: str, seed: int, steps: list[int]) -> list[float]:
-    """A noisy rising learning curve, different for every env, algo and seed."""
-    rng = np.random.default_rng([seed, len(env), len(algo), int(QUALITY[algo] * 10)])
+def curve(task: str, algo: str, seed: int, steps: list[int]) -> list[float]:
+    """A noisy rising learning curve, different for every task, algo and seed."""
+    quality = QUALITY.get(algo, 0.5)
+    rng = np.random.default_rng([seed, len(task), len(algo), int(quality * 10)])
     progress = np.array(steps, dtype=float) / STEPS[-1]
-    scale = SCALE.get(env, 1000.0)
-    return list(scale * QUALITY[algo] * progress + rng.normal(0.0, 0.05 * abs(scale), len(steps)))
+    scale = SCALE.get(task, 1000.0)
+    return list(scale * quality * progress + rng.normal(0.0, 0.05 * abs(scale), len(steps)))
 
 
 def write_seed(
-    root: Path, env: str, algo: str, seed: int, steps: list[int] = STEPS, status: str = "complete", **extra: list[float]
+    root: Path, task: str, algo: str, seed: int, steps: list[int] = STEPS, status: Status = "complete", **extra: list[float]
 ) -> list[float]:
     """Write one run file as the trainer does; return its evaluation returns."""
-    returns = curve(env, algo, seed, steps)
+    returns = curve(task, algo, seed, steps)
     rows: list[dict[str, Any]] = []
     for i, (step, value) in enumerate(zip(steps, returns)):
         rows.append(
             {
-                "algo": algo, "env": env, "seed": seed, "step": step, "eval_return": value, "eval_return_std": 1.0,
+                "task": task, "algo": algo, "seed": seed, "step": step, "eval_return": value, "eval_return_std": 1.0,
                 "train_return": value, "train_episodes": i, "wall_time_s": float(i), "sps": 100.0,
                 **{column: values[i] for column, values in extra.items()},
             }
         )  # fmt: skip
-    metadata = {"algo": algo, "env": env, "seed": seed, "status": status, "run_config": {"steps": steps[-1]}}
-    write_run(run_path(root, env, algo, seed), rows, metadata)
+    header = RunHeader(algo=algo, task=task, env_id=task, run_config={"steps": steps[-1]})
+    write_run(run_path(root, task, algo, seed), pd.DataFrame(rows), RunMetadata(header, seed, status))
     return returns
 
 
@@ -71,16 +80,16 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[tupl
     """Two tasks with references and one without, qsm/sac/td3 x 6 seeds; the expected final returns."""
     root = tmp_path_factory.mktemp("results")
     finals: dict[tuple[str, str], np.ndarray] = {}
-    for env in (HOPPER, CHEETAH, NO_REFERENCE):
+    for task in (HOPPER, CHEETAH, NO_REFERENCE):
         for algo in QUALITY:
-            finals[env, algo] = np.array([final(write_seed(root, env, algo, seed)) for seed in range(SEEDS)])
+            finals[task, algo] = np.array([final(write_seed(root, task, algo, seed)) for seed in range(SEEDS)])
     return root, finals
 
 
 @pytest.fixture(scope="module")
 def plotted(synthetic: tuple[Path, Any]) -> tuple[PlotReport, list[str]]:
     messages: list[str] = []
-    return plot_results(synthetic[0], reps=REPS, progress=messages.append), messages
+    return plot_results(synthetic[0], PlotSettings(reps=REPS), progress=messages.append), messages
 
 
 def summary(report: PlotReport) -> pd.DataFrame:
@@ -93,18 +102,18 @@ def test_summary_equals_an_independent_computation(synthetic: Any, plotted: tupl
     assert report.out_dir == synthetic[0] / "figures" and not report.skipped
     assert any("bootstrapping" in message for message in messages)
     normalised: dict[str, list[np.ndarray]] = {algo: [] for algo in QUALITY}
-    for (env, algo), values in finals.items():
-        row = table[(table.scope == "task") & (table.env == env) & (table.algo == algo) & (table.score == "return")]
+    for (task, algo), values in finals.items():
+        row = table[(table.scope == "task") & (table.task == task) & (table.algo == algo) & (table.score == "return")]
         assert len(row) == 1
         row = row.iloc[0]
         assert (row.seeds, row.final_step, row.last_evals, row.incomplete) == (SEEDS, STEPS[-1], LAST_EVALS, 0)
         assert row.iqm == pytest.approx(trim_mean(values, 0.25))
         assert row["mean"] == pytest.approx(values.mean())
         assert row.iqm_ci_low <= row.iqm <= row.iqm_ci_high and row.mean_ci_low < row["mean"] < row.mean_ci_high
-        if env != NO_REFERENCE:
-            scores = (values - HOPPER_RANDOM) / (HOPPER_EXPERT - HOPPER_RANDOM) if env == HOPPER else values / 1000
+        if task != NO_REFERENCE:
+            scores = (values - HOPPER_RANDOM) / (HOPPER_EXPERT - HOPPER_RANDOM) if task == HOPPER else values / 1000
             normalised[algo].append(scores)
-            norm = table[(table.scope == "task") & (table.env == env) & (table.algo == algo) & (table.score == "normalised")]
+            norm = table[(table.scope == "task") & (table.task == task) & (table.algo == algo) & (table.score == "normalised")]
             assert norm.iloc[0].iqm == pytest.approx(trim_mean(scores, 0.25))
     aggregate = table[table.scope == "aggregate"].set_index("algo")
     assert list(aggregate.index) == ["qsm", "sac", "td3"]
@@ -123,12 +132,12 @@ def test_same_inputs_give_identical_cis(synthetic: Any, plotted: tuple[PlotRepor
     np.random.seed(123)
     expected_draw = np.random.rand()
     np.random.seed(123)
-    again = plot_results(synthetic[0], out_dir=tmp_path, reps=REPS)
+    again = plot_results(synthetic[0], PlotSettings(reps=REPS), out_dir=tmp_path)
     assert np.random.rand() == expected_draw  # the caller's global generator is left as it was
     first, second = summary(plotted[0]), summary(again)
     pd.testing.assert_frame_equal(first, second)
     assert (first.iqm_ci_high > first.iqm_ci_low).all()  # real intervals, not points
-    assert inspect.signature(plot_results).parameters["reps"].default == 2000
+    assert inspect.signature(plot_results).parameters["settings"].default.reps == 2000
 
 
 def test_figures_are_real_images_and_pdfs(plotted: tuple[PlotReport, list[str]]) -> None:
@@ -147,9 +156,9 @@ def test_task_without_reference_is_kept_out_of_aggregates(plotted: tuple[PlotRep
     report = plotted[0]
     table = summary(report)
     assert any(NO_REFERENCE in warning and "aggregate" in warning for warning in report.warnings)
-    rows = table[table.env == NO_REFERENCE]
+    rows = table[table.task == NO_REFERENCE]
     assert set(rows.score) == {"return"} and set(rows.algo) == set(QUALITY)
-    assert not table[table.scope == "aggregate"].env.str.contains(NO_REFERENCE).any()
+    assert not table[table.scope == "aggregate"].task.str.contains(NO_REFERENCE).any()
 
 
 def test_unusable_files_are_named_and_skipped(tmp_path: Path) -> None:
@@ -161,7 +170,7 @@ def test_unusable_files_are_named_and_skipped(tmp_path: Path) -> None:
     foreign = tmp_path / "deep" / "er" / "foreign.parquet"
     foreign.parent.mkdir(parents=True)
     pq.write_table(pa.table({"step": [0, 1000], "eval_return": [1.0, 2.0]}), foreign)
-    report = plot_results(tmp_path, reps=50)
+    report = plot_results(tmp_path, PlotSettings(reps=50))
     assert sorted(report.skipped) == sorted([garbage, foreign])
     for bad in (garbage, foreign):
         assert any(str(bad) in warning for warning in report.warnings), report.warnings
@@ -180,7 +189,9 @@ def test_missing_empty_or_unreadable_directory_is_a_config_error(tmp_path: Path)
     with pytest.raises(ConfigError, match="readable"):
         plot_results(tmp_path)
     with pytest.raises(ConfigError, match="normalize"):
-        plot_results(tmp_path, normalize="minmax")  # type: ignore[arg-type]
+        PlotSettings(normalize="minmax")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="improvement_of"):
+        PlotSettings(improvement_of=" ")
 
 
 def test_different_lengths_are_aligned_and_incomplete_runs_reported(tmp_path: Path) -> None:
@@ -188,10 +199,10 @@ def test_different_lengths_are_aligned_and_incomplete_runs_reported(tmp_path: Pa
     sac = [write_seed(tmp_path, HOPPER, "sac", seed) for seed in range(3)]
     sac.append(write_seed(tmp_path, HOPPER, "sac", 3, steps=STEPS[:6], status="interrupted"))
     qsm = [write_seed(tmp_path, HOPPER, "qsm", seed, steps=list(range(0, 10001, 1000))) for seed in range(4)]
-    groups = {group.algo: group for group in build_groups(load_runs(tmp_path)[0], "reference")[0]}
+    groups = {group.algo: group for group in build_groups(read_results(tmp_path).runs, "reference")[0]}
     assert list(groups["sac"].steps) == STEPS[:6] and groups["sac"].returns.shape == (4, 6)
     assert list(groups["qsm"].steps) == list(range(0, 10001, 1000))
-    report = plot_results(tmp_path, reps=50)
+    report = plot_results(tmp_path, PlotSettings(reps=50))
     assert any("incomplete" in w and "sac" in w and "3 (interrupted)" in w for w in report.warnings), report.warnings
     assert any("qsm ran to 10000" in warning for warning in report.warnings)
     table = summary(report)
@@ -206,8 +217,8 @@ def test_normalisation_rules(tmp_path: Path) -> None:
     offline = "hopper-medium-v2"
     write_seed(tmp_path, offline, "qsm", 0, eval_normalized_score=[10.0 * i for i in range(len(STEPS))])
     write_seed(tmp_path, CHEETAH, "qsm", 0)
-    runs = load_runs(tmp_path)[0]
-    groups = {group.env: group for group in build_groups(runs, "reference")[0]}
+    runs = read_results(tmp_path).runs
+    groups = {group.task: group for group in build_groups(runs, "reference")[0]}
     np.testing.assert_allclose(groups[offline].scores, [[0.1 * i for i in range(len(STEPS))]])
     np.testing.assert_allclose(groups[CHEETAH].scores, groups[CHEETAH].returns / 1000)
     for group in build_groups(runs, "none")[0]:
@@ -216,13 +227,89 @@ def test_normalisation_rules(tmp_path: Path) -> None:
 
 def test_aggregates_use_a_complete_task_by_algorithm_matrix(tmp_path: Path) -> None:
     """td3 ran on one of two tasks: td3 leaves the aggregates, not the task; a task without reference too."""
-    for env in (HOPPER, CHEETAH, NO_REFERENCE):
+    for task in (HOPPER, CHEETAH, NO_REFERENCE):
         for algo in ("qsm", "sac"):
-            write_seed(tmp_path, env, algo, 0)
+            write_seed(tmp_path, task, algo, 0)
     write_seed(tmp_path, HOPPER, "td3", 0)
-    envs, algos, warnings = aggregate_cells(build_groups(load_runs(tmp_path)[0], "reference")[0])
-    assert (envs, algos) == (sorted([HOPPER, CHEETAH]), ["qsm", "sac"])
+    tasks, algos, warnings = aggregate_cells(build_groups(read_results(tmp_path).runs, "reference")[0])
+    assert (tasks, algos) == (sorted([HOPPER, CHEETAH]), ["qsm", "sac"])
     assert any(w.startswith("td3 left out") for w in warnings) and any(NO_REFERENCE in w for w in warnings)
+
+
+def test_results_written_by_schema_1_are_plotted(tmp_path: Path) -> None:
+    """Run files of the previous format (an `env` column and metadata key) plot as before: three groups of 2 seeds."""
+    report = plot_results(RESULTS_V1, PlotSettings(reps=50), out_dir=tmp_path)
+    assert not report.skipped and (tmp_path / "summary.md").exists() and (tmp_path / "learning_curves.png").exists()
+    table = summary(report)
+    tasks = table[table.scope == "task"]
+    returns = tasks[tasks.score == "return"].set_index(["task", "algo"])
+    offline = "qsmbench/pendulum/random-v0"
+    assert sorted(returns.index) == [("Pendulum-v1", "sac"), ("Pendulum-v1", "td3"), (offline, "dql")]
+    assert (returns.seeds == 2).all() and (returns.incomplete == 0).all()
+    assert returns.loc[("Pendulum-v1", "sac"), "final_step"] == 200 and returns.loc[(offline, "dql"), "final_step"] == 40
+    files = sorted((RESULTS_V1 / "qsmbench-pendulum-random-v0" / "dql").glob("seed_*.parquet"))
+    scores = np.array([pq.read_table(path).column(OFFLINE_SCORE).to_numpy()[-LAST_EVALS:].mean() / 100 for path in files])
+    assert len(scores) == 2
+    normalised = tasks[tasks.score == "normalised"]
+    assert list(zip(normalised.task, normalised.algo)) == [(offline, "dql")]  # Pendulum-v1 has no reference
+    assert normalised.iloc[0]["mean"] == pytest.approx(scores.mean())
+    assert normalised.iloc[0].iqm == pytest.approx(trim_mean(scores, 0.25))
+    aggregate = table[table.scope == "aggregate"]
+    assert list(zip(aggregate.task, aggregate.algo)) == [(offline, "dql")]
+    assert aggregate.iloc[0]["mean"] == pytest.approx(scores.mean())
+
+
+def drawn(analysis: Analysis, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Figure]:
+    """The figures that draw_figures makes of `analysis`, by name, kept open instead of saved."""
+    kept: dict[str, Figure] = {}
+
+    def keep(figure: Figure, stem: Path) -> list[Path]:
+        kept[stem.name] = figure
+        return []
+
+    monkeypatch.setattr(figures, "save", keep)
+    figures.draw_figures(analysis, tmp_path, lambda _message: None)
+    return kept
+
+
+def test_probability_of_improvement_of_any_algorithm(
+    synthetic: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`improvement_of` picks the algorithm compared with each other one; without its runs, a note and no figure."""
+    runs = read_results(synthetic[0]).runs
+    by_default = analyse(runs, PlotSettings(reps=50), lambda _message: None).aggregate
+    of_sac = analyse(runs, PlotSettings(reps=50, improvement_of="sac"), lambda _message: None)
+    assert by_default is not None and of_sac.aggregate is not None
+    assert list(by_default.improvement.points) == ["qsm,sac", "qsm,td3"]
+    assert list(of_sac.aggregate.improvement.points) == ["sac,qsm", "sac,td3"]
+    p_sac_qsm, p_qsm_sac = of_sac.aggregate.improvement.points["sac,qsm"], by_default.improvement.points["qsm,sac"]
+    assert p_sac_qsm == pytest.approx(1 - p_qsm_sac) and p_sac_qsm < 0.5  # qsm's curves are the better ones
+    figure = drawn(of_sac, monkeypatch, tmp_path)["probability_of_improvement"]
+    assert figure.axes[0].get_xlabel() == "P(sac > baseline)" and "of sac over" in figure.axes[0].get_title()
+    absent = analyse(runs, PlotSettings(reps=50, improvement_of="abc_new"), lambda _message: None)
+    assert "probability of improvement skipped: no abc_new runs in the aggregates" in absent.warnings
+    assert absent.aggregate is not None and not absent.aggregate.improvement.points
+    kept = drawn(absent, monkeypatch, tmp_path)
+    assert "probability_of_improvement" not in kept and "performance_profile" in kept
+    for made in [figure, *kept.values()]:
+        plt.close(made)
+
+
+def test_algorithms_are_ordered_by_the_registry_then_alphabetically(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Legends, table rows and colours follow `ALGORITHMS`; algorithms it does not know come after, by name."""
+    monkeypatch.setitem(ALGORITHMS, "zz_registered", ALGORITHMS["sac"])  # a new registry entry, last in the registry
+    names = ["zzz_new", "td3", "abc_new", "zz_registered", "qsm", "sac", "dql"]
+    expected = [*(name for name in ALGORITHMS if name in names), "abc_new", "zzz_new"]
+    assert expected[:5] == ["qsm", "dql", "sac", "td3", "zz_registered"]
+    assert algo_order(names) == expected
+    for algo in names:
+        write_seed(tmp_path, HOPPER, algo, 0)
+    assert [group.algo for group in build_groups(read_results(tmp_path).runs, "reference")[0]] == expected
+    colors = figures.algo_colors(expected)
+    assert figures.algo_colors(["abc_new", "td3"]) == {"abc_new": colors["abc_new"], "td3": colors["td3"]}
+    assert len(set(colors.values())) == len(expected)
 
 
 def test_cli_plot_writes_tables_and_reports_where(synthetic, tmp_path: Path) -> None:

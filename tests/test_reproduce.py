@@ -6,6 +6,7 @@ change files work on a copy of it.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -15,9 +16,12 @@ from typing import NamedTuple
 import pytest
 
 from qsmbench.config import ConfigError
+from qsmbench.grid import Grid, load_grid
+from qsmbench.plan import duration, format_plan, plan
 from qsmbench.plotting import PlotReport
-from qsmbench.reproduce import Grid, duration, format_plan, load_grid, plan, run_grid
-from qsmbench.storage import read_run, read_status, run_path, write_run
+from qsmbench.reproduce import run_grid
+from qsmbench.spec import RunSpec
+from qsmbench.storage import read_run, run_path, write_run
 
 ALGOS = {"qsm", "sac", "td3", "dql"}
 GYM_TASKS = {"Hopper-v4", "Walker2d-v4", "HalfCheetah-v4", "Ant-v4", "Humanoid-v4"}
@@ -88,12 +92,27 @@ def test_paper_grid_expands_to_every_task_algorithm_pair(tmp_path: Path) -> None
     assert all(task.source for task in grid.tasks)
     assert sorted((job.task, job.algo) for job in jobs) == sorted((task, algo) for task in tasks for algo in ALGOS)
     for job in jobs:
-        assert (job.seeds, job.steps, job.eval_every, job.eval_episodes) == (tuple(range(10)), 1_000_000, 10_000, 10)
-        assert job.overrides == () and job.status == "to run"
+        run = job.spec.run
+        assert (job.seeds, run.steps, run.eval_every, run.eval_episodes) == (tuple(range(10)), 1_000_000, 10_000, 10)
+        assert job.spec.config == job.spec.algorithm.config_cls() and job.status == "to run"  # official defaults
     assert grid.out == Path("results/paper")
     text = format_plan(grid, jobs, tmp_path)
     assert f"to run: {len(jobs)} of {len(jobs)} jobs, {len(jobs) * 10 * 1_000_000:,} env steps" in text
     assert "estimate: no measurement yet" in text
+
+
+def test_a_grid_expands_into_run_specs() -> None:
+    """Each (task, algorithm) pair is a RunSpec: the registry entry, its config with the grid's overrides, the protocol."""
+    grid = load_grid("paper", "smoke")
+    assert all(isinstance(spec, RunSpec) for spec in grid.specs)
+    assert [(spec.run.task, spec.algo) for spec in grid.specs] == [
+        (task, algo) for task in SMOKE_TASKS for algo in ("qsm", "sac", "td3", "dql")
+    ]
+    for spec in grid.specs:
+        assert type(spec.config) is spec.algorithm.config_cls
+        assert (spec.config.warmup_steps, spec.config.hidden_sizes) == (100, (32, 32))
+        assert (spec.run.seeds, spec.run.steps, spec.run.eval_every, spec.run.out) == (2, 300, 100, "results/paper-smoke")
+    assert grid.plot.reps == 100 and grid.plot.last_evals == 2
 
 
 def test_smoke_grid_trains_every_job_and_plots(smoke: Smoke) -> None:
@@ -101,11 +120,11 @@ def test_smoke_grid_trains_every_job_and_plots(smoke: Smoke) -> None:
         for algo in ALGOS:
             for seed in (0, 1):
                 path = run_path(smoke.out, task, algo, seed)
-                curve, metadata = read_run(path)
-                assert metadata["status"] == "complete"
-                assert list(curve["step"]) == SMOKE_STEPS
-                assert metadata["algo_config"]["warmup_steps"] == 100
-                assert metadata["algo_config"]["hidden_sizes"] == [32, 32]
+                run = read_run(path)
+                assert run.status == "complete"
+                assert list(run.curve["step"]) == SMOKE_STEPS
+                assert run.metadata.header.algo_config["warmup_steps"] == 100
+                assert run.metadata.header.algo_config["hidden_sizes"] == [32, 32]
     assert len(run_files(smoke.out)) == len(SMOKE_TASKS) * len(ALGOS) * 2
     figures = smoke.out / "figures"
     assert smoke.report.out_dir == figures
@@ -130,21 +149,21 @@ def test_a_second_run_trains_nothing_and_plots_again(
 def test_an_interrupted_seed_is_retrained_alone(smoke: Smoke, tmp_path: Path) -> None:
     out = copy_of(smoke, tmp_path)
     victim = run_path(out, "Pendulum-v1", "td3", 1)
-    curve, metadata = read_run(victim)
-    write_run(victim, curve.iloc[:2].to_dict("records"), {**metadata, "status": "interrupted"})
+    run = read_run(victim)
+    write_run(victim, run.curve.iloc[:2], dataclasses.replace(run.metadata, status="interrupted"))
     statuses = {(job.task, job.algo): job.status for job in plan(smoke.grid, out)}
     assert statuses.pop(("Pendulum-v1", "td3")) == "partial" and set(statuses.values()) == {"complete"}
     before = run_files(out)
     run_grid(smoke.grid, out, device="cpu", quiet=True)
     after = run_files(out)
     assert [path for path in after if after[path] != before[path]] == [victim]
-    curve, metadata = read_run(victim)
-    assert metadata["status"] == "complete" and list(curve["step"]) == SMOKE_STEPS
-    assert metadata["run_config"]["seed_start"] == 1 and metadata["run_config"]["seeds"] == 1
+    run = read_run(victim)
+    assert run.status == "complete" and list(run.curve["step"]) == SMOKE_STEPS
+    assert run.metadata.header.run_config["seed_start"] == 1 and run.metadata.header.run_config["seeds"] == 1
 
 
 def seconds_per_step(path: Path) -> float:
-    curve, _ = read_run(path)
+    curve = read_run(path).curve
     return float(curve["wall_time_s"].iloc[-1] / curve["step"].iloc[-1])
 
 
@@ -210,8 +229,14 @@ def test_complete_runs_made_with_other_settings_block_the_grid(
         (("\"smoke\"", "\"sure\""), ["confidence must be one of"]),
         (("[scales.test]", "[scales.test]\nstesp = 3"), ["[scales.test]", "unknown key 'stesp'"]),
         (("out = \"unused\"", "out = "), ["not valid TOML"]),
+        (("[scales.test]", "[plot]\nreps = \"many\"\n[scales.test]"), ["plot", "reps must be an integer"]),
+        (("[scales.test]", "[plot]\nnormalise = \"none\"\n[scales.test]"), ["unknown key 'normalise'"]),
+        (("eval_every = 100", "eval_every = 1.5"), ["eval_every must be an integer"]),
     ],
-    ids=["algo", "missing", "unknown-key", "type", "value", "override", "env", "confidence", "scale-key", "toml"],
+    ids=[
+        "algo", "missing", "unknown-key", "type", "value", "override", "env", "confidence", "scale-key", "toml",
+        "plot-type", "plot-key", "float",
+    ],
 )
 def test_bad_grid_files_are_one_line_errors(tmp_path: Path, change: tuple[str, str], expected: list[str]) -> None:
     path = write_grid(tmp_path, VALID_GRID.replace(*change))

@@ -1,107 +1,159 @@
-"""Run files (qsmbench.storage): Parquet round trip, paths, atomic rewrites and overwrite protection."""
+"""Run files (qsmbench.storage): the typed format, both schemas, paths, atomic rewrites, overwrite protection."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from qsmbench.config import ConfigError
 from qsmbench.storage import (
+    METADATA_KEY,
     SCHEMA_VERSION,
+    EvalRow,
+    RunFileError,
     RunFiles,
+    RunHeader,
+    RunMetadata,
     check_can_write,
+    read_results,
     read_run,
     read_status,
     run_path,
     write_run,
 )
 
+RESULTS_V1 = Path(__file__).parent / "data" / "results_v1"  # written by qsmbench at commit 155e41c (schema 1)
+HEADER = RunHeader(algo="sac", task="Pendulum-v1", env_id="Pendulum-v1", run_config={"steps": 200})
 
-def make_rows(seed: int, steps: list[int]) -> list[dict[str, Any]]:
+
+def make_rows(seed: int, steps: list[int], task: str = "Pendulum-v1") -> list[EvalRow]:
     """Evaluation rows as the trainer writes them (the first has no diagnostics yet)."""
-    rows: list[dict[str, Any]] = []
-    for i, step in enumerate(steps):
-        row: dict[str, Any] = {
-            "algo": "sac",
-            "env": "Pendulum-v1",
-            "seed": seed,
-            "step": step,
-            "eval_return": -1000.0 + 10 * i + seed,
-            "eval_return_std": 5.0,
-            "train_return": float("nan") if i == 0 else -900.0 + i,
-            "train_episodes": i,
-            "wall_time_s": 1.5 * i,
-            "sps": float("nan") if i == 0 else 250.0,
-        }
-        if i > 0:
-            row["critic_loss"] = 0.5 / i
-        rows.append(row)
-    return rows
+    return [
+        EvalRow(
+            task=task, algo="sac", seed=seed, step=step, eval_return=-1000.0 + 10 * i + seed, eval_return_std=5.0,
+            train_return=float("nan") if i == 0 else -900.0 + i, train_episodes=i, wall_time_s=1.5 * i,
+            sps=float("nan") if i == 0 else 250.0, diagnostics={"critic_loss": 0.5 / i} if i else {},
+        )
+        for i, step in enumerate(steps)
+    ]  # fmt: skip
 
 
-def test_write_read_round_trip(tmp_path: Path) -> None:
-    """Rows and the metadata document come back as written, with the schema version added."""
-    path = tmp_path / "Pendulum-v1" / "sac" / "seed_0.parquet"  # parent dirs are created
-    rows = make_rows(0, [0, 100, 200])
-    metadata = {"status": "complete", "algo_config": {"batch_size": 32, "hidden_sizes": (64, 64)}, "error": None}
-    write_run(path, rows, metadata)
-    frame, document = read_run(path)
-    assert list(frame["step"]) == [0, 100, 200]
-    assert list(frame["seed"]) == [0, 0, 0]
-    assert list(frame["algo"]) == ["sac"] * 3
-    assert frame["eval_return"].tolist() == pytest.approx([r["eval_return"] for r in rows])
-    assert math.isnan(frame["train_return"][0]) and frame["train_return"][1] == pytest.approx(-899.0)
-    assert math.isnan(frame["critic_loss"][0]) and frame["critic_loss"][2] == pytest.approx(0.25)
-    assert frame["train_episodes"].tolist() == [0, 1, 2]
-    assert document["status"] == "complete"
-    assert document["schema_version"] == SCHEMA_VERSION
-    assert document["algo_config"] == {"batch_size": 32, "hidden_sizes": [64, 64]}
-    assert document["error"] is None
-    assert read_status(path) == "complete"
+def write_rows(path: Path, rows: list[EvalRow], status: str = "running", header: RunHeader = HEADER) -> None:
+    write_run(path, pd.DataFrame([row.columns() for row in rows]), RunMetadata(header, rows[0].seed, status))  # type: ignore[arg-type]
+
+
+def test_run_files_round_trip_rows_and_metadata(tmp_path: Path) -> None:
+    """Each seed's own rows and the shared header come back as written, with the seed and status."""
+    seeds = [3, 7]
+    header = RunHeader(
+        algo="td3", task="Pendulum-v1", env_id="Pendulum-v1", run_config={"seeds": 2},
+        algo_config={"batch_size": 32, "hidden_sizes": (64, 64)}, provenance={"hostname": "box", "device": "cpu"},
+    )  # fmt: skip
+    paths = [run_path(tmp_path, "Pendulum-v1", "td3", seed) for seed in seeds]
+    files = RunFiles(paths, seeds, header)
+    rows = {seed: make_rows(seed, [0, 100, 200]) for seed in seeds}
+    for i in range(3):
+        files.append([rows[seed][i] for seed in seeds])
+    files.write("running")
+    files.write("failed", error="Traceback: boom")
+    for path, seed in zip(paths, seeds):
+        run = read_run(path)
+        assert (run.task, run.algo, run.seed, run.status) == ("Pendulum-v1", "td3", seed, "failed")
+        assert run.metadata.error == "Traceback: boom"
+        assert run.metadata.header.algo_config == {"batch_size": 32, "hidden_sizes": [64, 64]}
+        assert run.metadata.header.provenance == {"hostname": "box", "device": "cpu"}
+        assert run.curve["step"].tolist() == [0, 100, 200]
+        assert run.curve["seed"].tolist() == [seed] * 3
+        assert run.curve["task"].tolist() == ["Pendulum-v1"] * 3
+        assert run.curve["eval_return"].tolist() == pytest.approx([-1000.0 + seed, -990.0 + seed, -980.0 + seed])
+        assert math.isnan(run.curve["critic_loss"][0]) and run.curve["critic_loss"][1] == pytest.approx(0.5)
+        assert "eval_normalized_score" not in run.curve.columns
+        document = json.loads(pq.read_schema(path).metadata[METADATA_KEY])
+        assert document["schema_version"] == SCHEMA_VERSION == 2
+        assert document["env_id"] == "Pendulum-v1" and "env" not in document  # one name per meaning
+        assert document["hostname"] == "box"  # provenance stays at the top level, as in schema 1
+
+
+def test_offline_rows_carry_the_normalised_score() -> None:
+    row = EvalRow("d/x-v0", "dql", 0, 0, -100.0, 0.0, float("nan"), 0, 0.0, float("nan"), eval_normalized_score=42.0)
+    assert row.columns()["eval_normalized_score"] == 42.0 and row.columns()["task"] == "d/x-v0"
+
+
+def test_schema_1_files_written_by_the_previous_version_still_read() -> None:
+    """Schema 1 named both the task (rows) and the evaluation env (metadata) `env`; both are mapped."""
+    online = read_run(RESULTS_V1 / "Pendulum-v1" / "sac" / "seed_1.parquet")
+    assert (online.task, online.algo, online.seed, online.status) == ("Pendulum-v1", "sac", 1, "complete")
+    assert online.metadata.header.env_id == "Pendulum-v1" and online.metadata.header.ref_scores is None
+    assert "task" in online.curve.columns and "env" not in online.curve.columns
+    assert online.curve["step"].tolist() == [0, 100, 200]
+    assert online.metadata.header.provenance["versions"]["torch"]
+    offline = read_run(RESULTS_V1 / "qsmbench-pendulum-random-v0" / "dql" / "seed_0.parquet")
+    header = offline.metadata.header
+    assert (offline.task, header.env_id, header.dataset) == ("qsmbench/pendulum/random-v0", "Pendulum-v1", header.task)
+    assert header.ref_scores == (-1500.0, -150.0)
+    assert set(offline.curve["task"]) == {"qsmbench/pendulum/random-v0"}
+    assert "eval_normalized_score" in offline.curve.columns
+
+
+def test_read_results_reads_a_tree_and_names_what_it_skips(tmp_path: Path) -> None:
+    """Usable files at any depth; foreign, empty and duplicate files are skipped with their reason."""
+    write_rows(run_path(tmp_path, "Pendulum-v1", "sac", 0), make_rows(0, [0, 100]), "complete")
+    write_rows(run_path(tmp_path / "nested" / "deeper", "Pendulum-v1", "sac", 1), make_rows(1, [0, 100]))
+    write_rows(run_path(tmp_path / "copy", "Pendulum-v1", "sac", 0), make_rows(0, [0]))  # same task, algo, seed
+    pd.DataFrame({"x": [1]}).to_parquet(tmp_path / "foreign.parquet")
+    write_run(tmp_path / "empty" / "seed_5.parquet", pd.DataFrame(), RunMetadata(HEADER, 5, "interrupted"))
+    tree = read_results(tmp_path)
+    assert sorted((run.seed, run.status) for run in tree.runs) == [(0, "complete"), (1, "running")]
+    reasons = " | ".join(tree.warnings)
+    assert "foreign.parquet: not a qsmbench run file" in reasons
+    assert "seed_5.parquet: no evaluations yet" in reasons
+    assert "same task, algorithm and seed" in reasons
+    assert len(tree.skipped) == 3
+
+
+@pytest.mark.parametrize(
+    ("document", "fragment"),
+    [({"status": "done", "algo": "a", "task": "t", "env_id": "e", "seed": 0}, "no valid status"),
+     ({"status": "complete", "algo": "a", "seed": 0}, "lacks task, env_id"),
+     (["not", "an", "object"], "not a JSON object")],
+    ids=["status", "keys", "type"],
+)  # fmt: skip
+def test_malformed_metadata_is_a_run_file_error(tmp_path: Path, document: Any, fragment: str) -> None:
+    path = tmp_path / "seed_0.parquet"
+    table = pa.table({"step": [0]}).replace_schema_metadata({METADATA_KEY: json.dumps(document).encode()})
+    pq.write_table(table, path)
+    with pytest.raises(RunFileError, match=fragment):
+        read_run(path)
 
 
 def test_read_run_rejects_parquet_without_metadata(tmp_path: Path) -> None:
-    """A Parquet file not written by qsmbench is refused with a clear error."""
     path = tmp_path / "other.parquet"
     pd.DataFrame({"x": [1, 2]}).to_parquet(path)
-    with pytest.raises(ValueError, match="not a qsmbench run file"):
+    with pytest.raises(RunFileError, match="not a qsmbench run file"):
         read_run(path)
     assert read_status(path) == "unreadable"
 
 
-def test_run_path_layout(tmp_path: Path) -> None:
-    """<out>/<env>/<algo>/seed_<k>.parquet."""
-    assert run_path(tmp_path, "Pendulum-v1", "td3", 4) == tmp_path / "Pendulum-v1" / "td3" / "seed_4.parquet"
-    assert run_path(str(tmp_path), "Hopper-v4", "sac", 0) == tmp_path / "Hopper-v4" / "sac" / "seed_0.parquet"
-
-
 def test_run_path_makes_dm_control_ids_one_directory_level(tmp_path: Path) -> None:
-    """'dm_control/cheetah-run-v0' becomes a single path component without a slash."""
-    path = run_path(tmp_path, "dm_control/cheetah-run-v0", "sac", 1)
-    relative = path.relative_to(tmp_path)
-    assert len(relative.parts) == 3
-    env_dir = relative.parts[0]
-    assert "/" not in env_dir and "\\" not in env_dir
-    assert env_dir == "dm_control-cheetah-run-v0"
-    assert relative.parts[1:] == ("sac", "seed_1.parquet")
-    write_run(path, make_rows(1, [0]), {"status": "running"})
-    assert [p.name for p in tmp_path.iterdir()] == ["dm_control-cheetah-run-v0"]
+    """<out>/<task>/<algo>/seed_<k>.parquet, with 'dm_control/cheetah-run-v0' as one path component."""
+    assert run_path(tmp_path, "Pendulum-v1", "td3", 4) == tmp_path / "Pendulum-v1" / "td3" / "seed_4.parquet"
+    path = run_path(str(tmp_path), "dm_control/cheetah-run-v0", "sac", 1)
+    assert path.relative_to(tmp_path).parts == ("dm_control-cheetah-run-v0", "sac", "seed_1.parquet")
 
 
-def test_write_run_leaves_no_temporary_files(tmp_path: Path) -> None:
-    """After write_run (first write and rewrite) the directory holds only the run file."""
+def test_rewrites_leave_no_temporary_files(tmp_path: Path) -> None:
     path = tmp_path / "seed_0.parquet"
-    write_run(path, make_rows(0, [0]), {"status": "running"})
-    write_run(path, make_rows(0, [0, 100]), {"status": "complete"})
+    write_rows(path, make_rows(0, [0]))
+    write_rows(path, make_rows(0, [0, 100]), "complete")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seed_0.parquet"]
-    frame, document = read_run(path)
-    assert list(frame["step"]) == [0, 100]
-    assert document["status"] == "complete"
+    assert read_run(path).curve["step"].tolist() == [0, 100] and read_status(path) == "complete"
 
 
 def crash_mid_write(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -114,119 +166,57 @@ def crash_mid_write(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pq, "write_table", failing_write_table)
 
 
-def test_failed_write_keeps_previous_file_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """If the Parquet write fails, the earlier file is byte-identical and still readable."""
+def test_failed_write_keeps_previous_file_intact_and_leaves_no_debris(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "seed_0.parquet"
-    write_run(path, make_rows(0, [0, 100]), {"status": "running"})
+    write_rows(path, make_rows(0, [0, 100]))
     before = path.read_bytes()
     crash_mid_write(monkeypatch)
     with pytest.raises(OSError, match="simulated crash"):
-        write_run(path, make_rows(0, [0, 100, 200]), {"status": "complete"})
+        write_rows(path, make_rows(0, [0, 100, 200]), "complete")
     monkeypatch.undo()
-    assert path.read_bytes() == before
-    frame, document = read_run(path)
-    assert list(frame["step"]) == [0, 100]
-    assert document["status"] == "running"
-
-
-def test_failed_write_removes_its_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A failed write cleans up its partial temporary file instead of leaving debris next to the runs."""
-    path = tmp_path / "seed_0.parquet"
-    write_run(path, make_rows(0, [0]), {"status": "running"})
-    crash_mid_write(monkeypatch)
-    with pytest.raises(OSError, match="simulated crash"):
-        write_run(path, make_rows(0, [0, 100]), {"status": "running"})
+    assert path.read_bytes() == before and read_status(path) == "running"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seed_0.parquet"]
 
 
 def test_first_write_failure_leaves_no_run_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A write that fails before any file existed does not leave a half-written run file behind."""
     path = tmp_path / "seed_0.parquet"
     crash_mid_write(monkeypatch)
     with pytest.raises(OSError):
-        write_run(path, make_rows(0, [0]), {"status": "running"})
-    assert not path.exists()
-    assert read_status(path) is None
+        write_rows(path, make_rows(0, [0]))
+    assert not path.exists() and read_status(path) is None
 
 
-def write_status(path: Path, status: str) -> None:
-    write_run(path, make_rows(0, [0]), {"status": status})
-
-
-def test_check_can_write_refuses_a_complete_run(tmp_path: Path) -> None:
-    """A complete run is protected unless overwrite=True; the error names the file and --overwrite."""
-    path = tmp_path / "seed_0.parquet"
-    write_status(path, "complete")
-    with pytest.raises(ConfigError) as info:
-        check_can_write([path], overwrite=False)
-    assert str(path) in str(info.value) and "--overwrite" in str(info.value)
-    check_can_write([path], overwrite=True)
-
-
-def test_check_can_write_refuses_if_any_seed_is_complete(tmp_path: Path) -> None:
-    """One complete seed among missing or interrupted ones is enough to refuse."""
+def test_check_can_write_refuses_a_complete_run_among_others(tmp_path: Path) -> None:
+    """One complete seed is enough to refuse; the error names the file and --overwrite."""
     paths = [tmp_path / f"seed_{k}.parquet" for k in range(3)]
-    write_status(paths[0], "interrupted")
-    write_status(paths[2], "complete")
-    with pytest.raises(ConfigError, match="seed_2"):
+    write_rows(paths[0], make_rows(0, [0]), "interrupted")
+    write_rows(paths[2], make_rows(2, [0]), "complete")
+    with pytest.raises(ConfigError, match="seed_2.parquet holds a complete run; pass --overwrite"):
         check_can_write(paths, overwrite=False)
+    check_can_write(paths, overwrite=True)
 
 
 @pytest.mark.parametrize("status", ["interrupted", "running", "failed"])
-def test_check_can_write_allows_incomplete_runs(tmp_path: Path, status: str) -> None:
-    """Interrupted, running and failed runs are simply redone, without --overwrite."""
+def test_check_can_write_allows_incomplete_runs_and_missing_files(tmp_path: Path, status: str) -> None:
     path = tmp_path / "seed_0.parquet"
-    write_status(path, status)
+    write_rows(path, make_rows(0, [0]), status)
     assert read_status(path) == status
-    check_can_write([path], overwrite=False)
-
-
-def test_check_can_write_allows_missing_files(tmp_path: Path) -> None:
-    """Nothing on disk yet: nothing to protect."""
-    check_can_write([tmp_path / "a" / "seed_0.parquet", tmp_path / "seed_1.parquet"], overwrite=False)
+    check_can_write([path, tmp_path / "a" / "seed_1.parquet"], overwrite=False)
 
 
 def test_check_can_write_refuses_garbage_file(tmp_path: Path) -> None:
-    """A non-Parquet file where a run file belongs is not silently replaced."""
     path = tmp_path / "seed_0.parquet"
     path.write_bytes(b"this is not parquet at all")
     assert read_status(path) == "unreadable"
     with pytest.raises(ConfigError, match="not a readable qsmbench run file"):
         check_can_write([path], overwrite=False)
-    check_can_write([path], overwrite=True)
     assert path.read_bytes() == b"this is not parquet at all"  # checking never writes
 
 
-def test_run_files_write_one_file_per_seed(tmp_path: Path) -> None:
-    """RunFiles writes each seed's own rows to its own file, with the seed and status in the metadata."""
-    seeds = [3, 7]
-    paths = [run_path(tmp_path, "Pendulum-v1", "td3", seed) for seed in seeds]
-    files = RunFiles(paths, seeds, {"algo": "td3", "env": "Pendulum-v1", "run_config": {"seeds": 2}})
-    for step in (0, 100):
-        files.append([make_rows(seed, [step])[0] for seed in seeds])
-    files.write("running")
-    assert sorted(p.name for p in paths[0].parent.iterdir()) == ["seed_3.parquet", "seed_7.parquet"]
-    for path, seed in zip(paths, seeds):
-        frame, document = read_run(path)
-        assert document["seed"] == seed
-        assert document["status"] == "running"
-        assert document["error"] is None
-        assert document["algo"] == "td3" and document["run_config"] == {"seeds": 2}
-        assert frame["seed"].tolist() == [seed, seed]
-        assert frame["step"].tolist() == [0, 100]
-    files.append([make_rows(seed, [200])[0] for seed in seeds])
-    files.write("failed", error="Traceback: boom")
-    for path, seed in zip(paths, seeds):
-        frame, document = read_run(path)
-        assert document["status"] == "failed" and document["error"] == "Traceback: boom"
-        assert document["seed"] == seed
-        assert frame["step"].tolist() == [0, 100, 200]
-
-
-def test_run_files_write_with_no_rows_yet(tmp_path: Path) -> None:
-    """A run stopped before its first evaluation still leaves readable files with its status."""
+def test_a_run_stopped_before_its_first_evaluation_leaves_readable_files(tmp_path: Path) -> None:
     paths = [tmp_path / "seed_0.parquet"]
-    RunFiles(paths, [0], {"algo": "sac"}).write("interrupted")
-    frame, document = read_run(paths[0])
-    assert len(frame) == 0
-    assert document["status"] == "interrupted" and document["seed"] == 0
+    RunFiles(paths, [0], HEADER).write("interrupted")
+    run = read_run(paths[0])
+    assert run.curve.empty and run.status == "interrupted" and run.seed == 0

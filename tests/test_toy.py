@@ -14,12 +14,14 @@ from qsmbench.toy import (
     BANDIT_ID,
     MODE_SHARE,
     OPTIMA,
-    ToyConfig,
     bandit_reward,
+    changed_settings,
     mass_near_optima,
     policy_samples,
     register_bandit,
     run_toy,
+    toy_grid,
+    toy_specs,
     train_on_bandit,
 )
 
@@ -46,17 +48,27 @@ def test_mass_near_optima_counts_each_optimum() -> None:
     np.testing.assert_allclose(mass_near_optima(samples), [0.3, 0.0, 0.1, 0.0])
 
 
+def test_the_demo_settings_are_data_in_its_grid_file() -> None:
+    """QSM's bandit settings (alpha 1, T 10, actor lr 1e-3) come from data/toy.toml, not from code."""
+    specs = {spec.algo: spec for spec in toy_specs(toy_grid())}
+    assert list(specs) == ["qsm", "dql", "sac", "td3"]
+    qsm = specs["qsm"].config
+    assert (qsm.alpha, qsm.diffusion_steps, qsm.actor_lr, qsm.warmup_steps) == (1.0, 10, 1e-3, 500)
+    assert changed_settings(specs["qsm"]) == "diffusion_steps=10, actor_lr=0.001, alpha=1"
+    assert all(spec.run.device == "cpu" and spec.run.steps == 4000 for spec in specs.values())
+    short = toy_specs(toy_grid(), ["td3"], seeds=3, steps=200, out="elsewhere")[0]
+    assert (short.run.seeds, short.run.steps, short.run.out, short.config.warmup_steps) == (3, 200, "elsewhere", 100)
+
+
 def test_toy_trains_each_algorithm_and_draws_the_figure(tmp_path: Path) -> None:
-    small = ["hidden_sizes=32,32", "batch_size=32"]
-    config = ToyConfig(algos=("qsm", "sac"), seeds=2, steps=200, warmup_steps=100, samples=50, out=str(tmp_path))
-    path = run_toy(config, quiet=True, overrides={"qsm": [*small, "actor_hidden_sizes=32,32"], "sac": small})
+    path = run_toy(toy_specs(toy_grid("smoke"), out=str(tmp_path)), samples=50, quiet=True)
     assert path == tmp_path / "multimodal.png"
     image = matplotlib.image.imread(path)
     assert image.shape[0] > 200 and image.shape[1] > 2 * image.shape[0] * 0.8  # two panels side by side
     for algo in ("qsm", "sac"):
-        curve, metadata = read_run(tmp_path / "qsmbench-MultimodalBandit-v0" / algo / "seed_1.parquet")
-        assert metadata["status"] == "complete"
-        assert curve["train_episodes"].iloc[-1] == 200  # every bandit episode is one step
+        run = read_run(tmp_path / "qsmbench-MultimodalBandit-v0" / algo / "seed_1.parquet")
+        assert run.status == "complete"
+        assert run.curve["train_episodes"].iloc[-1] == 200  # every bandit episode is one step
 
 
 @pytest.mark.slow
@@ -64,8 +76,8 @@ def test_qsm_keeps_several_optima_of_the_bandit(tmp_path: Path) -> None:
     """The paper's multimodality claim, with the demo's own settings: at least two optima each hold
     more than twice the share a uniform policy puts near one (4.9%). One seed keeps the suite within
     CI time; seeds 0 and 1 both put 15-19% near every optimum (docs/benchmarks.md)."""
-    config = ToyConfig(algos=("qsm",), seeds=1, out=str(tmp_path))
-    samples = policy_samples(train_on_bandit("qsm", config, [], quiet=True), 1000)
+    (spec,) = toy_specs(toy_grid(), ["qsm"], seeds=1, out=str(tmp_path))
+    samples = policy_samples(train_on_bandit(spec, quiet=True), 1000)
     for seed_samples in samples:
         mass = mass_near_optima(seed_samples)
         assert (mass > MODE_SHARE).sum() >= 2, f"share near each optimum: {np.round(mass, 3)}"

@@ -1,0 +1,51 @@
+"""The contract between the shared trainer and an algorithm.
+
+An algorithm is its networks plus an update rule. It knows nothing about environments, replay
+storage, files or the terminal: the trainer hands it observations and batches of transitions,
+each with a leading seed axis, and it hands back actions and per-seed diagnostics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import torch
+from torch import Tensor
+
+from qsmbench.config import OffPolicyConfig
+from qsmbench.replay import Batch
+
+
+class Agent(Protocol):
+    def act(self, obs: Tensor, explore: bool) -> Tensor:
+        """Actions in [-1, 1], `[seeds, n, act_dim]`, for observations `[seeds, n, obs_dim]`.
+
+        `explore=False` is the evaluation action (e.g. the mean for SAC, no noise for TD3).
+        """
+        ...
+
+    def update(self, batch: Batch) -> dict[str, Tensor]:
+        """One gradient step on every seed; returns detached diagnostics of shape `[seeds]`.
+
+        Must not read tensor values on the host (no `.item()`), so the trainer can queue updates
+        on a GPU back to back and read the diagnostics only at evaluation time.
+        """
+        ...
+
+
+class AgentFactory(Protocol):
+    def __call__(
+        self, obs_dim: int, act_dim: int, seeds: Sequence[int], device: torch.device, config: OffPolicyConfig
+    ) -> Agent: ...
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """A registry entry: how `qsmbench run --algo NAME` configures and builds an agent."""
+
+    name: str
+    summary: str
+    config_cls: type[OffPolicyConfig]
+    make_agent: AgentFactory
+    offline: bool = False  # can train from a fixed dataset (`qsmbench run --dataset`)

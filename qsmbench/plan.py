@@ -1,0 +1,251 @@
+"""The plan of a grid: what each job (task x algorithm, all seeds) has on disk, and how long the rest takes.
+
+Resuming is per seed file. A seed is done when its file is complete and was trained with the job's settings
+(steps, evaluation grid, hyperparameters). A job with every seed done is skipped; otherwise only its missing
+seeds are trained, one batched run per contiguous block of seed values (seed_start), so a complete file is
+never replaced. Seeds share the random streams of their batch, so a seed retrained in a smaller batch is a
+statistically, not bitwise, equal run (see README, Seeds). A file that is complete but was trained with other
+settings, or is not a readable run, is a conflict: nothing trains until it is moved away or another --out is
+given. The trainer keeps no checkpoints: a run stopped by Ctrl-C restarts from step 0, so stopping loses at
+most the run in progress.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from qsmbench.grid import Grid
+from qsmbench.spec import RunSpec
+from qsmbench.storage import RunFileError, RunHeader, path_safe, read_run, read_status, run_path
+
+RUN_SETTINGS = ("steps", "eval_every", "eval_episodes")  # a complete file must match these to count as done
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (task, algorithm) pair of a grid: its spec (all seeds, results under `spec.run.out`) and what is on disk."""
+
+    spec: RunSpec
+    done: tuple[int, ...] = ()  # seeds whose file is complete and was trained with these settings
+    conflicts: tuple[str, ...] = ()  # files in the way, each with the reason
+    seconds_per_step: float | None = None  # measured wall time per run step, evaluations included
+    timing_basis: str | None = None  # what seconds_per_step was measured on
+
+    @property
+    def task(self) -> str:
+        return self.spec.run.task
+
+    @property
+    def algo(self) -> str:
+        return self.spec.algo
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return tuple(self.spec.run.seed_values)
+
+    @property
+    def status(self) -> str:
+        if self.conflicts:
+            return "conflict"
+        if len(self.done) == len(self.seeds):
+            return "complete"
+        return "partial" if self.done else "to run"
+
+    @property
+    def pending(self) -> tuple[int, ...]:
+        return tuple(seed for seed in self.seeds if seed not in self.done)
+
+    def blocks(self) -> list[tuple[int, int]]:
+        """The pending seeds as (seed_start, seeds) runs of contiguous seed values."""
+        return contiguous(self.pending)
+
+    @property
+    def env_steps_to_run(self) -> int:
+        return self.spec.run.steps * len(self.pending)
+
+    @property
+    def seconds_to_run(self) -> float | None:
+        """Each block is one batched run of `steps` run steps; None without a measurement."""
+        if self.seconds_per_step is None:
+            return None
+        return len(self.blocks()) * self.spec.run.steps * self.seconds_per_step
+
+    def pending_specs(self, device: str) -> list[RunSpec]:
+        """One spec per block of pending seeds, on `device`."""
+        return [self.spec.with_run(seed_start=start, seeds=count, device=device) for start, count in self.blocks()]
+
+
+def contiguous(seeds: tuple[int, ...]) -> list[tuple[int, int]]:
+    """(0, 1, 2, 5) -> [(0, 3), (5, 1)]: (first seed, count) of each run of consecutive values."""
+    blocks: list[tuple[int, int]] = []
+    for seed in seeds:
+        if blocks and sum(blocks[-1]) == seed:
+            blocks[-1] = (blocks[-1][0], blocks[-1][1] + 1)
+        else:
+            blocks.append((seed, 1))
+    return blocks
+
+
+def plan(grid: Grid, out: Path) -> list[Job]:
+    """Every job of the grid with results under `out`, task-major, with what is done and a time measurement."""
+    timings = measured_seconds_per_step(out)
+    jobs = []
+    for grid_spec in grid.specs:
+        spec = grid_spec.with_run(out=str(out))
+        jobs.append(Job(spec, **on_disk(spec), **timing_for(spec, timings)))
+    return jobs
+
+
+def on_disk(spec: RunSpec) -> dict[str, tuple[Any, ...]]:
+    """The job's `done` seeds and `conflicts`, from its seed files."""
+    done, conflicts = [], []
+    for seed in spec.run.seed_values:
+        path = run_path(spec.run.out, spec.run.task, spec.algo, seed)
+        status = read_status(path)
+        if status == "unreadable":
+            conflicts.append(f"{path}: not a readable qsmbench run file")
+        elif status == "complete":
+            why = mismatch(read_run(path).metadata.header, spec)
+            if why:
+                conflicts.append(f"{path}: complete, but trained with {why}")
+            else:
+                done.append(seed)
+    return {"done": tuple(done), "conflicts": tuple(conflicts)}
+
+
+def jsonable(value: Any) -> Any:
+    """`value` as it reads back from a run file's JSON metadata (tuples become lists)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def mismatch(header: RunHeader, spec: RunSpec) -> str | None:
+    """Why a complete file does not count for the job of `spec`, or None. Keys missing on either side are not
+    compared, so adding a hyperparameter to an algorithm does not invalidate the runs already made."""
+    run, stored_config = header.run_config, header.algo_config
+    expected_config = jsonable(dataclasses.asdict(spec.config))
+    differences = [
+        (key, run.get(key), getattr(spec.run, key)) for key in RUN_SETTINGS if run.get(key) != getattr(spec.run, key)
+    ]
+    differences += [
+        (key, stored_config[key], value)
+        for key, value in expected_config.items()
+        if key in stored_config and stored_config[key] != value
+    ]
+    if not differences:
+        return None
+    key, stored, wanted = differences[0]
+    return f"{key}={stored} (the grid asks for {wanted})"
+
+
+Timings = Mapping[tuple[str, str, str], float]  # (task directory, algorithm, settings_key) -> seconds per step
+
+
+def settings_key(algo_config: Any, eval_every: Any, eval_episodes: Any, seeds: Any) -> str:
+    """What a run's cost per step depends on besides its task: hyperparameters, evaluation load, batch size."""
+    return json.dumps([algo_config, eval_every, eval_episodes, seeds], sort_keys=True, default=str)
+
+
+def spec_settings_key(spec: RunSpec) -> str:
+    run = spec.run
+    return settings_key(jsonable(dataclasses.asdict(spec.config)), run.eval_every, run.eval_episodes, run.seeds)
+
+
+def measured_seconds_per_step(out: Path) -> Timings:
+    """Wall time per run step, evaluations included, of the run files under `out`: the median per task
+    directory, algorithm and settings (so a smoke run never times a paper run)."""
+    rates: dict[tuple[str, str, str], list[float]] = {}
+    for path in sorted(out.glob("*/*/seed_*.parquet")):
+        try:
+            run_file = read_run(path)
+        except RunFileError:
+            continue
+        header, curve = run_file.metadata.header, run_file.curve
+        run = header.run_config
+        key = settings_key(header.algo_config, run.get("eval_every"), run.get("eval_episodes"), run.get("seeds"))
+        if len(curve) and curve["step"].iloc[-1] > 0:
+            rate = float(curve["wall_time_s"].iloc[-1] / curve["step"].iloc[-1])
+            rates.setdefault((path_safe(header.task), header.algo, key), []).append(rate)
+    return {key: float(np.median(values)) for key, values in rates.items()}
+
+
+def timing_for(spec: RunSpec, timings: Timings) -> dict[str, Any]:
+    """The closest measurement with the job's settings: on its own task, else the median over other tasks."""
+    key = spec_settings_key(spec)
+    own = timings.get((path_safe(spec.run.task), spec.algo, key))
+    if own is not None:
+        return {"seconds_per_step": own, "timing_basis": "the same task, algorithm and settings"}
+    others = [rate for (_, algo, other_key), rate in timings.items() if algo == spec.algo and other_key == key]
+    if others:
+        basis = "the same algorithm and settings on other tasks"
+        return {"seconds_per_step": float(np.median(others)), "timing_basis": basis}
+    return {}
+
+
+def format_plan(grid: Grid, jobs: list[Job], out: Path) -> str:
+    """The dry-run text: one line per job, the env steps left, and a time estimate with what it rests on."""
+    protocol = grid.protocol
+    lines = [
+        f"{grid.name}: {grid.description}" if grid.description else f"grid {grid.name}",
+        f"scale {grid.scale}: {len(grid.tasks)} tasks x {len(grid.algorithms)} algorithms = "
+        f"{len(jobs)} jobs, {protocol.seeds} seeds x {protocol.steps:,} steps each; results in {out}",
+        f"{'task':<32} {'algo':<5} {'seeds':<8} {'steps':>10}  status",
+    ]
+    for job in jobs:
+        lines.append(f"{job.task:<32} {job.algo:<5} {seed_list(job.seeds):<8} {job.spec.run.steps:>10,}  {job_status(job)}")
+    pending = [job for job in jobs if job.pending]
+    lines.append(
+        f"to run: {len(pending)} of {len(jobs)} jobs, {sum(job.env_steps_to_run for job in jobs):,} env steps "
+        f"({sum(job.status == 'complete' for job in jobs)} jobs complete)"
+    )
+    lines.append(estimate_line(pending, out))
+    conflicts = [conflict for job in jobs for conflict in job.conflicts]
+    if conflicts:
+        lines.append("conflicts: nothing will train until these files are moved away or another --out is given:")
+        lines += [f"  {conflict}" for conflict in conflicts]
+    return "\n".join(lines)
+
+
+def job_status(job: Job) -> str:
+    if job.status == "partial":
+        return f"partial ({len(job.done)} of {len(job.seeds)} seeds complete; to run: {seed_list(job.pending)})"
+    return job.status
+
+
+def seed_list(seeds: tuple[int, ...]) -> str:
+    """(0, 1, 2, 5) -> "0-2,5"."""
+    return ",".join(str(start) if count == 1 else f"{start}-{start + count - 1}" for start, count in contiguous(seeds))
+
+
+def estimate_line(pending: list[Job], out: Path) -> str:
+    if not pending:
+        return "estimate: nothing to run"
+    timed = [job for job in pending if job.seconds_to_run is not None]
+    if not timed:
+        return f"estimate: no measurement yet (no run under {out} with these algorithms and settings to time)"
+    bases = Counter(job.timing_basis for job in timed)
+    untimed = len(pending) - len(timed)
+    seconds = sum(job.seconds_to_run or 0.0 for job in timed)
+    return (
+        f"estimate: {duration(seconds)} on a machine like the one that made the runs under {out}, "
+        "from their measured wall time per step (evaluations included) on "
+        + "; ".join(f"{basis} for {count} jobs" for basis, count in bases.items())
+        + (f"; {untimed} jobs have no measurement yet and are not counted" if untimed else "")
+    )
+
+
+def duration(seconds: float) -> str:
+    """45 s, 12 min, 3.4 h or 12.5 days: one unit, rounded, as an estimate needs no more."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 120 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 72 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"

@@ -1,0 +1,127 @@
+"""Run files -> groups of aligned learning curves -> final scores, on a scale fixed before any data is seen.
+
+Separate from the bootstrap: everything here is deterministic, so the rules that decide which numbers are
+compared (which steps, which budget, which reference) can be read and tested without rliable.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.resources
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from qsmbench.algorithms import ALGORITHMS
+from qsmbench.plot_settings import Normalize
+from qsmbench.storage import OFFLINE_SCORE, RunFile
+
+DMC_PREFIX = "dm_control/"
+DMC_MAX_RETURN = 1000.0
+
+
+def algo_rank(algo: str) -> tuple[int, str]:
+    """Sort key: the registry's order, then algorithms it does not know alphabetically (legends, colours)."""
+    registered = list(ALGORITHMS)
+    return (registered.index(algo) if algo in ALGORITHMS else len(registered), algo)
+
+
+def algo_order(algos: Iterable[str]) -> list[str]:
+    return sorted(set(algos), key=algo_rank)
+
+
+@dataclass(frozen=True)
+class Reference:
+    random: float
+    expert: float
+    source: str
+
+
+def reference_scores() -> dict[str, Reference]:
+    """The shipped per-task random and expert returns (package data, so it works from an installed wheel).
+
+    Keyed by the file's `env` column: the environment id, which is the task of an online run.
+    """
+    text = importlib.resources.files("qsmbench").joinpath("data/reference_scores.csv").read_text(encoding="utf-8")
+    return {
+        row["env"]: Reference(float(row["random_score"]), float(row["expert_score"]), row["source"])
+        for row in csv.DictReader(text.splitlines())
+    }
+
+
+@dataclass(frozen=True)
+class Group:
+    """The runs of one algorithm on one task, aligned on the evaluation steps that all of them reached."""
+
+    task: str
+    algo: str
+    seeds: tuple[int, ...]
+    incomplete: tuple[str, ...]  # "seed (status)" of each run that is not complete
+    offline: bool
+    steps: np.ndarray  # [T]
+    returns: np.ndarray  # [seeds, T] evaluation returns
+    scores: np.ndarray | None  # [seeds, T] on the cross-task scale; None without a reference
+
+
+def build_groups(runs: list[RunFile], normalize: Normalize) -> tuple[list[Group], list[str]]:
+    """Group runs by (task, algorithm), align them, and attach each group's cross-task scores."""
+    references = reference_scores()
+    by_key: dict[tuple[str, str], list[RunFile]] = {}
+    for run in runs:
+        by_key.setdefault((run.task, run.algo), []).append(run)
+    groups: list[Group] = []
+    warnings: list[str] = []
+    for (task, algo), members in sorted(by_key.items(), key=lambda item: (item[0][0], algo_rank(item[0][1]))):
+        members.sort(key=lambda run: run.seed)
+        steps = sorted(set.intersection(*(set(run.curve["step"]) for run in members)))
+        if not steps:
+            warnings.append(f"{task} / {algo}: its runs share no evaluation step; left out")
+            continue
+        offline = all(OFFLINE_SCORE in run.curve.columns for run in members)
+        returns = aligned(members, steps, "eval_return")
+        scores = cross_task_scores(task, members, steps, returns, offline, normalize, references)
+        incomplete = tuple(f"{run.seed} ({run.status})" for run in members if run.status != "complete")
+        seeds = tuple(run.seed for run in members)
+        groups.append(Group(task, algo, seeds, incomplete, offline, np.array(steps), returns, scores))
+    return groups, warnings
+
+
+def aligned(runs: list[RunFile], steps: list[int], column: str) -> np.ndarray:
+    """`column` of each run at `steps`: [runs, steps]."""
+    return np.stack([run.curve.set_index("step").loc[steps, column].to_numpy(dtype=float) for run in runs])
+
+
+def cross_task_scores(
+    task: str,
+    runs: list[RunFile],
+    steps: list[int],
+    returns: np.ndarray,
+    offline: bool,
+    normalize: Normalize,
+    references: dict[str, Reference],
+) -> np.ndarray | None:
+    """The scale on which tasks are aggregated: fixed references only, never the data being plotted."""
+    if normalize == "none":
+        return returns
+    if offline:
+        return aligned(runs, steps, OFFLINE_SCORE) / 100.0
+    if task.startswith(DMC_PREFIX):
+        return returns / DMC_MAX_RETURN
+    reference = references.get(task)
+    if reference is None:
+        return None
+    return (returns - reference.random) / (reference.expert - reference.random)
+
+
+def final_steps(groups: list[Group]) -> dict[str, int]:
+    """Per task, the last evaluation step that every algorithm reached: final scores compare equal budgets."""
+    steps: dict[str, int] = {}
+    for group in groups:
+        steps[group.task] = min(steps.get(group.task, int(group.steps[-1])), int(group.steps[-1]))
+    return steps
+
+
+def final_score(values: np.ndarray, steps: np.ndarray, final_step: int, last_evals: int) -> np.ndarray:
+    """Each run's mean over its last `last_evals` evaluations at or before `final_step`: [runs]."""
+    return values[:, steps <= final_step][:, -last_evals:].mean(axis=1)
