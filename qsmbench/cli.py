@@ -7,6 +7,8 @@ Ctrl-C ends with exit code 130 and every completed evaluation on disk.
 from __future__ import annotations
 
 import dataclasses
+import faulthandler
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -171,7 +173,12 @@ def list_algorithms() -> None:
 
 
 def main() -> None:
-    """Entry point: map errors to one line and an exit code, never a traceback."""
+    """Entry point: map errors to one line and an exit code, never a traceback.
+
+    `kill -USR1 <pid>` prints every thread's Python stack to stderr and lets the run go on: the
+    way to see where a run that looks stuck is.
+    """
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         code = app(standalone_mode=False)
     except ConfigError as error:

@@ -217,6 +217,42 @@ def test_rerun_with_overwrite_succeeds(e2e_out: Path, tmp_path: Path) -> None:
         assert run.metadata.header.provenance["start_time"] > old["start_time"]
 
 
+def wait_or_dump_stacks(process: subprocess.Popen[bytes], stderr: Path, timeout: float = 30) -> int:
+    """The exit code; if the process does not end in time, fail with the Python stacks it prints on SIGUSR1."""
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        pytest.fail(f"still running {timeout:.0f} s after the signal; its stacks:\n{stderr.read_text()}")
+
+
+def test_sigusr1_prints_the_stacks_and_the_run_goes_on(tmp_path: Path) -> None:
+    """For a run that looks stuck on a cluster node: `kill -USR1 <pid>` shows where it is."""
+    out = tmp_path / "r"
+    args = [
+        "run", "--algo", "td3", "--env", "Pendulum-v1", "--seeds", "1", "--steps", "100000", "--eval-every", "100",
+        "--eval-episodes", "1", "--set", "warmup_steps=100", "--out", str(out), "--quiet",
+    ]  # fmt: skip
+    with open(tmp_path / "stderr.txt", "w") as stderr:
+        process = subprocess.Popen(
+            [str(QSMBENCH), *args], cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=stderr
+        )
+        try:
+            deadline = time.monotonic() + 90
+            while not seed_files(out, seeds=1)[0].exists():
+                assert process.poll() is None and time.monotonic() < deadline, "no evaluation written"
+                time.sleep(0.1)
+            process.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            assert process.poll() is None, "SIGUSR1 must not stop the run"
+        finally:
+            process.kill()
+            process.wait(timeout=30)
+    dump = (tmp_path / "stderr.txt").read_text()
+    assert "Current thread" in dump and "qsmbench" in dump, dump
+
+
 def test_ctrl_c_exits_130_and_keeps_every_evaluation(tmp_path: Path) -> None:
     """SIGINT mid-run: exit 130, one 'interrupted' line, every seed file readable and marked interrupted.
 
@@ -241,7 +277,7 @@ def test_ctrl_c_exits_130_and_keeps_every_evaluation(tmp_path: Path) -> None:
                     rows_seen = len(read_run(first).curve)
                 time.sleep(0.1)
             process.send_signal(signal.SIGINT)
-            code = process.wait(timeout=30)
+            code = wait_or_dump_stacks(process, tmp_path / "stderr.txt")
         finally:
             if process.poll() is None:
                 process.kill()
