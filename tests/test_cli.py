@@ -217,6 +217,16 @@ def test_rerun_with_overwrite_succeeds(e2e_out: Path, tmp_path: Path) -> None:
         assert run.metadata.header.provenance["start_time"] > old["start_time"]
 
 
+def with_default_sigint(command: list[str]) -> list[str]:
+    """`command`, started with SIGINT at its default, as from a terminal.
+
+    A job started with `&` by a non-interactive shell (a CI script, `make test &`) inherits SIGINT as
+    ignored, and a Python started that way installs no KeyboardInterrupt handler at all.
+    """
+    reset = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+    return [sys.executable, "-c", reset, *command]
+
+
 def wait_or_dump_stacks(process: subprocess.Popen[bytes], stderr: Path, timeout: float = 30) -> int:
     """The exit code; if the process does not end in time, fail with the Python stacks it prints on SIGUSR1."""
     try:
@@ -266,7 +276,9 @@ def test_ctrl_c_exits_130_and_keeps_every_evaluation(tmp_path: Path) -> None:
     ]  # fmt: skip
     first = seed_files(out)[0]
     with open(tmp_path / "stdout.txt", "w") as stdout, open(tmp_path / "stderr.txt", "w") as stderr:
-        process = subprocess.Popen([str(QSMBENCH), *args], cwd=tmp_path, env=cli_env(), stdout=stdout, stderr=stderr)
+        process = subprocess.Popen(
+            with_default_sigint([str(QSMBENCH), *args]), cwd=tmp_path, env=cli_env(), stdout=stdout, stderr=stderr
+        )
         try:
             rows_seen = 0
             deadline = time.monotonic() + 90
