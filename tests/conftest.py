@@ -17,6 +17,16 @@ PENDULUM_REF_SCORES = (-1500.0, -150.0)
 """(ref_min_score, ref_max_score) recorded in the `minari_dataset` fixture."""
 
 
+@pytest.fixture(scope="session")
+def results_v1(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A results tree in schema 1, the format of qsmbench up to commit 155e41c (see support.py)."""
+    from support import write_schema_1_results
+
+    root = tmp_path_factory.mktemp("results_v1")
+    write_schema_1_results(root)
+    return root
+
+
 @pytest.fixture
 def minari_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private, empty Minari datasets root, with the download remote made unreachable.

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Sequence
+import json
+from typing import Any, Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from qsmbench.algorithms import ALGORITHMS, Agent
@@ -69,3 +72,49 @@ def assert_learns_pendulum(algo: str, out: Path, steps: int, overrides: Sequence
     final = np.mean([curve["eval_return"].iloc[-2:].mean() for curve in curves])
     mean_curve = np.mean([curve["eval_return"].to_numpy() for curve in curves], axis=0).round()
     assert final > PENDULUM_SOLVED, f"{algo} did not learn Pendulum-v1: mean eval returns {mean_curve.tolist()}"
+
+
+SCHEMA_1_DATASET = "qsmbench/pendulum/random-v0"
+SCHEMA_1_REFS = (-1500.0, -150.0)
+
+
+def write_schema_1_results(root: Path) -> None:
+    """Run files as qsmbench wrote them up to commit 155e41c (schema 1), with raw pyarrow, not our writer.
+
+    Schema 1 named the task `env` in the rows and the evaluation environment `env` in the metadata, kept
+    `algo` in `run_config`, and stored `ref_scores` as [None, None] when a dataset had none. Two online
+    algorithms (sac, td3 on Pendulum-v1, evaluated at 0/100/200) and one offline (dql on a dataset,
+    at 0/20/40, with `eval_normalized_score`), two seeds each.
+    """
+    runs = [("Pendulum-v1", "sac", "Pendulum-v1", None, 100), ("Pendulum-v1", "td3", "Pendulum-v1", None, 100),
+            (SCHEMA_1_DATASET, "dql", "Pendulum-v1", SCHEMA_1_DATASET, 20)]  # fmt: skip
+    for task, algo, env_id, dataset, every in runs:
+        for seed in (0, 1):
+            rng = np.random.default_rng([seed, len(algo), every])
+            steps = [0, every, 2 * every]
+            returns = rng.uniform(-1600.0, -1000.0, 3)
+            columns: dict[str, Any] = {
+                "algo": [algo] * 3, "env": [task] * 3, "seed": [seed] * 3, "step": steps, "eval_return": returns,
+                "eval_return_std": [0.0] * 3,
+            }  # fmt: skip
+            if dataset:
+                columns["eval_normalized_score"] = 100 * (returns - SCHEMA_1_REFS[0]) / (SCHEMA_1_REFS[1] - SCHEMA_1_REFS[0])
+            columns |= {
+                "train_return": [float("nan")] * 3, "train_episodes": [0, 0, 0], "wall_time_s": [0.0, 0.5, 1.0],
+                "sps": [float("nan"), 100.0, 100.0], "critic_loss": [float("nan"), 1.0, 0.5],
+            }  # fmt: skip
+            document = {
+                "schema_version": 1, "algo": algo, "env": env_id, "task": task, "dataset": dataset,
+                "ref_scores": list(SCHEMA_1_REFS) if dataset else None,
+                "run_config": {"algo": algo, "env": None if dataset else task, "dataset": dataset, "seeds": 2,
+                               "seed_start": 0, "steps": steps[-1], "eval_every": every, "eval_episodes": 1,
+                               "device": "auto", "out": "results"},
+                "algo_config": {"batch_size": 16}, "versions": {"python": "3.11.7", "torch": "2.13.0+cpu"},
+                "git_commit": "155e41c15acd3ad744807df6e06f5cf6657310a9", "device": "cpu", "cpu": "AMD EPYC",
+                "platform": "Linux", "hostname": "vm", "start_time": "2026-11-22T08:28:23+00:00",
+                "seed": seed, "status": "complete", "error": None,
+            }  # fmt: skip
+            table = pa.table(columns).replace_schema_metadata({b"qsmbench": json.dumps(document).encode()})
+            path = root / task.replace("/", "-") / algo / f"seed_{seed}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, path)

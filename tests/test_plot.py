@@ -29,7 +29,6 @@ from qsmbench.scores import algo_order, build_groups
 from qsmbench.storage import OFFLINE_SCORE, RunHeader, RunMetadata, Status, read_results, run_path, write_run
 
 QSMBENCH = Path(sys.executable).parent / "qsmbench"
-RESULTS_V1 = Path(__file__).parent / "data" / "results_v1"  # written by qsmbench at commit 155e41c (schema 1)
 REPS = 200  # the default (2000) is for papers; 200 keeps this file fast and still exercises every bootstrap
 LAST_EVALS = 5
 STEPS = list(range(0, 8001, 1000))  # 9 evaluations, so the last 5 differ from "all"
@@ -236,9 +235,9 @@ def test_aggregates_use_a_complete_task_by_algorithm_matrix(tmp_path: Path) -> N
     assert any(w.startswith("td3 left out") for w in warnings) and any(NO_REFERENCE in w for w in warnings)
 
 
-def test_results_written_by_schema_1_are_plotted(tmp_path: Path) -> None:
+def test_results_written_by_schema_1_are_plotted(results_v1: Path, tmp_path: Path) -> None:
     """Run files of the previous format (an `env` column and metadata key) plot as before: three groups of 2 seeds."""
-    report = plot_results(RESULTS_V1, PlotSettings(reps=50), out_dir=tmp_path)
+    report = plot_results(results_v1, PlotSettings(reps=50), out_dir=tmp_path)
     assert not report.skipped and (tmp_path / "summary.md").exists() and (tmp_path / "learning_curves.png").exists()
     table = summary(report)
     tasks = table[table.scope == "task"]
@@ -247,7 +246,7 @@ def test_results_written_by_schema_1_are_plotted(tmp_path: Path) -> None:
     assert sorted(returns.index) == [("Pendulum-v1", "sac"), ("Pendulum-v1", "td3"), (offline, "dql")]
     assert (returns.seeds == 2).all() and (returns.incomplete == 0).all()
     assert returns.loc[("Pendulum-v1", "sac"), "final_step"] == 200 and returns.loc[(offline, "dql"), "final_step"] == 40
-    files = sorted((RESULTS_V1 / "qsmbench-pendulum-random-v0" / "dql").glob("seed_*.parquet"))
+    files = sorted((results_v1 / "qsmbench-pendulum-random-v0" / "dql").glob("seed_*.parquet"))
     scores = np.array([pq.read_table(path).column(OFFLINE_SCORE).to_numpy()[-LAST_EVALS:].mean() / 100 for path in files])
     assert len(scores) == 2
     normalised = tasks[tasks.score == "normalised"]

@@ -29,7 +29,6 @@ from qsmbench.storage import (
     write_run,
 )
 
-RESULTS_V1 = Path(__file__).parent / "data" / "results_v1"  # written by qsmbench at commit 155e41c (schema 1)
 HEADER = RunHeader(algo="sac", task="Pendulum-v1", env_id="Pendulum-v1", run_config={"steps": 200})
 
 
@@ -86,15 +85,15 @@ def test_offline_rows_carry_the_normalised_score() -> None:
     assert row.columns()["eval_normalized_score"] == 42.0 and row.columns()["task"] == "d/x-v0"
 
 
-def test_schema_1_files_written_by_the_previous_version_still_read() -> None:
+def test_schema_1_files_written_by_the_previous_version_still_read(results_v1: Path) -> None:
     """Schema 1 named both the task (rows) and the evaluation env (metadata) `env`; both are mapped."""
-    online = read_run(RESULTS_V1 / "Pendulum-v1" / "sac" / "seed_1.parquet")
+    online = read_run(results_v1 / "Pendulum-v1" / "sac" / "seed_1.parquet")
     assert (online.task, online.algo, online.seed, online.status) == ("Pendulum-v1", "sac", 1, "complete")
     assert online.metadata.header.env_id == "Pendulum-v1" and online.metadata.header.ref_scores is None
     assert "task" in online.curve.columns and "env" not in online.curve.columns
     assert online.curve["step"].tolist() == [0, 100, 200]
     assert online.metadata.header.provenance["versions"]["torch"]
-    offline = read_run(RESULTS_V1 / "qsmbench-pendulum-random-v0" / "dql" / "seed_0.parquet")
+    offline = read_run(results_v1 / "qsmbench-pendulum-random-v0" / "dql" / "seed_0.parquet")
     header = offline.metadata.header
     assert (offline.task, header.env_id, header.dataset) == ("qsmbench/pendulum/random-v0", "Pendulum-v1", header.task)
     assert header.ref_scores == (-1500.0, -150.0)
