@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from qsmbench.config import RunConfig
 from qsmbench.grid import Grid
 from qsmbench.spec import RunSpec
 from qsmbench.storage import RunFileError, RunHeader, path_safe, read_run, read_status, run_path
@@ -105,6 +106,7 @@ def plan(grid: Grid, out: Path) -> list[Job]:
 
 def on_disk(spec: RunSpec) -> dict[str, tuple[Any, ...]]:
     """The job's `done` seeds and `conflicts`, from its seed files."""
+    expected_config = jsonable(dataclasses.asdict(spec.config))
     done, conflicts = [], []
     for seed in spec.run.seed_values:
         path = run_path(spec.run.out, spec.run.task, spec.algo, seed)
@@ -112,7 +114,7 @@ def on_disk(spec: RunSpec) -> dict[str, tuple[Any, ...]]:
         if status == "unreadable":
             conflicts.append(f"{path}: not a readable qsmbench run file")
         elif status == "complete":
-            why = mismatch(read_run(path).metadata.header, spec)
+            why = mismatch(read_run(path).metadata.header, spec.run, expected_config)
             if why:
                 conflicts.append(f"{path}: complete, but trained with {why}")
             else:
@@ -125,13 +127,13 @@ def jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def mismatch(header: RunHeader, spec: RunSpec) -> str | None:
-    """Why a complete file does not count for the job of `spec`, or None. Keys missing on either side are not
-    compared, so adding a hyperparameter to an algorithm does not invalidate the runs already made."""
-    run, stored_config = header.run_config, header.algo_config
-    expected_config = jsonable(dataclasses.asdict(spec.config))
+def mismatch(header: RunHeader, run: RunConfig, expected_config: Mapping[str, Any]) -> str | None:
+    """Why a complete file does not count for a job with `run` and `expected_config` (as JSON reads it back),
+    or None. Keys missing on either side are not compared, so adding a hyperparameter to an algorithm does not
+    invalidate the runs already made."""
+    stored_run, stored_config = header.run_config, header.algo_config
     differences = [
-        (key, run.get(key), getattr(spec.run, key)) for key in RUN_SETTINGS if run.get(key) != getattr(spec.run, key)
+        (key, stored_run.get(key), getattr(run, key)) for key in RUN_SETTINGS if stored_run.get(key) != getattr(run, key)
     ]
     differences += [
         (key, stored_config[key], value)

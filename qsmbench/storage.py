@@ -106,8 +106,6 @@ class RunMetadata:
         if not isinstance(document, dict):
             raise RunFileError("its qsmbench metadata is not a JSON object")
         document = dict(document)
-        if document.get("schema_version", 1) == 1 and "env" in document:
-            document["env_id"] = document.pop("env")
         status = document.get("status")
         if status not in STATUSES:
             raise RunFileError(f"its qsmbench metadata has no valid status ({status!r})")
@@ -116,8 +114,8 @@ class RunMetadata:
         if missing:
             raise RunFileError(f"its qsmbench metadata lacks {', '.join(missing)}")
         header = {name: document.pop(name) for name in names if name in document}
-        refs = header.get("ref_scores")
-        header["ref_scores"] = None if refs is None or None in refs else tuple(refs)  # schema 1: [None, None]
+        if header.get("ref_scores") is not None:
+            header["ref_scores"] = tuple(header["ref_scores"])
         seed, error = document.pop("seed"), document.pop("error", None)
         document.pop("status"), document.pop("schema_version", None)
         return cls(RunHeader(**header, provenance=document), int(seed), status, error)
@@ -226,16 +224,27 @@ def read_run(path: str | Path) -> RunFile:
     except (OSError, ValueError, pa.ArrowException) as error:
         reason = (str(error).splitlines() or [type(error).__name__])[0]
         raise RunFileError(f"not a readable qsmbench run file ({reason})") from None
-    metadata = RunMetadata.from_document(document)
     curve = table.to_pandas()
-    if document.get("schema_version", 1) == 1:
-        curve = curve.rename(columns={"env": "task"})
+    if isinstance(document, dict) and document.get("schema_version", 1) == 1:
+        document, curve = from_schema_1(document, curve)
+    metadata = RunMetadata.from_document(document)
     if len(curve.columns):
         missing = [column for column in REQUIRED_COLUMNS if column not in curve.columns]
         if missing:
             raise RunFileError(f"missing columns {', '.join(missing)}")
         curve = curve.drop_duplicates("step", keep="last").sort_values("step", ignore_index=True)
     return RunFile(path, metadata, curve)
+
+
+def from_schema_1(document: dict[str, Any], curve: pd.DataFrame) -> tuple[dict[str, Any], pd.DataFrame]:
+    """A schema-1 file as schema 2: its metadata `env` is the environment id, its rows' `env` the task,
+    and a dataset without reference scores recorded them as [None, None]."""
+    document = dict(document)
+    if "env" in document:
+        document["env_id"] = document.pop("env")
+    if document.get("ref_scores") == [None, None]:
+        document["ref_scores"] = None
+    return document, curve.rename(columns={"env": "task"})
 
 
 def read_status(path: Path) -> str | None:

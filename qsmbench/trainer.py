@@ -137,7 +137,8 @@ class Trainer:
         if self.dataset is not None:
             self.transitions, self.learning_starts = self.dataset, 0
         else:
-            replay = SeedBatchedReplay(len(seeds), min(config.replay_capacity, run.steps), dims.obs_dim, dims.act_dim, device)
+            capacity = min(config.replay_capacity, run.steps)
+            replay = SeedBatchedReplay(len(seeds), capacity, dims.obs_dim, dims.act_dim, device)
             self.collector = Collector(prepared.env_id, seeds, self.agent, replay, config.warmup_steps)
             self.transitions, self.learning_starts = replay, config.warmup_steps
         self.evaluator = Evaluator(prepared.env_id, seeds, run.eval_episodes, device)
