@@ -30,7 +30,7 @@ from qsmbench.config import ConfigError
 
 METADATA_KEY = b"qsmbench"
 SCHEMA_VERSION = 2
-Status = Literal["running", "complete", "failed", "interrupted"]
+Status = Literal["running", "complete", "diverged", "failed", "interrupted"]
 STATUSES: tuple[str, ...] = get_args(Status)
 REQUIRED_COLUMNS = ("task", "algo", "seed", "step", "eval_return")
 OFFLINE_SCORE = "eval_normalized_score"  # D4RL convention, 0-100
@@ -83,6 +83,17 @@ class RunHeader:
 
 
 @dataclass(frozen=True)
+class Divergence:
+    """Where a seed's training went non-finite: the first check that found it, and in what."""
+
+    step: int
+    quantity: str  # e.g. "reward", "action", "critic_loss", "parameters"
+
+    def __str__(self) -> str:
+        return f"non-finite {self.quantity} at step {self.step}"
+
+
+@dataclass(frozen=True)
 class RunMetadata:
     """The JSON document of one seed's file."""
 
@@ -90,6 +101,7 @@ class RunMetadata:
     seed: int
     status: Status
     error: str | None = None  # the traceback of a failed run
+    divergence: Divergence | None = None  # set exactly when status is "diverged"
 
     def document(self) -> dict[str, Any]:
         """The stored form: flat, as schema 1 had it, with provenance keys at the top level."""
@@ -98,6 +110,7 @@ class RunMetadata:
         return {
             "schema_version": SCHEMA_VERSION, **header, **provenance,
             "seed": self.seed, "status": self.status, "error": self.error,
+            "divergence": dataclasses.asdict(self.divergence) if self.divergence else None,
         }  # fmt: skip
 
     @classmethod
@@ -117,8 +130,18 @@ class RunMetadata:
         if header.get("ref_scores") is not None:
             header["ref_scores"] = tuple(header["ref_scores"])
         seed, error = document.pop("seed"), document.pop("error", None)
+        divergence = _divergence(document.pop("divergence", None), status)
         document.pop("status"), document.pop("schema_version", None)
-        return cls(RunHeader(**header, provenance=document), int(seed), status, error)
+        return cls(RunHeader(**header, provenance=document), int(seed), status, error, divergence)
+
+
+def _divergence(stored: Any, status: str) -> Divergence | None:
+    if status != "diverged":
+        return None
+    try:
+        return Divergence(int(stored["step"]), str(stored["quantity"]))
+    except (TypeError, KeyError, ValueError):
+        raise RunFileError("its status is diverged but it does not say where (no valid 'divergence')") from None
 
 
 @dataclass(frozen=True)
