@@ -1,7 +1,9 @@
 """The `qsmbench` command line: parse, validate, call. No training logic lives here.
 
 Bad input ends with one line on stderr and exit code 2, before any result file is touched;
-Ctrl-C ends with exit code 130 and every completed evaluation on disk.
+Ctrl-C ends with exit code 130 and SIGTERM (what schedulers send before a kill) with 143, both with
+every completed evaluation on disk and the files marked `interrupted`. A run that finishes with
+some seeds diverged ends with exit code 3.
 """
 
 from __future__ import annotations
@@ -30,7 +32,23 @@ from qsmbench.spec import make_spec
 from qsmbench.toy import run_toy, toy_grid, toy_specs
 from qsmbench.trainer import Trainer, prepare
 
-EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 3, 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: every path that handles Ctrl-C handles it the same way."""
+
+
+def raise_terminated(_signum: int, _frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the final writes short
+    raise Terminated
+
+
+def interrupted(interrupt: KeyboardInterrupt, kept: str) -> typer.Exit:
+    """One line saying what stopped us and what was kept, and the exit code that tells the two apart."""
+    cause = "terminated (SIGTERM)" if isinstance(interrupt, Terminated) else "interrupted"
+    print(f"qsmbench: {cause}; {kept}", file=sys.stderr)
+    return typer.Exit(EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED)
 
 app = typer.Typer(
     add_completion=False,
@@ -79,12 +97,18 @@ def run(
     trainer = Trainer(prepared, make_reporter(title, run_config.seed_values, steps, quiet))
     try:
         trainer.train()
-    except KeyboardInterrupt:
-        print("qsmbench: interrupted; every completed evaluation is on disk", file=sys.stderr)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    last = " ".join(f"{rows[-1].eval_return:.1f}" for rows in trainer.files.rows)
-    print(f"last evaluation return per seed: {last}")
+    except KeyboardInterrupt as interrupt:
+        raise interrupted(interrupt, "every completed evaluation is on disk, marked interrupted") from None
+    files = trainer.files
+    last = [
+        "diverged" if divergence else f"{rows[-1].eval_return:.1f}" for rows, divergence in zip(files.rows, files.divergences)
+    ]
+    print(f"last evaluation return per seed: {' '.join(last)}")
     print(f"learning curves: {prepared.paths[0].parent}/seed_<k>.parquet")
+    diverged = [f"seed {seed} ({divergence})" for seed, divergence in zip(files.seeds, files.divergences) if divergence]
+    if diverged:
+        print(f"qsmbench: diverged: {'; '.join(diverged)}; the other seeds finished", file=sys.stderr)
+        raise typer.Exit(EXIT_DIVERGED)
 
 
 @app.command()
@@ -150,9 +174,8 @@ def reproduce(
         return
     try:
         report = run_grid(loaded, results, device, quiet)
-    except KeyboardInterrupt:
-        print("qsmbench: interrupted; finished runs are kept: run the same command again to go on", file=sys.stderr)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except KeyboardInterrupt as interrupt:
+        raise interrupted(interrupt, "finished runs are kept: run the same command again to go on") from None
     for warning in report.warnings:
         print(f"qsmbench: warning: {warning}", file=sys.stderr)
     print(f"table: {report.out_dir / 'summary.md'}; figures: {report.out_dir}")
@@ -179,6 +202,7 @@ def main() -> None:
     way to see where a run that looks stuck is.
     """
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    signal.signal(signal.SIGTERM, raise_terminated)
     try:
         code = app(standalone_mode=False)
     except ConfigError as error:
@@ -188,8 +212,8 @@ def main() -> None:
         if error.format_message():  # empty for a bare `qsmbench`, which has printed the help
             print(f"qsmbench: error: {error.format_message()}", file=sys.stderr)
         sys.exit(error.exit_code)
-    except typer.Abort:
-        sys.exit(EXIT_INTERRUPTED)
+    except typer.Abort as abort:  # Ctrl-C or SIGTERM outside a run: nothing was being written
+        sys.exit(EXIT_TERMINATED if isinstance(abort.__cause__, Terminated) else EXIT_INTERRUPTED)
     except Exception as error:  # noqa: BLE001 - one line here; the traceback is in the run files
         print(f"qsmbench: run failed: {type(error).__name__}: {error}", file=sys.stderr)
         sys.exit(EXIT_FAILED)

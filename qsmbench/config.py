@@ -55,10 +55,17 @@ class RunConfig:
     def seed_values(self) -> list[int]:
         return list(range(self.seed_start, self.seed_start + self.seeds))
 
-    def eval_steps(self) -> list[int]:
-        """The fixed evaluation grid: step 0, every `eval_every` steps, and the last step."""
-        grid = list(range(0, self.steps, self.eval_every))
-        return grid + [self.steps]
+    def is_eval_step(self, step: int) -> bool:
+        """Whether `step` is on the fixed evaluation grid: step 0, every `eval_every` steps, and the last step.
+
+        A test rather than a list: the grid of a huge `--steps` must not be built in memory.
+        """
+        return step == self.steps or (0 <= step < self.steps and step % self.eval_every == 0)
+
+    @property
+    def evaluations(self) -> int:
+        """How many points the evaluation grid has."""
+        return -(-self.steps // self.eval_every) + 1
 
 
 @dataclass(frozen=True)

@@ -116,16 +116,17 @@ class EnvBatch:
         self.episode_returns[:] = 0.0
         return self.obs
 
-    def step(self, actions: np.ndarray) -> StepResult:
-        """Step every env; an env whose episode ended is reset now, and `self.obs` holds its new start."""
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> StepResult:
+        """Step every env (or those `active`); an env whose episode ended is reset now, and `self.obs`
+        holds its new start. An inactive env is left alone: it keeps its observation and earns 0."""
         size = len(self.envs)
-        next_obs = np.empty_like(self.obs)
-        reward = np.empty(size, dtype=np.float32)
+        next_obs = self.obs.copy()
+        reward = np.zeros(size, dtype=np.float32)
         terminated = np.zeros(size, dtype=bool)
         truncated = np.zeros(size, dtype=bool)
         finished = np.full(size, np.nan)
-        for i, env in enumerate(self.envs):
-            next_obs[i], reward[i], terminated[i], truncated[i], _ = env.step(actions[i])
+        for i in range(size) if active is None else np.flatnonzero(active):
+            next_obs[i], reward[i], terminated[i], truncated[i], _ = self.envs[i].step(actions[i])
         self.episode_returns += reward
         self.obs = next_obs.copy()
         for i in np.flatnonzero(terminated | truncated):

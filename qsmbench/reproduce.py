@@ -10,9 +10,11 @@ from pathlib import Path
 
 from qsmbench.config import ConfigError
 from qsmbench.grid import Grid
+from qsmbench.locking import RunLocked
 from qsmbench.plan import format_plan, plan, seed_list
 from qsmbench.plotting import PlotReport, plot_results
 from qsmbench.progress import make_reporter
+from qsmbench.storage import CompleteRunError
 from qsmbench.trainer import Trainer, prepare
 
 
@@ -20,7 +22,9 @@ def run_grid(grid: Grid, out: Path, device: str = "auto", quiet: bool = False) -
     """Train every pending seed of the grid, one batched run after another, then plot `out` into out/figures.
 
     Everything is validated (conflicts, environments, device, files) before the first run starts; complete
-    jobs are skipped. Ctrl-C stops with KeyboardInterrupt and keeps every finished run.
+    jobs are skipped, and so is a job that another launcher sharing `out` is training or has finished
+    since the plan was made (each run holds its directory's lock). Ctrl-C stops with KeyboardInterrupt
+    and keeps every finished run.
     """
     jobs = plan(grid, out)
     print(format_plan(grid, jobs, out), flush=True)
@@ -32,5 +36,10 @@ def run_grid(grid: Grid, out: Path, device: str = "auto", quiet: bool = False) -
         run, seeds = prepared.spec.run, seed_list(tuple(prepared.spec.run.seed_values))
         title = f"[{index}/{len(runs)}] {prepared.spec.algo} {run.task} seeds {seeds} ({prepared.device.type})"
         print(title, flush=True)
-        Trainer(prepared, make_reporter(title, run.seed_values, run.steps, quiet)).train()
+        try:
+            trainer = Trainer(prepared, make_reporter(title, run.seed_values, run.steps, quiet))
+        except (RunLocked, CompleteRunError) as taken:  # another launcher sharing `out` has it, or has done it
+            print(f"skipped: {taken}", flush=True)
+            continue
+        trainer.train()
     return plot_results(out, grid.plot, out / "figures")

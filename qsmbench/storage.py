@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, get_args
@@ -32,8 +34,13 @@ METADATA_KEY = b"qsmbench"
 SCHEMA_VERSION = 2
 Status = Literal["running", "complete", "diverged", "failed", "interrupted"]
 STATUSES: tuple[str, ...] = get_args(Status)
+FINISHED = ("complete", "diverged")  # a seed with either status is a result, and training it again would repeat it
 REQUIRED_COLUMNS = ("task", "algo", "seed", "step", "eval_return")
 OFFLINE_SCORE = "eval_normalized_score"  # D4RL convention, 0-100
+
+
+class CompleteRunError(ConfigError):
+    """Writing would replace a complete run, and replacing was not asked for."""
 
 
 class RunFileError(ValueError):
@@ -200,35 +207,124 @@ def write_run(path: Path, curve: pd.DataFrame, metadata: RunMetadata) -> None:
 
 
 class RunFiles:
-    """The files of one seed-batched run: one growing learning curve per seed, all with one header."""
+    """The files of one seed-batched run: one growing learning curve per seed, all with one header.
+
+    A seed that diverged keeps the rows it had and the status `diverged` whatever the run's status.
+    """
 
     def __init__(self, paths: list[Path], seeds: list[int], header: RunHeader):
         self.paths, self.seeds, self.header = paths, seeds, header
         self.rows: list[list[EvalRow]] = [[] for _ in seeds]
+        self.divergences: list[Divergence | None] = [None for _ in seeds]
 
     def append(self, rows: list[EvalRow]) -> None:
-        """Add one evaluation row per seed, in seed order."""
-        for seed_rows, row in zip(self.rows, rows):
-            seed_rows.append(row)
+        """Add one evaluation row per seed still training, in seed order."""
+        live = [index for index, divergence in enumerate(self.divergences) if divergence is None]
+        for index, row in zip(live, rows, strict=True):
+            self.rows[index].append(row)
+
+    def diverge(self, index: int, divergence: Divergence) -> None:
+        """Record that seed number `index` of the run diverged; its file is final from now on."""
+        self.divergences[index] = divergence
 
     def write(self, status: Status, error: str | None = None) -> None:
-        """Rewrite every seed's file with all rows so far and the given status."""
-        for path, seed, rows in zip(self.paths, self.seeds, self.rows):
+        """Rewrite every seed's file with all rows so far and the given status (`diverged` where it is)."""
+        for path, seed, rows, divergence in zip(self.paths, self.seeds, self.rows, self.divergences):
             curve = pd.DataFrame([row.columns() for row in rows])
-            write_run(path, curve, RunMetadata(self.header, seed, status, error))
+            metadata = RunMetadata(self.header, seed, "diverged", None, divergence) if divergence else None
+            write_run(path, curve, metadata or RunMetadata(self.header, seed, status, error))
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete the temporary files `write_run` left in `directory` when killed mid-write.
+
+    Call it only while holding the directory's lock: then no other writer can own them.
+    """
+    stale = sorted(directory.glob(".seed_*.parquet.*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+RUN_FILE_BYTES = 64 * 1024  # a run file's size beyond its rows (schema, metadata with provenance), generously
+ROW_BYTES = 1024  # one evaluation row with an algorithm's diagnostics, generously
+
+
+def check_out_dir(directory: Path, seeds: int, evaluations: int) -> None:
+    """Refuse, before anything is written, a run directory that cannot hold the run's files.
+
+    The name must fit the filesystem's limits, the deepest existing ancestor must take a real write
+    (read-only mounts, permissions) and have room for every seed's final file twice over (each
+    rewrite goes through a temporary copy). A disk that fills up later still fails the run, but a
+    full one is refused up front instead of leaving files at `running`.
+    """
+    absolute = directory.absolute()
+    existing = next(parent for parent in absolute.parents if _exists(parent))
+    name_max, path_max = _limit(existing, "PC_NAME_MAX", 255), _limit(existing, "PC_PATH_MAX", 4096)
+    for part in absolute.parts:
+        if len(part.encode()) > name_max:
+            raise ConfigError(
+                f"a path component is {len(part.encode())} bytes long, over this filesystem's {name_max}: "
+                f"{short_path(Path(part))}"
+            )
+    if len(str(absolute).encode()) + len(".seed_0.parquet.0000000.tmp") + 1 > path_max:
+        raise ConfigError(f"the run directory's path is over this filesystem's {path_max} bytes: {short_path(absolute)}")
+    existing = next(parent for parent in (absolute, *absolute.parents) if parent.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"--out: {short_path(existing)} exists and is not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=existing) as probe:
+            probe.write(bytes(4096))
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as error:
+        raise ConfigError(f"cannot write results under {short_path(existing)}: {error.strerror or error}") from None
+    stats = os.statvfs(existing)
+    free, needed = stats.f_bavail * stats.f_frsize, 2 * seeds * (RUN_FILE_BYTES + evaluations * ROW_BYTES)
+    if free < needed:
+        raise ConfigError(
+            f"{short_path(existing)} has {_size(free)} free, and the run files need about {_size(needed)}"
+        )
+
+
+def _exists(path: Path) -> bool:
+    """`path.exists()`, False also for a name the filesystem refuses (too long)."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
+def _limit(directory: Path, name: str, fallback: int) -> int:
+    try:
+        return os.pathconf(directory, name)
+    except (OSError, ValueError):
+        return fallback
+
+
+def _size(size: float) -> str:
+    units = ("B", "KB", "MB", "GB", "TB", "PB")
+    exponent = min(int(math.log10(max(size, 1.0)) // 3), len(units) - 1)
+    return f"{size / 1000**exponent:.3g} {units[exponent]}"
+
+
+def short_path(path: Path, keep: int = 60) -> str:
+    """A path short enough for a one-line message: its start and end around an ellipsis."""
+    text = str(path)
+    return text if len(text) <= keep else f"{text[: keep // 2]}...{text[-keep // 2 :]}"
 
 
 def check_can_write(paths: list[Path], overwrite: bool) -> None:
-    """Refuse to replace a complete run, or a file we cannot read, unless asked to.
+    """Refuse to replace a finished run (complete or diverged), or a file we cannot read, unless asked to.
 
-    Incomplete runs (running, failed, interrupted) are simply redone.
+    Unfinished runs (running, failed, interrupted) are simply redone.
     """
     if overwrite:
         return
     for path in paths:
         status = read_status(path)
-        if status == "complete":
-            raise ConfigError(f"{path} holds a complete run; pass --overwrite to replace it")
+        if status in FINISHED:
+            raise CompleteRunError(f"{path} holds a finished run ({status}); pass --overwrite to replace it")
         if status == "unreadable":
             raise ConfigError(f"{path} exists but is not a readable qsmbench run file; pass --overwrite to replace it")
 

@@ -10,6 +10,9 @@ Every run step, for all seeds at once:
 Offline (`--dataset`) a step is one gradient step. The update and its diagnostics stay on the
 training device; diagnostics are averaged there and read back only at evaluation time, so the
 per-step path has no host sync besides the action the CPU simulator needs.
+
+A run holds its run directory's lock from start to end (qsmbench.locking), and a seed that goes
+non-finite is recorded as diverged and stopped while the others go on (qsmbench.divergence).
 """
 
 from __future__ import annotations
@@ -27,13 +30,24 @@ from torch import Tensor
 from qsmbench.algorithms import Agent
 from qsmbench.config import ConfigError
 from qsmbench.datasets import OfflineDataset, load_offline_dataset
+from qsmbench.divergence import CHECK_EVERY, DivergenceWatch
 from qsmbench.envs import EnvBatch, EnvDims, env_dims
 from qsmbench.evaluation import Evaluator
+from qsmbench.locking import RunDirLock, lock_run_dir
 from qsmbench.progress import Reporter
 from qsmbench.provenance import provenance
 from qsmbench.replay import SeedBatchedReplay, Transitions
 from qsmbench.spec import RunSpec
-from qsmbench.storage import EvalRow, RunFiles, RunHeader, check_can_write, run_path
+from qsmbench.storage import (
+    EvalRow,
+    RunFiles,
+    RunHeader,
+    Status,
+    check_can_write,
+    check_out_dir,
+    remove_stale_temporaries,
+    run_path,
+)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -54,13 +68,33 @@ class PreparedRun:
     dims: EnvDims
     paths: list[Path]  # one run file per seed
     dataset: OfflineDataset | None = None
+    overwrite: bool = False  # replace complete runs
+
+    @property
+    def run_dir(self) -> Path:
+        return self.paths[0].parent
+
+    def claim(self) -> RunDirLock:
+        """Take the run directory's lock, then check the files again under it and clear stale temporaries.
+
+        The check in `prepare` fails fast; this one is the one that counts, since another run may have
+        finished these seeds in between.
+        """
+        lock = lock_run_dir(self.run_dir)
+        try:
+            check_can_write(self.paths, self.overwrite)
+        except BaseException:
+            lock.release()
+            raise
+        remove_stale_temporaries(self.run_dir)
+        return lock
 
 
 def prepare(spec: RunSpec, overwrite: bool = False) -> PreparedRun:
     """Validate device, environment or dataset, and output files; raises ConfigError on bad input."""
     run = spec.run
-    if Path(run.out).exists() and not Path(run.out).is_dir():
-        raise ConfigError(f"--out {run.out} exists and is not a directory")
+    paths = [run_path(run.out, run.task, spec.algo, seed) for seed in run.seed_values]
+    check_out_dir(paths[0].parent, run.seeds, run.evaluations)
     device = resolve_device(run.device)
     dataset = load_offline_dataset(run.dataset, device, run.seeds) if run.dataset else None
     env_id = dataset.env_id if dataset else str(run.env)
@@ -70,29 +104,43 @@ def prepare(spec: RunSpec, overwrite: bool = False) -> PreparedRun:
             f"dataset {run.dataset} has obs/action dims {dataset.obs_dim}/{dataset.act_dim}, "
             f"but its environment {env_id} has {dims.obs_dim}/{dims.act_dim}"
         )
-    paths = [run_path(run.out, run.task, spec.algo, seed) for seed in run.seed_values]
     check_can_write(paths, overwrite)
-    return PreparedRun(spec, device, env_id, dims, paths, dataset)
+    return PreparedRun(spec, device, env_id, dims, paths, dataset, overwrite)
 
 
 class Collector:
     """Online experience: every run step, each seed acts once in its own training env, into replay."""
 
-    def __init__(self, env_id: str, seeds: list[int], agent: Agent, replay: SeedBatchedReplay, warmup_steps: int):
-        self.agent, self.replay, self.warmup_steps = agent, replay, warmup_steps
+    def __init__(
+        self,
+        env_id: str,
+        seeds: list[int],
+        agent: Agent,
+        replay: SeedBatchedReplay,
+        warmup_steps: int,
+        watch: DivergenceWatch,
+    ):
+        self.agent, self.replay, self.warmup_steps, self.watch = agent, replay, warmup_steps, watch
         self.warmup_rng = np.random.default_rng(np.random.SeedSequence([*seeds, 1]))
         self.envs = EnvBatch(env_id, seeds)
         self.finished_returns: list[list[float]] = [[] for _ in seeds]
 
     def collect(self, step: int) -> None:
-        """Act (uniformly at random during the warm-up), step every env, store every transition."""
+        """Act (uniformly at random during the warm-up), step every live seed's env, store every transition.
+
+        A seed whose action, reward or observation is non-finite dies here; its env is not stepped
+        again, and its replay slice, which nothing reads any more, gets placeholder transitions.
+        """
         obs = self.envs.obs
         if step < self.warmup_steps:
             action = self.warmup_rng.uniform(-1.0, 1.0, (len(self.envs), self.replay.act_dim)).astype(np.float32)
         else:
             obs_t = torch.as_tensor(obs, device=self.replay.device).unsqueeze(1)
             action = self.agent.act(obs_t, explore=True).squeeze(1).cpu().numpy()
-        result = self.envs.step(action)
+        self.watch.check(step + 1, "action", action)
+        result = self.envs.step(action, self.watch.live)
+        self.watch.check(step + 1, "reward", result.reward)
+        self.watch.check(step + 1, "observation", result.next_obs)
         self.replay.add(obs, action, result.reward, result.next_obs, result.terminated)
         for seed_index in np.flatnonzero(~np.isnan(result.finished_returns)):
             self.finished_returns[seed_index].append(float(result.finished_returns[seed_index]))
@@ -125,13 +173,30 @@ class DiagnosticsMean:
 
 
 class Trainer:
+    """One seed-batched run: built under its run directory's lock, which `train` holds to the end."""
+
     def __init__(self, prepared: PreparedRun, reporter: Reporter):
+        self.reporter = reporter
+        try:
+            self.lock = prepared.claim()
+        except BaseException:
+            reporter.close()
+            raise
+        try:
+            self._build(prepared)
+        except BaseException:
+            self.lock.release()
+            reporter.close()
+            raise
+
+    def _build(self, prepared: PreparedRun) -> None:
         spec, device, dims = prepared.spec, prepared.device, prepared.dims
-        self.spec, self.device, self.reporter = spec, device, reporter
+        self.spec, self.device = spec, device
         run, config, seeds = spec.run, spec.config, spec.run.seed_values
         torch.manual_seed(int(np.random.SeedSequence(seeds).generate_state(1)[0]))
         self.agent: Agent = spec.algorithm.make_agent(dims.obs_dim, dims.act_dim, seeds, device, config)
         self.dataset = prepared.dataset
+        self.watch = DivergenceWatch(len(seeds))
         self.collector: Collector | None = None
         self.transitions: Transitions
         if self.dataset is not None:
@@ -139,7 +204,7 @@ class Trainer:
         else:
             capacity = min(config.replay_capacity, run.steps)
             replay = SeedBatchedReplay(len(seeds), capacity, dims.obs_dim, dims.act_dim, device)
-            self.collector = Collector(prepared.env_id, seeds, self.agent, replay, config.warmup_steps)
+            self.collector = Collector(prepared.env_id, seeds, self.agent, replay, config.warmup_steps, self.watch)
             self.transitions, self.learning_starts = replay, config.warmup_steps
         self.evaluator = Evaluator(prepared.env_id, seeds, run.eval_episodes, device)
         header = RunHeader(
@@ -154,28 +219,34 @@ class Trainer:
         )
         self.files = RunFiles(prepared.paths, seeds, header)
         self.diagnostics = DiagnosticsMean()
+        self.last_eval_step = 0
         self.started = self.interval_start = time.perf_counter()
 
     def train(self) -> None:
-        """Run to the step budget; the files always hold every completed evaluation and a status."""
+        """Run to the step budget; the files always hold every completed evaluation and a true status."""
+        try:
+            self._train_and_record()
+        finally:
+            self.lock.release()
+
+    def _train_and_record(self) -> None:
         try:
             self._loop()
         except KeyboardInterrupt:
-            self.files.write("interrupted")
+            self._write("interrupted")
             raise
         except Exception as error:
-            self.files.write("failed", error="".join(traceback.format_exception(error)))
+            self._write("failed", error="".join(traceback.format_exception(error)))
             raise
         finally:
             if self.collector is not None:
                 self.collector.close()
             self.evaluator.close()
             self.reporter.close()
-        self.files.write("complete")
+        self._write("complete")
 
     def _loop(self) -> None:
         run, batch_size = self.spec.run, self.spec.config.batch_size
-        eval_steps = set(run.eval_steps())
         self._evaluate(0)
         for step in range(run.steps):
             if self.collector is not None:
@@ -183,15 +254,35 @@ class Trainer:
             if step >= self.learning_starts:
                 self.diagnostics.add(self.agent.update(self.transitions.sample(batch_size)))
             self.reporter.advance(step + 1)
-            if step + 1 in eval_steps:
+            if run.is_eval_step(step + 1):
                 self._evaluate(step + 1)
+            elif (step + 1) % CHECK_EVERY == 0:
+                self.watch.check_device(step + 1, self.diagnostics.sums, self.agent)
+            if self.watch.all_dead:
+                break
+
+    def _write(self, status: Status, error: str | None = None) -> None:
+        """Rewrite the files with `status`; the seeds that diverged since the last write say so."""
+        self._record_divergences()
+        self.files.write(status, error)
+
+    def _record_divergences(self) -> None:
+        for index, divergence in enumerate(self.watch.found):
+            if divergence is not None and self.files.divergences[index] is None:
+                self.files.diverge(index, divergence)
 
     def _evaluate(self, step: int) -> None:
-        """Evaluate all seeds, append one row per seed, rewrite the files (timing excludes evaluation)."""
+        """Evaluate the live seeds, append one row per live seed, rewrite the files (timing excludes evaluation).
+
+        Divergence is checked first, so no row ever holds a non-finite value.
+        """
         train_seconds = time.perf_counter() - self.interval_start
-        interval_steps = step - (self.files.rows[0][-1].step if self.files.rows[0] else 0)
+        interval_steps, self.last_eval_step = step - self.last_eval_step, step
         eval_start = time.perf_counter()
-        returns = self.evaluator.evaluate(self.agent)
+        self.watch.check_device(step, self.diagnostics.sums, self.agent)
+        returns, non_finite_actions = self.evaluator.evaluate(self.agent, self.watch.live)
+        self.watch.mark(non_finite_actions, step, "evaluation action")
+        self.watch.check(step, "evaluation return", returns)
         diagnostics = self.diagnostics.pop()
         normalized = self.dataset.normalized_score(returns.mean(axis=1)) if self.dataset else None
         seeds = self.spec.run.seed_values
@@ -212,10 +303,12 @@ class Trainer:
                 diagnostics={name: float(values[k]) for name, values in diagnostics.items()},
             )
             for k, seed in enumerate(seeds)
+            if self.watch.live[k]
         ]
+        self._record_divergences()
         self.files.append(rows)
-        self.files.write("running")
-        self.reporter.evaluated(step, returns.mean(axis=1))
+        self._write("running")
+        self.reporter.evaluated(step, np.where(self.watch.live, returns.mean(axis=1), np.nan))
         self.interval_start = time.perf_counter()
 
 

@@ -140,9 +140,9 @@ def e2e_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_e2e_writes_one_file_per_seed(e2e_out: Path) -> None:
-    """Exactly seed_0.parquet and seed_1.parquet under <out>/Pendulum-v1/td3, nothing else."""
+    """Exactly seed_0.parquet and seed_1.parquet under <out>/Pendulum-v1/td3, and the directory's lock file."""
     run_dir = e2e_out / "Pendulum-v1" / "td3"
-    assert sorted(p.name for p in run_dir.iterdir()) == ["seed_0.parquet", "seed_1.parquet"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [".qsmbench.lock", "seed_0.parquet", "seed_1.parquet"]
     assert sorted(p.name for p in e2e_out.iterdir()) == ["Pendulum-v1"]
 
 
@@ -198,7 +198,7 @@ def test_rerun_without_overwrite_refuses_and_keeps_files(e2e_out: Path, tmp_path
     before = snapshot(e2e_out)
     result = qsmbench([*E2E_ARGS, "--out", str(e2e_out), "--quiet"], cwd=tmp_path)
     line = assert_one_line_error(result)
-    assert "complete run" in line and "--overwrite" in line
+    assert "finished run (complete)" in line and "--overwrite" in line
     assert snapshot(e2e_out) == before
 
 
@@ -263,8 +263,10 @@ def test_sigusr1_prints_the_stacks_and_the_run_goes_on(tmp_path: Path) -> None:
     assert "Current thread" in dump and "qsmbench" in dump, dump
 
 
-def test_ctrl_c_exits_130_and_keeps_every_evaluation(tmp_path: Path) -> None:
-    """SIGINT mid-run: exit 130, one 'interrupted' line, every seed file readable and marked interrupted.
+@pytest.mark.parametrize(("stop", "code", "said"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_ctrl_c_or_sigterm_exits_and_keeps_every_evaluation(tmp_path: Path, stop: int, code: int, said: str) -> None:
+    """SIGINT (Ctrl-C) or SIGTERM (a scheduler's stop) mid-run: its own exit code, one line naming the cause,
+    every seed file readable and marked interrupted.
 
     The warm-up ends at the second evaluation, so the signal lands among gradient updates, not random actions.
     """
@@ -288,16 +290,16 @@ def test_ctrl_c_exits_130_and_keeps_every_evaluation(tmp_path: Path) -> None:
                 if first.exists():
                     rows_seen = len(read_run(first).curve)
                 time.sleep(0.1)
-            process.send_signal(signal.SIGINT)
-            code = wait_or_dump_stacks(process, tmp_path / "stderr.txt")
+            process.send_signal(stop)
+            exit_code = wait_or_dump_stacks(process, tmp_path / "stderr.txt")
         finally:
             if process.poll() is None:
                 process.kill()
                 process.wait(timeout=30)
-    assert code == 130
+    assert exit_code == code
     err = (tmp_path / "stderr.txt").read_text()
     lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "interrupted" in lines[0], err
+    assert len(lines) == 1 and said in lines[0], err
     assert "Traceback" not in err
     counts = []
     for seed, path in enumerate(seed_files(out)):
@@ -308,4 +310,4 @@ def test_ctrl_c_exits_130_and_keeps_every_evaluation(tmp_path: Path) -> None:
         assert frame["step"].tolist() == [100 * i for i in range(len(frame))]
         counts.append(len(frame))
     assert len(set(counts)) == 1  # every seed holds the same completed evaluations
-    assert sorted(p.name for p in first.parent.iterdir()) == ["seed_0.parquet", "seed_1.parquet"]
+    assert sorted(p.name for p in first.parent.iterdir()) == [".qsmbench.lock", "seed_0.parquet", "seed_1.parquet"]

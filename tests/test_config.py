@@ -230,7 +230,15 @@ def test_run_config_seed_values() -> None:
 )
 def test_eval_steps_grid(steps: int, eval_every: int, grid: list[int]) -> None:
     """Evaluations at step 0, every eval_every steps and at the last step, each exactly once."""
-    assert RunConfig(env="Pendulum-v1", steps=steps, eval_every=eval_every).eval_steps() == grid
+    run = RunConfig(env="Pendulum-v1", steps=steps, eval_every=eval_every)
+    assert [step for step in range(steps + 2) if run.is_eval_step(step)] == grid
+    assert run.evaluations == len(grid)
+
+
+def test_a_huge_step_budget_needs_no_grid_in_memory() -> None:
+    """--steps 10**15 used to die building the evaluation grid as a list."""
+    run = RunConfig(env="Pendulum-v1", steps=10**15, eval_every=10_000)
+    assert run.evaluations == 10**11 + 1 and run.is_eval_step(10**15) and not run.is_eval_step(10**15 - 1)
 
 
 def test_from_table_checks_toml_types_like_overrides_do() -> None:

@@ -192,7 +192,7 @@ def test_check_can_write_refuses_a_complete_run_among_others(tmp_path: Path) -> 
     paths = [tmp_path / f"seed_{k}.parquet" for k in range(3)]
     write_rows(paths[0], make_rows(0, [0]), "interrupted")
     write_rows(paths[2], make_rows(2, [0]), "complete")
-    with pytest.raises(ConfigError, match="seed_2.parquet holds a complete run; pass --overwrite"):
+    with pytest.raises(ConfigError, match=r"seed_2.parquet holds a finished run \(complete\); pass --overwrite"):
         check_can_write(paths, overwrite=False)
     check_can_write(paths, overwrite=True)
 

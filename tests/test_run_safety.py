@@ -1,0 +1,183 @@
+"""What keeps results safe while they are written: one writer per run directory, divergence per seed,
+stale temporaries, and output directories that cannot hold a run."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+import pytest
+from gymnasium.envs.classic_control.pendulum import PendulumEnv
+
+from qsmbench.config import ConfigError, RunConfig
+from qsmbench.locking import RunLocked, lock_run_dir
+from qsmbench.progress import PlainReporter
+from qsmbench.spec import RunSpec, make_spec
+from qsmbench.storage import CompleteRunError, read_run
+from qsmbench.trainer import Trainer, prepare
+
+SMALL = ["warmup_steps=50", "batch_size=16", "hidden_sizes=32,32"]
+FAULTY_SEED, FAULT_EVERY = 1, 50
+
+
+class NaNRewardPendulum(PendulumEnv):
+    """Pendulum whose reward is NaN every 50th step, in the training env of run seed 1 only (`faulty`),
+    or never (`faulty=False`): the same task with and without a fault that hits one seed."""
+
+    def __init__(self, faulty: bool = True, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.faulty, self.broken, self.steps = faulty, False, 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> Any:
+        if seed is not None:  # the trainer seeds training envs with the run seed, evaluation envs otherwise
+            self.broken = self.faulty and seed == FAULTY_SEED
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action: np.ndarray) -> Any:
+        obs, reward, terminated, truncated, info = super().step(action)
+        self.steps += 1
+        if self.broken and self.steps % FAULT_EVERY == 0:
+            reward = float("nan")
+        return obs, reward, terminated, truncated, info
+
+
+for name, faulty in (("NaNRewardPendulum-v0", True), ("CleanPendulum-v0", False)):
+    gym.register(f"qsmbench-test/{name}", entry_point=NaNRewardPendulum, max_episode_steps=200, kwargs={"faulty": faulty})
+
+
+def spec(out: Path, env: str = "Pendulum-v1", algo: str = "sac", steps: int = 200, seeds: int = 2, **sets: Any) -> RunSpec:
+    run = RunConfig(env=env, seeds=seeds, steps=steps, eval_every=100, eval_episodes=1, device="cpu", out=str(out))
+    return make_spec(algo, run, SMALL + [f"{key}={value}" for key, value in sets.items()])
+
+
+def trainer(run_spec: RunSpec, overwrite: bool = False) -> Trainer:
+    return Trainer(prepare(run_spec, overwrite), PlainReporter("test", run_spec.run.seed_values, run_spec.run.steps))
+
+
+# ------------------------------------------------------------------------------------------------ one writer
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    """While a run holds its directory, another run of it fails with one line naming host and pid, and
+    touches nothing; once the first has finished, the second is refused as a finished run."""
+    first = trainer(spec(tmp_path, steps=50))
+    second = prepare(spec(tmp_path, steps=50))  # validated while the first had not written a file yet
+    with pytest.raises(RunLocked, match=r"being written by another qsmbench run \(host .+, pid \d+, started"):
+        trainer(spec(tmp_path, steps=50))
+    first.train()
+    files = {path: path.read_bytes() for path in first.files.paths}
+    with pytest.raises(CompleteRunError, match="holds a finished run"):
+        Trainer(second, PlainReporter("test", [0, 1], 50))
+    assert {path: path.read_bytes() for path in first.files.paths} == files
+    assert all(read_run(path).status == "complete" for path in files)
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path: Path) -> None:
+    """The kernel drops a dead holder's lock: after kill -9, the next run takes the directory."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from qsmbench.locking import lock_run_dir; "
+         "lock = lock_run_dir(Path(sys.argv[1])); print('held', flush=True); time.sleep(120)", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunLocked, match=f"pid {holder.pid},"):
+            lock_run_dir(tmp_path)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    with lock_run_dir(tmp_path) as lock:
+        assert lock.descriptor >= 0
+
+
+def test_stale_temporaries_are_cleared_when_the_directory_is_taken(tmp_path: Path) -> None:
+    """A kill during a Parquet write leaves `.seed_k.parquet.<pid>.tmp`; the next run of the directory removes it."""
+    run_spec = spec(tmp_path)
+    run_dir = tmp_path / "Pendulum-v1" / "sac"
+    run_dir.mkdir(parents=True)
+    stale = run_dir / ".seed_0.parquet.4242.tmp"
+    stale.write_bytes(b"half a parquet file")
+    other = run_dir / "notes.txt"
+    other.write_text("mine")
+    with prepare(run_spec).claim():
+        assert not stale.exists() and other.read_text() == "mine"
+
+
+# ------------------------------------------------------------------------------------------------ divergence
+
+
+def test_a_diverged_seed_is_recorded_and_the_others_finish_as_without_the_fault(tmp_path: Path) -> None:
+    """A NaN reward in seed 1's env at step 50: seed 1 stops there and says so; seeds 0 and 2 write exactly the
+    rows (timing aside) of the same run on the same task without the fault."""
+    faulty = trainer(spec(tmp_path / "faulty", env="qsmbench-test/NaNRewardPendulum-v0", steps=300, seeds=3))
+    faulty.train()
+    clean = trainer(spec(tmp_path / "clean", env="qsmbench-test/CleanPendulum-v0", steps=300, seeds=3))
+    clean.train()
+    runs = [read_run(path) for path in faulty.files.paths]
+    assert [run.status for run in runs] == ["complete", "diverged", "complete"]
+    diverged = runs[FAULTY_SEED].metadata
+    assert diverged.divergence is not None and (diverged.divergence.step, diverged.divergence.quantity) == (50, "reward")
+    assert runs[FAULTY_SEED].curve["step"].tolist() == [0]
+    timing = ["task", "wall_time_s", "sps"]
+    for seed in (0, 2):
+        with_fault, without = runs[seed].curve.drop(columns=timing), read_run(clean.files.paths[seed]).curve.drop(columns=timing)
+        assert with_fault["step"].tolist() == [0, 100, 200, 300]
+        pd.testing.assert_frame_equal(with_fault, without)
+        assert np.isfinite(with_fault.iloc[1:].select_dtypes("number").drop(columns="train_return")).all().all()
+
+
+def test_every_seed_non_finite_ends_the_run_early_as_diverged(tmp_path: Path) -> None:
+    """A learning rate of 1e30 blows every seed up: each file says diverged and where, none says complete."""
+    run = trainer(spec(tmp_path, algo="td3", steps=3000, critic_lr=1e30, actor_lr=1e30))
+    run.train()
+    for path in run.files.paths:
+        stored = read_run(path)
+        assert stored.status == "diverged" and stored.metadata.divergence is not None
+        assert stored.metadata.divergence.step <= 1000
+        assert np.isfinite(stored.curve.iloc[1:].select_dtypes("number").drop(columns="train_return")).all().all()
+    assert run.last_eval_step <= 1000, "a run whose seeds are all dead must stop"
+
+
+# ------------------------------------------------------------------------------------------------ output directory
+
+
+def refused_untouched(run_spec: RunSpec, root: Path, message: str) -> str:
+    before = sorted(root.rglob("*"))
+    with pytest.raises(ConfigError, match=message) as refused:
+        prepare(run_spec)
+    assert sorted(root.rglob("*")) == before
+    text = str(refused.value)
+    assert "\n" not in text and len(text) < 300
+    return text
+
+
+def test_an_unwritable_out_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """/sys refuses new files even to root: the run is refused with one line, not after its first evaluation."""
+    refused_untouched(spec(Path("/sys/qsmbench-results")), tmp_path, "cannot write results under /sys")
+
+
+def test_a_path_component_too_long_is_refused_without_a_directory_left(tmp_path: Path) -> None:
+    text = refused_untouched(spec(tmp_path / ("x" * 5000) / "r"), tmp_path, "5000 bytes long, over this filesystem's 255")
+    assert "x" * 100 not in text
+
+
+def test_a_full_disk_is_refused_up_front(tmp_path: Path) -> None:
+    """A filesystem with no room left (a 64 KB tmpfs, filled) is refused before training starts."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root in a container that allows it)")
+    try:
+        with open(mount / "filler", "wb") as filler, pytest.raises(OSError):
+            filler.write(bytes(128 * 1024))
+            filler.flush()
+        refused_untouched(spec(mount / "results"), mount, "No space left on device|free")
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
