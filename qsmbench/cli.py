@@ -107,7 +107,7 @@ def run(
     print(f"learning curves: {prepared.paths[0].parent}/seed_<k>.parquet")
     diverged = [f"seed {seed} ({divergence})" for seed, divergence in zip(files.seeds, files.divergences) if divergence]
     if diverged:
-        print(f"qsmbench: diverged: {'; '.join(diverged)}; the other seeds finished", file=sys.stderr)
+        print(f"qsmbench: {len(diverged)} of {seeds} seeds diverged: {'; '.join(diverged)}", file=sys.stderr)
         raise typer.Exit(EXIT_DIVERGED)
 
 

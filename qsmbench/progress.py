@@ -19,7 +19,7 @@ class Reporter(Protocol):
         """Called after every env step with the number of steps done per seed."""
 
     def evaluated(self, step: int, eval_returns: np.ndarray) -> None:
-        """Called after every evaluation with each seed's mean return `[seeds]`."""
+        """Called after every evaluation with each seed's mean return `[seeds]`, NaN for a diverged seed."""
 
     def close(self) -> None: ...
 
@@ -56,7 +56,7 @@ class LiveReporter:
         table.add_column("eval return", justify="right")
         for seed in self.seeds:
             step, value = self.latest.get(seed, (None, None))
-            table.add_row(str(seed), "-" if step is None else f"{step:,}", "-" if value is None else f"{value:,.1f}")
+            table.add_row(str(seed), "-" if step is None else f"{step:,}", "-" if value is None else format_return(value))
         return table
 
     def advance(self, step: int) -> None:
@@ -83,15 +83,17 @@ class PlainReporter:
 
     def evaluated(self, step: int, eval_returns: np.ndarray) -> None:
         elapsed = time.perf_counter() - self.started
-        per_seed = " ".join(f"{value:.1f}" for value in eval_returns)
-        print(
-            f"{self.title} step {step}/{self.total_steps} t={elapsed:.0f}s "
-            f"eval_return mean={np.mean(eval_returns):.1f} per_seed=[{per_seed}]",
-            flush=True,
-        )
+        per_seed = " ".join(format_return(value) for value in eval_returns)
+        live = eval_returns[~np.isnan(eval_returns)]
+        mean = f"{live.mean():.1f}" if live.size else "-"
+        print(f"{self.title} step {step}/{self.total_steps} t={elapsed:.0f}s eval_return mean={mean} per_seed=[{per_seed}]", flush=True)
 
     def close(self) -> None:
         pass
+
+
+def format_return(value: float) -> str:
+    return "diverged" if np.isnan(value) else f"{value:,.1f}"
 
 
 def make_reporter(title: str, seeds: list[int], total_steps: int, quiet: bool) -> Reporter:

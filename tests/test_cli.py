@@ -118,6 +118,19 @@ def test_out_that_is_a_file_is_bad_input(tmp_path: Path) -> None:
     assert out.read_text() == "not a directory"
 
 
+def test_a_run_whose_seeds_diverge_says_so_and_exits_3(tmp_path: Path) -> None:
+    """`--set critic_lr=1e30` used to finish with NaN everywhere, status complete and exit 0."""
+    out = tmp_path / "r"
+    args = ["run", "--algo", "td3", "--env", "Pendulum-v1", "--seeds", "2", "--steps", "200", "--eval-every", "100",
+            "--eval-episodes", "1", "--set", "warmup_steps=50", "--set", "critic_lr=1e30", "--out", str(out), "--quiet"]  # fmt: skip
+    result = qsmbench(args, cwd=tmp_path)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 3 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("qsmbench: 2 of 2 seeds diverged: seed 0 (non-finite "), lines[0]
+    assert "last evaluation return per seed: diverged diverged" in result.stdout
+    assert [read_run(path).status for path in seed_files(out, seeds=2)] == ["diverged", "diverged"]
+
+
 def test_list_shows_algorithms_and_example_envs(tmp_path: Path) -> None:
     """`qsmbench list` exits 0 and names both algorithms and an example env."""
     result = qsmbench(["list"], cwd=tmp_path)
