@@ -24,7 +24,7 @@ import numpy as np
 from qsmbench.config import RunConfig
 from qsmbench.grid import Grid
 from qsmbench.spec import RunSpec
-from qsmbench.storage import RunFileError, RunHeader, path_safe, read_run, read_status, run_path
+from qsmbench.storage import FINISHED, RunFileError, RunHeader, path_safe, read_run, read_status, run_path
 
 RUN_SETTINGS = ("steps", "eval_every", "eval_episodes")  # a complete file must match these to count as done
 
@@ -113,10 +113,10 @@ def on_disk(spec: RunSpec) -> dict[str, tuple[Any, ...]]:
         status = read_status(path)
         if status == "unreadable":
             conflicts.append(f"{path}: not a readable qsmbench run file")
-        elif status == "complete":
+        elif status in FINISHED:  # a diverged seed is a result too: training it again would repeat it
             why = mismatch(read_run(path).metadata.header, spec.run, expected_config)
             if why:
-                conflicts.append(f"{path}: complete, but trained with {why}")
+                conflicts.append(f"{path}: {status}, but trained with {why}")
             else:
                 done.append(seed)
     return {"done": tuple(done), "conflicts": tuple(conflicts)}

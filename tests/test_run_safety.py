@@ -17,6 +17,7 @@ from gymnasium.envs.classic_control.pendulum import PendulumEnv
 
 from qsmbench.config import ConfigError, RunConfig
 from qsmbench.locking import RunLocked, lock_run_dir
+from qsmbench.plan import on_disk
 from qsmbench.progress import PlainReporter
 from qsmbench.spec import RunSpec, make_spec
 from qsmbench.storage import CompleteRunError, read_run
@@ -135,8 +136,10 @@ def test_a_diverged_seed_is_recorded_and_the_others_finish_as_without_the_fault(
 def test_every_seed_non_finite_ends_the_run_early_as_diverged(tmp_path: Path) -> None:
     """A learning rate of 1e30 blows every seed up: each file says diverged and where, none says complete.
     On DeepMind Control, whose physics raises on a NaN action, no such action ever reaches the simulator."""
-    run = trainer(spec(tmp_path, env="dm_control/cheetah-run-v0", algo="td3", steps=3000, critic_lr=1e30, actor_lr=1e30))
+    blown_up = spec(tmp_path, env="dm_control/cheetah-run-v0", algo="td3", steps=3000, critic_lr=1e30, actor_lr=1e30)
+    run = trainer(blown_up)
     run.train()
+    assert on_disk(blown_up) == {"done": (0, 1), "conflicts": ()}, "a grid must count diverged seeds as done"
     for path in run.files.paths:
         stored = read_run(path)
         assert stored.status == "diverged" and stored.metadata.divergence is not None
