@@ -6,16 +6,21 @@ Imported by name (`from support import ...`): pytest puts this folder on sys.pat
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
+import faulthandler
 import json
+import signal
+import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import torch
 
 from qsmbench.algorithms import ALGORITHMS, Agent
+from qsmbench.cli import main
 from qsmbench.config import OffPolicyConfig, RunConfig
 from qsmbench.progress import PlainReporter
 from qsmbench.replay import Batch
@@ -72,6 +77,36 @@ def assert_learns_pendulum(algo: str, out: Path, steps: int, overrides: Sequence
     final = np.mean([curve["eval_return"].iloc[-2:].mean() for curve in curves])
     mean_curve = np.mean([curve["eval_return"].to_numpy() for curve in curves], axis=0).round()
     assert final > PENDULUM_SOLVED, f"{algo} did not learn Pendulum-v1: mean eval returns {mean_curve.tolist()}"
+
+
+@dataclasses.dataclass(frozen=True)
+class CliResult:
+    """What a finished `qsmbench` command left: its exit code and what it printed (as CompletedProcess names them)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(args: Sequence[str], capfd: pytest.CaptureFixture[str]) -> CliResult:
+    """`qsmbench ARGS` through its real entry point, `qsmbench.cli.main`, in this process.
+
+    For tests of messages and exit codes: a subprocess pays ~3 s of interpreter and torch start-up.
+    `capfd`, not `capsys`: `main` registers faulthandler on the real stderr file descriptor.
+    The signal handlers `main` installs are put back afterwards.
+    """
+    argv, sigterm = sys.argv, signal.getsignal(signal.SIGTERM)
+    sys.argv = ["qsmbench", *args]
+    try:
+        with pytest.raises(SystemExit) as exited:
+            main()
+    finally:
+        sys.argv = argv
+        signal.signal(signal.SIGTERM, sigterm)
+        faulthandler.unregister(signal.SIGUSR1)
+    captured = capfd.readouterr()
+    code = exited.value.code
+    return CliResult(code if isinstance(code, int) else 0, captured.out, captured.err)
 
 
 SCHEMA_1_DATASET = "qsmbench/pendulum/random-v0"

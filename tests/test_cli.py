@@ -1,4 +1,9 @@
-"""The installed `qsmbench` console script, run as a user would: exit codes, messages, files on disk."""
+"""The `qsmbench` command, run as a user would: exit codes, messages, files on disk.
+
+Runs, signals and the console script itself are tested in subprocesses; messages and exit codes of
+short commands go through the same entry point in this process (`support.run_cli`), which saves the
+~3 s start-up of each subprocess.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import torch
 import pandas as pd
 
 from qsmbench.storage import RunHeader, RunMetadata, read_run, write_run
+from support import CliResult, run_cli
 
 QSMBENCH = Path(sys.executable).parent / "qsmbench"
 SHORT_TIMEOUT_S = 120  # start-up is ~3 s alone, but the 2-core machine may be shared
@@ -48,7 +54,7 @@ def qsmbench(args: list[str], cwd: Path, timeout: float = SHORT_TIMEOUT_S) -> su
     )
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess[str], prefix: str = "qsmbench: error:") -> str:
+def assert_one_line_error(result: subprocess.CompletedProcess[str] | CliResult, prefix: str = "qsmbench: error:") -> str:
     """Exit code 2, exactly one non-empty stderr line starting with `prefix`, and no traceback."""
     assert result.returncode == 2, (result.returncode, result.stderr)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -82,11 +88,14 @@ def seed_files(out: Path, env: str = "Pendulum-v1", algo: str = "td3", seeds: in
     ids=["algo", "env", "seeds0", "steps0", "set-malformed", "set-key", "set-value", "seeds-abc"],
 )
 def test_bad_input_is_one_line_exit_2_and_touches_no_files(
-    tmp_path: Path, args: list[str], fragments: list[str]
+    tmp_path: Path, args: list[str], fragments: list[str], capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each kind of bad input: exit 2, one `qsmbench: error:` line saying what is wrong, no --out created."""
+    """Each kind of bad input: exit 2, one `qsmbench: error:` line saying what is wrong, no --out created.
+
+    In process (`support.run_cli`): the console script itself is exercised by the tests below."""
     out = tmp_path / "out"
-    result = qsmbench(["run", *args, "--out", str(out), "--quiet"], cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    result = run_cli(["run", *args, "--out", str(out), "--quiet"], capfd)
     line = assert_one_line_error(result)
     for fragment in fragments:
         assert fragment in line, line
@@ -94,36 +103,33 @@ def test_bad_input_is_one_line_exit_2_and_touches_no_files(
     assert list(tmp_path.iterdir()) == []  # nor anything in the working directory (e.g. ./results)
 
 
-def test_bad_input_leaves_existing_run_files_untouched(tmp_path: Path) -> None:
+def test_bad_input_leaves_existing_run_files_untouched(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """An interrupted run on disk (which a valid command would redo) is left byte-identical by bad input."""
     out = tmp_path / "out"
     path = out / "Pendulum-v1" / "sac" / "seed_0.parquet"
     header = RunHeader(algo="sac", task="Pendulum-v1", env_id="Pendulum-v1")
     write_run(path, pd.DataFrame(), RunMetadata(header, seed=0, status="interrupted"))
     before = snapshot(out)
-    result = qsmbench(
-        ["run", "--algo", "sac", "--env", "Pendulum-v1", "--seeds", "1", "--set", "gamma=2", "--out", str(out)],
-        cwd=tmp_path,
-    )
+    result = run_cli(["run", "--algo", "sac", "--env", "Pendulum-v1", "--seeds", "1", "--set", "gamma=2", "--out", str(out)], capfd)
     assert "gamma" in assert_one_line_error(result)
     assert snapshot(out) == before
 
 
-def test_out_that_is_a_file_is_bad_input(tmp_path: Path) -> None:
+def test_out_that_is_a_file_is_bad_input(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """`--out` naming an existing file is refused as bad input, and the file is left alone."""
     out = tmp_path / "results"
     out.write_text("not a directory")
-    result = qsmbench(["run", "--algo", "sac", "--env", "Pendulum-v1", "--out", str(out)], cwd=tmp_path)
+    result = run_cli(["run", "--algo", "sac", "--env", "Pendulum-v1", "--out", str(out)], capfd)
     assert "not a directory" in assert_one_line_error(result)
     assert out.read_text() == "not a directory"
 
 
-def test_a_run_whose_seeds_diverge_says_so_and_exits_3(tmp_path: Path) -> None:
+def test_a_run_whose_seeds_diverge_says_so_and_exits_3(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """`--set critic_lr=1e30` used to finish with NaN everywhere, status complete and exit 0."""
     out = tmp_path / "r"
     args = ["run", "--algo", "td3", "--env", "Pendulum-v1", "--seeds", "2", "--steps", "200", "--eval-every", "100",
             "--eval-episodes", "1", "--set", "warmup_steps=50", "--set", "critic_lr=1e30", "--out", str(out), "--quiet"]  # fmt: skip
-    result = qsmbench(args, cwd=tmp_path)
+    result = run_cli(args, capfd)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 3 and len(lines) == 1, result.stderr
     assert lines[0].startswith("qsmbench: 2 of 2 seeds diverged: seed 0 (non-finite "), lines[0]
@@ -131,9 +137,9 @@ def test_a_run_whose_seeds_diverge_says_so_and_exits_3(tmp_path: Path) -> None:
     assert [read_run(path).status for path in seed_files(out, seeds=2)] == ["diverged", "diverged"]
 
 
-def test_list_shows_algorithms_and_example_envs(tmp_path: Path) -> None:
+def test_list_shows_algorithms_and_example_envs(capfd: pytest.CaptureFixture[str]) -> None:
     """`qsmbench list` exits 0 and names both algorithms and an example env."""
-    result = qsmbench(["list"], cwd=tmp_path)
+    result = run_cli(["list"], capfd)
     assert result.returncode == 0, result.stderr
     for word in ("sac", "td3", "Pendulum-v1", "batch_size", "policy_delay", "target_entropy"):
         assert word in result.stdout, word
@@ -206,10 +212,10 @@ def test_e2e_metadata(e2e_out: Path) -> None:
         assert abs((datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()) < 3600
 
 
-def test_rerun_without_overwrite_refuses_and_keeps_files(e2e_out: Path, tmp_path: Path) -> None:
+def test_rerun_without_overwrite_refuses_and_keeps_files(e2e_out: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """Repeating a complete run without --overwrite exits 2 and leaves its files byte-identical."""
     before = snapshot(e2e_out)
-    result = qsmbench([*E2E_ARGS, "--out", str(e2e_out), "--quiet"], cwd=tmp_path)
+    result = run_cli([*E2E_ARGS, "--out", str(e2e_out), "--quiet"], capfd)
     line = assert_one_line_error(result)
     assert "finished run (complete)" in line and "--overwrite" in line
     assert snapshot(e2e_out) == before
