@@ -7,11 +7,19 @@ truncations. All seeds of a run share the one copy of the data and draw their ow
 
 Minari is imported inside the functions that need it: every run imports this module, while
 only offline runs read datasets.
+
+A dataset directory is data from elsewhere (the error for a missing dataset tells users to copy one
+in by hand), so nothing in it may run code. Minari's reader builds the stored environment spec with
+`gym.make` -- importing and calling whatever entry point the file names -- when the metadata lacks
+the observation or action space. `_checked_metadata` therefore reads the metadata as plain JSON
+first and refuses such datasets, and the evaluation environment is the stored spec's *id* only,
+which must be registered here and is built from the registry like any `--env`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 
 from dataclasses import dataclass
@@ -24,6 +32,7 @@ import torch
 from torch import Tensor
 
 from qsmbench.config import ConfigError
+from qsmbench.envs import check_env_id
 from qsmbench.replay import Batch
 
 if TYPE_CHECKING:
@@ -90,7 +99,14 @@ def load_offline_dataset(dataset_id: str, device: torch.device, seeds: int = 1) 
     """Read every episode of a Minari dataset (downloading it when missing) onto `device`, for `seeds` seeds."""
     dataset = _open_dataset(dataset_id)
     env_id = _checked_env_id(dataset)
-    obs, action, reward, next_obs, terminated = _transitions(dataset)
+    try:
+        obs, action, reward, next_obs, terminated = _transitions(dataset)
+    except (OSError, ValueError, KeyError, TypeError) as error:  # HDF5 read lazily: damage shows up here
+        path = dataset.storage.data_path
+        raise ConfigError(f"cannot read Minari dataset {dataset_id!r} at {path}: {_first_line(error)}") from None
+    for name, values in (("observations", obs), ("actions", action), ("rewards", reward)):
+        if not np.all(np.isfinite(values)):
+            raise ConfigError(f"{dataset_id} has non-finite {name} (NaN or inf); qsmbench trains only on finite data")
     ref_min, ref_max = _reference_scores(dataset)
 
     def tensor(array: np.ndarray) -> Tensor:
@@ -127,10 +143,45 @@ def _open_dataset(dataset_id: str) -> MinariDataset:
     path = get_dataset_path(dataset_id)
     if not (path / "data").exists():
         _download(dataset_id, root=get_dataset_path())
+    _checked_metadata(dataset_id, path / "data" / "metadata.json")
     try:
         return minari.load_dataset(dataset_id)
     except Exception as error:  # noqa: BLE001 - any unreadable dataset is reported as one line
         raise ConfigError(f"cannot read Minari dataset {dataset_id!r} at {path}: {_first_line(error)}") from None
+
+
+def _checked_metadata(dataset_id: str, path: Path) -> None:
+    """Refuse, from the plain JSON, a dataset that Minari could only open by building its stored env.
+
+    The spaces must be stored (else Minari calls `gym.make` on the stored spec, i.e. on any entry
+    point the file names), and the stored environment id must be one registered here.
+    """
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ConfigError(
+            f"cannot read Minari dataset {dataset_id!r}: {path} is not readable JSON ({_first_line(error)})"
+        ) from None
+    if not isinstance(metadata, dict):
+        raise ConfigError(f"cannot read Minari dataset {dataset_id!r}: {path} is not a JSON object")
+    missing = [key for key in ("observation_space", "action_space") if not isinstance(metadata.get(key), str)]
+    if missing:
+        raise ConfigError(
+            f"{dataset_id} does not record its {' and '.join(missing)}; qsmbench never builds an environment "
+            "from a dataset's stored spec to find them"
+        )
+    if metadata.get("env_spec") is None:
+        return  # no environment: `_checked_env_id` refuses it once the spaces have been checked
+    try:
+        env_id = json.loads(metadata["env_spec"])["id"]
+    except (KeyError, TypeError, ValueError):
+        env_id = None
+    if not isinstance(env_id, str) or not env_id:
+        raise ConfigError(f"{dataset_id} records an environment spec without an id, so there is none to evaluate in")
+    try:
+        check_env_id(env_id)
+    except ConfigError as error:
+        raise ConfigError(f"{dataset_id} was recorded in an environment this machine does not know: {error}") from None
 
 
 def _download(dataset_id: str, root: Path) -> None:
@@ -220,6 +271,9 @@ def _reference_scores(dataset: MinariDataset) -> tuple[float | None, float | Non
     ref_min, ref_max = metadata.get("ref_min_score"), metadata.get("ref_max_score")
     if ref_min is None or ref_max is None:
         return None, None
+    for name, value in (("ref_min_score", ref_min), ("ref_max_score", ref_max)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            raise ConfigError(f"{dataset.id} has a {name} that is not a finite number: {str(value)[:40]!r}")
     if ref_max == ref_min:
         raise ConfigError(f"{dataset.id} has equal reference scores ({ref_min}); normalized scores are undefined")
     return float(ref_min), float(ref_max)

@@ -5,6 +5,8 @@ Datasets are built locally by the fixtures in conftest.py; no test reaches the n
 
 from __future__ import annotations
 
+import json
+import os
 import time
 import warnings
 from pathlib import Path
@@ -153,4 +155,97 @@ def test_dict_observations_are_refused(minari_root: Path) -> None:
         )
     with pytest.raises(ConfigError, match="Dict observations") as error:
         load_offline_dataset("qsmbench/dict/obs-v0", CPU)
+    assert "\n" not in str(error.value)
+
+
+def rewrite_metadata(dataset_id: str, change: Callable[[dict], None]) -> Path:
+    """Edit a built dataset's data/metadata.json in place, as a hand-copied or hostile dataset could be."""
+    from minari.storage.datasets_root_dir import get_dataset_path
+
+    path = get_dataset_path(dataset_id) / "data" / "metadata.json"
+    metadata = json.loads(path.read_text())
+    change(metadata)
+    path.write_text(json.dumps(metadata))
+    return path
+
+
+def test_a_dataset_never_runs_its_stored_entry_point(make_pendulum_dataset: Callable[..., str], tmp_path: Path) -> None:
+    """Without stored spaces, Minari would `gym.make` the stored spec: here `os:system` creating a marker file."""
+    dataset_id = make_pendulum_dataset("qsmbench/hostile/pendulum-v0")
+    marker = tmp_path / "executed"
+
+    def hostile(metadata: dict) -> None:
+        del metadata["observation_space"], metadata["action_space"]
+        spec = json.loads(metadata["env_spec"])
+        spec.update(entry_point="os:system", kwargs={"command": f"touch {marker}"})
+        metadata["env_spec"] = json.dumps(spec)
+
+    rewrite_metadata(dataset_id, hostile)
+    with pytest.raises(ConfigError) as error:
+        load_offline_dataset(dataset_id, CPU)
+    assert not marker.exists(), "the dataset's stored entry point was executed"
+    assert "does not record its observation_space and action_space" in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_a_dataset_recorded_in_an_unknown_environment_is_refused(make_pendulum_dataset: Callable[..., str]) -> None:
+    dataset_id = make_pendulum_dataset("qsmbench/unknown/pendulum-v0")
+
+    def unknown_env(metadata: dict) -> None:
+        spec = json.loads(metadata["env_spec"])
+        spec.update(id="evil:Pendulum-v1")
+        metadata["env_spec"] = json.dumps(spec)
+
+    rewrite_metadata(dataset_id, unknown_env)
+    with pytest.raises(ConfigError, match="environment this machine does not know: unknown environment 'evil:Pendulum-v1'"):
+        load_offline_dataset(dataset_id, CPU)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("ref_min_score", "abc", "ref_min_score that is not a finite number: 'abc'"),
+     ("ref_max_score", None, None)],
+)  # fmt: skip
+def test_a_non_numeric_reference_score_is_refused_by_name(
+    make_pendulum_dataset: Callable[..., str], field: str, value: object, message: str | None
+) -> None:
+    dataset_id = make_pendulum_dataset(f"qsmbench/refs-{field.replace('_', '')}/pendulum-v0")
+    rewrite_metadata(dataset_id, lambda metadata: metadata.__setitem__(field, value))
+    if message is None:  # a missing score means "no reference scores", not an error
+        assert load_offline_dataset(dataset_id, CPU).ref_scores is None
+        return
+    with pytest.raises(ConfigError, match=message):
+        load_offline_dataset(dataset_id, CPU)
+
+
+def test_non_finite_rewards_are_refused_by_name(minari_root: Path) -> None:
+    steps = 4
+    space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    episode = EpisodeBuffer(
+        observations=np.zeros((steps + 1, 1), np.float32),
+        actions=np.zeros((steps, 1), np.float32),
+        rewards=np.array([0.0, np.nan, 1.0, 0.0]),
+        terminations=np.zeros(steps, bool),
+        truncations=np.array([False, False, False, True]),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        minari.create_dataset_from_buffers(
+            "qsmbench/nan/rewards-v0", [episode], env="Pendulum-v1", observation_space=space, action_space=space
+        )
+    with pytest.raises(ConfigError, match="qsmbench/nan/rewards-v0 has non-finite rewards"):
+        load_offline_dataset("qsmbench/nan/rewards-v0", CPU)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_damaged_data_file_names_the_dataset(minari_dataset: str, damage: str) -> None:
+    from minari.storage.datasets_root_dir import get_dataset_path
+
+    data_files = [path for path in (get_dataset_path(minari_dataset) / "data").iterdir() if path.name != "metadata.json"]
+    assert data_files, "the fixture should store its episodes next to metadata.json"
+    for path in data_files:
+        content = path.read_bytes()
+        path.write_bytes(os.urandom(len(content)) if damage == "garbage" else content[: len(content) // 2])
+    with pytest.raises(ConfigError, match=f"cannot read Minari dataset '{minari_dataset}' at ") as error:
+        load_offline_dataset(minari_dataset, CPU)
     assert "\n" not in str(error.value)
