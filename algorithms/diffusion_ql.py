@@ -61,6 +61,7 @@ class DiffusionQLConfig(DiffusionPolicyConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.time_features >= 4 and self.time_features % 2 == 0, "time_features must be even and at least 4")
+        require(self.time_hidden >= 1, f"time_hidden must be at least 1, got {self.time_hidden}")
         require(self.eta >= 0 and self.bc_weight >= 0, "eta and bc_weight must be non-negative")
         require(self.max_grad_norm >= 0, "max_grad_norm must be non-negative (0 turns clipping off)")
         require(0 <= self.ema_decay <= 1, f"ema_decay must lie in [0, 1], got {self.ema_decay}")

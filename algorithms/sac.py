@@ -30,6 +30,9 @@ from qsmbench.nets import BatchedMLP, QEnsemble, frozen, seed_generators, soft_u
 from qsmbench.replay import Batch
 
 
+LOG_STD_LIMIT = 20.0  # past it exp() under- or overflows float32, and log pi becomes inf
+
+
 @dataclass(frozen=True)
 class SACConfig(OffPolicyConfig):
     actor_lr: float = 3e-4
@@ -44,7 +47,11 @@ class SACConfig(OffPolicyConfig):
         super().__post_init__()
         require(min(self.actor_lr, self.critic_lr, self.temperature_lr) > 0, "learning rates must be positive")
         require(self.init_temperature > 0, f"init_temperature must be positive, got {self.init_temperature}")
-        require(self.log_std_min < self.log_std_max, "log_std_min must be below log_std_max")
+        require(
+            -LOG_STD_LIMIT <= self.log_std_min < self.log_std_max <= LOG_STD_LIMIT,
+            f"log_std_min < log_std_max must both lie in [-{LOG_STD_LIMIT}, {LOG_STD_LIMIT}] (a std of e^-20 is already "
+            f"deterministic in float32), got {self.log_std_min} and {self.log_std_max}",
+        )
 
 
 class SAC:

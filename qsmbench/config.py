@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         require((self.env is None) != (self.dataset is None), "give either --env (online) or --dataset (offline)")
+        flag, value = ("--env", self.env) if self.env is not None else ("--dataset", self.dataset)
+        require(str(value).strip() != "", f"{flag} must not be empty")
         require(self.seeds >= 1, f"--seeds must be at least 1, got {self.seeds}")
         require(self.seed_start >= 0, f"--seed-start must be non-negative, got {self.seed_start}")
         require(self.steps >= 1, f"--steps must be at least 1, got {self.steps}")
@@ -85,15 +88,17 @@ class OffPolicyConfig:
         require(0.0 < self.tau <= 1.0, f"tau must lie in (0, 1], got {self.tau}")
         require(self.warmup_steps >= 0, f"warmup_steps must be non-negative, got {self.warmup_steps}")
         require(self.replay_capacity >= 1, f"replay_capacity must be at least 1, got {self.replay_capacity}")
-        require(
-            len(self.hidden_sizes) >= 1 and all(h >= 1 for h in self.hidden_sizes),
-            f"hidden_sizes must be positive layer widths, got {self.hidden_sizes}",
-        )
+        require_widths("hidden_sizes", self.hidden_sizes)
 
 
 def require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+def require_widths(name: str, widths: tuple[int, ...]) -> None:
+    """A network's hidden layers: at least one, each at least one unit wide."""
+    require(len(widths) >= 1 and all(width >= 1 for width in widths), f"{name} must be positive layer widths, got {widths}")
 
 
 def apply_overrides(config: ConfigT, assignments: Sequence[str]) -> ConfigT:
@@ -152,9 +157,9 @@ def parse_value(key: str, text: str, annotation: Any) -> Any:
         (inner,) = [a for a in args if a is not type(None)]
         return parse_value(key, text, inner)
     if origin is tuple:
-        items = [item for item in text.replace(" ", "").split(",") if item]
-        if not items:
-            raise ConfigError(f"bad value for {key}: expected a comma-separated list, got {text!r}")
+        items = [item.strip() for item in text.split(",")]
+        if not text.strip() or any(not item or " " in item for item in items):
+            raise ConfigError(f"bad value for {key}: expected a comma-separated list such as 256,256, got {text!r}")
         return tuple(parse_value(key, item, args[0]) for item in items)
     parsers = {int: _parse_int, float: _parse_float, bool: _parse_bool, str: str}
     try:
@@ -182,7 +187,9 @@ def check_value(key: str, value: Any, annotation: Any) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{key} must be a list, got {value!r}")
         return tuple(check_value(key, item, args[0]) for item in value)
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+    if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
         return float(value)
     if isinstance(value, bool) != (annotation is bool) or not isinstance(value, annotation):
         raise ConfigError(f"{key} must be {KIND_NAMES.get(annotation, annotation)}, got {value!r}")

@@ -15,10 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from qsmbench.config import OffPolicyConfig, require
+from qsmbench.config import OffPolicyConfig, require, require_widths
 from qsmbench.nets import BatchedMLP
 
 ScheduleKind = Literal["vp", "linear", "cosine"]
+MAX_DIFFUSION_STEPS = 1000  # DDPM's own setting; beyond it a run would spend its life sampling
 SCHEDULES: tuple[ScheduleKind, ...] = ("vp", "linear", "cosine")
 
 
@@ -35,7 +36,12 @@ class DiffusionPolicyConfig(OffPolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.diffusion_steps >= 1, f"diffusion_steps must be at least 1, got {self.diffusion_steps}")
+        require(
+            1 <= self.diffusion_steps <= MAX_DIFFUSION_STEPS,
+            f"diffusion_steps must lie in [1, {MAX_DIFFUSION_STEPS}] (every action runs that many denoiser passes; "
+            f"QSM and Diffusion-QL use 5), got {self.diffusion_steps}",
+        )
+        require_widths("actor_hidden_sizes", self.actor_hidden_sizes)
         require(self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         require(min(self.actor_lr, self.critic_lr) > 0, "learning rates must be positive")
         require(self.exploration_noise >= 0, "exploration_noise must be non-negative")

@@ -78,9 +78,9 @@ def test_tuple_override_hidden_sizes() -> None:
     assert apply_overrides(TD3Config(), ["hidden_sizes=400"]).hidden_sizes == (400,)
 
 
-@pytest.mark.parametrize("text", ["", "64,abc"])
+@pytest.mark.parametrize("text", ["", "64,abc", "32 32", "64,,64", "64,"])
 def test_tuple_override_rejects_bad_lists(text: str) -> None:
-    """An empty list or a non-integer width is a bad value for hidden_sizes."""
+    """An empty list, a non-integer width or widths without a comma ("32 32" once read as 3232) are refused."""
     with pytest.raises(ConfigError, match="hidden_sizes"):
         apply_overrides(SACConfig(), [f"hidden_sizes={text}"])
 
@@ -204,12 +204,35 @@ def test_boundary_values_are_valid() -> None:
         ({"eval_every": 0}, "--eval-every"),
         ({"eval_episodes": 0}, "--eval-episodes"),
         ({"device": "tpu"}, "--device"),
+        ({"env": " "}, "--env must not be empty"),
+        ({"env": None, "dataset": ""}, "--dataset must not be empty"),
     ],
 )
 def test_run_config_validation(kwargs: dict[str, object], flag: str) -> None:
     """Each invalid RunConfig value raises ConfigError naming the command-line flag."""
     with pytest.raises(ConfigError, match=flag):
-        RunConfig(env="Pendulum-v1", **kwargs)  # type: ignore[arg-type]
+        RunConfig(**{"env": "Pendulum-v1", **kwargs})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("algo", "assignment", "fragment"),
+    [
+        ("qsm", "time_hidden_sizes=0", "time_hidden_sizes must be positive"),
+        ("qsm", "actor_hidden_sizes=64,0", "actor_hidden_sizes must be positive"),
+        ("qsm", "alpha=0", "alpha"),
+        ("qsm", "sampler_temperature=-1", "sampler_temperature must be positive"),
+        ("qsm", "time_feature_std=-0.1", "time_feature_std must be positive"),
+        ("qsm", "diffusion_steps=100000000", "diffusion_steps must lie in"),
+        ("dql", "time_hidden=0", "time_hidden must be at least 1"),
+        ("sac", "log_std_min=-1e300", "log_std_min < log_std_max must both lie in"),
+    ],
+)
+def test_meaningless_hyperparameters_are_refused(algo: str, assignment: str, fragment: str) -> None:
+    """Values that used to be accepted and then crashed (exit 1) or trained nonsense."""
+    from qsmbench.algorithms import resolve
+
+    with pytest.raises(ConfigError, match=fragment):
+        resolve(algo, [assignment])
 
 
 def test_run_config_seed_values() -> None:
@@ -239,6 +262,12 @@ def test_a_huge_step_budget_needs_no_grid_in_memory() -> None:
     """--steps 10**15 used to die building the evaluation grid as a list."""
     run = RunConfig(env="Pendulum-v1", steps=10**15, eval_every=10_000)
     assert run.evaluations == 10**11 + 1 and run.is_eval_step(10**15) and not run.is_eval_step(10**15 - 1)
+
+
+def test_from_table_refuses_non_finite_floats() -> None:
+    """TOML can spell inf and nan; a config float must be finite, as on the command line."""
+    with pytest.raises(ConfigError, match="gamma must be a finite number"):
+        from_table(SACConfig, {"gamma": float("nan")})
 
 
 def test_from_table_checks_toml_types_like_overrides_do() -> None:
