@@ -103,7 +103,10 @@ class DiffusionQL:
         repeated = obs.unsqueeze(2).expand(seeds, n, candidates, obs_dim).reshape(seeds, n * candidates, obs_dim)
         actions = reverse_chain(self.denoiser, self.schedule, repeated, self.act_dim, self.sampler)
         q = self.critic_target(repeated, actions).min(dim=1).values.reshape(seeds * n, candidates)
-        choice = torch.multinomial(torch.softmax(q, dim=-1), 1).reshape(seeds, n, 1, 1)
+        # a diverged seed's NaN Q must not stop every seed (multinomial refuses NaN weights): its rows draw
+        # uniformly instead; finite rows are untouched, so live seeds get exactly the same actions
+        weights = torch.softmax(q, dim=-1).nan_to_num(nan=1.0)
+        choice = torch.multinomial(weights, 1).reshape(seeds, n, 1, 1)
         actions = actions.reshape(seeds, n, candidates, self.act_dim)
         return actions.gather(2, choice.expand(seeds, n, 1, self.act_dim)).squeeze(2)
 

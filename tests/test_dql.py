@@ -161,6 +161,20 @@ def test_evaluation_keeps_the_candidate_with_the_highest_q_when_q_is_sharp() -> 
 
 
 @pytest.mark.slow
+def test_a_seed_with_nan_q_values_does_not_stop_the_others_acting() -> None:
+    """Softmax over a diverged seed's NaN Q-values used to crash torch.multinomial for the whole batch."""
+    agent = DiffusionQL(OBS_DIM, ACT_DIM, [0, 1, 2], CPU, SMALL)
+    obs = torch.randn(3, 4, OBS_DIM, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    healthy = agent.act(obs, explore=False)
+    with torch.no_grad():
+        for parameter in agent.critic_target.parameters():
+            parameter[1] = float("nan")
+    torch.manual_seed(0)
+    faulty = agent.act(obs, explore=False)
+    assert torch.equal(faulty[[0, 2]], healthy[[0, 2]])
+
+
 def test_learns_pendulum(tmp_path: Path) -> None:
     """With the default BC weight the normalised Q term moves the policy slowly on Pendulum
     (still -1171 after 6,000 steps; docs/benchmarks.md), so this checks the BC-free setting."""
