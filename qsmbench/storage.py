@@ -283,7 +283,7 @@ def check_out_dir(directory: Path, seeds: int, evaluations: int) -> None:
     free, needed = stats.f_bavail * stats.f_frsize, 2 * seeds * (RUN_FILE_BYTES + evaluations * ROW_BYTES)
     if free < needed:
         raise ConfigError(
-            f"{short_path(existing)} has {_size(free)} free, and the run files need about {_size(needed)}"
+            f"{short_path(existing)} has {format_bytes(free)} free, and the run files need about {format_bytes(needed)}"
         )
 
 
@@ -302,8 +302,9 @@ def _limit(directory: Path, name: str, fallback: int) -> int:
         return fallback
 
 
-def _size(size: float) -> str:
-    units = ("B", "KB", "MB", "GB", "TB", "PB")
+def format_bytes(size: float) -> str:
+    """1234567 -> '1.23 MB', for messages."""
+    units = ("B", "KB", "MB", "GB", "TB", "PB", "EB")
     exponent = min(int(math.log10(max(size, 1.0)) // 3), len(units) - 1)
     return f"{size / 1000**exponent:.3g} {units[exponent]}"
 

@@ -37,6 +37,7 @@ from qsmbench.locking import RunDirLock, lock_run_dir
 from qsmbench.progress import Reporter
 from qsmbench.provenance import provenance
 from qsmbench.replay import SeedBatchedReplay, Transitions
+from qsmbench.resources import check_fits
 from qsmbench.spec import RunSpec
 from qsmbench.storage import (
     EvalRow,
@@ -91,19 +92,20 @@ class PreparedRun:
 
 
 def prepare(spec: RunSpec, overwrite: bool = False) -> PreparedRun:
-    """Validate device, environment or dataset, and output files; raises ConfigError on bad input."""
+    """Validate --out, device, environment or dataset, memory and output files; ConfigError on bad input."""
     run = spec.run
-    paths = [run_path(run.out, run.task, spec.algo, seed) for seed in run.seed_values]
-    check_out_dir(paths[0].parent, run.seeds, run.evaluations)
+    check_out_dir(run_path(run.out, run.task, spec.algo, run.seed_start).parent, run.seeds, run.evaluations)
     device = resolve_device(run.device)
     dataset = load_offline_dataset(run.dataset, device, run.seeds) if run.dataset else None
     env_id = dataset.env_id if dataset else str(run.env)
     dims = env_dims(env_id)
+    check_fits(spec, dims, env_id, device)
     if dataset and (dataset.obs_dim, dataset.act_dim) != (dims.obs_dim, dims.act_dim):
         raise ConfigError(
             f"dataset {run.dataset} has obs/action dims {dataset.obs_dim}/{dataset.act_dim}, "
             f"but its environment {env_id} has {dims.obs_dim}/{dims.act_dim}"
         )
+    paths = [run_path(run.out, run.task, spec.algo, seed) for seed in run.seed_values]
     check_can_write(paths, overwrite)
     return PreparedRun(spec, device, env_id, dims, paths, dataset, overwrite)
 
