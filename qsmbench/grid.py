@@ -82,6 +82,8 @@ def read_grid(source: Traversable, scale: str) -> Grid:
     with located(str(source)):
         try:
             document = tomllib.loads(source.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError("not a text file (a grid file is UTF-8 TOML)") from None
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"not valid TOML: {error}") from None
         scales = document.pop("scales", None)
@@ -119,6 +121,7 @@ def check_keys(table: Mapping[str, Any], required: tuple[str, ...]) -> None:
 
 def build_grid(name: str, scale: str, settings: Mapping[str, Any]) -> Grid:
     out = check_value("out", settings["out"], str)
+    require(out.strip() != "", "out must name a results directory, got an empty string")
     tasks = parse_tasks(settings["tasks"])
     algorithms = parse_algorithms(settings["algorithms"], settings.get("overrides", {}))
     protocol = {key: settings[key] for key in PROTOCOL_KEYS if key in settings}

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,21 +57,30 @@ class Job:
     def status(self) -> str:
         if self.conflicts:
             return "conflict"
-        if len(self.done) == len(self.seeds):
+        if not self.pending_count:
             return "complete"
         return "partial" if self.done else "to run"
 
     @property
-    def pending(self) -> tuple[int, ...]:
-        return tuple(seed for seed in self.seeds if seed not in self.done)
+    def pending_count(self) -> int:
+        return self.spec.run.seeds - len(self.done)
 
     def blocks(self) -> list[tuple[int, int]]:
-        """The pending seeds as (seed_start, seeds) runs of contiguous seed values."""
-        return contiguous(self.pending)
+        """The pending seeds as (seed_start, seeds) runs of contiguous seed values.
+
+        Computed from the done seeds, never by listing every seed: a grid may ask for millions.
+        """
+        blocks, cursor = [], self.spec.run.seed_start
+        for seed in sorted(self.done):
+            if seed > cursor:
+                blocks.append((cursor, seed - cursor))
+            cursor = seed + 1
+        end = self.spec.run.seed_start + self.spec.run.seeds
+        return blocks + [(cursor, end - cursor)] if cursor < end else blocks
 
     @property
     def env_steps_to_run(self) -> int:
-        return self.spec.run.steps * len(self.pending)
+        return self.spec.run.steps * self.pending_count
 
     @property
     def seconds_to_run(self) -> float | None:
@@ -83,15 +94,6 @@ class Job:
         return [self.spec.with_run(seed_start=start, seeds=count, device=device) for start, count in self.blocks()]
 
 
-def contiguous(seeds: tuple[int, ...]) -> list[tuple[int, int]]:
-    """(0, 1, 2, 5) -> [(0, 3), (5, 1)]: (first seed, count) of each run of consecutive values."""
-    blocks: list[tuple[int, int]] = []
-    for seed in seeds:
-        if blocks and sum(blocks[-1]) == seed:
-            blocks[-1] = (blocks[-1][0], blocks[-1][1] + 1)
-        else:
-            blocks.append((seed, 1))
-    return blocks
 
 
 def plan(grid: Grid, out: Path) -> list[Job]:
@@ -105,10 +107,11 @@ def plan(grid: Grid, out: Path) -> list[Job]:
 
 
 def on_disk(spec: RunSpec) -> dict[str, tuple[Any, ...]]:
-    """The job's `done` seeds and `conflicts`, from its seed files."""
+    """The job's `done` seeds and `conflicts`, from the seed files that exist (a listing, not a stat per seed)."""
     expected_config = jsonable(dataclasses.asdict(spec.config))
     done, conflicts = [], []
-    for seed in spec.run.seed_values:
+    run_dir = run_path(spec.run.out, spec.run.task, spec.algo, 0).parent
+    for seed in existing_seeds(run_dir, spec.run.seed_start, spec.run.seeds):
         path = run_path(spec.run.out, spec.run.task, spec.algo, seed)
         status = read_status(path)
         if status == "unreadable":
@@ -120,6 +123,14 @@ def on_disk(spec: RunSpec) -> dict[str, tuple[Any, ...]]:
             else:
                 done.append(seed)
     return {"done": tuple(done), "conflicts": tuple(conflicts)}
+
+
+def existing_seeds(run_dir: Path, seed_start: int, seeds: int) -> list[int]:
+    """The seeds in [seed_start, seed_start + seeds) that have a `seed_<k>.parquet` in `run_dir`, in order."""
+    if not run_dir.is_dir():
+        return []
+    found = (re.fullmatch(r"seed_(0|[1-9]\d*)\.parquet", entry.name) for entry in os.scandir(run_dir))
+    return sorted(seed for seed in (int(match[1]) for match in found if match) if seed_start <= seed < seed_start + seeds)
 
 
 def jsonable(value: Any) -> Any:
@@ -200,8 +211,9 @@ def format_plan(grid: Grid, jobs: list[Job], out: Path) -> str:
         f"{'task':<32} {'algo':<5} {'seeds':<8} {'steps':>10}  status",
     ]
     for job in jobs:
-        lines.append(f"{job.task:<32} {job.algo:<5} {seed_list(job.seeds):<8} {job.spec.run.steps:>10,}  {job_status(job)}")
-    pending = [job for job in jobs if job.pending]
+        seeds = seed_list([(job.spec.run.seed_start, job.spec.run.seeds)])
+        lines.append(f"{job.task:<32} {job.algo:<5} {seeds:<8} {job.spec.run.steps:>10,}  {job_status(job)}")
+    pending = [job for job in jobs if job.pending_count]
     lines.append(
         f"to run: {len(pending)} of {len(jobs)} jobs, {sum(job.env_steps_to_run for job in jobs):,} env steps "
         f"({sum(job.status == 'complete' for job in jobs)} jobs complete)"
@@ -216,13 +228,13 @@ def format_plan(grid: Grid, jobs: list[Job], out: Path) -> str:
 
 def job_status(job: Job) -> str:
     if job.status == "partial":
-        return f"partial ({len(job.done)} of {len(job.seeds)} seeds complete; to run: {seed_list(job.pending)})"
+        return f"partial ({len(job.done)} of {job.spec.run.seeds} seeds complete; to run: {seed_list(job.blocks())})"
     return job.status
 
 
-def seed_list(seeds: tuple[int, ...]) -> str:
-    """(0, 1, 2, 5) -> "0-2,5"."""
-    return ",".join(str(start) if count == 1 else f"{start}-{start + count - 1}" for start, count in contiguous(seeds))
+def seed_list(blocks: list[tuple[int, int]]) -> str:
+    """[(0, 3), (5, 1)] ((first seed, count) of each block) -> "0-2,5"."""
+    return ",".join(str(start) if count == 1 else f"{start}-{start + count - 1}" for start, count in blocks)
 
 
 def estimate_line(pending: list[Job], out: Path) -> str:

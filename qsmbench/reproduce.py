@@ -33,7 +33,8 @@ def run_grid(grid: Grid, out: Path, device: str = "auto", quiet: bool = False) -
         raise ConfigError(f"{len(conflicts)} files in the way (see the plan above), e.g. {conflicts[0]}")
     runs = [prepare(spec) for job in jobs for spec in job.pending_specs(device)]
     for index, prepared in enumerate(runs, 1):
-        run, seeds = prepared.spec.run, seed_list(tuple(prepared.spec.run.seed_values))
+        run = prepared.spec.run
+        seeds = seed_list([(run.seed_start, run.seeds)])
         title = f"[{index}/{len(runs)}] {prepared.spec.algo} {run.task} seeds {seeds} ({prepared.device.type})"
         print(title, flush=True)
         try:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import NamedTuple
 
+import pandas as pd
 import pytest
+from support import run_cli
 
 from qsmbench.config import ConfigError
 from qsmbench.grid import Grid, load_grid
@@ -21,7 +21,7 @@ from qsmbench.plan import duration, format_plan, plan
 from qsmbench.plotting import PlotReport
 from qsmbench.reproduce import run_grid
 from qsmbench.spec import RunSpec
-from qsmbench.storage import read_run, run_path, write_run
+from qsmbench.storage import RunHeader, RunMetadata, read_run, run_path, write_run
 
 ALGOS = {"qsm", "sac", "td3", "dql"}
 GYM_TASKS = {"Hopper-v4", "Walker2d-v4", "HalfCheetah-v4", "Ant-v4", "Humanoid-v4"}
@@ -232,10 +232,11 @@ def test_complete_runs_made_with_other_settings_block_the_grid(
         (("[scales.test]", "[plot]\nreps = \"many\"\n[scales.test]"), ["plot", "reps must be an integer"]),
         (("[scales.test]", "[plot]\nnormalise = \"none\"\n[scales.test]"), ["unknown key 'normalise'"]),
         (("eval_every = 100", "eval_every = 1.5"), ["eval_every must be an integer"]),
+        (("out = \"unused\"", "out = \"\""), ["out must name a results directory"]),
     ],
     ids=[
         "algo", "missing", "unknown-key", "type", "value", "override", "env", "confidence", "scale-key", "toml",
-        "plot-type", "plot-key", "float",
+        "plot-type", "plot-key", "float", "out-empty",
     ],
 )
 def test_bad_grid_files_are_one_line_errors(tmp_path: Path, change: tuple[str, str], expected: list[str]) -> None:
@@ -249,6 +250,26 @@ def test_bad_grid_files_are_one_line_errors(tmp_path: Path, change: tuple[str, s
         assert fragment in message
 
 
+def test_a_binary_grid_file_is_a_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / "grid.toml"
+    path.write_bytes(bytes(range(256)))
+    with pytest.raises(ConfigError, match="not a text file"):
+        load_grid(str(path), "test")
+
+
+def test_the_plan_of_ten_million_seeds_takes_no_time(tmp_path: Path) -> None:
+    """`--dry-run` with seeds = 10**7 hung listing every seed file; the plan reads only the files that exist."""
+    grid = load_grid(write_grid(tmp_path, VALID_GRID.replace("seeds = 2", "seeds = 10_000_000")), "test")
+    out = tmp_path / "results"
+    spec = grid.specs[0].with_run(out=str(out), seed_start=5, seeds=1)
+    header = RunHeader("td3", "Pendulum-v1", "Pendulum-v1", run_config=dataclasses.asdict(spec.run),
+                       algo_config=dataclasses.asdict(spec.config))  # fmt: skip
+    write_run(run_path(out, "Pendulum-v1", "td3", 5), pd.DataFrame(), RunMetadata(header, 5, "complete"))
+    (job,) = plan(grid, out)
+    assert job.done == (5,) and job.blocks() == [(0, 5), (6, 9_999_994)]
+    assert "partial (1 of 10000000 seeds complete; to run: 0-4,6-9999999)" in format_plan(grid, [job], out)
+
+
 def test_unknown_grid_names_and_scales_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"unknown grid 'papr' \(did you mean 'paper'\?\)"):
         load_grid("papr")
@@ -257,21 +278,18 @@ def test_unknown_grid_names_and_scales_are_one_line_errors(tmp_path: Path) -> No
     load_grid(write_grid(tmp_path, VALID_GRID), "test")  # the base of every bad case above is valid
 
 
-def qsmbench(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "qsmbench"), *args], cwd=cwd, capture_output=True, text=True, timeout=120
-    )
-
-
-def test_cli_dry_run_prints_the_paper_plan_and_trains_nothing(tmp_path: Path) -> None:
-    result = qsmbench(["reproduce", "paper", "--dry-run", "--out", str(tmp_path / "paper")], cwd=tmp_path)
+def test_cli_dry_run_prints_the_paper_plan_and_trains_nothing(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run_cli(["reproduce", "paper", "--dry-run", "--out", str(tmp_path / "paper")], capfd)
     assert result.returncode == 0, result.stderr
     assert "40 of 40 jobs" in result.stdout and "400,000,000 env steps" in result.stdout
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("args", [["nosuchgrid"], ["paper", "--scale", "huge"]], ids=["grid", "scale"])
-def test_cli_unknown_grid_or_scale_is_one_line(tmp_path: Path, args: list[str]) -> None:
-    result = qsmbench(["reproduce", *args, "--dry-run"], cwd=tmp_path)
+def test_cli_unknown_grid_or_scale_is_one_line(args: list[str], capfd: pytest.CaptureFixture[str]) -> None:
+    result = run_cli(["reproduce", *args, "--dry-run"], capfd)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("qsmbench: error:"), result.stderr
