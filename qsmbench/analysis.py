@@ -9,6 +9,10 @@ The rules, decided once here and stated in the tables and figure titles:
   Gymnasium id online, a dataset id offline). Its learning curve uses the evaluation steps that every one of
   its runs reached, so an incomplete run (status != complete) shortens its group's curve instead of being
   dropped; such runs are listed in a warning.
+- A seed that diverged (status `diverged`, or non-finite evaluation values in a file of an older version)
+  enters no number: it is named in a warning and counted in the table's `diverged` column.
+- A group whose runs were trained with different settings (algo_config, or the run settings that change
+  results) is pooled as asked, with a warning naming each differing setting and the seeds of each value.
 - Algorithms are compared at equal budgets: on each task the final score of a run is the mean of its last K
   evaluations at or before the task's final step, the last step that every algorithm on that task reached.
 - Scores are normalised with fixed references, never with the data being plotted: an offline run's

@@ -58,6 +58,7 @@ class Group:
     algo: str
     seeds: tuple[int, ...]
     incomplete: tuple[str, ...]  # "seed (status)" of each run that is not complete
+    diverged: tuple[str, ...]  # "seed (where)" of each run left out because it went non-finite
     offline: bool
     steps: np.ndarray  # [T]
     returns: np.ndarray  # [seeds, T] evaluation returns
@@ -74,6 +75,14 @@ def build_groups(runs: list[RunFile], normalize: Normalize) -> tuple[list[Group]
     warnings: list[str] = []
     for (task, algo), members in sorted(by_key.items(), key=lambda item: (item[0][0], algo_rank(item[0][1]))):
         members.sort(key=lambda run: run.seed)
+        warnings += config_warnings(task, algo, members)
+        diverged = {run.seed: why for run in members if (why := divergence(run))}
+        if diverged:
+            listed = ", ".join(f"seed {seed} ({why})" for seed, why in diverged.items())
+            warnings.append(f"{task} / {algo}: {len(diverged)} of {len(members)} seeds diverged and are left out: {listed}")
+        members = [run for run in members if run.seed not in diverged]
+        if not members:
+            continue
         steps = sorted(set.intersection(*(set(run.curve["step"]) for run in members)))
         if not steps:
             warnings.append(f"{task} / {algo}: its runs share no evaluation step; left out")
@@ -83,8 +92,40 @@ def build_groups(runs: list[RunFile], normalize: Normalize) -> tuple[list[Group]
         scores = cross_task_scores(task, members, steps, returns, offline, normalize, references)
         incomplete = tuple(f"{run.seed} ({run.status})" for run in members if run.status != "complete")
         seeds = tuple(run.seed for run in members)
-        groups.append(Group(task, algo, seeds, incomplete, offline, np.array(steps), returns, scores))
+        diverged_text = tuple(f"{seed} ({why})" for seed, why in diverged.items())
+        groups.append(Group(task, algo, seeds, incomplete, diverged_text, offline, np.array(steps), returns, scores))
     return groups, warnings
+
+
+def divergence(run: RunFile) -> str | None:
+    """Why a run cannot be scored: its status says it diverged, or (files of older versions) it holds
+    non-finite evaluation values. None for a usable run."""
+    if run.metadata.divergence is not None:
+        return str(run.metadata.divergence)
+    columns = [column for column in ("eval_return", OFFLINE_SCORE) if column in run.curve.columns]
+    if not np.isfinite(run.curve[columns].to_numpy(dtype=float)).all():
+        return "non-finite evaluation values"
+    return None
+
+
+# run_config fields that change what a run learns; seeds, seed_start, out and device do not
+RESULT_RUN_FIELDS = ("env", "dataset", "steps", "eval_every", "eval_episodes")
+
+
+def config_warnings(task: str, algo: str, runs: list[RunFile]) -> list[str]:
+    """A warning for each setting on which the runs pooled into one group differ, with the seeds of each value."""
+    settings: dict[str, dict[str, list[int]]] = {}
+    for run in runs:
+        header = run.metadata.header
+        values = {**{f"run.{key}": header.run_config.get(key) for key in RESULT_RUN_FIELDS}, **header.algo_config}
+        for key, value in values.items():
+            settings.setdefault(key, {}).setdefault(repr(value), []).append(run.seed)
+    return [
+        f"{task} / {algo} pools runs trained with different {key}: "
+        + "; ".join(f"{value} (seeds {', '.join(map(str, seeds))})" for value, seeds in by_value.items())
+        for key, by_value in settings.items()
+        if len(by_value) > 1
+    ]
 
 
 def aligned(runs: list[RunFile], steps: list[int], column: str) -> np.ndarray:

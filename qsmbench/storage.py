@@ -348,12 +348,22 @@ def read_run(path: str | Path) -> RunFile:
     if isinstance(document, dict) and document.get("schema_version", 1) == 1:
         document, curve = from_schema_1(document, curve)
     metadata = RunMetadata.from_document(document)
-    if len(curve.columns):
+    check_seed(path, metadata.seed, curve["seed"] if "seed" in curve.columns else None)
+    if len(curve):
         missing = [column for column in REQUIRED_COLUMNS if column not in curve.columns]
         if missing:
             raise RunFileError(f"missing columns {', '.join(missing)}")
         curve = curve.drop_duplicates("step", keep="last").sort_values("step", ignore_index=True)
     return RunFile(path, metadata, curve)
+
+
+def check_seed(path: Path, seed: Any, row_seeds: Any) -> None:
+    """File name, metadata and rows must name one seed: a seed_0 file copied to seed_1 must not count twice."""
+    named = re.fullmatch(r"seed_(\d+)\.parquet", path.name)
+    if named and int(named[1]) != seed:
+        raise RunFileError(f"its metadata is seed {seed}, but its name says seed {int(named[1])}")
+    if row_seeds is not None and len(row_seeds) and not (pd.Series(row_seeds) == seed).all():
+        raise RunFileError(f"its rows are not all of seed {seed}, the seed its metadata names")
 
 
 def from_schema_1(document: dict[str, Any], curve: pd.DataFrame) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -370,16 +380,36 @@ def from_schema_1(document: dict[str, Any], curve: pd.DataFrame) -> tuple[dict[s
 def read_status(path: Path) -> str | None:
     """The stored status of a run file, None when there is none, 'unreadable' when it is damaged.
 
-    Reads the schema only, not the rows: cheap enough to ask of every seed of a grid.
+    Reads the schema and the seed column only: cheap enough to ask of every seed file of a grid. A file
+    whose name, metadata and rows disagree on the seed is unreadable.
     """
     if not path.exists():
         return None
     try:
-        metadata = pq.read_schema(path).metadata or {}
-        status = json.loads(metadata[METADATA_KEY])["status"]
-    except (OSError, KeyError, TypeError, ValueError, pa.ArrowException):
+        schema = pq.read_schema(path)
+        document = json.loads((schema.metadata or {})[METADATA_KEY])
+        status = document["status"]
+        row_seeds = pq.read_table(path, columns=["seed"])["seed"].to_pandas() if "seed" in schema.names else None
+        check_seed(path, document["seed"], row_seeds)
+    except (OSError, KeyError, TypeError, ValueError, pa.ArrowException):  # RunFileError is a ValueError
         return "unreadable"
     return str(status) if status in STATUSES else "unreadable"
+
+
+def run_file_paths(results_dir: Path) -> list[Path]:
+    """Every *.parquet under `results_dir`, following directory symlinks (a run directory linked in from
+    elsewhere counts); each real directory is walked once, so a link to an ancestor cannot loop."""
+    seen: set[str] = set()
+    paths: list[Path] = []
+    for directory, subdirectories, files in os.walk(results_dir, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in seen:
+            subdirectories.clear()
+            continue
+        seen.add(real)
+        subdirectories.sort()
+        paths += [Path(directory) / name for name in files if name.endswith(".parquet")]
+    return sorted(paths)
 
 
 @dataclass(frozen=True)
@@ -400,7 +430,7 @@ def read_results(results_dir: Path) -> ResultsTree:
     """
     if not results_dir.is_dir():
         raise ConfigError(f"results directory {results_dir} does not exist")
-    paths = sorted(results_dir.rglob("*.parquet"))
+    paths = run_file_paths(results_dir)
     if not paths:
         raise ConfigError(f"no run files (*.parquet) under {results_dir}")
     runs: list[RunFile] = []

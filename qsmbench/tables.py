@@ -17,9 +17,9 @@ from qsmbench.bootstrap import Estimates, interval_estimates, iqm_and_mean
 from qsmbench.plot_settings import PlotSettings
 from qsmbench.scores import Group, final_score
 
-COUNT_COLUMNS = ("tasks", "seeds", "incomplete", "final_step", "last_evals")  # integers, empty where not applicable
+COUNT_COLUMNS = ("tasks", "seeds", "incomplete", "diverged", "final_step", "last_evals")  # integers, empty where n/a
 TABLE_COLUMNS = (
-    "scope", "task", "algo", "score", "tasks", "seeds", "incomplete", "final_step", "last_evals",
+    "scope", "task", "algo", "score", "tasks", "seeds", "incomplete", "diverged", "final_step", "last_evals",
     "iqm", "iqm_ci_low", "iqm_ci_high", "mean", "mean_ci_low", "mean_ci_high",
     "median", "median_ci_low", "median_ci_high", "optimality_gap", "optimality_gap_ci_low", "optimality_gap_ci_high",
 )  # fmt: skip
@@ -46,7 +46,8 @@ def task_rows(groups: list[Group], final_at: dict[str, int], settings: PlotSetti
         rows.append(
             {
                 "scope": "task", "task": task, "algo": algo, "score": scale, "tasks": 1, "seeds": len(g.seeds),
-                "incomplete": len(g.incomplete), "final_step": final_at[task], "last_evals": settings.last_evals,
+                "incomplete": len(g.incomplete), "diverged": len(g.diverged), "final_step": final_at[task],
+                "last_evals": settings.last_evals,
                 **estimate_columns(["iqm", "mean"], estimates, (task, algo, scale)),
             }
         )  # fmt: skip
@@ -137,7 +138,13 @@ def aggregate_markdown(table: pd.DataFrame, result: Aggregate | None, settings: 
 
 
 def seeds_text(row: Any) -> str:
-    return f"{row.seeds} ({row.incomplete} incomplete)" if row.incomplete else str(row.seeds)
+    """Seeds scored, with those incomplete (used up to a shared step) and those left out as diverged."""
+    notes = []
+    if row.incomplete:
+        notes.append(f"{row.incomplete} incomplete")
+    if row.diverged:
+        notes.append(f"{row.diverged} diverged, left out")
+    return f"{row.seeds} ({'; '.join(notes)})" if notes else str(row.seeds)
 
 
 def ci_text(row: Any, name: str) -> str:

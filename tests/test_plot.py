@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import inspect
-import subprocess
-import sys
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from matplotlib.figure import Figure
+from support import run_cli
 from scipy.stats import trim_mean
 
 from qsmbench import figures
@@ -26,9 +26,18 @@ from qsmbench.config import ConfigError
 from qsmbench.plot_settings import PlotSettings
 from qsmbench.plotting import PlotReport, plot_results
 from qsmbench.scores import algo_order, build_groups
-from qsmbench.storage import OFFLINE_SCORE, RunHeader, RunMetadata, Status, read_results, run_path, write_run
+from qsmbench.storage import (
+    OFFLINE_SCORE,
+    Divergence,
+    RunHeader,
+    RunMetadata,
+    Status,
+    read_results,
+    read_status,
+    run_path,
+    write_run,
+)
 
-QSMBENCH = Path(sys.executable).parent / "qsmbench"
 REPS = 200  # the default (2000) is for papers; 200 keeps this file fast and still exercises every bootstrap
 LAST_EVALS = 5
 STEPS = list(range(0, 8001, 1000))  # 9 evaluations, so the last 5 differ from "all"
@@ -211,6 +220,67 @@ def test_different_lengths_are_aligned_and_incomplete_runs_reported(tmp_path: Pa
     assert rows.loc["qsm", "mean"] == pytest.approx(np.mean([final(returns[:6]) for returns in qsm]))
 
 
+def test_diverged_and_non_finite_seeds_are_left_out_named_and_counted(tmp_path: Path) -> None:
+    """sac seed 1 diverged (its status says where) and seed 2, from an older version, holds a NaN return:
+    neither enters a number, both are named in a warning and counted in the table, and no nan is printed."""
+    kept = [write_seed(tmp_path, HOPPER, "sac", seed) for seed in (0, 3)]
+    for seed in (0, 1):
+        write_seed(tmp_path, HOPPER, "qsm", seed)
+    header = RunHeader(algo="sac", task=HOPPER, env_id=HOPPER, run_config={"steps": STEPS[-1]})
+    rows = pd.DataFrame({"task": HOPPER, "algo": "sac", "seed": 1, "step": STEPS[:3], "eval_return": [1.0, 2.0, 3.0]})
+    diverged = RunMetadata(header, 1, "diverged", None, Divergence(2500, "critic_loss"))
+    write_run(run_path(tmp_path, HOPPER, "sac", 1), rows, diverged)
+    write_seed(tmp_path, HOPPER, "sac", 2)
+    nan_file = run_path(tmp_path, HOPPER, "sac", 2)
+    stored = pq.read_table(nan_file)
+    with_nan = stored.column("eval_return").to_numpy().copy()
+    with_nan[-1] = np.nan
+    column = stored.schema.get_field_index("eval_return")
+    pq.write_table(stored.set_column(column, "eval_return", pa.array(with_nan)), nan_file)  # keeps the metadata
+    report = plot_results(tmp_path, PlotSettings(reps=50))
+    (warning,) = [w for w in report.warnings if "diverged" in w]
+    assert warning.startswith(f"{HOPPER} / sac: 2 of 4 seeds diverged and are left out:")
+    assert "seed 1 (non-finite critic_loss at step 2500)" in warning and "seed 2 (non-finite evaluation values)" in warning
+    row = summary(report).query("scope == 'task' and algo == 'sac' and score == 'return'").iloc[0]
+    assert (row.seeds, row.diverged) == (2, 2)
+    assert row["mean"] == pytest.approx(np.mean([final(returns) for returns in kept]))
+    markdown = (report.out_dir / "summary.md").read_text()
+    assert "| 2 (2 diverged, left out) |" in markdown and "nan" not in markdown.lower() and "inf" not in markdown
+
+
+def test_a_group_mixing_configurations_is_warned_about(tmp_path: Path) -> None:
+    """Seeds 0-1 and 2 of one task and algorithm were trained with different critic_lr: plot says so."""
+    for seed, critic_lr in ((0, 3e-4), (1, 3e-4), (2, 1e-3)):
+        write_seed(tmp_path, HOPPER, "sac", seed)
+        path = run_path(tmp_path, HOPPER, "sac", seed)
+        stored = pq.read_table(path)
+        document = json.loads(stored.schema.metadata[b"qsmbench"])
+        document["algo_config"] = {"critic_lr": critic_lr, "batch_size": 256}
+        pq.write_table(stored.replace_schema_metadata({b"qsmbench": json.dumps(document).encode()}), path)
+    warnings = build_groups(read_results(tmp_path).runs, "reference")[1]
+    assert warnings == [f"{HOPPER} / sac pools runs trained with different critic_lr: 0.0003 (seeds 0, 1); 0.001 (seeds 2)"]
+
+
+def test_reading_follows_directory_links_once_and_checks_seeds(tmp_path: Path) -> None:
+    """A run directory linked in is read (a link to an ancestor does not loop); a zero-row file is
+    'no evaluations yet'; seed_0 copied to seed_1 is skipped, and its status reads as unreadable."""
+    root, elsewhere = tmp_path / "results", tmp_path / "elsewhere"
+    write_seed(root, HOPPER, "sac", 0)
+    write_seed(elsewhere, HOPPER, "td3", 0)
+    (root / HOPPER / "td3").symlink_to(elsewhere / HOPPER / "td3")
+    (root / HOPPER / "loop").symlink_to(root)
+    header = RunHeader(algo="qsm", task=HOPPER, env_id=HOPPER)
+    write_run(run_path(root, HOPPER, "qsm", 0), pd.DataFrame(), RunMetadata(header, 0, "running"))
+    copy = run_path(root, HOPPER, "sac", 1)
+    copy.write_bytes(run_path(root, HOPPER, "sac", 0).read_bytes())
+    tree = read_results(root)
+    assert sorted((run.algo, run.seed) for run in tree.runs) == [("sac", 0), ("td3", 0)]
+    assert sorted(tree.skipped) == sorted([run_path(root, HOPPER, "qsm", 0), copy])
+    assert any("qsm/seed_0.parquet: no evaluations yet" in w for w in tree.warnings), tree.warnings
+    assert any("sac/seed_1.parquet: its metadata is seed 0, but its name says seed 1" in w for w in tree.warnings)
+    assert read_status(copy) == "unreadable" and read_status(run_path(root, HOPPER, "sac", 0)) == "complete"
+
+
 def test_normalisation_rules(tmp_path: Path) -> None:
     """Offline runs use their D4RL score / 100, DeepMind Control / 1000; "none" keeps raw returns."""
     offline = "hopper-medium-v2"
@@ -311,13 +381,11 @@ def test_algorithms_are_ordered_by_the_registry_then_alphabetically(
     assert len(set(colors.values())) == len(expected)
 
 
-def test_cli_plot_writes_tables_and_reports_where(synthetic, tmp_path: Path) -> None:
-    """The console script: exit 0, the output directory named on stdout, warnings one per line on stderr."""
+def test_cli_plot_writes_tables_and_reports_where(synthetic, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """The command: exit 0, the output directory named on stdout, warnings one per line on stderr."""
     root, _ = synthetic
     out = tmp_path / "figures"
-    result = subprocess.run(
-        [str(QSMBENCH), "plot", str(root), "--out", str(out), "--reps", "100"], capture_output=True, text=True, timeout=300
-    )
+    result = run_cli(["plot", str(root), "--out", str(out), "--reps", "100"], capfd)
     assert result.returncode == 0, result.stderr
     assert str(out) in result.stdout
     assert (out / "summary.md").exists() and (out / "learning_curves.png").exists()
@@ -325,7 +393,7 @@ def test_cli_plot_writes_tables_and_reports_where(synthetic, tmp_path: Path) -> 
     assert "Traceback" not in result.stderr
 
 
-def test_cli_plot_of_a_missing_directory_is_one_line(tmp_path: Path) -> None:
-    result = subprocess.run([str(QSMBENCH), "plot", str(tmp_path / "nothing")], capture_output=True, text=True, timeout=120)
+def test_cli_plot_of_a_missing_directory_is_one_line(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    result = run_cli(["plot", str(tmp_path / "nothing")], capfd)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("qsmbench: error:"), result.stderr
