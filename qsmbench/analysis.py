@@ -2,7 +2,7 @@
 
 This module runs the stages in order (qsmbench.scores, .bootstrap, .aggregates, .tables) and warns about
 what the user should know; the figures are drawn from its result by qsmbench.figures. No matplotlib here,
-and rliable is imported only when bootstrapping, so importing it stays cheap for the command line.
+and no rliable (only the figures import them), so importing it stays cheap for the command line.
 
 The rules, decided once here and stated in the tables and figure titles:
 - A group is the runs (seeds) of one algorithm on one task (what a run learns and is filed under: a
@@ -22,9 +22,9 @@ The rules, decided once here and stated in the tables and figure titles:
 - The probability of improvement compares one algorithm (`PlotSettings.improvement_of`) with each other
   algorithm in the aggregates; it is skipped, with a note, when that algorithm has no runs there.
 - Algorithms are listed (and coloured) in the registry's order, then unregistered ones alphabetically.
-- Bootstraps use rliable 1.2, which ignores `random_state` and draws from NumPy's global generator; each
-  estimate seeds that generator first (and restores it afterwards), so a group's CI depends only on its
-  own runs and the same inputs always give the same CIs.
+- Bootstraps are rliable's stratified percentile bootstrap, vectorised over resamples (qsmbench.bootstrap);
+  each estimate draws from its own generator seeded with `PlotSettings.seed`, so a group's CI depends only
+  on its own runs and the same inputs always give the same CIs.
 """
 
 from __future__ import annotations

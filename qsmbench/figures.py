@@ -49,7 +49,7 @@ def draw_figures(analysis: Analysis, out_dir: Path, progress: Progress) -> list[
     out_dir.mkdir(parents=True, exist_ok=True)
     colors = algo_colors(algo_order(group.algo for group in analysis.groups))
     figures: dict[str, Figure] = {}
-    progress("drawing figures")
+    progress(f"drawing figures ({len(analysis.groups)} learning curves)")
     with plt.rc_context(STYLE):
         figures["learning_curves"] = learning_curves(analysis, colors)
         result = analysis.aggregate
@@ -63,7 +63,11 @@ def draw_figures(analysis: Analysis, out_dir: Path, progress: Progress) -> list[
             if result.improvement.points:
                 improvement_of = analysis.settings.improvement_of
                 figures["probability_of_improvement"] = probability_of_improvement(result, improvement_of, colors)
-        return [path for name, figure in figures.items() for path in save(figure, out_dir / name)]
+        paths = []
+        for name, figure in figures.items():
+            progress(f"saving {name} (PNG and PDF)")
+            paths += save(figure, out_dir / name)
+        return paths
 
 
 def algo_colors(algos: list[str]) -> dict[str, Color]:

@@ -40,7 +40,7 @@ def plot_results(
     Raises ConfigError when there is no readable run.
     """
     say = progress or (lambda _message: None)
-    tree = read_results(Path(results_dir))
+    tree = read_results(Path(results_dir), say)
     say(f"read {len(tree.runs)} runs")
     analysis = analyse(tree.runs, settings, say)
     out = Path(out_dir) if out_dir is not None else Path(results_dir) / "figures"

@@ -22,7 +22,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, get_args
+from typing import Any, Callable, Literal, Mapping, get_args
 
 import pandas as pd
 import pyarrow as pa
@@ -412,6 +412,15 @@ def run_file_paths(results_dir: Path) -> list[Path]:
     return sorted(paths)
 
 
+def _usable_run(path: Path) -> RunFile | RunFileError:
+    """The run file at `path`, or why it cannot be used."""
+    try:
+        run = read_run(path)
+    except RunFileError as error:
+        return error
+    return RunFileError("no evaluations yet") if run.curve.empty else run
+
+
 @dataclass(frozen=True)
 class ResultsTree:
     """The usable run files under a results directory, and what was skipped and why."""
@@ -421,12 +430,13 @@ class ResultsTree:
     skipped: list[Path]
 
 
-def read_results(results_dir: Path) -> ResultsTree:
+def read_results(results_dir: Path, progress: Callable[[str], None] | None = None) -> ResultsTree:
     """Every run file with at least one evaluation at any depth under `results_dir`.
 
     A file that cannot be used is skipped with a warning naming it, and so is a second file for the
     same task, algorithm and seed (e.g. a copy of a results tree inside the tree: counting it twice
     would fake seeds). Raises ConfigError when there is no directory, no *.parquet file, or no usable run.
+    `progress`, when given, hears how far reading is every few hundred files.
     """
     if not results_dir.is_dir():
         raise ConfigError(f"results directory {results_dir} does not exist")
@@ -437,13 +447,12 @@ def read_results(results_dir: Path) -> ResultsTree:
     warnings: list[str] = []
     skipped: list[Path] = []
     first_path: dict[tuple[str, str, int], Path] = {}
-    for path in paths:
-        try:
-            run = read_run(path)
-            if run.curve.empty:
-                raise RunFileError("no evaluations yet")
-        except RunFileError as error:
-            warnings.append(f"skipped {path}: {error}")
+    for index, path in enumerate(paths):
+        if progress is not None and index % 250 == 0:
+            progress(f"reading run files ({index:,} of {len(paths):,})")
+        run = _usable_run(path)
+        if isinstance(run, RunFileError):
+            warnings.append(f"skipped {path}: {run}")
             skipped.append(path)
             continue
         key = (run.task, run.algo, run.seed)

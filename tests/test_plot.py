@@ -22,6 +22,7 @@ from qsmbench import figures
 from qsmbench.aggregates import aggregate_cells
 from qsmbench.algorithms import ALGORITHMS
 from qsmbench.analysis import Analysis, analyse
+from qsmbench.bootstrap import aggregate_metrics, improvement, interval_estimates, pooled
 from qsmbench.config import ConfigError
 from qsmbench.plot_settings import PlotSettings
 from qsmbench.plotting import PlotReport, plot_results
@@ -279,6 +280,35 @@ def test_reading_follows_directory_links_once_and_checks_seeds(tmp_path: Path) -
     assert any("qsm/seed_0.parquet: no evaluations yet" in w for w in tree.warnings), tree.warnings
     assert any("sac/seed_1.parquet: its metadata is seed 0, but its name says seed 1" in w for w in tree.warnings)
     assert read_status(copy) == "unreadable" and read_status(run_path(root, HOPPER, "sac", 0)) == "complete"
+
+
+def test_the_vectorised_bootstrap_agrees_with_rliable() -> None:
+    """Points equal rliable's exactly; CIs agree within Monte Carlo error (they use other random draws):
+    aggregate metrics, performance profile and probability of improvement on [10 runs, 3 tasks]."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(0.6, 0.3, (10, 3)), rng.normal(0.45, 0.3, (10, 3))
+    settings, reps = PlotSettings(reps=1000), 1000
+    taus = np.linspace(0.0, 1.0, 5)
+    rliable_metrics = [metrics.aggregate_median, metrics.aggregate_iqm, metrics.aggregate_mean, metrics.aggregate_optimality_gap]
+    ours = [
+        interval_estimates({"x": x}, aggregate_metrics("reference")[1], settings),
+        interval_estimates({"x": x}, lambda scores: (pooled(scores)[..., None] > taus).mean(axis=1), settings),
+        interval_estimates({"x": (x, y)}, improvement, settings),
+    ]
+    np.random.seed(0)  # rliable 1.2 draws from NumPy's global generator
+    theirs = [
+        rly.get_interval_estimates({"x": x}, lambda s: np.array([f(s) for f in rliable_metrics]), reps=reps),
+        rly.create_performance_profile({"x": x}, taus, reps=reps),
+        rly.get_interval_estimates({"x": (x, y)}, metrics.probability_of_improvement, reps=reps),
+    ]
+    for mine, (points, intervals) in zip(ours, theirs):
+        np.testing.assert_allclose(mine.points["x"], points["x"])
+        expected = np.asarray(intervals["x"]).reshape(mine.intervals["x"].shape)  # rliable keeps a unit axis for scalars
+        width = np.maximum(expected[1] - expected[0], 0.05)
+        assert np.all(np.abs(mine.intervals["x"] - expected) <= 0.2 * width), (mine.intervals["x"], expected)
 
 
 def test_normalisation_rules(tmp_path: Path) -> None:
