@@ -35,7 +35,7 @@ from torch import Tensor
 
 from qsmbench.algorithms.contract import Algorithm
 from qsmbench.algorithms.updates import critic_step, optimizer_step, perturb, td_target
-from qsmbench.config import require
+from qsmbench.config import MAX_WIDTH, require
 from qsmbench.diffusion import (
     DiffusionPolicyConfig, DiffusionSchedule, SamplerOptions, SinusoidalDenoiser, mish, reverse_chain,
 )
@@ -60,8 +60,13 @@ class DiffusionQLConfig(DiffusionPolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.time_features >= 4 and self.time_features % 2 == 0, "time_features must be even and at least 4")
-        require(self.time_hidden >= 1, f"time_hidden must be at least 1, got {self.time_hidden}")
+        require(
+            4 <= self.time_features <= MAX_WIDTH and self.time_features % 2 == 0,
+            f"time_features must be even, at least 4 and at most {MAX_WIDTH:.0e}",
+        )
+        require(
+            1 <= self.time_hidden <= MAX_WIDTH, f"time_hidden must lie in [1, {MAX_WIDTH:.0e}], got {self.time_hidden}"
+        )
         require(self.eta >= 0 and self.bc_weight >= 0, "eta and bc_weight must be non-negative")
         require(self.max_grad_norm >= 0, "max_grad_norm must be non-negative (0 turns clipping off)")
         require(0 <= self.ema_decay <= 1, f"ema_decay must lie in [0, 1], got {self.ema_decay}")

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from qsmbench.algorithms.contract import Algorithm
 from qsmbench.algorithms.updates import critic_step, optimizer_step, perturb, td_target
-from qsmbench.config import require, require_widths
+from qsmbench.config import MAX_WIDTH, require, require_widths
 from qsmbench.diffusion import DiffusionPolicyConfig, DiffusionSchedule, FourierDenoiser, SamplerOptions, reverse_chain
 from qsmbench.nets import QEnsemble, frozen, seed_generators, soft_update_
 from qsmbench.replay import Batch
@@ -49,7 +49,10 @@ class QSMConfig(DiffusionPolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.time_features >= 2 and self.time_features % 2 == 0, "time_features must be even and positive")
+        require(
+            2 <= self.time_features <= MAX_WIDTH and self.time_features % 2 == 0,
+            f"time_features must be even, positive and at most {MAX_WIDTH:.0e}",
+        )
         require_widths("time_hidden_sizes", self.time_hidden_sizes)
         require(self.time_feature_std > 0, f"time_feature_std must be positive, got {self.time_feature_std}")
         require(self.sampler_temperature > 0, f"sampler_temperature must be positive, got {self.sampler_temperature}")

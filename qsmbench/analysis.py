@@ -37,7 +37,7 @@ from qsmbench.aggregates import Aggregate, aggregate
 from qsmbench.bootstrap import Estimates, interval_estimates, mean_over_runs
 from qsmbench.config import ConfigError
 from qsmbench.plot_settings import PlotSettings, Progress
-from qsmbench.scores import Group, build_groups, final_steps
+from qsmbench.scores import Group, build_groups, capped, final_steps
 from qsmbench.storage import RunFile
 from qsmbench.tables import aggregate_rows, summary_table, task_rows
 
@@ -73,10 +73,10 @@ def analyse(runs: list[RunFile], settings: PlotSettings, progress: Progress) -> 
 
 
 def incomplete_warnings(groups: list[Group]) -> list[str]:
-    listed = [f"{g.task} / {g.algo} seeds {', '.join(g.incomplete)}" for g in groups if g.incomplete]
+    listed = [f"{g.task} / {g.algo} seeds {capped(list(g.incomplete), ', ')}" for g in groups if g.incomplete]
     if not listed:
         return []
-    return ["incomplete runs, used up to the evaluation steps their group shares: " + "; ".join(listed)]
+    return ["incomplete runs, used up to the evaluation steps their group shares: " + capped(listed, "; ")]
 
 
 def budget_warnings(groups: list[Group]) -> list[str]:

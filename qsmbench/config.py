@@ -23,6 +23,10 @@ class ConfigError(ValueError):
 
 ConfigT = TypeVar("ConfigT")
 
+MAX_SEED = 2**63 - 1  # run files store seeds as int64
+MAX_WIDTH = 10**8  # units per layer: 10^16 weights for a square layer already; far wider ones overflow int64 when counted
+FLOAT32_MAX = 3.4028234663852886e38  # every float setting ends up in float32 tensors; beyond this it is inf
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -44,6 +48,8 @@ class RunConfig:
         require(str(value).strip() != "", f"{flag} must not be empty")
         require(self.seeds >= 1, f"--seeds must be at least 1, got {self.seeds}")
         require(self.seed_start >= 0, f"--seed-start must be non-negative, got {self.seed_start}")
+        last_seed = self.seed_start + self.seeds - 1
+        require(last_seed <= MAX_SEED, "--seed-start + --seeds - 1 must be below 2^63 (run files store seeds as int64)")
         require(self.steps >= 1, f"--steps must be at least 1, got {self.steps}")
         require(self.eval_every >= 1, f"--eval-every must be at least 1, got {self.eval_every}")
         require(self.eval_episodes >= 1, f"--eval-episodes must be at least 1, got {self.eval_episodes}")
@@ -89,6 +95,7 @@ class OffPolicyConfig:
         require(self.warmup_steps >= 0, f"warmup_steps must be non-negative, got {self.warmup_steps}")
         require(self.replay_capacity >= 1, f"replay_capacity must be at least 1, got {self.replay_capacity}")
         require_widths("hidden_sizes", self.hidden_sizes)
+        require_float32(self)
 
 
 def require(condition: bool, message: str) -> None:
@@ -97,8 +104,22 @@ def require(condition: bool, message: str) -> None:
 
 
 def require_widths(name: str, widths: tuple[int, ...]) -> None:
-    """A network's hidden layers: at least one, each at least one unit wide."""
-    require(len(widths) >= 1 and all(width >= 1 for width in widths), f"{name} must be positive layer widths, got {widths}")
+    """A network's hidden layers: at least one, each at least one and at most MAX_WIDTH units wide."""
+    require(
+        len(widths) >= 1 and all(1 <= width <= MAX_WIDTH for width in widths),
+        f"{name} must be positive layer widths of at most {MAX_WIDTH:.0e}, got {widths}",
+    )
+
+
+def require_float32(config: object) -> None:
+    """Every float setting of a config within float32's range: a larger one is inf from the first step
+    (or crashes the op that receives it); a merely huge one, such as a learning rate of 1e30, is allowed
+    and shows up as a diverged run."""
+    for field in dataclasses.fields(config):  # type: ignore[arg-type]
+        value = getattr(config, field.name)
+        if isinstance(value, float):
+            within = abs(value) <= FLOAT32_MAX
+            require(within, f"{field.name} must lie within float32's range (|x| <= 3.4e38), got {value:.3g}")
 
 
 def apply_overrides(config: ConfigT, assignments: Sequence[str]) -> ConfigT:

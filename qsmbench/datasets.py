@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,7 +159,7 @@ def _checked_metadata(dataset_id: str, path: Path) -> None:
     """
     try:
         metadata = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:  # RecursionError: absurd nesting
         raise ConfigError(
             f"cannot read Minari dataset {dataset_id!r}: {path} is not readable JSON ({_first_line(error)})"
         ) from None
@@ -174,7 +175,7 @@ def _checked_metadata(dataset_id: str, path: Path) -> None:
         return  # no environment: `_checked_env_id` refuses it once the spaces have been checked
     try:
         env_id = json.loads(metadata["env_spec"])["id"]
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, RecursionError):
         env_id = None
     if not isinstance(env_id, str) or not env_id:
         raise ConfigError(f"{dataset_id} records an environment spec without an id, so there is none to evaluate in")
@@ -271,9 +272,19 @@ def _reference_scores(dataset: MinariDataset) -> tuple[float | None, float | Non
     ref_min, ref_max = metadata.get("ref_min_score"), metadata.get("ref_max_score")
     if ref_min is None or ref_max is None:
         return None, None
-    for name, value in (("ref_min_score", ref_min), ("ref_max_score", ref_max)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-            raise ConfigError(f"{dataset.id} has a {name} that is not a finite number: {str(value)[:40]!r}")
-    if ref_max == ref_min:
-        raise ConfigError(f"{dataset.id} has equal reference scores ({ref_min}); normalized scores are undefined")
-    return float(ref_min), float(ref_max)
+    low = _finite_score(dataset.id, "ref_min_score", ref_min)
+    high = _finite_score(dataset.id, "ref_max_score", ref_max)
+    if high == low:
+        raise ConfigError(f"{dataset.id} has equal reference scores ({low}); normalized scores are undefined")
+    return low, high
+
+
+def _finite_score(dataset_id: str, name: str, value: object) -> float:
+    """A stored reference score as a float; anything but a finite number is refused by name."""
+    try:
+        score = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    except OverflowError:  # JSON integers have no size limit: 1 followed by 400 zeros is no float
+        score = math.inf
+    if not math.isfinite(score):
+        raise ConfigError(f"{dataset_id} has a {name} that is not a finite number: {str(value)[:40]!r}")
+    return score

@@ -122,6 +122,7 @@ def check_keys(table: Mapping[str, Any], required: tuple[str, ...]) -> None:
 def build_grid(name: str, scale: str, settings: Mapping[str, Any]) -> Grid:
     out = check_value("out", settings["out"], str)
     require(out.strip() != "", "out must name a results directory, got an empty string")
+    require("\0" not in out, "out contains a NUL character, which no path can hold")
     tasks = parse_tasks(settings["tasks"])
     algorithms = parse_algorithms(settings["algorithms"], settings.get("overrides", {}))
     protocol = {key: settings[key] for key in PROTOCOL_KEYS if key in settings}

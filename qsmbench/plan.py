@@ -50,10 +50,6 @@ class Job:
         return self.spec.algo
 
     @property
-    def seeds(self) -> tuple[int, ...]:
-        return tuple(self.spec.run.seed_values)
-
-    @property
     def status(self) -> str:
         if self.conflicts:
             return "conflict"
@@ -92,8 +88,6 @@ class Job:
     def pending_specs(self, device: str) -> list[RunSpec]:
         """One spec per block of pending seeds, on `device`."""
         return [self.spec.with_run(seed_start=start, seeds=count, device=device) for start, count in self.blocks()]
-
-
 
 
 def plan(grid: Grid, out: Path) -> list[Job]:

@@ -16,6 +16,7 @@ that grow with the settings, each named in the refusal:
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ BACKWARD_FACTOR = 3  # activations kept for the backward pass, and their gradien
 # rounded up: Hopper-v4 1.1 MB, Humanoid-v4 1.2 MB, dm_control/cheetah-run-v0 12 MB, Pendulum-v1 5 KB.
 ENV_BYTES = 2_000_000
 DM_CONTROL_ENV_BYTES = 16_000_000
+MEMINFO = Path("/proc/meminfo")
 
 
 @dataclass(frozen=True)
@@ -89,14 +91,19 @@ def available_bytes(device: torch.device) -> float:
     return host_available_bytes()
 
 
-def host_available_bytes() -> float:
-    """MemAvailable (what can be allocated without swapping), else free physical pages."""
-    meminfo = Path("/proc/meminfo")
+def host_available_bytes(meminfo: Path = MEMINFO) -> float:
+    """Linux's MemAvailable (what can be allocated without swapping); elsewhere (macOS has no /proc and
+    no SC_AVPHYS_PAGES) the physical memory; infinity where not even that can be read, so the host check
+    lets the run go rather than refuse it on a guess."""
     if meminfo.exists():
         for line in meminfo.read_text().splitlines():
             if line.startswith("MemAvailable:"):
                 return float(line.split()[1]) * 1024
-    return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    try:
+        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGESIZE")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name (some macOS builds)
+        return math.inf
+    return float(pages * page_size) if pages > 0 else math.inf
 
 
 def check_fits(spec: RunSpec, dims: EnvDims, env_id: str, device: torch.device) -> None:

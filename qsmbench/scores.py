@@ -78,7 +78,7 @@ def build_groups(runs: list[RunFile], normalize: Normalize) -> tuple[list[Group]
         warnings += config_warnings(task, algo, members)
         diverged = {run.seed: why for run in members if (why := divergence(run))}
         if diverged:
-            listed = ", ".join(f"seed {seed} ({why})" for seed, why in diverged.items())
+            listed = capped([f"seed {seed} ({why})" for seed, why in diverged.items()], ", ")
             warnings.append(f"{task} / {algo}: {len(diverged)} of {len(members)} seeds diverged and are left out: {listed}")
         members = [run for run in members if run.seed not in diverged]
         if not members:
@@ -122,15 +122,46 @@ def config_warnings(task: str, algo: str, runs: list[RunFile]) -> list[str]:
             settings.setdefault(key, {}).setdefault(repr(value), []).append(run.seed)
     return [
         f"{task} / {algo} pools runs trained with different {key}: "
-        + "; ".join(f"{value} (seeds {', '.join(map(str, seeds))})" for value, seeds in by_value.items())
+        + capped([f"{shortened(value)} (seeds {seed_ranges(seeds)})" for value, seeds in by_value.items()], "; ")
         for key, by_value in settings.items()
         if len(by_value) > 1
     ]
 
 
+LISTED = 10  # items one warning names; the rest are counted, so a warning about thousands of seeds stays one line
+SHOWN_CHARS = 60  # of a setting's value
+
+
+def capped(items: list[str], separator: str) -> str:
+    """The first LISTED items, then how many more: 'a, b, c and 7 more'."""
+    more = f" and {len(items) - LISTED} more" if len(items) > LISTED else ""
+    return separator.join(items[:LISTED]) + more
+
+
+def shortened(text: str) -> str:
+    """A setting's value as printed in a warning: a value thousands of characters long is cut (values are
+    compared whole before, so two that differ only past the cut still warn)."""
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text):,} characters)"
+
+
+def seed_ranges(seeds: list[int]) -> str:
+    """Sorted seeds with each run of three or more consecutive seeds as a range: '0, 1, 4-9, 12'."""
+    runs: list[list[int]] = []
+    for seed in seeds:
+        if runs and seed == runs[-1][-1] + 1:
+            runs[-1].append(seed)
+        else:
+            runs.append([seed])
+    parts = [f"{run[0]}-{run[-1]}" if len(run) >= 3 else ", ".join(map(str, run)) for run in runs]
+    return capped(parts, ", ")
+
+
 def aligned(runs: list[RunFile], steps: list[int], column: str) -> np.ndarray:
-    """`column` of each run at `steps`: [runs, steps]."""
-    return np.stack([run.curve.set_index("step").loc[steps, column].to_numpy(dtype=float) for run in runs])
+    """`column` of each run at `steps`: [runs, steps]. A run's curve is sorted by step, one row each
+    (read_run), so a binary search finds the rows without building a pandas index per run."""
+    return np.stack(
+        [run.curve[column].to_numpy(dtype=float)[np.searchsorted(run.curve["step"].to_numpy(), steps)] for run in runs]
+    )
 
 
 def cross_task_scores(

@@ -337,7 +337,8 @@ def read_run(path: str | Path) -> RunFile:
     """One run file, either schema; RunFileError (one line) when it cannot be used as one."""
     path = Path(path)
     try:
-        table = pq.read_table(path)
+        with pq.ParquetFile(path) as parquet:  # a third of read_table's cost, which sets up a whole dataset
+            table = parquet.read()
         document = json.loads((table.schema.metadata or {})[METADATA_KEY])
     except KeyError:
         raise RunFileError(f"not a qsmbench run file (no '{METADATA_KEY.decode()}' metadata)") from None
@@ -353,16 +354,25 @@ def read_run(path: str | Path) -> RunFile:
         missing = [column for column in REQUIRED_COLUMNS if column not in curve.columns]
         if missing:
             raise RunFileError(f"missing columns {', '.join(missing)}")
-        curve = curve.drop_duplicates("step", keep="last").sort_values("step", ignore_index=True)
+        curve = sorted_by_step(curve)
     return RunFile(path, metadata, curve)
 
 
-def check_seed(path: Path, seed: Any, row_seeds: Any) -> None:
+def sorted_by_step(curve: pd.DataFrame) -> pd.DataFrame:
+    """One row per step, in step order, the last written winning. Files the writer made are already so;
+    checking that first spares pandas' sort and deduplication, most of the cost of reading a file."""
+    steps = curve["step"]
+    if steps.is_monotonic_increasing and steps.is_unique:
+        return curve
+    return curve.drop_duplicates("step", keep="last").sort_values("step", ignore_index=True)
+
+
+def check_seed(path: Path, seed: Any, row_seeds: pd.Series | None) -> None:
     """File name, metadata and rows must name one seed: a seed_0 file copied to seed_1 must not count twice."""
     named = re.fullmatch(r"seed_(\d+)\.parquet", path.name)
     if named and int(named[1]) != seed:
         raise RunFileError(f"its metadata is seed {seed}, but its name says seed {int(named[1])}")
-    if row_seeds is not None and len(row_seeds) and not (pd.Series(row_seeds) == seed).all():
+    if row_seeds is not None and not (row_seeds == seed).all():
         raise RunFileError(f"its rows are not all of seed {seed}, the seed its metadata names")
 
 
@@ -386,10 +396,11 @@ def read_status(path: Path) -> str | None:
     if not path.exists():
         return None
     try:
-        schema = pq.read_schema(path)
-        document = json.loads((schema.metadata or {})[METADATA_KEY])
-        status = document["status"]
-        row_seeds = pq.read_table(path, columns=["seed"])["seed"].to_pandas() if "seed" in schema.names else None
+        with pq.ParquetFile(path) as parquet:
+            schema = parquet.schema_arrow
+            document = json.loads((schema.metadata or {})[METADATA_KEY])
+            status = document["status"]
+            row_seeds = parquet.read(columns=["seed"])["seed"].to_pandas() if "seed" in schema.names else None
         check_seed(path, document["seed"], row_seeds)
     except (OSError, KeyError, TypeError, ValueError, pa.ArrowException):  # RunFileError is a ValueError
         return "unreadable"

@@ -223,8 +223,9 @@ def test_run_config_validation(kwargs: dict[str, object], flag: str) -> None:
         ("qsm", "sampler_temperature=-1", "sampler_temperature must be positive"),
         ("qsm", "time_feature_std=-0.1", "time_feature_std must be positive"),
         ("qsm", "diffusion_steps=100000000", "diffusion_steps must lie in"),
-        ("dql", "time_hidden=0", "time_hidden must be at least 1"),
-        ("sac", "log_std_min=-1e300", "log_std_min < log_std_max must both lie in"),
+        ("dql", "time_hidden=0", "time_hidden must lie in"),
+        ("sac", "log_std_min=-1e300", "log_std_min must lie within float32"),
+        ("sac", "log_std_min=-30", "log_std_min < log_std_max must both lie in"),
     ],
 )
 def test_meaningless_hyperparameters_are_refused(algo: str, assignment: str, fragment: str) -> None:
@@ -233,6 +234,54 @@ def test_meaningless_hyperparameters_are_refused(algo: str, assignment: str, fra
 
     with pytest.raises(ConfigError, match=fragment):
         resolve(algo, [assignment])
+
+
+@pytest.mark.parametrize(
+    ("algo", "assignment", "fragment"),
+    [
+        ("td3", "target_noise_clip=1e300", "target_noise_clip must lie within float32"),  # crashed in clamp, exit 1
+        ("sac", "init_temperature=1e300", "init_temperature must lie within float32"),  # inf temperature at step 1
+        ("qsm", "time_feature_std=1e300", "time_feature_std must lie within float32"),  # inf weights at init
+        ("dql", "eta=1e300", "eta must lie within float32"),
+    ],
+)
+def test_settings_beyond_float32_are_refused(algo: str, assignment: str, fragment: str) -> None:
+    """Every setting ends up in float32 tensors; a value float32 cannot hold is inf from the first step."""
+    from qsmbench.algorithms import resolve
+
+    with pytest.raises(ConfigError, match=fragment):
+        resolve(algo, [assignment])
+
+
+def test_a_huge_learning_rate_is_a_divergence_not_bad_input() -> None:
+    """1e30 fits in float32: such a run is allowed, and its seeds are reported as diverged."""
+    assert TD3Config(critic_lr=1e30).critic_lr == 1e30
+
+
+@pytest.mark.parametrize(
+    ("algo", "assignment", "fragment"),
+    [
+        ("sac", "hidden_sizes=64,1e30", "hidden_sizes must be positive layer widths of at most"),
+        ("qsm", "time_hidden_sizes=1e30", "time_hidden_sizes must be positive layer widths of at most"),
+        ("qsm", "time_features=1e30", "time_features must be even"),
+        ("dql", "time_features=1e30", "time_features must be even"),
+        ("dql", "time_hidden=1e30", "time_hidden must lie in"),
+    ],
+)
+def test_widths_too_large_to_count_are_refused(algo: str, assignment: str, fragment: str) -> None:
+    """A 10^30-unit layer used to pass the config and crash (exit 1, a torch stack dump) in the memory check."""
+    from qsmbench.algorithms import resolve
+
+    with pytest.raises(ConfigError, match=fragment):
+        resolve(algo, [assignment])
+
+
+@pytest.mark.parametrize(("seed_start", "seeds"), [(2**63, 1), (2**63 - 2, 3), (10**22, 2)])
+def test_seeds_beyond_64_bits_are_refused(seed_start: int, seeds: int) -> None:
+    """Run files store seeds as int64: a larger seed used to fail at the first write (exit 1, a lock left behind)."""
+    with pytest.raises(ConfigError, match="--seed-start"):
+        RunConfig(env="Pendulum-v1", seed_start=seed_start, seeds=seeds)
+    assert RunConfig(env="Pendulum-v1", seed_start=2**63 - 2, seeds=2).seed_values[-1] == 2**63 - 1
 
 
 def test_run_config_seed_values() -> None:

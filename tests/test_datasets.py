@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from minari.data_collector import EpisodeBuffer
+from support import run_cli
 
 from qsmbench.config import ConfigError
 from qsmbench.datasets import OfflineDataset, load_offline_dataset
@@ -169,7 +170,9 @@ def rewrite_metadata(dataset_id: str, change: Callable[[dict], None]) -> Path:
     return path
 
 
-def test_a_dataset_never_runs_its_stored_entry_point(make_pendulum_dataset: Callable[..., str], tmp_path: Path) -> None:
+def test_a_dataset_never_runs_its_stored_entry_point(
+    make_pendulum_dataset: Callable[..., str], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     """Without stored spaces, Minari would `gym.make` the stored spec: here `os:system` creating a marker file."""
     dataset_id = make_pendulum_dataset("qsmbench/hostile/pendulum-v0")
     marker = tmp_path / "executed"
@@ -186,6 +189,12 @@ def test_a_dataset_never_runs_its_stored_entry_point(make_pendulum_dataset: Call
     assert not marker.exists(), "the dataset's stored entry point was executed"
     assert "does not record its observation_space and action_space" in str(error.value)
     assert "\n" not in str(error.value)
+    out = tmp_path / "results"
+    result = run_cli(["run", "--algo", "dql", "--dataset", dataset_id, "--steps", "10", "--out", str(out)], capfd)
+    assert not marker.exists(), "the dataset's stored entry point was executed by `qsmbench run`"
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("qsmbench: error:"), result.stderr
+    assert not out.exists()
 
 
 def test_a_dataset_recorded_in_an_unknown_environment_is_refused(make_pendulum_dataset: Callable[..., str]) -> None:
@@ -204,7 +213,9 @@ def test_a_dataset_recorded_in_an_unknown_environment_is_refused(make_pendulum_d
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [("ref_min_score", "abc", "ref_min_score that is not a finite number: 'abc'"),
+     ("ref_max_score", 10**400, "ref_max_score that is not a finite number: '1000"),
      ("ref_max_score", None, None)],
+    ids=["text", "overflows-float", "missing"],
 )  # fmt: skip
 def test_a_non_numeric_reference_score_is_refused_by_name(
     make_pendulum_dataset: Callable[..., str], field: str, value: object, message: str | None
@@ -216,6 +227,26 @@ def test_a_non_numeric_reference_score_is_refused_by_name(
         return
     with pytest.raises(ConfigError, match=message):
         load_offline_dataset(dataset_id, CPU)
+
+
+@pytest.mark.parametrize(
+    ("nested", "message"),
+    [("metadata", r"metadata.json is not readable JSON \(RecursionError"),
+     ("env_spec", "records an environment spec without an id")],
+    ids=["metadata", "env_spec"],
+)  # fmt: skip
+def test_absurdly_nested_metadata_is_refused_by_name(
+    make_pendulum_dataset: Callable[..., str], nested: str, message: str
+) -> None:
+    """JSON nested 100,000 deep exhausts Python's recursion limit while it is parsed: a RecursionError, not a ValueError."""
+    dataset_id = make_pendulum_dataset(f"qsmbench/nested-{nested.replace('_', '')}/pendulum-v0")
+    deep = "[" * 100_000
+    path = rewrite_metadata(dataset_id, lambda metadata: metadata.__setitem__("env_spec", deep))
+    if nested == "metadata":
+        path.write_text(deep)
+    with pytest.raises(ConfigError, match=message) as error:
+        load_offline_dataset(dataset_id, CPU)
+    assert dataset_id in str(error.value) and "\n" not in str(error.value) and len(str(error.value)) < 500
 
 
 def test_non_finite_rewards_are_refused_by_name(minari_root: Path) -> None:

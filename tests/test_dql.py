@@ -160,7 +160,6 @@ def test_evaluation_keeps_the_candidate_with_the_highest_q_when_q_is_sharp() -> 
     assert chosen[..., 0].mean() > plain[..., 0].mean() + 0.3
 
 
-@pytest.mark.slow
 def test_a_seed_with_nan_q_values_does_not_stop_the_others_acting() -> None:
     """Softmax over a diverged seed's NaN Q-values used to crash torch.multinomial for the whole batch."""
     agent = DiffusionQL(OBS_DIM, ACT_DIM, [0, 1, 2], CPU, SMALL)
@@ -175,6 +174,7 @@ def test_a_seed_with_nan_q_values_does_not_stop_the_others_acting() -> None:
     assert torch.equal(faulty[[0, 2]], healthy[[0, 2]])
 
 
+@pytest.mark.slow
 def test_learns_pendulum(tmp_path: Path) -> None:
     """With the default BC weight the normalised Q term moves the policy slowly on Pendulum
     (still -1171 after 6,000 steps; docs/benchmarks.md), so this checks the BC-free setting."""

@@ -30,6 +30,7 @@ from qsmbench.scores import algo_order, build_groups
 from qsmbench.storage import (
     OFFLINE_SCORE,
     Divergence,
+    RunFile,
     RunHeader,
     RunMetadata,
     Status,
@@ -260,6 +261,25 @@ def test_a_group_mixing_configurations_is_warned_about(tmp_path: Path) -> None:
         pq.write_table(stored.replace_schema_metadata({b"qsmbench": json.dumps(document).encode()}), path)
     warnings = build_groups(read_results(tmp_path).runs, "reference")[1]
     assert warnings == [f"{HOPPER} / sac pools runs trained with different critic_lr: 0.0003 (seeds 0, 1); 0.001 (seeds 2)"]
+
+
+def test_warnings_about_many_seeds_or_long_values_stay_short() -> None:
+    """Seeds 0-6 and 7-13 trained with different critic_lr are named as two ranges; values thousands of
+    characters long are cut, but compared whole; of 12 diverged seeds ten are named and the rest counted."""
+    runs = []
+    for seed in range(14):
+        sizes = {12: [*range(999), 998], 13: list(range(1000))}.get(seed, [256])  # differ only past the cut
+        algo_config = {"critic_lr": 3e-4 if seed < 7 else 1e-3, "hidden_sizes": sizes}
+        header = RunHeader(algo="sac", task=HOPPER, env_id=HOPPER, run_config={"steps": 2}, algo_config=algo_config)
+        status, where = ("diverged", Divergence(1, "actor_loss")) if seed < 12 else ("complete", None)
+        curve = pd.DataFrame({"task": HOPPER, "algo": "sac", "seed": seed, "step": [0, 1, 2], "eval_return": 1.0})
+        runs.append(RunFile(Path(f"seed_{seed}.parquet"), RunMetadata(header, seed, status, None, where), curve))
+    lr, hidden_sizes, diverged = build_groups(runs, "reference")[1]
+    assert lr == f"{HOPPER} / sac pools runs trained with different critic_lr: 0.0003 (seeds 0-6); 0.001 (seeds 7-13)"
+    cut = f"{list(range(1000))!r:.60}... (4,890 characters)"
+    expected = f"[256] (seeds 0-11); {cut} (seeds 12); {cut} (seeds 13)"
+    assert hidden_sizes == f"{HOPPER} / sac pools runs trained with different hidden_sizes: {expected}"
+    assert diverged.endswith("seed 9 (non-finite actor_loss at step 1) and 2 more") and "seed 10" not in diverged
 
 
 def test_reading_follows_directory_links_once_and_checks_seeds(tmp_path: Path) -> None:

@@ -93,7 +93,7 @@ def test_paper_grid_expands_to_every_task_algorithm_pair(tmp_path: Path) -> None
     assert sorted((job.task, job.algo) for job in jobs) == sorted((task, algo) for task in tasks for algo in ALGOS)
     for job in jobs:
         run = job.spec.run
-        assert (job.seeds, run.steps, run.eval_every, run.eval_episodes) == (tuple(range(10)), 1_000_000, 10_000, 10)
+        assert (run.seed_start, run.seeds, run.steps, run.eval_every, run.eval_episodes) == (0, 10, 1_000_000, 10_000, 10)
         assert job.spec.config == job.spec.algorithm.config_cls() and job.status == "to run"  # official defaults
     assert grid.out == Path("results/paper")
     text = format_plan(grid, jobs, tmp_path)
@@ -233,10 +233,11 @@ def test_complete_runs_made_with_other_settings_block_the_grid(
         (("[scales.test]", "[plot]\nnormalise = \"none\"\n[scales.test]"), ["unknown key 'normalise'"]),
         (("eval_every = 100", "eval_every = 1.5"), ["eval_every must be an integer"]),
         (("out = \"unused\"", "out = \"\""), ["out must name a results directory"]),
+        (("out = \"unused\"", "out = \"a\\u0000b\""), ["out contains a NUL character"]),
     ],
     ids=[
         "algo", "missing", "unknown-key", "type", "value", "override", "env", "confidence", "scale-key", "toml",
-        "plot-type", "plot-key", "float", "out-empty",
+        "plot-type", "plot-key", "float", "out-empty", "out-nul",
     ],
 )
 def test_bad_grid_files_are_one_line_errors(tmp_path: Path, change: tuple[str, str], expected: list[str]) -> None:

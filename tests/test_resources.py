@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import pytest
 
 from qsmbench.config import ConfigError, RunConfig
-from qsmbench.resources import estimate_memory, parameter_count
+from qsmbench.resources import estimate_memory, host_available_bytes, parameter_count
 from qsmbench.spec import make_spec
 from qsmbench.envs import env_dims
 from qsmbench.trainer import prepare
@@ -48,3 +49,9 @@ def test_parameters_are_counted_without_being_allocated() -> None:
     """A 10^8-wide time embedding is counted (not allocated): QSM's first time layer alone has 10^8 x 128 weights."""
     spec = make_spec("qsm", RunConfig(env="Hopper-v4"), ["time_features=1e8"])
     assert parameter_count(spec, env_dims("Hopper-v4")) > 1e10
+
+
+def test_host_memory_is_read_without_proc_meminfo(tmp_path: Path) -> None:
+    """Without /proc/meminfo (macOS) the old fallback, sysconf's SC_AVPHYS_PAGES, does not exist either:
+    every run would have crashed; the physical memory stands in for what is available."""
+    assert 0 < host_available_bytes(tmp_path / "no-meminfo") <= os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGESIZE")

@@ -117,6 +117,16 @@ def test_read_results_reads_a_tree_and_names_what_it_skips(tmp_path: Path) -> No
     assert len(tree.skipped) == 3
 
 
+def test_rows_read_back_one_per_step_in_step_order(tmp_path: Path) -> None:
+    """Rows out of order or repeated (e.g. appended by hand) read back sorted, the last one of a step winning."""
+    path = run_path(tmp_path, "Pendulum-v1", "sac", 0)
+    rows = make_rows(0, [200, 0, 100, 200])
+    write_rows(path, rows)
+    curve = read_run(path).curve
+    assert curve["step"].tolist() == [0, 100, 200]
+    assert curve["eval_return"].tolist() == [rows[1].eval_return, rows[2].eval_return, rows[3].eval_return]
+
+
 @pytest.mark.parametrize(
     ("document", "fragment"),
     [({"status": "done", "algo": "a", "task": "t", "env_id": "e", "seed": 0}, "no valid status"),
