@@ -99,13 +99,13 @@ def run(
         trainer.train()
     except KeyboardInterrupt as interrupt:
         raise interrupted(interrupt, "every completed evaluation is on disk, marked interrupted") from None
-    files = trainer.files
+    files, divergences = trainer.files, trainer.watch.found
     last = [
-        "diverged" if divergence else f"{rows[-1].eval_return:.1f}" for rows, divergence in zip(files.rows, files.divergences)
+        "diverged" if divergence else f"{rows[-1].eval_return:.1f}" for rows, divergence in zip(files.rows, divergences)
     ]
     print(f"last evaluation return per seed: {' '.join(last)}")
     print(f"learning curves: {prepared.paths[0].parent}/seed_<k>.parquet")
-    diverged = [f"seed {seed} ({divergence})" for seed, divergence in zip(files.seeds, files.divergences) if divergence]
+    diverged = [f"seed {seed} ({divergence})" for seed, divergence in zip(files.seeds, divergences) if divergence]
     if diverged:
         print(f"qsmbench: {len(diverged)} of {seeds} seeds diverged: {'; '.join(diverged)}", file=sys.stderr)
         raise typer.Exit(EXIT_DIVERGED)

@@ -215,21 +215,20 @@ class RunFiles:
     def __init__(self, paths: list[Path], seeds: list[int], header: RunHeader):
         self.paths, self.seeds, self.header = paths, seeds, header
         self.rows: list[list[EvalRow]] = [[] for _ in seeds]
-        self.divergences: list[Divergence | None] = [None for _ in seeds]
+        self.position = {seed: index for index, seed in enumerate(seeds)}
 
     def append(self, rows: list[EvalRow]) -> None:
-        """Add one evaluation row per seed still training, in seed order."""
-        live = [index for index, divergence in enumerate(self.divergences) if divergence is None]
-        for index, row in zip(live, rows, strict=True):
-            self.rows[index].append(row)
+        """Add the rows of one evaluation, each to its own seed's curve (a diverged seed has none)."""
+        for row in rows:
+            self.rows[self.position[row.seed]].append(row)
 
-    def diverge(self, index: int, divergence: Divergence) -> None:
-        """Record that seed number `index` of the run diverged; its file is final from now on."""
-        self.divergences[index] = divergence
-
-    def write(self, status: Status, error: str | None = None) -> None:
-        """Rewrite every seed's file with all rows so far and the given status (`diverged` where it is)."""
-        for path, seed, rows, divergence in zip(self.paths, self.seeds, self.rows, self.divergences):
+    def write(
+        self, status: Status, error: str | None = None, divergences: list[Divergence | None] | None = None
+    ) -> None:
+        """Rewrite every seed's file with all rows so far and the given status; a seed with a divergence
+        (same order as the seeds) says `diverged` instead."""
+        for index, (path, seed, rows) in enumerate(zip(self.paths, self.seeds, self.rows)):
+            divergence = divergences[index] if divergences else None
             curve = pd.DataFrame([row.columns() for row in rows])
             metadata = RunMetadata(self.header, seed, "diverged", None, divergence) if divergence else None
             write_run(path, curve, metadata or RunMetadata(self.header, seed, status, error))

@@ -264,14 +264,8 @@ class Trainer:
                 break
 
     def _write(self, status: Status, error: str | None = None) -> None:
-        """Rewrite the files with `status`; the seeds that diverged since the last write say so."""
-        self._record_divergences()
-        self.files.write(status, error)
-
-    def _record_divergences(self) -> None:
-        for index, divergence in enumerate(self.watch.found):
-            if divergence is not None and self.files.divergences[index] is None:
-                self.files.diverge(index, divergence)
+        """Rewrite the files with `status`; the seeds that diverged say so instead."""
+        self.files.write(status, error, self.watch.found)
 
     def _evaluate(self, step: int) -> None:
         """Evaluate the live seeds, append one row per live seed, rewrite the files (timing excludes evaluation).
@@ -307,7 +301,6 @@ class Trainer:
             for k, seed in enumerate(seeds)
             if self.watch.live[k]
         ]
-        self._record_divergences()
         self.files.append(rows)
         self._write("running")
         self.reporter.evaluated(step, np.where(self.watch.live, returns.mean(axis=1), np.nan))
