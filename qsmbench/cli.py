@@ -1,9 +1,10 @@
 """The `qsmbench` command line: parse, validate, call. No training logic lives here.
 
-Bad input ends with one line on stderr and exit code 2, before any result file is touched;
-Ctrl-C ends with exit code 130 and SIGTERM (what schedulers send before a kill) with 143, both with
-every completed evaluation on disk and the files marked `interrupted`. A run that finishes with
-some seeds diverged ends with exit code 3.
+Bad input ends with one line on stderr and exit code 2, before any result file is touched. A run
+stopped by SIGTERM or SIGUSR1 (what schedulers send before a kill or a time limit) writes a checkpoint
+and ends with exit code 75 (EX_TEMPFAIL: run the same command again to go on); Ctrl-C writes one too
+and ends with 130; either signal outside training ends with 143 or 130. Every completed evaluation is
+on disk then, the files marked `interrupted`. A run that finishes with some seeds diverged ends with 3.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from rich.table import Table
 
 from qsmbench.algorithms import ALGORITHMS
 from qsmbench.plot_settings import PlotSettings
-from qsmbench.config import ConfigError, RunConfig
+from qsmbench.config import DEFAULT_CHECKPOINT_EVERY, ConfigError, RunConfig
 from qsmbench.envs import EXAMPLE_ENV_IDS
 from qsmbench.grid import load_grid
 from qsmbench.plan import format_plan, plan
@@ -29,24 +30,34 @@ from qsmbench.plotting import plot_results
 from qsmbench.progress import make_reporter
 from qsmbench.reproduce import run_grid
 from qsmbench.spec import make_spec
+from qsmbench.stopping import Stopped
 from qsmbench.toy import run_toy, toy_grid, toy_specs
 from qsmbench.trainer import Trainer, prepare
 
 EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 3, 130, 143
+EXIT_CHECKPOINTED = 75  # stopped by SIGTERM or SIGUSR1 with a checkpoint written: requeue and run again
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread: every path that handles Ctrl-C handles it the same way."""
+    """SIGTERM or SIGUSR1 outside training, raised in the main thread: handled like Ctrl-C."""
 
 
 def raise_terminated(_signum: int, _frame: object) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the final writes short
+    for signum in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the final writes short
     raise Terminated
 
 
 def interrupted(interrupt: KeyboardInterrupt, kept: str) -> typer.Exit:
-    """One line saying what stopped us and what was kept, and the exit code that tells the two apart."""
-    cause = "terminated (SIGTERM)" if isinstance(interrupt, Terminated) else "interrupted"
+    """One line saying what stopped us and what was kept, and the exit code that tells the cases apart."""
+    if isinstance(interrupt, Stopped):
+        print(
+            f"qsmbench: stopped by {interrupt.signal_name} at step {interrupt.step:,} with a checkpoint written; "
+            "run the same command again to resume",
+            file=sys.stderr,
+        )
+        return typer.Exit(EXIT_INTERRUPTED if interrupt.signum == signal.SIGINT else EXIT_CHECKPOINTED)
+    cause = "terminated" if isinstance(interrupt, Terminated) else "interrupted"
     print(f"qsmbench: {cause}; {kept}", file=sys.stderr)
     return typer.Exit(EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED)
 
@@ -77,10 +88,17 @@ def run(
     set_: Annotated[
         list[str], typer.Option("--set", help="Override a hyperparameter, key=value (repeatable).")
     ] = [],  # noqa: B006 - Typer reads the default, it is never mutated
-    overwrite: Annotated[bool, typer.Option(help="Replace complete runs already in --out.")] = False,
+    checkpoint_every: Annotated[
+        int, typer.Option(help="Steps between checkpoints (one is also written on SIGINT, SIGTERM, SIGUSR1).")
+    ] = DEFAULT_CHECKPOINT_EVERY,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace complete runs already in --out; start over instead of resuming.")
+    ] = False,
     quiet: Annotated[bool, typer.Option(help="Plain log lines instead of the live display.")] = False,
 ) -> None:
-    """Train SEEDS seeds of ALGO on ENV (or offline on DATASET); write one Parquet learning curve per seed."""
+    """Train SEEDS seeds of ALGO on ENV (or offline on DATASET); write one Parquet learning curve per seed.
+
+    An interrupted run with a checkpoint resumes from it when the same command is run again."""
     run_config = RunConfig(
         env=env,
         dataset=dataset,
@@ -91,8 +109,11 @@ def run(
         eval_episodes=eval_episodes,
         device=device,
         out=str(out),
+        checkpoint_every=checkpoint_every,
     )
     prepared = prepare(make_spec(algo, run_config, set_), overwrite)
+    if prepared.resume:
+        print(f"resuming from the checkpoint at {prepared.resume.describe()}", flush=True)
     title = f"{algo} {run_config.task} ({seeds} seed{'s' * (seeds > 1)}, {prepared.device.type})"
     trainer = Trainer(prepared, make_reporter(title, run_config.seed_values, steps, quiet))
     try:
@@ -164,6 +185,9 @@ def reproduce(
     out: Annotated[Path | None, typer.Option(help="Results directory (default: the grid's, e.g. results/paper).")] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the plan and a time estimate; train nothing.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    checkpoint_every: Annotated[
+        int, typer.Option(help="Steps between checkpoints of each run (one is also written on a stop signal).")
+    ] = DEFAULT_CHECKPOINT_EVERY,
     quiet: Annotated[bool, typer.Option(help="Plain log lines instead of the live display.")] = False,
 ) -> None:
     """Train every job (task x algorithm, all seeds batched) of GRID not yet complete, then plot; resumable."""
@@ -173,7 +197,7 @@ def reproduce(
         print(format_plan(loaded, plan(loaded, results), results))
         return
     try:
-        report = run_grid(loaded, results, device, quiet)
+        report = run_grid(loaded, results, device, quiet, checkpoint_every)
     except KeyboardInterrupt as interrupt:
         raise interrupted(interrupt, "finished runs are kept: run the same command again to go on") from None
     for warning in report.warnings:
@@ -198,11 +222,12 @@ def list_algorithms() -> None:
 def main() -> None:
     """Entry point: map errors to one line and an exit code, never a traceback.
 
-    `kill -USR1 <pid>` prints every thread's Python stack to stderr and lets the run go on: the
+    `kill -USR2 <pid>` prints every thread's Python stack to stderr and lets the run go on: the
     way to see where a run that looks stuck is.
     """
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    faulthandler.register(signal.SIGUSR2, all_threads=True)
     signal.signal(signal.SIGTERM, raise_terminated)
+    signal.signal(signal.SIGUSR1, raise_terminated)
     try:
         code = app(standalone_mode=False)
     except ConfigError as error:

@@ -25,6 +25,7 @@ ConfigT = TypeVar("ConfigT")
 
 MAX_SEED = 2**63 - 1  # run files store seeds as int64
 MAX_WIDTH = 10**8  # units per layer: 10^16 weights for a square layer already; far wider ones overflow int64 when counted
+DEFAULT_CHECKPOINT_EVERY = 100_000  # writes cost under 2% of a fast GPU run at this interval (docs/benchmarks.md)
 FLOAT32_MAX = 3.4028234663852886e38  # every float setting ends up in float32 tensors; beyond this it is inf
 
 
@@ -41,6 +42,7 @@ class RunConfig:
     eval_episodes: int = 10
     device: str = "auto"
     out: str = "results"
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY  # steps between checkpoints; one is also written on a stop signal
 
     def __post_init__(self) -> None:
         require((self.env is None) != (self.dataset is None), "give either --env (online) or --dataset (offline)")
@@ -54,6 +56,7 @@ class RunConfig:
         require(self.eval_every >= 1, f"--eval-every must be at least 1, got {self.eval_every}")
         require(self.eval_episodes >= 1, f"--eval-episodes must be at least 1, got {self.eval_episodes}")
         require(self.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {self.device!r}")
+        require(self.checkpoint_every >= 1, f"--checkpoint-every must be at least 1, got {self.checkpoint_every}")
 
     @property
     def task(self) -> str:

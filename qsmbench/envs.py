@@ -5,6 +5,13 @@ observations (DeepMind Control). `EnvBatch` steps one env per member in lockstep
 finished episode in the same step, keeping the true final observation so that a time-limit
 truncation can be bootstrapped through (Gymnasium 1.x vector envs would hand back the reset
 observation one step later instead).
+
+Exact resume. A simulator's state in mid-episode is more than its positions and velocities (MuJoCo's
+solver warm start, time-limit counters, wrapper state, DeepMind Control's step count), and each env
+keeps it differently. So an `EnvBatch` records, per env, what started its current episode (its seed, or
+its random generator's state just before the reset) and the actions taken since: `state()` is plain
+data, and `load_state` replays them, which rebuilds every bit of it in any deterministic env, and
+checks the result against the saved observation and return.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -98,6 +106,27 @@ class StepResult:
     finished_returns: np.ndarray  # return of the episode that ended this step, NaN where none did
 
 
+class EnvStateError(EnvError):
+    """An env that did not replay to its saved state: it is not deterministic, so it cannot resume exactly."""
+
+
+def rng_state(rng: np.random.Generator | np.random.RandomState) -> dict[str, Any]:
+    """A numpy generator's state as plain data (Gymnasium envs hold a Generator, DeepMind Control a RandomState)."""
+    if isinstance(rng, np.random.Generator):
+        return {"generator": rng.bit_generator.state}
+    name, keys, position, has_gauss, cached_gaussian = rng.get_state(legacy=True)
+    return {"random_state": [name, keys.tolist(), position, has_gauss, cached_gaussian]}
+
+
+def set_rng_state(rng: np.random.Generator | np.random.RandomState, state: dict[str, Any]) -> None:
+    """Put `rng` (in place) into a state `rng_state` returned."""
+    if isinstance(rng, np.random.Generator):
+        rng.bit_generator.state = state["generator"]
+    else:
+        name, keys, position, has_gauss, cached_gaussian = state["random_state"]
+        rng.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
+
+
 class EnvBatch:
     """One env per member (a training seed, or a seed x evaluation episode), stepped in lockstep."""
 
@@ -105,6 +134,8 @@ class EnvBatch:
         self.envs = [make_env(env_id) for _ in seeds]
         self.seeds = seeds
         self.episode_returns = np.zeros(len(seeds))
+        self.episode_start: list[dict[str, Any]] = [{"seed": seed} for seed in seeds]
+        self.episode_actions: list[list[np.ndarray]] = [[] for _ in seeds]
         self.obs = np.stack([env.reset(seed=seed)[0] for env, seed in zip(self.envs, seeds)]).astype(np.float32)
 
     def __len__(self) -> int:
@@ -112,9 +143,58 @@ class EnvBatch:
 
     def reset(self) -> np.ndarray:
         """Start a new episode in every env; each env's RNG continues from where it was."""
-        self.obs = np.stack([env.reset()[0] for env in self.envs]).astype(np.float32)
+        self.obs = np.stack([self._reset(i) for i in range(len(self.envs))]).astype(np.float32)
         self.episode_returns[:] = 0.0
         return self.obs
+
+    def _reset(self, i: int) -> np.ndarray:
+        self.episode_start[i] = rng_state(self.envs[i].unwrapped.np_random)
+        self.episode_actions[i] = []
+        return self.envs[i].reset()[0]
+
+    def rng_states(self) -> list[dict[str, Any]]:
+        """Every env's random generator state, which is all an env between episodes needs to go on."""
+        return [rng_state(env.unwrapped.np_random) for env in self.envs]
+
+    def set_rng_states(self, states: list[dict[str, Any]]) -> None:
+        for env, state in zip(self.envs, states):
+            set_rng_state(env.unwrapped.np_random, state)
+
+    def state(self) -> dict[str, Any]:
+        """Plain data from which `load_state` rebuilds every env in mid-episode (see the module docstring)."""
+        return {
+            "episode_start": self.episode_start,
+            "actions": [np.asarray(actions, dtype=np.float32).tolist() for actions in self.episode_actions],
+            "obs": self.obs.tolist(),
+            "episode_returns": self.episode_returns.tolist(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restart each env's episode as it started and replay its actions; EnvStateError where the
+        result is not the saved observation and return (a non-deterministic env)."""
+        saved_obs = np.asarray(state["obs"], dtype=np.float32)
+        saved_returns = np.asarray(state["episode_returns"], dtype=np.float64)
+        for i, (env, start, actions) in enumerate(zip(self.envs, state["episode_start"], state["actions"])):
+            if "seed" in start:
+                obs = env.reset(seed=start["seed"])[0]
+            else:
+                set_rng_state(env.unwrapped.np_random, start)
+                obs = env.reset()[0]
+            total, ended, recorded = 0.0, False, np.asarray(actions, dtype=np.float32)
+            for action in recorded:
+                obs, reward, terminated, truncated, _ = env.step(action)
+                total += float(np.float32(reward))
+                ended = ended or terminated or truncated
+            same_obs = np.array_equal(np.asarray(obs, dtype=np.float32), saved_obs[i], equal_nan=True)
+            same_return = np.array_equal(total, saved_returns[i], equal_nan=True)  # a diverged seed's may be NaN
+            if ended or not same_obs or not same_return:
+                raise EnvStateError(
+                    f"training env {i} did not replay to its saved state: {env.spec.id if env.spec else 'it'} is not "
+                    "deterministic, so this run cannot resume exactly; pass --overwrite to start it over"
+                )
+            self.episode_start[i] = start
+            self.episode_actions[i] = list(recorded)
+        self.obs, self.episode_returns = saved_obs, saved_returns
 
     def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> StepResult:
         """Step every env (or those `active`); an env whose episode ended is reset now, and `self.obs`
@@ -127,12 +207,13 @@ class EnvBatch:
         finished = np.full(size, np.nan)
         for i in range(size) if active is None else np.flatnonzero(active):
             next_obs[i], reward[i], terminated[i], truncated[i], _ = self.envs[i].step(actions[i])
+            self.episode_actions[i].append(np.array(actions[i], dtype=np.float32))
         self.episode_returns += reward
         self.obs = next_obs.copy()
         for i in np.flatnonzero(terminated | truncated):
             finished[i] = self.episode_returns[i]
             self.episode_returns[i] = 0.0
-            self.obs[i] = self.envs[i].reset()[0]
+            self.obs[i] = self._reset(i)
         return StepResult(next_obs, reward, terminated, truncated, finished)
 
     def close(self) -> None:

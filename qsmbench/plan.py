@@ -6,8 +6,8 @@ seeds are trained, one batched run per contiguous block of seed values (seed_sta
 never replaced. Seeds share the random streams of their batch, so a seed retrained in a smaller batch is a
 statistically, not bitwise, equal run (see README, Seeds). A file that is complete but was trained with other
 settings, or is not a readable run, is a conflict: nothing trains until it is moved away or another --out is
-given. The trainer keeps no checkpoints: a run stopped by Ctrl-C restarts from step 0, so stopping loses at
-most the run in progress.
+given. A block of seeds with a checkpoint (an interrupted run) is kept as one block and resumes from it; its
+diverged seeds are part of that run, not done on their own.
 """
 
 from __future__ import annotations
@@ -23,10 +23,20 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from qsmbench.checkpoint import CheckpointError, checkpoint_info, checkpoint_path, checkpoint_ranges
 from qsmbench.config import RunConfig
 from qsmbench.grid import Grid
 from qsmbench.spec import RunSpec
-from qsmbench.storage import FINISHED, RunFileError, RunHeader, path_safe, read_run, read_status, run_path
+from qsmbench.storage import (
+    FINISHED,
+    RunFileError,
+    RunHeader,
+    format_duration,
+    path_safe,
+    read_run,
+    read_status,
+    run_path,
+)
 
 RUN_SETTINGS = ("steps", "eval_every", "eval_episodes")  # a complete file must match these to count as done
 
@@ -38,6 +48,7 @@ class Job:
     spec: RunSpec
     done: tuple[int, ...] = ()  # seeds whose file is complete and was trained with these settings
     conflicts: tuple[str, ...] = ()  # files in the way, each with the reason
+    resumable: tuple[tuple[int, int, int], ...] = ()  # (seed_start, seeds, step) of each block with a checkpoint
     seconds_per_step: float | None = None  # measured wall time per run step, evaluations included
     timing_basis: str | None = None  # what seconds_per_step was measured on
 
@@ -72,7 +83,8 @@ class Job:
                 blocks.append((cursor, seed - cursor))
             cursor = seed + 1
         end = self.spec.run.seed_start + self.spec.run.seeds
-        return blocks + [(cursor, end - cursor)] if cursor < end else blocks
+        blocks = blocks + [(cursor, end - cursor)] if cursor < end else blocks
+        return [piece for block in blocks for piece in split_at_checkpoints(block, self.resumable)]
 
     @property
     def env_steps_to_run(self) -> int:
@@ -85,9 +97,20 @@ class Job:
             return None
         return len(self.blocks()) * self.spec.run.steps * self.seconds_per_step
 
-    def pending_specs(self, device: str) -> list[RunSpec]:
+    def pending_specs(self, device: str, checkpoint_every: int) -> list[RunSpec]:
         """One spec per block of pending seeds, on `device`."""
-        return [self.spec.with_run(seed_start=start, seeds=count, device=device) for start, count in self.blocks()]
+        return [
+            self.spec.with_run(seed_start=start, seeds=count, device=device, checkpoint_every=checkpoint_every)
+            for start, count in self.blocks()
+        ]
+
+
+def split_at_checkpoints(block: tuple[int, int], resumable: tuple[tuple[int, int, int], ...]) -> list[tuple[int, int]]:
+    """`block` cut so that each checkpoint's seed range within it is a block of its own, as it was trained."""
+    start, end = block[0], block[0] + block[1]
+    edges = (edge for first, count, _ in resumable for edge in (first, first + count) if start < edge < end)
+    cuts = sorted({start, end, *edges})
+    return [(low, high - low) for low, high in zip(cuts[:-1], cuts[1:])]
 
 
 def plan(grid: Grid, out: Path) -> list[Job]:
@@ -101,22 +124,47 @@ def plan(grid: Grid, out: Path) -> list[Job]:
 
 
 def on_disk(spec: RunSpec) -> dict[str, tuple[Any, ...]]:
-    """The job's `done` seeds and `conflicts`, from the seed files that exist (a listing, not a stat per seed)."""
+    """The job's `done` seeds, `conflicts` and `resumable` blocks, from the files that exist (a listing, not a
+    stat per seed)."""
     expected_config = jsonable(dataclasses.asdict(spec.config))
-    done, conflicts = [], []
+    done = []
     run_dir = run_path(spec.run.out, spec.run.task, spec.algo, 0).parent
-    for seed in existing_seeds(run_dir, spec.run.seed_start, spec.run.seeds):
+    statuses = {
+        seed: read_status(run_path(spec.run.out, spec.run.task, spec.algo, seed))
+        for seed in existing_seeds(run_dir, spec.run.seed_start, spec.run.seeds)
+    }
+    resumable, conflicts = resumable_blocks(spec, run_dir, statuses)  # an unreadable checkpoint is a conflict
+    resuming = {seed for start, count, _ in resumable for seed in range(start, start + count) if seed in statuses}
+    for seed, status in statuses.items():
         path = run_path(spec.run.out, spec.run.task, spec.algo, seed)
-        status = read_status(path)
         if status == "unreadable":
             conflicts.append(f"{path}: not a readable qsmbench run file")
-        elif status in FINISHED:  # a diverged seed is a result too: training it again would repeat it
+        elif status in FINISHED and seed not in resuming:  # a diverged seed is a result: training it again repeats it
             why = mismatch(read_run(path).metadata.header, spec.run, expected_config)
             if why:
                 conflicts.append(f"{path}: {status}, but trained with {why}")
             else:
                 done.append(seed)
-    return {"done": tuple(done), "conflicts": tuple(conflicts)}
+    return {"done": tuple(done), "conflicts": tuple(conflicts), "resumable": tuple(resumable)}
+
+
+def resumable_blocks(
+    spec: RunSpec, run_dir: Path, statuses: Mapping[int, str | None]
+) -> tuple[list[tuple[int, int, int]], list[str]]:
+    """The (seed_start, seeds, step) of the checkpoints of unfinished runs within the job's seeds, and the
+    checkpoints that cannot be read. A checkpoint beside a complete file is left over from a run that
+    finished (killed before it deleted it): it is ignored."""
+    first, end = spec.run.seed_start, spec.run.seed_start + spec.run.seeds
+    resumable, unreadable = [], []
+    for start, count in checkpoint_ranges(run_dir):
+        finished = any(statuses.get(seed) == "complete" for seed in range(start, start + count))
+        if start < first or start + count > end or finished:
+            continue
+        try:
+            resumable.append((start, count, checkpoint_info(checkpoint_path(run_dir, start, count)).step))
+        except CheckpointError as error:
+            unreadable.append(str(error))
+    return resumable, unreadable
 
 
 def existing_seeds(run_dir: Path, seed_start: int, seeds: int) -> list[int]:
@@ -221,9 +269,11 @@ def format_plan(grid: Grid, jobs: list[Job], out: Path) -> str:
 
 
 def job_status(job: Job) -> str:
+    resumes = "".join(f"; seeds {seed_list([(first, count)])} resume at step {step:,}" for first, count, step in job.resumable)
     if job.status == "partial":
-        return f"partial ({len(job.done)} of {job.spec.run.seeds} seeds complete; to run: {seed_list(job.blocks())})"
-    return job.status
+        done = f"{len(job.done)} of {job.spec.run.seeds} seeds complete"
+        return f"partial ({done}; to run: {seed_list(job.blocks())}{resumes})"
+    return job.status + (f" ({resumes[2:]})" if resumes else "")
 
 
 def seed_list(blocks: list[tuple[int, int]]) -> str:
@@ -241,19 +291,8 @@ def estimate_line(pending: list[Job], out: Path) -> str:
     untimed = len(pending) - len(timed)
     seconds = sum(job.seconds_to_run or 0.0 for job in timed)
     return (
-        f"estimate: {duration(seconds)} on a machine like the one that made the runs under {out}, "
+        f"estimate: {format_duration(seconds)} on a machine like the one that made the runs under {out}, "
         "from their measured wall time per step (evaluations included) on "
         + "; ".join(f"{basis} for {count} jobs" for basis, count in bases.items())
         + (f"; {untimed} jobs have no measurement yet and are not counted" if untimed else "")
     )
-
-
-def duration(seconds: float) -> str:
-    """45 s, 12 min, 3.4 h or 12.5 days: one unit, rounded, as an estimate needs no more."""
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 120 * 60:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 72 * 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"

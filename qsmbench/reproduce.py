@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qsmbench.config import ConfigError
+from qsmbench.config import DEFAULT_CHECKPOINT_EVERY, ConfigError
 from qsmbench.grid import Grid
 from qsmbench.locking import RunLocked
 from qsmbench.plan import format_plan, plan, seed_list
@@ -18,7 +18,9 @@ from qsmbench.storage import CompleteRunError
 from qsmbench.trainer import Trainer, prepare
 
 
-def run_grid(grid: Grid, out: Path, device: str = "auto", quiet: bool = False) -> PlotReport:
+def run_grid(
+    grid: Grid, out: Path, device: str = "auto", quiet: bool = False, checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
+) -> PlotReport:
     """Train every pending seed of the grid, one batched run after another, then plot `out` into out/figures.
 
     Everything is validated (conflicts, environments, device, files) before the first run starts; complete
@@ -31,12 +33,14 @@ def run_grid(grid: Grid, out: Path, device: str = "auto", quiet: bool = False) -
     conflicts = [conflict for job in jobs for conflict in job.conflicts]
     if conflicts:
         raise ConfigError(f"{len(conflicts)} files in the way (see the plan above), e.g. {conflicts[0]}")
-    runs = [prepare(spec) for job in jobs for spec in job.pending_specs(device)]
+    runs = [prepare(spec) for job in jobs for spec in job.pending_specs(device, checkpoint_every)]
     for index, prepared in enumerate(runs, 1):
         run = prepared.spec.run
         seeds = seed_list([(run.seed_start, run.seeds)])
         title = f"[{index}/{len(runs)}] {prepared.spec.algo} {run.task} seeds {seeds} ({prepared.device.type})"
         print(title, flush=True)
+        if prepared.resume:
+            print(f"resuming from the checkpoint at {prepared.resume.describe()}", flush=True)
         try:
             trainer = Trainer(prepared, make_reporter(title, run.seed_values, run.steps, quiet))
         except (RunLocked, CompleteRunError) as taken:  # another launcher sharing `out` has it, or has done it

@@ -3,7 +3,7 @@ in a second with one line instead of allocating for a minute and dying (or hangi
 
 The estimate is deliberately generous (a run that passes should fit) but made of the few things
 that grow with the settings, each named in the refusal:
-- replay: `[seeds, capacity, 2 obs + action + reward + done]` float32 on the training device;
+- replay: `seeds x capacity` transitions at `replay_bytes_per_seed_step` on the training device;
 - networks: every per-seed tensor of the agent (counted on the `meta` device, so a 10^8-wide layer
   costs nothing to count), times seeds, plus a gradient and two Adam moments per tensor;
 - update activations: `seeds x batch_size` samples through every hidden layer the update runs
@@ -26,6 +26,7 @@ import torch
 from qsmbench.config import ConfigError
 from qsmbench.divergence import seed_parameters
 from qsmbench.envs import EnvDims
+from qsmbench.replay import replay_bytes_per_seed_step
 from qsmbench.spec import RunSpec
 from qsmbench.storage import format_bytes
 
@@ -55,7 +56,7 @@ def estimate_memory(spec: RunSpec, dims: EnvDims, env_id: str) -> MemoryEstimate
     widths = _hidden_widths(config)
     candidates = max(getattr(config, "eval_candidates", 1), getattr(config, "explore_candidates", 1))
     device = {
-        "replay": seeds * capacity * transition * FLOAT_BYTES,
+        "replay": seeds * capacity * replay_bytes_per_seed_step(dims.obs_dim, dims.act_dim, max(capacity, 1)),
         "networks": seeds * parameter_count(spec, dims) * (1 + OPTIMIZER_COPIES) * FLOAT_BYTES,
         "update activations": seeds * config.batch_size * (widths + transition) * BACKWARD_FACTOR * FLOAT_BYTES,
         "action batch": seeds * run.eval_episodes * candidates * (widths + transition) * FLOAT_BYTES,

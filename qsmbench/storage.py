@@ -22,7 +22,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, get_args
+from typing import Any, BinaryIO, Callable, Literal, Mapping, get_args
 
 import pandas as pd
 import pyarrow as pa
@@ -194,16 +194,28 @@ def write_run(path: Path, curve: pd.DataFrame, metadata: RunMetadata) -> None:
     document = json.dumps(metadata.document(), default=str)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: document.encode()})
     path.parent.mkdir(parents=True, exist_ok=True)
+    replace_atomically(path, lambda handle: pq.write_table(table, handle))
+
+
+def replace_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Replace `path` with what `write` writes, so that a kill at any moment leaves the old file or the new
+    one, whole: a temporary file beside it, fsync, rename, fsync of the directory (so the rename survives a
+    power cut). The temporary's name is `.<name>.<pid>.tmp`, which `remove_stale_temporaries` knows."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(temporary, "wb") as handle:
-            pq.write_table(table, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException:  # also Ctrl-C mid-write: leave no debris, and the old file untouched
         temporary.unlink(missing_ok=True)
         raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 class RunFiles:
@@ -235,11 +247,11 @@ class RunFiles:
 
 
 def remove_stale_temporaries(directory: Path) -> list[Path]:
-    """Delete the temporary files `write_run` left in `directory` when killed mid-write.
+    """Delete the temporary files `write_run` (or a checkpoint's write) left in `directory` when killed mid-write.
 
     Call it only while holding the directory's lock: then no other writer can own them.
     """
-    stale = sorted(directory.glob(".seed_*.parquet.*.tmp"))
+    stale = sorted([*directory.glob(".seed_*.parquet.*.tmp"), *directory.glob(".checkpoint_seeds_*.pt.*.tmp")])
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
@@ -308,22 +320,35 @@ def format_bytes(size: float) -> str:
     return f"{size / 1000**exponent:.3g} {units[exponent]}"
 
 
+def format_duration(seconds: float) -> str:
+    """45 s, 12 min, 3.4 h or 12.5 days: one unit, rounded, as a message needs no more."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 120 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 72 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
 def short_path(path: Path, keep: int = 60) -> str:
     """A path short enough for a one-line message: its start and end around an ellipsis."""
     text = str(path)
     return text if len(text) <= keep else f"{text[: keep // 2]}...{text[-keep // 2 :]}"
 
 
-def check_can_write(paths: list[Path], overwrite: bool) -> None:
+def check_can_write(paths: list[Path], overwrite: bool, resuming: bool = False) -> None:
     """Refuse to replace a finished run (complete or diverged), or a file we cannot read, unless asked to.
 
-    Unfinished runs (running, failed, interrupted) are simply redone.
+    Unfinished runs (running, failed, interrupted) are simply redone, or, `resuming` from a checkpoint,
+    continued: then a seed that diverged is part of the run that goes on (its file is written again from
+    the checkpoint), and only a complete file means the run is finished.
     """
     if overwrite:
         return
     for path in paths:
         status = read_status(path)
-        if status in FINISHED:
+        if status == "complete" or (status in FINISHED and not resuming):
             raise CompleteRunError(f"{path} holds a finished run ({status}); pass --overwrite to replace it")
         if status == "unreadable":
             raise ConfigError(f"{path} exists but is not a readable qsmbench run file; pass --overwrite to replace it")

@@ -13,6 +13,11 @@ per-step path has no host sync besides the action the CPU simulator needs.
 
 A run holds its run directory's lock from start to end (qsmbench.locking), and a seed that goes
 non-finite is recorded as diverged and stopped while the others go on (qsmbench.divergence).
+
+Every `checkpoint_every` steps, and when a stop signal arrives (qsmbench.stopping), the trainer writes
+its whole state between two steps (`checkpoint_state`, qsmbench.checkpoint); a run started again with
+the same settings finds it and goes on from there (`restore`), giving the rows it would have given
+uninterrupted, bit for bit on the same machine.
 """
 
 from __future__ import annotations
@@ -22,16 +27,31 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from qsmbench.algorithms import Agent
+from qsmbench.checkpoint import (
+    CheckpointError,
+    CheckpointInfo,
+    agent_state,
+    check_belongs,
+    checkpoint_info,
+    checkpoint_path,
+    load_agent_state,
+    read_checkpoint,
+    run_settings,
+    set_torch_rng_state,
+    torch_rng_state,
+    write_checkpoint,
+)
 from qsmbench.config import ConfigError
 from qsmbench.datasets import OfflineDataset, load_offline_dataset
 from qsmbench.divergence import CHECK_EVERY, DivergenceWatch
-from qsmbench.envs import EnvBatch, EnvDims, env_dims
+from qsmbench.envs import EnvBatch, EnvDims, env_dims, rng_state, set_rng_state
 from qsmbench.evaluation import Evaluator
 from qsmbench.locking import RunDirLock, lock_run_dir
 from qsmbench.progress import Reporter
@@ -39,7 +59,9 @@ from qsmbench.provenance import provenance
 from qsmbench.replay import SeedBatchedReplay, Transitions
 from qsmbench.resources import check_fits
 from qsmbench.spec import RunSpec
+from qsmbench.stopping import StopSignals, Stopped
 from qsmbench.storage import (
+    Divergence,
     EvalRow,
     RunFiles,
     RunHeader,
@@ -49,6 +71,9 @@ from qsmbench.storage import (
     remove_stale_temporaries,
     run_path,
 )
+
+
+RESUME_KEYS = ("hostname", "device", "git_commit", "start_time")  # what each resume records in the files
 
 
 def resolve_device(name: str) -> torch.device:
@@ -69,25 +94,37 @@ class PreparedRun:
     dims: EnvDims
     paths: list[Path]  # one run file per seed
     dataset: OfflineDataset | None = None
-    overwrite: bool = False  # replace complete runs
+    overwrite: bool = False  # replace complete runs, and start over instead of resuming
+    resume: CheckpointInfo | None = None  # the checkpoint this run goes on from, as `prepare` found it
 
     @property
     def run_dir(self) -> Path:
         return self.paths[0].parent
 
+    @property
+    def checkpoint(self) -> Path:
+        return checkpoint_path(self.run_dir, self.spec.run.seed_start, self.spec.run.seeds)
+
+    @property
+    def settings(self) -> dict[str, object]:
+        return run_settings(self.spec, self.env_id, self.device)
+
     def claim(self) -> RunDirLock:
-        """Take the run directory's lock, then check the files again under it and clear stale temporaries.
+        """Take the run directory's lock, then check the files again under it and clear stale temporaries
+        (and, with `overwrite`, the checkpoint).
 
         The check in `prepare` fails fast; this one is the one that counts, since another run may have
         finished these seeds in between.
         """
         lock = lock_run_dir(self.run_dir)
         try:
-            check_can_write(self.paths, self.overwrite)
+            check_can_write(self.paths, self.overwrite, resuming=not self.overwrite and self.checkpoint.exists())
         except BaseException:
             lock.release()
             raise
         remove_stale_temporaries(self.run_dir)
+        if self.overwrite:
+            self.checkpoint.unlink(missing_ok=True)
         return lock
 
 
@@ -106,8 +143,11 @@ def prepare(spec: RunSpec, overwrite: bool = False) -> PreparedRun:
             f"but its environment {env_id} has {dims.obs_dim}/{dims.act_dim}"
         )
     paths = [run_path(run.out, run.task, spec.algo, seed) for seed in run.seed_values]
-    check_can_write(paths, overwrite)
-    return PreparedRun(spec, device, env_id, dims, paths, dataset, overwrite)
+    prepared = PreparedRun(spec, device, env_id, dims, paths, dataset, overwrite)
+    found = not overwrite and prepared.checkpoint.exists()
+    resume = checkpoint_info(prepared.checkpoint, prepared.settings) if found else None
+    check_can_write(paths, overwrite, resuming=resume is not None)
+    return dataclasses.replace(prepared, resume=resume)
 
 
 class Collector:
@@ -143,7 +183,8 @@ class Collector:
         result = self.envs.step(action, self.watch.live)
         self.watch.check(step + 1, "reward", result.reward)
         self.watch.check(step + 1, "observation", result.next_obs)
-        self.replay.add(obs, action, result.reward, result.next_obs, result.terminated)
+        ended = result.terminated | result.truncated
+        self.replay.add(obs, action, result.reward, result.next_obs, result.terminated, ended)
         for seed_index in np.flatnonzero(~np.isnan(result.finished_returns)):
             self.finished_returns[seed_index].append(float(result.finished_returns[seed_index]))
 
@@ -151,6 +192,19 @@ class Collector:
         """Returns of the training episodes finished since the last call, per seed."""
         returns, self.finished_returns = self.finished_returns, [[] for _ in self.finished_returns]
         return returns
+
+    def state(self) -> dict[str, Any]:
+        """Plain data: the warm-up generator, the envs' episodes so far, the returns not yet logged."""
+        return {
+            "warmup_rng": rng_state(self.warmup_rng),
+            "envs": self.envs.state(),
+            "finished_returns": self.finished_returns,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        set_rng_state(self.warmup_rng, state["warmup_rng"])
+        self.envs.load_state(state["envs"])
+        self.finished_returns = [[float(value) for value in returns] for returns in state["finished_returns"]]
 
     def close(self) -> None:
         self.envs.close()
@@ -173,9 +227,17 @@ class DiagnosticsMean:
         self.sums, self.counts = {}, {}
         return means
 
+    def load_state(self, sums: dict[str, Tensor], counts: dict[str, int], device: torch.device) -> None:
+        self.sums = {name: total.to(device) for name, total in sums.items()}
+        self.counts = dict(counts)
+
 
 class Trainer:
-    """One seed-batched run: built under its run directory's lock, which `train` holds to the end."""
+    """One seed-batched run: built under its run directory's lock, which `train` holds to the end.
+
+    Built from scratch, or, where the run's checkpoint exists (and `overwrite` was not asked for), built
+    and then put into the checkpoint's state: `resumed_from` says which step it goes on from.
+    """
 
     def __init__(self, prepared: PreparedRun, reporter: Reporter):
         self.reporter = reporter
@@ -186,6 +248,8 @@ class Trainer:
             raise
         try:
             self._build(prepared)
+            if not prepared.overwrite and prepared.checkpoint.exists():
+                self.restore(read_checkpoint(prepared.checkpoint))
         except BaseException:
             self.lock.release()
             reporter.close()
@@ -193,21 +257,22 @@ class Trainer:
 
     def _build(self, prepared: PreparedRun) -> None:
         spec, device, dims = prepared.spec, prepared.device, prepared.dims
-        self.spec, self.device = spec, device
+        self.spec, self.device, self.prepared = spec, device, prepared
         run, config, seeds = spec.run, spec.config, spec.run.seed_values
         torch.manual_seed(int(np.random.SeedSequence(seeds).generate_state(1)[0]))
         self.agent: Agent = spec.algorithm.make_agent(dims.obs_dim, dims.act_dim, seeds, device, config)
         self.dataset = prepared.dataset
         self.watch = DivergenceWatch(len(seeds))
         self.collector: Collector | None = None
+        self.replay: SeedBatchedReplay | None = None
         self.transitions: Transitions
         if self.dataset is not None:
             self.transitions, self.learning_starts = self.dataset, 0
         else:
             capacity = min(config.replay_capacity, run.steps)
-            replay = SeedBatchedReplay(len(seeds), capacity, dims.obs_dim, dims.act_dim, device)
-            self.collector = Collector(prepared.env_id, seeds, self.agent, replay, config.warmup_steps, self.watch)
-            self.transitions, self.learning_starts = replay, config.warmup_steps
+            self.replay = SeedBatchedReplay(len(seeds), capacity, dims.obs_dim, dims.act_dim, device)
+            self.collector = Collector(prepared.env_id, seeds, self.agent, self.replay, config.warmup_steps, self.watch)
+            self.transitions, self.learning_starts = self.replay, config.warmup_steps
         self.evaluator = Evaluator(prepared.env_id, seeds, run.eval_episodes, device)
         header = RunHeader(
             algo=spec.algo,
@@ -221,13 +286,16 @@ class Trainer:
         )
         self.files = RunFiles(prepared.paths, seeds, header)
         self.diagnostics = DiagnosticsMean()
+        self.step = 0  # run steps done
+        self.resumed_from: int | None = None
         self.last_eval_step = 0
         self.started = self.interval_start = time.perf_counter()
 
     def train(self) -> None:
         """Run to the step budget; the files always hold every completed evaluation and a true status."""
         try:
-            self._train_and_record()
+            with StopSignals() as self.signals:
+                self._train_and_record()
         finally:
             self.lock.release()
 
@@ -246,11 +314,13 @@ class Trainer:
             self.evaluator.close()
             self.reporter.close()
         self._write("complete")
+        self.prepared.checkpoint.unlink(missing_ok=True)  # the files hold the result now
 
     def _loop(self) -> None:
         run, batch_size = self.spec.run, self.spec.config.batch_size
-        self._evaluate(0)
-        for step in range(run.steps):
+        if self.step == 0:
+            self._evaluate(0)
+        for step in range(self.step, run.steps):
             if self.collector is not None:
                 self.collector.collect(step)
             if step >= self.learning_starts:
@@ -260,8 +330,75 @@ class Trainer:
                 self._evaluate(step + 1)
             elif (step + 1) % CHECK_EVERY == 0:
                 self.watch.check_device(step + 1, self.diagnostics.sums, self.agent)
-            if self.watch.all_dead:
+            self.step = step + 1
+            if self.watch.all_dead or self.step == run.steps:
                 break
+            if self.signals.received is not None:
+                self._checkpoint()
+                raise Stopped(self.signals.received, self.step)
+            if self.step % run.checkpoint_every == 0:
+                self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Write the checkpoint; its time counts neither as training (sps) nor as evaluation."""
+        started = time.perf_counter()
+        write_checkpoint(self.prepared.checkpoint, *self.checkpoint_state())
+        self.interval_start += time.perf_counter() - started
+
+    def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """(header, document, tensors) of a checkpoint at `self.step`: see qsmbench.checkpoint."""
+        header = {"settings": self.prepared.settings, "step": self.step, "written_at": time.time()}
+        document = {
+            "provenance": self.files.header.provenance,
+            "rows": [[dataclasses.asdict(row) for row in rows] for rows in self.files.rows],
+            "live": self.watch.live.tolist(),
+            "divergences": [dataclasses.asdict(found) if found else None for found in self.watch.found],
+            "diagnostic_counts": self.diagnostics.counts,
+            "last_eval_step": self.last_eval_step,
+            "elapsed_s": time.perf_counter() - self.started,
+            "collector": self.collector.state() if self.collector else None,
+            "evaluation_rngs": self.evaluator.batch.rng_states(),
+        }
+        tensors = {
+            "agent": agent_state(self.agent),
+            "torch_rng": torch_rng_state(self.device),
+            "diagnostic_sums": self.diagnostics.sums,
+            "replay": self.replay.state() if self.replay else None,
+        }
+        return header, document, tensors
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        """Put the freshly built run into the state of `checkpoint` (read by `read_checkpoint`)."""
+        check_belongs(self.prepared.checkpoint, checkpoint["header"], self.prepared.settings)
+        document, tensors = checkpoint["document"], checkpoint["tensors"]
+        try:
+            load_agent_state(self.agent, tensors["agent"])
+            if self.replay is not None and self.collector is not None:
+                self.replay.load_state(tensors["replay"])
+                self.collector.load_state(document["collector"])
+            self.evaluator.batch.set_rng_states(document["evaluation_rngs"])
+            self.diagnostics.load_state(tensors["diagnostic_sums"], document["diagnostic_counts"], self.device)
+            self.watch.live[:] = document["live"]
+            self.watch.found = [Divergence(**found) if found else None for found in document["divergences"]]
+            self.files.rows = [[EvalRow(**row) for row in rows] for rows in document["rows"]]
+            set_torch_rng_state(tensors["torch_rng"], self.device)
+        except (KeyError, TypeError, ValueError, IndexError) as error:
+            raise CheckpointError(
+                f"{self.prepared.checkpoint} is incomplete or damaged ({error!r}); pass --overwrite to start over"
+            ) from None
+        self.step = self.resumed_from = int(checkpoint["header"]["step"])
+        self.last_eval_step = int(document["last_eval_step"])
+        self.started = time.perf_counter() - float(document["elapsed_s"])
+        self.files.header = self._resumed_header(document["provenance"])
+        self.reporter.advance(self.step)
+
+    def _resumed_header(self, started: dict[str, Any]) -> RunHeader:
+        """This run's header with the provenance of the run's start and a list of its resumes (step, host,
+        device, commit, time): the files tell the run's whole story."""
+        now = self.files.header.provenance
+        resume = {"step": self.step, **{key: now.get(key) for key in RESUME_KEYS}}
+        provenance = {**started, "resumes": [*started.get("resumes", []), resume]}
+        return dataclasses.replace(self.files.header, provenance=provenance)
 
     def _write(self, status: Status, error: str | None = None) -> None:
         """Rewrite the files with `status`; the seeds that diverged say so instead."""

@@ -8,10 +8,14 @@ from __future__ import annotations
 import dataclasses
 import faulthandler
 import json
+import os
 import signal
 import sys
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -95,15 +99,16 @@ def run_cli(args: Sequence[str], capfd: pytest.CaptureFixture[str]) -> CliResult
     `capfd`, not `capsys`: `main` registers faulthandler on the real stderr file descriptor.
     The signal handlers `main` installs are put back afterwards.
     """
-    argv, sigterm = sys.argv, signal.getsignal(signal.SIGTERM)
+    argv, handlers = sys.argv, {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGUSR1)}
     sys.argv = ["qsmbench", *args]
     try:
         with pytest.raises(SystemExit) as exited:
             main()
     finally:
         sys.argv = argv
-        signal.signal(signal.SIGTERM, sigterm)
-        faulthandler.unregister(signal.SIGUSR1)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        faulthandler.unregister(signal.SIGUSR2)
     captured = capfd.readouterr()
     code = exited.value.code
     return CliResult(code if isinstance(code, int) else 0, captured.out, captured.err)
@@ -153,3 +158,27 @@ def write_schema_1_results(root: Path) -> None:
             path = root / task.replace("/", "-") / algo / f"seed_{seed}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(table, path)
+
+
+@contextmanager
+def keeping_first_checkpoint(path: Path, kept: Path) -> Iterator[None]:
+    """Hard-link the first checkpoint written at `path` to `kept` as it appears: the run replaces it later
+    and deletes it when it completes, but the link keeps that file as it was written. A test can then
+    resume from it, as from the directory of a run killed right after that checkpoint."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            try:
+                os.link(path, kept)
+                return
+            except FileNotFoundError:
+                time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()

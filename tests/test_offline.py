@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
-from support import small_overrides
+from support import keeping_first_checkpoint, small_overrides
 
 from qsmbench.algorithms import ALGORITHMS
 from qsmbench.config import ConfigError, RunConfig
 from qsmbench.progress import PlainReporter
 from qsmbench.spec import make_spec
 from qsmbench.storage import path_safe, read_run
-from qsmbench.trainer import train
+from qsmbench.trainer import Trainer, prepare, train
 
 QSMBENCH = Path(sys.executable).parent / "qsmbench"
 OFFLINE = [name for name, algorithm in ALGORITHMS.items() if algorithm.offline]
@@ -54,6 +57,27 @@ def test_offline_training_uses_the_dataset_and_records_normalised_scores(
         expected = 100 * (curve["eval_return"] - low) / (high - low)
         np.testing.assert_allclose(curve["eval_normalized_score"], expected, rtol=1e-6)
         assert np.isfinite(curve["critic_loss"].iloc[-1])
+
+
+def test_an_offline_run_resumes_exactly(minari_dataset: str, tmp_path: Path) -> None:
+    """Offline there is no replay and no training env: the checkpoint's agent, generators and rows suffice."""
+    algo = OFFLINE[0]
+    run = dataclasses.replace(offline_run(minari_dataset, tmp_path / "whole"), checkpoint_every=30)
+    spec = make_spec(algo, run, [*small_overrides(algo), "batch_size=32", "eval_candidates=2"])
+    whole = Trainer(prepare(spec), PlainReporter(algo, run.seed_values, run.steps))
+    with keeping_first_checkpoint(whole.prepared.checkpoint, tmp_path / "kept.pt"):
+        whole.train()
+    resumed_spec = spec.with_run(out=str(tmp_path / "resumed"))
+    checkpoint = prepare(resumed_spec).checkpoint
+    checkpoint.parent.mkdir(parents=True)
+    shutil.copyfile(tmp_path / "kept.pt", checkpoint)
+    resumed = Trainer(prepare(resumed_spec), PlainReporter(algo, run.seed_values, run.steps))
+    assert resumed.resumed_from == 30
+    resumed.train()
+    for got, want in zip(resumed.files.paths, whole.files.paths):
+        timing = ["wall_time_s", "sps"]
+        got_rows, want_rows = (read_run(path).curve.drop(columns=timing) for path in (got, want))
+        pd.testing.assert_frame_equal(got_rows, want_rows, check_exact=True)
 
 
 def test_offline_run_without_reference_scores_has_no_normalised_column(

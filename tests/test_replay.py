@@ -21,6 +21,7 @@ def add_constant(replay: SeedBatchedReplay, values: np.ndarray, obs_dim: int, ac
         reward=column,
         next_obs=np.repeat(column[:, None], obs_dim, axis=1),
         terminated=np.full(seeds, True),
+        ended=np.full(seeds, True),
     )
 
 
@@ -50,6 +51,7 @@ def test_sampled_fields_come_from_the_same_transition() -> None:
             reward=tag + 0.5,
             next_obs=np.stack([tag + 1, tag + 1], axis=1),
             terminated=np.full(seeds, t % 2 == 1),
+            ended=np.full(seeds, True),
         )
     batch = replay.sample(128)
     tag = batch.obs[..., 0]
@@ -116,8 +118,8 @@ def test_batch_shapes(seeds: int, batch_size: int, obs_dim: int, act_dim: int) -
         assert field.device == CPU
 
 
-def test_terminated_stored_as_float() -> None:
-    """Boolean `terminated` is stored as float 0.0/1.0, per seed, so it can scale the bootstrap term."""
+def test_terminated_sampled_as_float() -> None:
+    """Boolean `terminated` comes back as float 0.0/1.0, per seed, so it can scale the bootstrap term."""
     replay = SeedBatchedReplay(2, capacity=4, obs_dim=1, act_dim=1, device=CPU)
     replay.add(
         obs=np.zeros((2, 1), np.float32),
@@ -125,9 +127,8 @@ def test_terminated_stored_as_float() -> None:
         reward=np.zeros(2, np.float32),
         next_obs=np.zeros((2, 1), np.float32),
         terminated=np.array([True, False]),
+        ended=np.array([True, False]),
     )
-    assert replay.terminated.dtype == torch.float32
-    assert replay.terminated[:, 0].tolist() == [1.0, 0.0]
     batch = replay.sample(8)
     assert batch.terminated.dtype == torch.float32
     assert torch.all(batch.terminated[0] == 1.0)
@@ -143,8 +144,59 @@ def test_float64_inputs_are_stored_as_float32() -> None:
         reward=np.array([2.0], dtype=np.float64),
         next_obs=np.array([[1.0, 2.0]], dtype=np.float64),
         terminated=np.array([False]),
+        ended=np.array([False]),
     )
-    assert replay.obs.dtype == torch.float32
-    assert replay.obs[0, 0].tolist() == [0.5, -1.5]
-    assert replay.next_obs[0, 0].tolist() == [1.0, 2.0]
-    assert replay.reward[0, 0].item() == 2.0
+    batch = replay.sample(1)
+    assert batch.obs.dtype == torch.float32
+    assert batch.obs[0, 0].tolist() == [0.5, -1.5]
+    assert batch.next_obs[0, 0].tolist() == [1.0, 2.0]
+    assert batch.reward[0, 0].item() == 2.0
+
+
+def random_episodes(seeds: int, steps: int, obs_dim: int, rng: np.random.Generator) -> list[tuple[np.ndarray, ...]]:
+    """`steps` lockstep transitions of envs whose episodes end at random (often: many very short episodes),
+    as (obs, action, reward, next_obs, terminated, ended), each next_obs the true s' also at episode ends."""
+    obs = rng.normal(size=(seeds, obs_dim)).astype(np.float32)
+    transitions = []
+    for _ in range(steps):
+        next_obs = rng.normal(size=(seeds, obs_dim)).astype(np.float32)
+        ended = rng.random(seeds) < 0.3
+        terminated = ended & (rng.random(seeds) < 0.5)
+        action, reward = rng.normal(size=(seeds, 2)).astype(np.float32), rng.normal(size=seeds).astype(np.float32)
+        transitions.append((obs, action, reward, next_obs, terminated, ended))
+        obs = np.where(ended[:, None], rng.normal(size=(seeds, obs_dim)).astype(np.float32), next_obs)
+    return transitions
+
+
+@pytest.mark.parametrize(("capacity", "steps"), [(64, 40), (64, 300), (1000, 700)])
+def test_samples_equal_those_of_storing_every_next_observation(capacity: int, steps: int) -> None:
+    """Each observation stored once, with episode ends every ~3 steps (far more than the spare rows, so the
+    stream grows) and wrap-around: every sample equals the (s, a, r, s', terminated) that was added."""
+    seeds, obs_dim = 3, 4
+    transitions = random_episodes(seeds, steps, obs_dim, np.random.default_rng(capacity + steps))
+    replay = SeedBatchedReplay(seeds, capacity, obs_dim, act_dim=2, device=CPU)
+    for transition in transitions:
+        replay.add(*transition)
+    assert replay.spare > 8, "the test must make the stream grow"
+    torch.manual_seed(5)
+    batch = replay.sample(512)
+    torch.manual_seed(5)
+    index = torch.randint(0, min(steps, capacity), (seeds, 512)).numpy()
+    first = max(0, steps - capacity)
+    for k in range(seeds):
+        for j, i in enumerate(index[k]):
+            stored = transitions[i if steps <= capacity else first + (i - first) % capacity]
+            expected = [stored[0][k], stored[1][k], stored[2][k], stored[3][k], float(stored[4][k])]
+            got = [batch.obs[k, j], batch.action[k, j], batch.reward[k, j], batch.next_obs[k, j], batch.terminated[k, j]]
+            for want, have in zip(expected, got):
+                np.testing.assert_array_equal(have.numpy(), want)
+
+
+def test_observations_are_stored_once() -> None:
+    """The replay's device bytes per seed-step for Humanoid-sized observations are close to half of two copies."""
+    obs_dim, act_dim, capacity = 376, 17, 100_000
+    replay = SeedBatchedReplay(1, capacity, obs_dim, act_dim, device=CPU)
+    tensors = (replay.stream, replay.obs_row, replay.action, replay.reward, replay.terminated)
+    stored = sum(t.numel() * t.element_size() for t in tensors) / capacity
+    two_copies = 4 * (2 * obs_dim + act_dim + 2)
+    assert stored < 0.56 * two_copies

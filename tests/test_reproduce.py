@@ -17,11 +17,11 @@ from support import run_cli
 
 from qsmbench.config import ConfigError
 from qsmbench.grid import Grid, load_grid
-from qsmbench.plan import duration, format_plan, plan
+from qsmbench.plan import format_plan, plan
 from qsmbench.plotting import PlotReport
 from qsmbench.reproduce import run_grid
 from qsmbench.spec import RunSpec
-from qsmbench.storage import RunHeader, RunMetadata, read_run, run_path, write_run
+from qsmbench.storage import RunHeader, RunMetadata, format_duration, read_run, run_path, write_run
 
 ALGOS = {"qsm", "sac", "td3", "dql"}
 GYM_TASKS = {"Hopper-v4", "Walker2d-v4", "HalfCheetah-v4", "Ant-v4", "Humanoid-v4"}
@@ -184,7 +184,7 @@ def test_dry_run_plan_shows_statuses_and_a_measured_estimate(smoke: Smoke, tmp_p
     assert all(line.endswith("complete") for line in job_lines.values())
     assert "to run: 2 of 8 jobs, 900 env steps (6 jobs complete)" in lines
     estimate = next(line for line in lines if line.startswith("estimate:"))
-    assert estimate.startswith(f"estimate: {duration(measured)} ")
+    assert estimate.startswith(f"estimate: {format_duration(measured)} ")
     assert "the same task, algorithm and settings for 1 jobs" in estimate
     assert "the same algorithm and settings on other tasks for 1 jobs" in estimate
 

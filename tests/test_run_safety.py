@@ -3,6 +3,7 @@ stale temporaries, and output directories that cannot hold a run."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from gymnasium.envs.classic_control.pendulum import PendulumEnv
+
+from support import keeping_first_checkpoint
 
 from qsmbench.config import ConfigError, RunConfig
 from qsmbench.locking import RunLocked, lock_run_dir
@@ -52,8 +55,14 @@ for name, faulty in (("NaNRewardPendulum-v0", True), ("CleanPendulum-v0", False)
     gym.register(f"qsmbench-test/{name}", entry_point=NaNRewardPendulum, max_episode_steps=200, kwargs={"faulty": faulty})
 
 
-def spec(out: Path, env: str = "Pendulum-v1", algo: str = "sac", steps: int = 200, seeds: int = 2, **sets: Any) -> RunSpec:
-    run = RunConfig(env=env, seeds=seeds, steps=steps, eval_every=100, eval_episodes=1, device="cpu", out=str(out))
+def spec(
+    out: Path, env: str = "Pendulum-v1", algo: str = "sac", steps: int = 200, seeds: int = 2, checkpoint_every: int = 50_000,
+    **sets: Any,
+) -> RunSpec:
+    run = RunConfig(
+        env=env, seeds=seeds, steps=steps, eval_every=100, eval_episodes=1, device="cpu", out=str(out),
+        checkpoint_every=checkpoint_every,
+    )  # fmt: skip
     return make_spec(algo, run, SMALL + [f"{key}={value}" for key, value in sets.items()])
 
 
@@ -116,8 +125,10 @@ def test_stale_temporaries_are_cleared_when_the_directory_is_taken(tmp_path: Pat
 def test_a_diverged_seed_is_recorded_and_the_others_finish_as_without_the_fault(tmp_path: Path) -> None:
     """A NaN reward in seed 1's env at step 50: seed 1 stops there and says so; seeds 0 and 2 write exactly the
     rows (timing aside) of the same run on the same task without the fault."""
-    faulty = trainer(spec(tmp_path / "faulty", env="qsmbench-test/NaNRewardPendulum-v0", steps=300, seeds=3))
-    faulty.train()
+    faulty_spec = spec(tmp_path / "faulty", env="qsmbench-test/NaNRewardPendulum-v0", steps=300, seeds=3, checkpoint_every=100)
+    faulty = trainer(faulty_spec)
+    with keeping_first_checkpoint(faulty.prepared.checkpoint, tmp_path / "kept.pt"):
+        faulty.train()
     clean = trainer(spec(tmp_path / "clean", env="qsmbench-test/CleanPendulum-v0", steps=300, seeds=3))
     clean.train()
     runs = [read_run(path) for path in faulty.files.paths]
@@ -131,6 +142,26 @@ def test_a_diverged_seed_is_recorded_and_the_others_finish_as_without_the_fault(
         assert with_fault["step"].tolist() == [0, 100, 200, 300]
         pd.testing.assert_frame_equal(with_fault, without)
         assert np.isfinite(with_fault.iloc[1:].select_dtypes("number").drop(columns="train_return")).all().all()
+    assert_a_diverged_seed_does_not_block_resuming(faulty, tmp_path / "kept.pt", tmp_path / "resumed")
+
+
+def assert_a_diverged_seed_does_not_block_resuming(finished: Trainer, checkpoint: Path, out: Path) -> None:
+    """The run interrupted after its checkpoint at step 100 left seed 1's file diverged (a finished result):
+    the grid keeps the seeds as one block to resume, and resuming gives the same rows and statuses."""
+    resumed_spec = finished.spec.with_run(out=str(out))
+    prepared = prepare(resumed_spec)
+    prepared.run_dir.mkdir(parents=True)
+    shutil.copyfile(checkpoint, prepared.checkpoint)
+    shutil.copyfile(finished.files.paths[FAULTY_SEED], prepared.run_dir / finished.files.paths[FAULTY_SEED].name)
+    assert on_disk(resumed_spec)["resumable"] == ((0, 3, 100),) and on_disk(resumed_spec)["done"] == ()
+    resuming = trainer(resumed_spec)
+    assert resuming.resumed_from == 100
+    resuming.train()
+    for path, reference in zip(resuming.files.paths, finished.files.paths):
+        got, want = read_run(path), read_run(reference)
+        assert got.status == want.status
+        timing = ["wall_time_s", "sps"]
+        pd.testing.assert_frame_equal(got.curve.drop(columns=timing), want.curve.drop(columns=timing), check_exact=True)
 
 
 def test_every_seed_non_finite_ends_the_run_early_as_diverged(tmp_path: Path) -> None:
@@ -139,7 +170,7 @@ def test_every_seed_non_finite_ends_the_run_early_as_diverged(tmp_path: Path) ->
     blown_up = spec(tmp_path, env="dm_control/cheetah-run-v0", algo="td3", steps=3000, critic_lr=1e30, actor_lr=1e30)
     run = trainer(blown_up)
     run.train()
-    assert on_disk(blown_up) == {"done": (0, 1), "conflicts": ()}, "a grid must count diverged seeds as done"
+    assert on_disk(blown_up) == {"done": (0, 1), "conflicts": (), "resumable": ()}, "a grid must count diverged seeds as done"
     for path in run.files.paths:
         stored = read_run(path)
         assert stored.status == "diverged" and stored.metadata.divergence is not None

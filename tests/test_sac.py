@@ -61,4 +61,5 @@ def test_sac_temperature_is_per_seed_and_moves_toward_target_entropy() -> None:
 
 @pytest.mark.slow
 def test_learns_pendulum(tmp_path: Path) -> None:
-    assert_learns_pendulum("sac", tmp_path, steps=6000, overrides=["warmup_steps=1000"])
+    small = ["hidden_sizes=128,128"]  # so the test fits CI; update rule unchanged
+    assert_learns_pendulum("sac", tmp_path, steps=6000, overrides=["warmup_steps=1000", *small])
