@@ -25,10 +25,10 @@ from qsmbench.plot_settings import PlotSettings
 from qsmbench.config import DEFAULT_CHECKPOINT_EVERY, ConfigError, RunConfig
 from qsmbench.envs import EXAMPLE_ENV_IDS
 from qsmbench.grid import load_grid
-from qsmbench.plan import format_plan, plan
-from qsmbench.plotting import plot_results
+from qsmbench.plan import format_job_list, format_plan, plan, select
+from qsmbench.plotting import PlotReport, plot_results
 from qsmbench.progress import make_reporter
-from qsmbench.reproduce import run_grid
+from qsmbench.reproduce import plot_grid, run_grid, train_jobs
 from qsmbench.spec import make_spec
 from qsmbench.stopping import Stopped
 from qsmbench.toy import run_toy, toy_grid, toy_specs
@@ -188,18 +188,49 @@ def reproduce(
     checkpoint_every: Annotated[
         int, typer.Option(help="Steps between checkpoints of each run (one is also written on a stop signal).")
     ] = DEFAULT_CHECKPOINT_EVERY,
+    list_jobs: Annotated[
+        bool, typer.Option(help="Print each job's index, id and status (of --shard's jobs with it); train nothing.")
+    ] = False,
+    job: Annotated[
+        str | None, typer.Option(help="Train this job only: its index or id from --list-jobs (e.g. $SLURM_ARRAY_TASK_ID).")
+    ] = None,
+    shard: Annotated[str | None, typer.Option(help="Train the shard I/N of the jobs: every N-th, from the I-th.")] = None,
+    plot_only: Annotated[bool, typer.Option(help="Make the grid's tables and figures; every job must be complete.")] = False,
     quiet: Annotated[bool, typer.Option(help="Plain log lines instead of the live display.")] = False,
 ) -> None:
-    """Train every job (task x algorithm, all seeds batched) of GRID not yet complete, then plot; resumable."""
+    """Train every job (task x algorithm, all seeds batched) of GRID not yet complete, then plot; resumable.
+
+    With --job or --shard, train that part only and leave the plot to `--plot-only`: that is how a Slurm
+    array or several machines share one results directory (docs/cluster.md)."""
     loaded = load_grid(grid, scale)
     results = out or loaded.out
+    if plot_only and (dry_run or list_jobs or job is not None or shard is not None):
+        raise ConfigError("--plot-only trains nothing: give it without --dry-run, --list-jobs, --job or --shard")
+    if plot_only:
+        report_plot(plot_grid(loaded, results))
+        return
+    jobs = plan(loaded, results)
+    selected = select(jobs, job, shard)
+    if list_jobs:
+        print(format_job_list(jobs, selected))
+        return
     if dry_run:
-        print(format_plan(loaded, plan(loaded, results), results))
+        print(format_plan(loaded, jobs, results))
         return
     try:
-        report = run_grid(loaded, results, device, quiet, checkpoint_every)
+        if job is None and shard is None:
+            report_plot(run_grid(loaded, results, device, quiet, checkpoint_every))
+            return
+        print(format_job_list(jobs, selected), flush=True)
+        train_jobs(selected, device, quiet, checkpoint_every)
     except KeyboardInterrupt as interrupt:
         raise interrupted(interrupt, "finished runs are kept: run the same command again to go on") from None
+    same = f"{grid}{f' --scale {scale}' if scale != 'paper' else ''}{f' --out {out}' if out else ''}"
+    print(f"done: {len(selected)} of {len(jobs)} jobs; once all are complete: qsmbench reproduce {same} --plot-only")
+
+
+def report_plot(report: PlotReport) -> None:
+    """The plot's warnings on stderr, and where its table and figures are."""
     for warning in report.warnings:
         print(f"qsmbench: warning: {warning}", file=sys.stderr)
     print(f"table: {report.out_dir / 'summary.md'}; figures: {report.out_dir}")

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from qsmbench.checkpoint import CheckpointError, checkpoint_info, checkpoint_path, checkpoint_ranges
-from qsmbench.config import RunConfig
+from qsmbench.config import ConfigError, RunConfig, did_you_mean
 from qsmbench.grid import Grid
 from qsmbench.spec import RunSpec
 from qsmbench.storage import (
@@ -55,6 +55,11 @@ class Job:
     @property
     def task(self) -> str:
         return self.spec.run.task
+
+    @property
+    def id(self) -> str:
+        """`<task>/<algo>`, the job's run directory under the results directory: stable across launchers."""
+        return f"{path_safe(self.task)}/{self.algo}"
 
     @property
     def algo(self) -> str:
@@ -103,6 +108,42 @@ class Job:
             self.spec.with_run(seed_start=start, seeds=count, device=device, checkpoint_every=checkpoint_every)
             for start, count in self.blocks()
         ]
+
+
+def select(jobs: list[Job], job: str | None = None, shard: str | None = None) -> list[Job]:
+    """The jobs one launcher takes: all, one (`job`: its index in the grid's order or its id, as
+    `--list-jobs` prints them; a Slurm array passes $SLURM_ARRAY_TASK_ID), or the shard `I/N`. Shards deal
+    each round of N consecutive jobs out one per shard, rotated by one each round: the N shards split the
+    grid exactly, differ by at most one job, and each mixes algorithms (plain every-N-th would give one
+    shard every Diffusion-QL job of a task-major grid)."""
+    if job is not None and shard is not None:
+        raise ConfigError("give --job or --shard, not both")
+    if job is not None:
+        ids = [candidate.id for candidate in jobs]
+        if job.isdigit() and int(job) < len(jobs):
+            return [jobs[int(job)]]
+        if job in ids:
+            return [jobs[ids.index(job)]]
+        raise ConfigError(
+            f"no job {job!r} in this grid{did_you_mean(job, ids)}: give an index 0-{len(jobs) - 1} or an id from --list-jobs"
+        )
+    if shard is not None:
+        index, count = parse_shard(shard)
+        return [candidate for k, candidate in enumerate(jobs) if (k + k // count) % count == index]
+    return jobs
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`I/N` -> (I, N) with 0 <= I < N."""
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise ConfigError(f"--shard takes I/N with 0 <= I < N, e.g. 0/4, got {text!r}")
+    return int(index), int(count)
+
+
+def format_job_list(jobs: list[Job], selected: list[Job]) -> str:
+    """One line per selected job: its index in the grid, its id, its status."""
+    return "\n".join(f"{jobs.index(job):>4}  {job.id:<44} {job_status(job)}" for job in selected)
 
 
 def split_at_checkpoints(block: tuple[int, int], resumable: tuple[tuple[int, int, int], ...]) -> list[tuple[int, int]]:

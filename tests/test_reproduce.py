@@ -17,7 +17,7 @@ from support import run_cli
 
 from qsmbench.config import ConfigError
 from qsmbench.grid import Grid, load_grid
-from qsmbench.plan import format_plan, plan
+from qsmbench.plan import format_plan, plan, select
 from qsmbench.plotting import PlotReport
 from qsmbench.reproduce import run_grid
 from qsmbench.spec import RunSpec
@@ -294,3 +294,70 @@ def test_cli_unknown_grid_or_scale_is_one_line(args: list[str], capfd: pytest.Ca
     result = run_cli(["reproduce", *args, "--dry-run"], capfd)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("qsmbench: error:"), result.stderr
+
+
+# ------------------------------------------------------------------------------------------------ parts of a grid
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 8, 40, 41])
+def test_the_shards_of_a_grid_split_it_exactly(count: int, tmp_path: Path) -> None:
+    """Every job in exactly one of the N shards, shard sizes within one of each other, and (N = 8, as on a
+    node of 8 GPUs) each shard holding more than one algorithm."""
+    jobs = plan(load_grid("paper", "paper"), tmp_path)
+    shards = [select(jobs, shard=f"{index}/{count}") for index in range(count)]
+    assert sorted(job.id for shard in shards for job in shard) == sorted(job.id for job in jobs)
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    if count == 8:
+        assert all(len({job.algo for job in shard}) > 1 for shard in shards)
+
+
+def test_list_jobs_names_each_job_by_index_and_id(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    listed = run_cli(["reproduce", "paper", "--out", str(tmp_path), "--list-jobs"], capfd)
+    lines = listed.stdout.splitlines()
+    assert listed.returncode == 0 and len(lines) == 40
+    index, job_id, status = lines[5].split(maxsplit=2)
+    assert index == "5" and status == "to run"
+    for chosen in (index, job_id):
+        one = run_cli(["reproduce", "paper", "--out", str(tmp_path), "--list-jobs", "--job", chosen], capfd)
+        assert one.stdout.splitlines() == [lines[5]]
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--job", "40"], "no job '40' in this grid"),
+        (["--job", "Hopper-v4/qsn"], "did you mean 'Hopper-v4/qsm'"),
+        (["--shard", "2/2"], "--shard takes I/N"),
+        (["--shard", "1"], "--shard takes I/N"),
+        (["--job", "1", "--shard", "0/2"], "--job or --shard, not both"),
+        (["--plot-only", "--job", "1"], "--plot-only trains nothing"),
+    ],
+)
+def test_a_bad_part_of_a_grid_is_one_line(
+    args: list[str], said: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    result = run_cli(["reproduce", "paper", "--out", str(tmp_path), *args], capfd)
+    assert result.returncode == 2 and said in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())
+
+
+def test_jobs_trained_apart_are_plotted_once_all_are_complete(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """As array tasks would: `--job 1`, then the plot is refused while job 0 is missing, then `--job <id>`
+    of the other, then `--plot-only` makes the figures."""
+    grid = write_grid(
+        tmp_path,
+        VALID_GRID.replace('algorithms = ["td3"]', 'algorithms = ["td3", "sac"]').replace(
+            'td3 = ["warmup_steps=100"', 'sac = ["warmup_steps=100", "batch_size=32", "hidden_sizes=32,32"]\ntd3 = ["warmup_steps=100"'
+        ),
+    )
+    out = tmp_path / "results"
+    common = ["reproduce", grid, "--scale", "test", "--out", str(out), "--device", "cpu", "--quiet"]
+    first = run_cli([*common, "--job", "1"], capfd)
+    assert first.returncode == 0 and "done: 1 of 2 jobs" in first.stdout and "--plot-only" in first.stdout
+    assert sorted(path.name for path in (out / "Pendulum-v1").iterdir()) == ["sac"]
+    refused = run_cli([*common, "--plot-only"], capfd)
+    assert refused.returncode == 2 and "1 of 2 jobs of the grid are not complete yet (e.g. Pendulum-v1/td3" in refused.stderr
+    assert not (out / "figures").exists()
+    assert run_cli([*common, "--job", "Pendulum-v1/td3"], capfd).returncode == 0
+    plotted = run_cli([*common, "--plot-only"], capfd)
+    assert plotted.returncode == 0 and (out / "figures" / "summary.md").exists()
