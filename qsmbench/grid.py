@@ -10,17 +10,28 @@ that loads is a tuple of valid `RunSpec`s, one per (task, algorithm) pair with a
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
 import tomllib
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping
 
 from qsmbench.algorithms import Algorithm, resolve
 from qsmbench.plot_settings import PlotSettings
-from qsmbench.config import ConfigError, OffPolicyConfig, RunConfig, check_value, did_you_mean, from_table, known_key, require
+from qsmbench.config import (
+    ConfigError,
+    OffPolicyConfig,
+    RunConfig,
+    apply_overrides,
+    check_value,
+    did_you_mean,
+    from_table,
+    known_key,
+    require,
+)
 from qsmbench.envs import check_env_id
 from qsmbench.spec import RunSpec
 
@@ -36,6 +47,7 @@ class Task:
     env: str  # a registered Gymnasium id
     confidence: Confidence  # how sure we are that the paper used this task
     source: str
+    overrides: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # per algorithm, after the grid's
 
     def __post_init__(self) -> None:
         check_env_id(self.env)
@@ -127,7 +139,11 @@ def build_grid(name: str, scale: str, settings: Mapping[str, Any]) -> Grid:
     algorithms = parse_algorithms(settings["algorithms"], settings.get("overrides", {}))
     protocol = {key: settings[key] for key in PROTOCOL_KEYS if key in settings}
     specs = tuple(
-        RunSpec(from_table(RunConfig, {**protocol, "env": task.env, "out": out}), algorithm, config)
+        RunSpec(
+            from_table(RunConfig, {**protocol, "env": task.env, "out": out}),
+            algorithm,
+            apply_overrides(config, task.overrides.get(algorithm.name, ())),  # the grid's overrides, then the task's
+        )
         for task in tasks
         for algorithm, config in algorithms
     )
@@ -144,9 +160,22 @@ def parse_tasks(entries: Any) -> tuple[Task, ...]:
     for index, entry in enumerate(entries):
         with located(f"task {index + 1}"):
             require(isinstance(entry, dict), f"must be a table with env, confidence and source, got {entry!r}")
-            tasks.append(from_table(Task, entry))
+            fields = {key: value for key, value in entry.items() if key != "overrides"}
+            overrides = parse_task_overrides(entry.get("overrides", {}))
+            tasks.append(dataclasses.replace(from_table(Task, fields), overrides=overrides))
     require(len({task.env for task in tasks}) == len(tasks), "tasks lists an env twice")
     return tuple(tasks)
+
+
+def parse_task_overrides(overrides: Any) -> dict[str, tuple[str, ...]]:
+    """A task's `overrides = { algo = ["key=value", ...] }`, each list checked against its algorithm."""
+    require(isinstance(overrides, dict), f"overrides must be a table of algorithm = [key=value, ...], got {overrides!r}")
+    checked = {}
+    for algo, assignments in overrides.items():
+        with located(f"overrides.{algo}"):
+            checked[algo] = check_value(algo, assignments, tuple[str, ...])
+            resolve(algo, checked[algo])
+    return checked
 
 
 def parse_algorithms(names: Any, overrides: Any) -> list[tuple[Algorithm, OffPolicyConfig]]:

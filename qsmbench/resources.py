@@ -28,7 +28,7 @@ from qsmbench.divergence import seed_parameters
 from qsmbench.envs import EnvDims
 from qsmbench.replay import replay_bytes_per_seed_step
 from qsmbench.spec import RunSpec
-from qsmbench.storage import format_bytes
+from qsmbench.storage import format_bytes, free_bytes, short_path
 
 FLOAT_BYTES = 4
 OPTIMIZER_COPIES = 3  # a gradient and Adam's two moments per learned value (targets have none: generous)
@@ -105,6 +105,20 @@ def host_available_bytes(meminfo: Path = MEMINFO) -> float:
     except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name (some macOS builds)
         return math.inf
     return float(pages * page_size) if pages > 0 else math.inf
+
+
+def check_checkpoint_room(spec: RunSpec, dims: EnvDims, env_id: str, run_dir: Path) -> None:
+    """Refuse a run whose checkpoints cannot fit beside its files: at the end of the run a checkpoint holds
+    the whole replay and every network with its optimiser state, and a new one is written beside the old
+    before it replaces it. Refused up front rather than failing at the first checkpoint, hours in."""
+    need = estimate_memory(spec, dims, env_id).device
+    needed, free = 2 * (need["replay"] + need["networks"]), free_bytes(run_dir)
+    if free < needed:
+        raise ConfigError(
+            f"{short_path(run_dir)} has {format_bytes(free)} free, and this run's checkpoints need about "
+            f"{format_bytes(needed)} (two at the end of the run, while one replaces the other); free some space, "
+            "give another --out, or a smaller replay_capacity"
+        )
 
 
 def check_fits(spec: RunSpec, dims: EnvDims, env_id: str, device: torch.device) -> None:

@@ -290,12 +290,19 @@ def check_out_dir(directory: Path, seeds: int, evaluations: int) -> None:
             os.fsync(probe.fileno())
     except OSError as error:
         raise ConfigError(f"cannot write results under {short_path(existing)}: {error.strerror or error}") from None
-    stats = os.statvfs(existing)
-    free, needed = stats.f_bavail * stats.f_frsize, 2 * seeds * (RUN_FILE_BYTES + evaluations * ROW_BYTES)
+    free, needed = free_bytes(existing), 2 * seeds * (RUN_FILE_BYTES + evaluations * ROW_BYTES)
     if free < needed:
         raise ConfigError(
             f"{short_path(existing)} has {format_bytes(free)} free, and the run files need about {format_bytes(needed)}"
         )
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes an unprivileged writer may still use on the filesystem of `path`, or of its deepest existing
+    ancestor when it does not exist yet."""
+    existing = next(parent for parent in (path.absolute(), *path.absolute().parents) if _exists(parent))
+    stats = os.statvfs(existing)
+    return stats.f_bavail * stats.f_frsize
 
 
 def _exists(path: Path) -> bool:

@@ -57,7 +57,7 @@ from qsmbench.locking import RunDirLock, lock_run_dir
 from qsmbench.progress import Reporter
 from qsmbench.provenance import provenance
 from qsmbench.replay import SeedBatchedReplay, Transitions
-from qsmbench.resources import check_fits
+from qsmbench.resources import check_checkpoint_room, check_fits
 from qsmbench.spec import RunSpec
 from qsmbench.stopping import StopSignals, Stopped
 from qsmbench.storage import (
@@ -137,6 +137,7 @@ def prepare(spec: RunSpec, overwrite: bool = False) -> PreparedRun:
     env_id = dataset.env_id if dataset else str(run.env)
     dims = env_dims(env_id)
     check_fits(spec, dims, env_id, device)
+    check_checkpoint_room(spec, dims, env_id, run_path(run.out, run.task, spec.algo, run.seed_start).parent)
     if dataset and (dataset.obs_dim, dataset.act_dim) != (dims.obs_dim, dims.act_dim):
         raise ConfigError(
             f"dataset {run.dataset} has obs/action dims {dataset.obs_dim}/{dataset.act_dim}, "

@@ -361,3 +361,30 @@ def test_jobs_trained_apart_are_plotted_once_all_are_complete(tmp_path: Path, ca
     assert run_cli([*common, "--job", "Pendulum-v1/td3"], capfd).returncode == 0
     plotted = run_cli([*common, "--plot-only"], capfd)
     assert plotted.returncode == 0 and (out / "figures" / "summary.md").exists()
+
+
+def test_a_task_overrides_an_algorithm_on_that_task_only(tmp_path: Path) -> None:
+    """QSM's authors suggest M_q = 120 on harder tasks: a task's own overrides apply after the grid's, on it alone."""
+    text = VALID_GRID.replace('algorithms = ["td3"]', 'algorithms = ["td3", "qsm"]').replace(
+        'source = "test"\n',
+        'source = "test"\noverrides = { qsm = ["alpha=120"], td3 = ["batch_size=64"] }\n\n'
+        '[[tasks]]\nenv = "Hopper-v4"\nconfidence = "smoke"\nsource = "test"\n',
+        1,
+    )
+    grid = load_grid(write_grid(tmp_path, text), "test")
+    configs = {(spec.run.task, spec.algo): spec.config for spec in grid.specs}
+    assert configs["Pendulum-v1", "qsm"].alpha == 120 and configs["Hopper-v4", "qsm"].alpha == 50
+    assert configs["Pendulum-v1", "td3"].batch_size == 64 and configs["Hopper-v4", "td3"].batch_size == 32
+    assert configs["Pendulum-v1", "td3"].hidden_sizes == (32, 32), "the grid's overrides still apply"
+    assert all(spec.config.alpha == 50 for spec in load_grid("paper").specs if spec.algo == "qsm"), "see paper.toml"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "said"),
+    [('{ qsn = ["alpha=1"] }', "unknown algorithm 'qsn'"), ('{ qsm = ["alpah=1"] }', "alpah"), ('"alpha=1"', "must be a table")],
+)
+def test_a_bad_task_override_is_one_line_naming_the_task(overrides: str, said: str, tmp_path: Path) -> None:
+    text = VALID_GRID.replace('source = "test"\n', f'source = "test"\noverrides = {overrides}\n', 1)
+    with pytest.raises(ConfigError, match="task 1") as refused:
+        load_grid(write_grid(tmp_path, text), "test")
+    assert said in str(refused.value) and "\n" not in str(refused.value)

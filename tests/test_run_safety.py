@@ -216,3 +216,19 @@ def test_a_full_disk_is_refused_up_front(tmp_path: Path) -> None:
     finally:
         subprocess.run(["umount", str(mount)], check=True)
 
+
+def test_a_disk_too_small_for_the_checkpoints_is_refused_up_front(tmp_path: Path) -> None:
+    """An 8 MB tmpfs holds the run files of 100,000 Hopper steps (4.4 MB) but not two checkpoints of their
+    replay (24 MB)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root in a container that allows it)")
+    try:
+        long_run = spec(mount / "results", env="Hopper-v4", steps=100_000)
+        text = refused_untouched(long_run, mount, "this run's checkpoints need about")
+        assert "free" in text and "replay_capacity" in text
+        prepare(spec(mount / "results", env="Hopper-v4", steps=1000))  # a short run's checkpoints fit
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
