@@ -389,7 +389,8 @@ class Trainer:
             ) from None
         self.step = self.resumed_from = int(checkpoint["header"]["step"])
         self.last_eval_step = int(document["last_eval_step"])
-        self.started = time.perf_counter() - float(document["elapsed_s"])
+        self.interval_start = time.perf_counter()  # sps leaves out the restore, as it does evaluation
+        self.started = self.interval_start - float(document["elapsed_s"])
         self.files.header = self._resumed_header(document["provenance"])
         self.reporter.advance(self.step)
 
