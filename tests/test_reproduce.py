@@ -17,6 +17,7 @@ from support import run_cli
 
 from qsmbench.config import ConfigError
 from qsmbench.grid import Grid, load_grid
+from qsmbench.locking import lock_run_dir
 from qsmbench.plan import format_plan, plan, select
 from qsmbench.plotting import PlotReport
 from qsmbench.reproduce import run_grid
@@ -342,8 +343,8 @@ def test_a_bad_part_of_a_grid_is_one_line(
 
 
 def test_jobs_trained_apart_are_plotted_once_all_are_complete(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    """As array tasks would: `--job 1`, then the plot is refused while job 0 is missing, then `--job <id>`
-    of the other, then `--plot-only` makes the figures."""
+    """As array tasks would: `--job 1`, then the plot is refused while job 0 is missing; job 0 is skipped
+    while another launcher holds it, then trained by `--job <id>`; then `--plot-only` makes the figures."""
     grid = write_grid(
         tmp_path,
         VALID_GRID.replace('algorithms = ["td3"]', 'algorithms = ["td3", "sac"]').replace(
@@ -358,6 +359,10 @@ def test_jobs_trained_apart_are_plotted_once_all_are_complete(tmp_path: Path, ca
     refused = run_cli([*common, "--plot-only"], capfd)
     assert refused.returncode == 2 and "1 of 2 jobs of the grid are not complete yet (e.g. Pendulum-v1/td3" in refused.stderr
     assert not (out / "figures").exists()
+    with lock_run_dir(out / "Pendulum-v1" / "td3"):  # another launcher is training that job
+        taken = run_cli([*common, "--job", "Pendulum-v1/td3"], capfd)
+    assert taken.returncode == 0 and "skipped: " in taken.stdout and "being written by another qsmbench run" in taken.stdout
+    assert not list((out / "Pendulum-v1" / "td3").glob("seed_*")), "a job another launcher holds is not trained twice"
     assert run_cli([*common, "--job", "Pendulum-v1/td3"], capfd).returncode == 0
     plotted = run_cli([*common, "--plot-only"], capfd)
     assert plotted.returncode == 0 and (out / "figures" / "summary.md").exists()
