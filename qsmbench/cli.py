@@ -196,6 +196,9 @@ def reproduce(
     ] = None,
     shard: Annotated[str | None, typer.Option(help="Train the shard I/N of the jobs: every N-th, from the I-th.")] = None,
     plot_only: Annotated[bool, typer.Option(help="Make the grid's tables and figures; every job must be complete.")] = False,
+    workers: Annotated[
+        int, typer.Option(help="With --dry-run: also estimate the time on this many machines (GPUs) at once.")
+    ] = 1,
     quiet: Annotated[bool, typer.Option(help="Plain log lines instead of the live display.")] = False,
 ) -> None:
     """Train every job (task x algorithm, all seeds batched) of GRID not yet complete, then plot; resumable.
@@ -215,7 +218,9 @@ def reproduce(
         print(format_job_list(jobs, selected))
         return
     if dry_run:
-        print(format_plan(loaded, jobs, results))
+        if workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {workers}")
+        print(format_plan(loaded, jobs, results, workers))
         return
     try:
         if job is None and shard is None:

@@ -13,6 +13,7 @@ diverged seeds are part of that run, not done on their own.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import json
 import os
 import re
@@ -95,12 +96,18 @@ class Job:
     def env_steps_to_run(self) -> int:
         return self.spec.run.steps * self.pending_count
 
-    @property
-    def seconds_to_run(self) -> float | None:
-        """Each block is one batched run of `steps` run steps; None without a measurement."""
+    def block_seconds(self) -> list[float] | None:
+        """Each pending block's time, one batched run of the steps it has left (a resumed one from its
+        checkpoint's step); None without a measurement."""
         if self.seconds_per_step is None:
             return None
-        return len(self.blocks()) * self.spec.run.steps * self.seconds_per_step
+        resumed = {(first, count): step for first, count, step in self.resumable}
+        return [(self.spec.run.steps - resumed.get(block, 0)) * self.seconds_per_step for block in self.blocks()]
+
+    @property
+    def seconds_to_run(self) -> float | None:
+        blocks = self.block_seconds()
+        return None if blocks is None else sum(blocks)
 
     def pending_specs(self, device: str, checkpoint_every: int) -> list[RunSpec]:
         """One spec per block of pending seeds, on `device`."""
@@ -284,8 +291,9 @@ def timing_for(spec: RunSpec, timings: Timings) -> dict[str, Any]:
     return {}
 
 
-def format_plan(grid: Grid, jobs: list[Job], out: Path) -> str:
-    """The dry-run text: one line per job, the env steps left, and a time estimate with what it rests on."""
+def format_plan(grid: Grid, jobs: list[Job], out: Path, workers: int = 1) -> str:
+    """The dry-run text: one line per job, the env steps left, and a time estimate with what it rests on,
+    on one machine and, for `workers` > 1, on that many at once."""
     protocol = grid.protocol
     lines = [
         f"{grid.name}: {grid.description}" if grid.description else f"grid {grid.name}",
@@ -301,7 +309,7 @@ def format_plan(grid: Grid, jobs: list[Job], out: Path) -> str:
         f"to run: {len(pending)} of {len(jobs)} jobs, {sum(job.env_steps_to_run for job in jobs):,} env steps "
         f"({sum(job.status == 'complete' for job in jobs)} jobs complete)"
     )
-    lines.append(estimate_line(pending, out))
+    lines.append(estimate_line(pending, out, workers))
     conflicts = [conflict for job in jobs for conflict in job.conflicts]
     if conflicts:
         lines.append("conflicts: nothing will train until these files are moved away or another --out is given:")
@@ -322,7 +330,7 @@ def seed_list(blocks: list[tuple[int, int]]) -> str:
     return ",".join(str(start) if count == 1 else f"{start}-{start + count - 1}" for start, count in blocks)
 
 
-def estimate_line(pending: list[Job], out: Path) -> str:
+def estimate_line(pending: list[Job], out: Path, workers: int = 1) -> str:
     if not pending:
         return "estimate: nothing to run"
     timed = [job for job in pending if job.seconds_to_run is not None]
@@ -331,9 +339,20 @@ def estimate_line(pending: list[Job], out: Path) -> str:
     bases = Counter(job.timing_basis for job in timed)
     untimed = len(pending) - len(timed)
     seconds = sum(job.seconds_to_run or 0.0 for job in timed)
+    at_once = f"; on {workers} such machines at once, longest runs first: {parallel_estimate(timed, workers)}"
     return (
         f"estimate: {format_duration(seconds)} on a machine like the one that made the runs under {out}, "
         "from their measured wall time per step (evaluations included) on "
         + "; ".join(f"{basis} for {count} jobs" for basis, count in bases.items())
         + (f"; {untimed} jobs have no measurement yet and are not counted" if untimed else "")
+        + (at_once if workers > 1 else "")
     )
+
+
+def parallel_estimate(timed: list[Job], workers: int) -> str:
+    """The wall time of the timed runs spread over `workers` machines, each taking the longest run left
+    when it is free (within 4/3 of the best split): at least the longest single run."""
+    finish = [0.0] * workers
+    for seconds in sorted((s for job in timed for s in job.block_seconds() or []), reverse=True):
+        heapq.heapreplace(finish, finish[0] + seconds)
+    return format_duration(max(finish))

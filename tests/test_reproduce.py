@@ -188,6 +188,10 @@ def test_dry_run_plan_shows_statuses_and_a_measured_estimate(smoke: Smoke, tmp_p
     assert estimate.startswith(f"estimate: {format_duration(measured)} ")
     assert "the same task, algorithm and settings for 1 jobs" in estimate
     assert "the same algorithm and settings on other tasks for 1 jobs" in estimate
+    on_two = next(line for line in format_plan(smoke.grid, plan(smoke.grid, out), out, 2).splitlines() if "estimate" in line)
+    longest = 300 * max(seconds_per_step(run_path(out, "Pendulum-v1", "qsm", 1)),
+                        seconds_per_step(run_path(out, "dm_control/cartpole-balance-v0", "sac", 0)))  # fmt: skip
+    assert on_two.endswith(f"; on 2 such machines at once, longest runs first: {format_duration(longest)}")
 
     paper = load_grid("paper")  # other settings: smoke runs must not time the paper's
     assert "estimate: no measurement yet" in format_plan(paper, plan(paper, out), out)
