@@ -5,7 +5,8 @@
 Builds the real trainer of a `--steps 1000000` run (default hyperparameters, so the networks and optimisers
 have their real sizes), fills its replay with `filled` transitions of random data in episodes of 1,000 steps
 (a checkpoint's size and write time do not depend on the values), and times `write_checkpoint` of the
-trainer's whole state, fsync included, into --out. Results go in docs/benchmarks.md.
+trainer's whole state, fsync included, into --out (default: a temporary directory on this machine's
+temporary disk, removed afterwards; give --out to time another disk). Results go in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,9 +46,14 @@ def main() -> None:
     parser.add_argument("--env", default="Hopper-v4")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--filled", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--out", type=Path, default=Path("/tmp/qsmbench-checkpoint-cost"))
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    run = RunConfig(env=args.env, seeds=args.seeds, steps=1_000_000, device="cpu", out=str(args.out))
+    with tempfile.TemporaryDirectory(prefix="qsmbench-checkpoint-cost-") as scratch:
+        measure(args, args.out or Path(scratch))
+
+
+def measure(args: argparse.Namespace, out: Path) -> None:
+    run = RunConfig(env=args.env, seeds=args.seeds, steps=1_000_000, device="cpu", out=str(out))
     prepared = prepare(make_spec(args.algo, run), overwrite=True)
     trainer = Trainer(prepared, PlainReporter(args.algo, run.seed_values, run.steps))
     replay = trainer.replay

@@ -75,7 +75,8 @@ class SeedBatchedReplay:
         self.head = np.zeros(seeds, dtype=np.int64)  # per seed, the stream row the next observation goes to
         self.ended = np.zeros((seeds, capacity), dtype=bool)  # host copy: which stored transitions end an episode
         self.ends = np.zeros(seeds, dtype=np.int64)  # per seed, how many stored transitions end an episode
-        self._seed_index = torch.arange(seeds, device=device).unsqueeze(1)
+        self._seeds = torch.arange(seeds, device=device)
+        self._seed_index = self._seeds.unsqueeze(1)
 
     @property
     def rows(self) -> int:
@@ -104,10 +105,9 @@ class SeedBatchedReplay:
         self.ends += ended
         if self.ends.max() > self.spare:
             self._grow()
-        seeds = self._seed_index.squeeze(1)
         rows = torch.as_tensor(self.head, device=self.device)
-        self.stream[seeds, rows] = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
-        self.stream[seeds, (rows + 1) % self.rows] = torch.as_tensor(next_obs, dtype=torch.float32, device=self.device)
+        self.stream[self._seeds, rows] = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        self.stream[self._seeds, (rows + 1) % self.rows] = torch.as_tensor(next_obs, dtype=torch.float32, device=self.device)
         self.obs_row[:, i] = rows.to(torch.int32)
         self.action[:, i] = torch.as_tensor(action, device=self.device)
         self.reward[:, i] = torch.as_tensor(reward, device=self.device)

@@ -106,6 +106,11 @@ class PreparedRun:
         return checkpoint_path(self.run_dir, self.spec.run.seed_start, self.spec.run.seeds)
 
     @property
+    def resuming(self) -> bool:
+        """Whether this run goes on from its checkpoint (there is one, and starting over was not asked for)."""
+        return not self.overwrite and self.checkpoint.exists()
+
+    @property
     def settings(self) -> dict[str, object]:
         return run_settings(self.spec, self.env_id, self.device)
 
@@ -118,7 +123,7 @@ class PreparedRun:
         """
         lock = lock_run_dir(self.run_dir)
         try:
-            check_can_write(self.paths, self.overwrite, resuming=not self.overwrite and self.checkpoint.exists())
+            check_can_write(self.paths, self.overwrite, self.resuming)
         except BaseException:
             lock.release()
             raise
@@ -145,8 +150,7 @@ def prepare(spec: RunSpec, overwrite: bool = False) -> PreparedRun:
         )
     paths = [run_path(run.out, run.task, spec.algo, seed) for seed in run.seed_values]
     prepared = PreparedRun(spec, device, env_id, dims, paths, dataset, overwrite)
-    found = not overwrite and prepared.checkpoint.exists()
-    resume = checkpoint_info(prepared.checkpoint, prepared.settings) if found else None
+    resume = checkpoint_info(prepared.checkpoint, prepared.settings) if prepared.resuming else None
     check_can_write(paths, overwrite, resuming=resume is not None)
     return dataclasses.replace(prepared, resume=resume)
 
@@ -249,7 +253,7 @@ class Trainer:
             raise
         try:
             self._build(prepared)
-            if not prepared.overwrite and prepared.checkpoint.exists():
+            if prepared.resuming:
                 self.restore(read_checkpoint(prepared.checkpoint))
         except BaseException:
             self.lock.release()
