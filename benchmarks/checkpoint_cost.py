@@ -73,7 +73,7 @@ def measure(args: argparse.Namespace, out: Path) -> None:
     two_copies = 4 * (2 * dims["obs_dim"] + dims["act_dim"] + 2)
     print(f"replay: {per_step + 1:.1f} bytes per seed-step (device, plus 1 on the host); two observation copies: {two_copies}")
     prepared.checkpoint.unlink()
-    trainer.lock.release()
+    trainer.claim.release()
 
 
 if __name__ == "__main__":

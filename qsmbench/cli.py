@@ -28,7 +28,8 @@ from qsmbench.grid import load_grid
 from qsmbench.plan import format_job_list, format_plan, plan, select
 from qsmbench.plotting import PlotReport, plot_results
 from qsmbench.progress import make_reporter
-from qsmbench.reproduce import plot_grid, run_grid, train_jobs
+from qsmbench.ray_grid import run_on_ray
+from qsmbench.reproduce import plot_grid, plot_if_complete, run_grid, train_jobs
 from qsmbench.spec import make_spec
 from qsmbench.stopping import Stopped
 from qsmbench.toy import run_toy, toy_grid, toy_specs
@@ -199,6 +200,13 @@ def reproduce(
     workers: Annotated[
         int, typer.Option(help="With --dry-run: also estimate the time on this many machines (GPUs) at once.")
     ] = 1,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ADDRESS",
+            help="Train the jobs as Ray tasks: 'local' starts Ray on this machine, 'auto' or host:port joins a cluster.",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="Plain log lines instead of the live display.")] = False,
 ) -> None:
     """Train every job (task x algorithm, all seeds batched) of GRID not yet complete, then plot; resumable.
@@ -207,8 +215,10 @@ def reproduce(
     array or several machines share one results directory (docs/cluster.md)."""
     loaded = load_grid(grid, scale)
     results = out or loaded.out
-    if plot_only and (dry_run or list_jobs or job is not None or shard is not None):
-        raise ConfigError("--plot-only trains nothing: give it without --dry-run, --list-jobs, --job or --shard")
+    if plot_only and (dry_run or list_jobs or job is not None or shard is not None or ray is not None):
+        raise ConfigError("--plot-only trains nothing: give it without --dry-run, --list-jobs, --job, --shard or --ray")
+    if ray is not None and (job is not None or shard is not None):
+        raise ConfigError("--ray trains every pending job of the grid: give it without --job or --shard")
     if plot_only:
         report_plot(plot_grid(loaded, results))
         return
@@ -223,8 +233,20 @@ def reproduce(
         print(format_plan(loaded, jobs, results, workers))
         return
     try:
+        if ray is not None:
+            failed = run_on_ray(loaded, grid, results, ray, device, checkpoint_every)
+            for line in failed:
+                print(f"qsmbench: job failed: {line}", file=sys.stderr)
+            if failed:
+                raise typer.Exit(EXIT_FAILED)
+            report = plot_if_complete(loaded, results)
+            if report is not None:
+                report_plot(report)
+            return
         if job is None and shard is None:
-            report_plot(run_grid(loaded, results, device, quiet, checkpoint_every))
+            report = run_grid(loaded, results, device, quiet, checkpoint_every)
+            if report is not None:
+                report_plot(report)
             return
         print(format_job_list(jobs, selected), flush=True)
         train_jobs(selected, device, quiet, checkpoint_every)

@@ -38,8 +38,25 @@ from qsmbench.spec import RunSpec
 GRIDS = importlib.resources.files("qsmbench").joinpath("data/grids")
 Confidence = Literal["confirmed", "likely", "extension", "smoke"]
 PROTOCOL_KEYS = ("seeds", "seed_start", "steps", "eval_every", "eval_episodes")  # RunConfig fields, one value per grid
-GRID_KEYS = ("description", "out", "algorithms", "overrides", "plot", "tasks", *PROTOCOL_KEYS)
+TASK_PROTOCOL_KEYS = ("eval_every", "eval_episodes")  # protocol keys a task may set for its own jobs
+GRID_KEYS = ("description", "out", "algorithms", "overrides", "plot", "resources", "tasks", *PROTOCOL_KEYS)
 REQUIRED_KEYS = ("out", "algorithms", "tasks", "seeds", "steps", "eval_every", "eval_episodes")
+
+
+@dataclass(frozen=True)
+class JobResources:
+    """What one job (all its seeds, one process) asks of a cluster engine such as Ray: `cpus` cores (its
+    torch threads too) and `gpus` GPUs, a fraction so that several seed-batched jobs share one GPU."""
+
+    cpus: int = 1
+    gpus: float = 0.25
+
+    def __post_init__(self) -> None:
+        require(self.cpus >= 1, f"resources.cpus must be at least 1, got {self.cpus}")
+        require(
+            0 < self.gpus <= 1 or float(self.gpus).is_integer(),
+            f"resources.gpus must be a fraction in (0, 1] or a whole number, got {self.gpus}",
+        )
 
 
 @dataclass(frozen=True)
@@ -48,6 +65,9 @@ class Task:
     confidence: Confidence  # how sure we are that the paper used this task
     source: str
     overrides: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # per algorithm, after the grid's
+    eval_every: int | None = None  # this task's evaluation settings, instead of the grid's
+    eval_episodes: int | None = None
+    resources: JobResources | None = None  # this task's jobs' resources, instead of the grid's
 
     def __post_init__(self) -> None:
         check_env_id(self.env)
@@ -64,10 +84,16 @@ class Grid:
     tasks: tuple[Task, ...]
     specs: tuple[RunSpec, ...]
     plot: PlotSettings
+    resources: JobResources = JobResources()  # each job's, unless its task sets its own
 
     @property
     def algorithms(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(spec.algo for spec in self.specs))
+
+    def resources_of(self, spec: RunSpec) -> JobResources:
+        """The resources a job asks for: its task's, else the grid's."""
+        task = next(task for task in self.tasks if task.env == spec.run.env)
+        return task.resources or self.resources
 
     @property
     def protocol(self) -> RunConfig:
@@ -138,20 +164,33 @@ def build_grid(name: str, scale: str, settings: Mapping[str, Any]) -> Grid:
     tasks = parse_tasks(settings["tasks"])
     algorithms = parse_algorithms(settings["algorithms"], settings.get("overrides", {}))
     protocol = {key: settings[key] for key in PROTOCOL_KEYS if key in settings}
+    from_table(RunConfig, {**protocol, "env": tasks[0].env, "out": out})  # the grid's own protocol first
     specs = tuple(
-        RunSpec(
-            from_table(RunConfig, {**protocol, "env": task.env, "out": out}),
-            algorithm,
-            apply_overrides(config, task.overrides.get(algorithm.name, ())),  # the grid's overrides, then the task's
-        )
-        for task in tasks
+        RunSpec(run, algorithm, apply_overrides(config, task.overrides.get(algorithm.name, ())))  # grid's, then task's
+        for task, run in zip(tasks, task_runs(tasks, protocol, out))
         for algorithm, config in algorithms
     )
     with located("plot"):
         require(isinstance(settings.get("plot", {}), dict), "must be a table")
         plot = from_table(PlotSettings, settings.get("plot", {}))
     description = check_value("description", settings.get("description", ""), str)
-    return Grid(name, scale, description, Path(out), tasks, specs, plot)
+    return Grid(name, scale, description, Path(out), tasks, specs, plot, parse_resources(settings.get("resources", {})))
+
+
+def task_runs(tasks: tuple[Task, ...], protocol: Mapping[str, Any], out: str) -> list[RunConfig]:
+    """Each task's run settings: the grid's protocol with the task's own evaluation settings."""
+    runs = []
+    for index, task in enumerate(tasks):
+        own = {key: getattr(task, key) for key in TASK_PROTOCOL_KEYS if getattr(task, key) is not None}
+        with located(f"task {index + 1}"):
+            runs.append(from_table(RunConfig, {**protocol, **own, "env": task.env, "out": out}))
+    return runs
+
+
+def parse_resources(table: Any) -> JobResources:
+    with located("resources"):
+        require(isinstance(table, dict), f"must be a table of cpus and gpus, got {table!r}")
+        return from_table(JobResources, table)
 
 
 def parse_tasks(entries: Any) -> tuple[Task, ...]:
@@ -160,9 +199,10 @@ def parse_tasks(entries: Any) -> tuple[Task, ...]:
     for index, entry in enumerate(entries):
         with located(f"task {index + 1}"):
             require(isinstance(entry, dict), f"must be a table with env, confidence and source, got {entry!r}")
-            fields = {key: value for key, value in entry.items() if key != "overrides"}
+            fields = {key: value for key, value in entry.items() if key not in ("overrides", "resources")}
             overrides = parse_task_overrides(entry.get("overrides", {}))
-            tasks.append(dataclasses.replace(from_table(Task, fields), overrides=overrides))
+            resources = parse_resources(entry["resources"]) if "resources" in entry else None
+            tasks.append(dataclasses.replace(from_table(Task, fields), overrides=overrides, resources=resources))
     require(len({task.env for task in tasks}) == len(tasks), "tasks lists an env twice")
     return tuple(tasks)
 

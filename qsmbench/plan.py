@@ -17,6 +17,7 @@ import heapq
 import json
 import os
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ import numpy as np
 from qsmbench.checkpoint import CheckpointError, checkpoint_info, checkpoint_path, checkpoint_ranges
 from qsmbench.config import ConfigError, RunConfig, did_you_mean
 from qsmbench.grid import Grid
+from qsmbench.locking import read_claim
 from qsmbench.spec import RunSpec
 from qsmbench.storage import (
     FINISHED,
@@ -303,7 +305,7 @@ def format_plan(grid: Grid, jobs: list[Job], out: Path, workers: int = 1) -> str
     ]
     for job in jobs:
         seeds = seed_list([(job.spec.run.seed_start, job.spec.run.seeds)])
-        lines.append(f"{job.task:<32} {job.algo:<5} {seeds:<8} {job.spec.run.steps:>10,}  {job_status(job)}")
+        lines.append(f"{job.task:<32} {job.algo:<5} {seeds:<8} {job.spec.run.steps:>10,}  {job_status(job)}{claim_note(job, out)}")
     pending = [job for job in jobs if job.pending_count]
     lines.append(
         f"to run: {len(pending)} of {len(jobs)} jobs, {sum(job.env_steps_to_run for job in jobs):,} env steps "
@@ -323,6 +325,13 @@ def job_status(job: Job) -> str:
         done = f"{len(job.done)} of {job.spec.run.seeds} seeds complete"
         return f"partial ({done}; to run: {seed_list(job.blocks())}{resumes})"
     return job.status + (f" ({resumes[2:]})" if resumes else "")
+
+
+def claim_note(job: Job, out: Path) -> str:
+    """'; claimed by <holder> (host, pid), step s of n, heartbeat t ago' for a job that is not complete and whose
+    run directory holds a claim not released (see qsmbench.locking for when a claim no longer counts)."""
+    record = read_claim(out / job.id) if job.status != "complete" else None
+    return f"; {record.state(time.time())}" if record is not None and not record.released else ""
 
 
 def seed_list(blocks: list[tuple[int, int]]) -> str:

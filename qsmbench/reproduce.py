@@ -13,7 +13,7 @@ from pathlib import Path
 
 from qsmbench.config import DEFAULT_CHECKPOINT_EVERY, ConfigError
 from qsmbench.grid import Grid
-from qsmbench.locking import RunLocked
+from qsmbench.locking import RunLocked, claim_run_dir
 from qsmbench.plan import Job, format_plan, plan, seed_list
 from qsmbench.plotting import PlotReport, plot_results
 from qsmbench.progress import make_reporter
@@ -23,27 +23,58 @@ from qsmbench.trainer import Trainer, prepare
 
 def run_grid(
     grid: Grid, out: Path, device: str = "auto", quiet: bool = False, checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
-) -> PlotReport:
-    """Train every pending seed of the grid, then plot `out` into out/figures (see `train_jobs`)."""
+) -> PlotReport | None:
+    """Train every pending seed of the grid (see `train_jobs`), then plot `out` into out/figures if every job
+    is complete; None, after a line saying so, while other launchers sharing `out` still train some."""
     jobs = plan(grid, out)
     print(format_plan(grid, jobs, out), flush=True)
     train_jobs(jobs, device, quiet, checkpoint_every)
-    return plot_results(out, grid.plot, out / "figures")
+    return plot_if_complete(grid, out)
 
 
-def train_jobs(jobs: list[Job], device: str, quiet: bool, checkpoint_every: int) -> None:
+def plot_if_complete(grid: Grid, out: Path) -> PlotReport | None:
+    """The grid's tables and figures if every job is complete; else None, after a line saying what is missing
+    (other launchers sharing `out` may still be training it: the one that finishes last plots)."""
+    unfinished = incomplete(grid, out)
+    if unfinished:
+        print(f"not plotted yet: {describe_incomplete(unfinished, len(grid.specs))}; the launcher that finishes last plots")
+        return None
+    try:
+        with claim_run_dir(out / "figures"):  # two launchers finishing at once must not write the same figures
+            return plot_results(out, grid.plot, out / "figures")
+    except RunLocked:
+        print("not plotted here: another launcher that finished at the same time is making the figures")
+        return None
+
+
+def incomplete(grid: Grid, out: Path) -> list[Job]:
+    """The grid's jobs that are not complete on disk now."""
+    return [job for job in plan(grid, out) if job.status != "complete"]
+
+
+def describe_incomplete(unfinished: list[Job], total: int) -> str:
+    return f"{len(unfinished)} of {total} jobs of the grid are not complete (e.g. {unfinished[0].id}: {unfinished[0].status})"
+
+
+def train_jobs(jobs: list[Job], device: str, quiet: bool, checkpoint_every: int) -> list[str]:
     """Train the pending seeds of `jobs`, one batched run after another.
 
     Everything is validated (conflicts, environments, device, files) before the first run starts; complete
     jobs are skipped, and so is a job that another launcher sharing the results is training or has finished
     since the plan was made (each run holds its directory's lock). A job with a checkpoint resumes from it.
     A stop signal ends the run in progress with a checkpoint (qsmbench.stopping.Stopped) and keeps every
-    finished run.
+    finished run. Returns why each skipped run was skipped.
     """
     conflicts = [conflict for job in jobs for conflict in job.conflicts]
     if conflicts:
         raise ConfigError(f"{len(conflicts)} files in the way (see the plan above), e.g. {conflicts[0]}")
-    runs = [prepare(spec) for job in jobs for spec in job.pending_specs(device, checkpoint_every)]
+    runs, skipped = [], []
+    for spec in (spec for job in jobs for spec in job.pending_specs(device, checkpoint_every)):
+        try:
+            runs.append(prepare(spec))
+        except CompleteRunError as done:  # another launcher sharing `out` finished it since the plan was made
+            print(f"skipped: {done}", flush=True)
+            skipped.append(str(done))
     for index, prepared in enumerate(runs, 1):
         run = prepared.spec.run
         seeds = seed_list([(run.seed_start, run.seeds)])
@@ -55,17 +86,18 @@ def train_jobs(jobs: list[Job], device: str, quiet: bool, checkpoint_every: int)
             trainer = Trainer(prepared, make_reporter(title, run.seed_values, run.steps, quiet))
         except (RunLocked, CompleteRunError) as taken:  # another launcher sharing `out` has it, or has done it
             print(f"skipped: {taken}", flush=True)
+            skipped.append(str(taken))
             continue
         trainer.train()
+    return skipped
 
 
 def plot_grid(grid: Grid, out: Path) -> PlotReport:
     """The grid's tables and figures into out/figures, once every job is complete (ConfigError before)."""
-    jobs = plan(grid, out)
-    pending = [job for job in jobs if job.status != "complete"]
-    if pending:
+    unfinished = incomplete(grid, out)
+    if unfinished:
         raise ConfigError(
-            f"{len(pending)} of {len(jobs)} jobs of the grid are not complete yet (e.g. {pending[0].id}: "
-            f"{pending[0].status}); plot once they are, or `qsmbench plot {out}` for what there is"
+            f"{describe_incomplete(unfinished, len(grid.specs))}; plot once they are, or `qsmbench plot {out}` for "
+            "what there is"
         )
     return plot_results(out, grid.plot, out / "figures")

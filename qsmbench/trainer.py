@@ -11,7 +11,8 @@ Offline (`--dataset`) a step is one gradient step. The update and its diagnostic
 training device; diagnostics are averaged there and read back only at evaluation time, so the
 per-step path has no host sync besides the action the CPU simulator needs.
 
-A run holds its run directory's lock from start to end (qsmbench.locking), and a seed that goes
+A run holds its run directory's claim from start to end (qsmbench.locking), its heartbeat carrying the
+step, and a seed that goes
 non-finite is recorded as diverged and stopped while the others go on (qsmbench.divergence).
 
 Every `checkpoint_every` steps, and when a stop signal arrives (qsmbench.stopping), the trainer writes
@@ -53,7 +54,7 @@ from qsmbench.datasets import OfflineDataset, load_offline_dataset
 from qsmbench.divergence import CHECK_EVERY, DivergenceWatch
 from qsmbench.envs import EnvBatch, EnvDims, env_dims, rng_state, set_rng_state
 from qsmbench.evaluation import Evaluator
-from qsmbench.locking import RunDirLock, lock_run_dir
+from qsmbench.locking import RunClaim, claim_run_dir
 from qsmbench.progress import Reporter
 from qsmbench.provenance import provenance
 from qsmbench.replay import SeedBatchedReplay, Transitions
@@ -114,23 +115,23 @@ class PreparedRun:
     def settings(self) -> dict[str, object]:
         return run_settings(self.spec, self.env_id, self.device)
 
-    def claim(self) -> RunDirLock:
-        """Take the run directory's lock, then check the files again under it and clear stale temporaries
+    def claim(self) -> RunClaim:
+        """Claim the run directory, then check the files again under the claim and clear stale temporaries
         (and, with `overwrite`, the checkpoint).
 
         The check in `prepare` fails fast; this one is the one that counts, since another run may have
         finished these seeds in between.
         """
-        lock = lock_run_dir(self.run_dir)
+        claim = claim_run_dir(self.run_dir, self.spec.run.steps)
         try:
             check_can_write(self.paths, self.overwrite, self.resuming)
         except BaseException:
-            lock.release()
+            claim.release()
             raise
         remove_stale_temporaries(self.run_dir)
         if self.overwrite:
             self.checkpoint.unlink(missing_ok=True)
-        return lock
+        return claim
 
 
 def prepare(spec: RunSpec, overwrite: bool = False) -> PreparedRun:
@@ -238,7 +239,7 @@ class DiagnosticsMean:
 
 
 class Trainer:
-    """One seed-batched run: built under its run directory's lock, which `train` holds to the end.
+    """One seed-batched run: built under its run directory's claim, which `train` holds to the end.
 
     Built from scratch, or, where the run's checkpoint exists (and `overwrite` was not asked for), built
     and then put into the checkpoint's state: `resumed_from` says which step it goes on from.
@@ -247,7 +248,7 @@ class Trainer:
     def __init__(self, prepared: PreparedRun, reporter: Reporter):
         self.reporter = reporter
         try:
-            self.lock = prepared.claim()
+            self.claim = prepared.claim()
         except BaseException:
             reporter.close()
             raise
@@ -256,7 +257,7 @@ class Trainer:
             if prepared.resuming:
                 self.restore(read_checkpoint(prepared.checkpoint))
         except BaseException:
-            self.lock.release()
+            self.claim.release()
             reporter.close()
             raise
 
@@ -302,7 +303,7 @@ class Trainer:
             with StopSignals() as self.signals:
                 self._train_and_record()
         finally:
-            self.lock.release()
+            self.claim.release()
 
     def _train_and_record(self) -> None:
         try:
@@ -331,6 +332,7 @@ class Trainer:
             if step >= self.learning_starts:
                 self.diagnostics.add(self.agent.update(self.transitions.sample(batch_size)))
             self.reporter.advance(step + 1)
+            self.claim.beat(step + 1)
             if run.is_eval_step(step + 1):
                 self._evaluate(step + 1)
             elif (step + 1) % CHECK_EVERY == 0:

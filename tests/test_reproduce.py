@@ -7,7 +7,12 @@ change files work on a copy of it.
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
+import subprocess
+import sys
 import shutil
+import socket
 from pathlib import Path
 from typing import NamedTuple
 
@@ -17,7 +22,7 @@ from support import run_cli
 
 from qsmbench.config import ConfigError
 from qsmbench.grid import Grid, load_grid
-from qsmbench.locking import lock_run_dir
+from qsmbench.locking import claim_run_dir, holder_label
 from qsmbench.plan import format_plan, plan, select
 from qsmbench.plotting import PlotReport
 from qsmbench.reproduce import run_grid
@@ -177,11 +182,13 @@ def test_dry_run_plan_shows_statuses_and_a_measured_estimate(smoke: Smoke, tmp_p
         seconds_per_step(run_path(out, "Pendulum-v1", "qsm", 1))
         + seconds_per_step(run_path(out, "dm_control/cartpole-balance-v0", "sac", 0))
     )
-    lines = format_plan(smoke.grid, plan(smoke.grid, out), out).splitlines()
+    with claim_run_dir(out / "Pendulum-v1" / "sac", steps=300):  # a launcher is training it
+        lines = format_plan(smoke.grid, plan(smoke.grid, out), out).splitlines()
     job_lines = {tuple(line.split()[:2]): line for line in lines if line.startswith(SMOKE_TASKS)}
     assert len(job_lines) == 8
     assert job_lines.pop(("Pendulum-v1", "qsm")).endswith("partial (1 of 2 seeds complete; to run: 0)")
-    assert job_lines.pop(("Pendulum-v1", "sac")).endswith("to run")
+    assert job_lines.pop(("Pendulum-v1", "sac")).endswith(f"to run; claimed by {holder_label()} on host {socket.gethostname()}, "
+                                                          f"pid {os.getpid()}, step 0 of 300, heartbeat 0 s ago")  # fmt: skip
     assert all(line.endswith("complete") for line in job_lines.values())
     assert "to run: 2 of 8 jobs, 900 env steps (6 jobs complete)" in lines
     estimate = next(line for line in lines if line.startswith("estimate:"))
@@ -239,10 +246,15 @@ def test_complete_runs_made_with_other_settings_block_the_grid(
         (("eval_every = 100", "eval_every = 1.5"), ["eval_every must be an integer"]),
         (("out = \"unused\"", "out = \"\""), ["out must name a results directory"]),
         (("out = \"unused\"", "out = \"a\\u0000b\""), ["out contains a NUL character"]),
+        (("[scales.test]", "[resources]\ngpus = 1.5\n[scales.test]"), ["resources", "gpus must be a fraction in (0, 1]"]),
+        (("[scales.test]", "[resources]\ncpu = 2\n[scales.test]"), ["resources", "unknown key 'cpu'", "did you mean 'cpus'"]),
+        (("source = \"test\"", "source = \"test\"\nresources = { cpus = 0 }"), ["task 1", "cpus must be at least 1"]),
+        (("source = \"test\"", "source = \"test\"\neval_every = 0"), ["task 1", "--eval-every must be at least 1"]),
     ],
     ids=[
         "algo", "missing", "unknown-key", "type", "value", "override", "env", "confidence", "scale-key", "toml",
-        "plot-type", "plot-key", "float", "out-empty", "out-nul",
+        "plot-type", "plot-key", "float", "out-empty", "out-nul", "gpu-fraction", "resource-key", "task-cpus",
+        "task-eval-every",
     ],
 )
 def test_bad_grid_files_are_one_line_errors(tmp_path: Path, change: tuple[str, str], expected: list[str]) -> None:
@@ -361,11 +373,11 @@ def test_jobs_trained_apart_are_plotted_once_all_are_complete(tmp_path: Path, ca
     assert first.returncode == 0 and "done: 1 of 2 jobs" in first.stdout and "--plot-only" in first.stdout
     assert sorted(path.name for path in (out / "Pendulum-v1").iterdir()) == ["sac"]
     refused = run_cli([*common, "--plot-only"], capfd)
-    assert refused.returncode == 2 and "1 of 2 jobs of the grid are not complete yet (e.g. Pendulum-v1/td3" in refused.stderr
+    assert refused.returncode == 2 and "1 of 2 jobs of the grid are not complete (e.g. Pendulum-v1/td3" in refused.stderr
     assert not (out / "figures").exists()
-    with lock_run_dir(out / "Pendulum-v1" / "td3"):  # another launcher is training that job
+    with claim_run_dir(out / "Pendulum-v1" / "td3"):  # another launcher is training that job
         taken = run_cli([*common, "--job", "Pendulum-v1/td3"], capfd)
-    assert taken.returncode == 0 and "skipped: " in taken.stdout and "being written by another qsmbench run" in taken.stdout
+    assert taken.returncode == 0 and "skipped: " in taken.stdout and "being written by a qsmbench run of" in taken.stdout
     assert not list((out / "Pendulum-v1" / "td3").glob("seed_*")), "a job another launcher holds is not trained twice"
     assert run_cli([*common, "--job", "Pendulum-v1/td3"], capfd).returncode == 0
     plotted = run_cli([*common, "--plot-only"], capfd)
@@ -397,3 +409,53 @@ def test_a_bad_task_override_is_one_line_naming_the_task(overrides: str, said: s
     with pytest.raises(ConfigError, match="task 1") as refused:
         load_grid(write_grid(tmp_path, text), "test")
     assert said in str(refused.value) and "\n" not in str(refused.value)
+
+
+TWO_TASK_GRID = VALID_GRID.replace('algorithms = ["td3"]', 'algorithms = ["td3", "sac"]').replace(
+    'td3 = ["warmup_steps=100"', 'sac = ["warmup_steps=100", "batch_size=32", "hidden_sizes=32,32"]\ntd3 = ["warmup_steps=100"'
+).replace("[scales.test]", '[[tasks]]\nenv = "InvertedPendulum-v4"\nconfidence = "smoke"\nsource = "test"\n\n[scales.test]')
+
+
+def trained_runs(stdout: str) -> set[str]:
+    """The runs a launcher trained: its '[i/n] algo task seeds ...' titles not followed by 'skipped:'."""
+    lines = stdout.splitlines()
+    return {
+        " ".join(line.split()[1:3])
+        for line, after in zip(lines, [*lines[1:], ""])
+        if re.match(r"\[\d+/\d+\] ", line) and not after.startswith("skipped: ")
+    }
+
+
+def test_two_launchers_on_one_results_directory_never_train_a_job_twice(tmp_path: Path) -> None:
+    """Two `reproduce` processes started at once on the same grid and --out share the jobs between them: every
+    job is trained by exactly one, once (no resume, no retraining), and the grid ends complete and plotted."""
+    grid, out = write_grid(tmp_path, TWO_TASK_GRID), tmp_path / "results"
+    command = [sys.executable, "-c", "from qsmbench.cli import main; main()", "reproduce", grid, "--scale", "test",
+               "--out", str(out), "--device", "cpu", "--quiet"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launchers = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [launcher.communicate(timeout=600) for launcher in launchers]
+    assert [launcher.returncode for launcher in launchers] == [0, 0], outputs
+    first, second = (trained_runs(stdout) for stdout, _ in outputs)
+    assert not first & second, f"trained twice: {first & second}"
+    assert first | second == {f"{algo} {task}" for algo in ("td3", "sac") for task in ("Pendulum-v1", "InvertedPendulum-v4")}
+    for path in out.glob("*/*/seed_*.parquet"):
+        run = read_run(path)
+        assert run.status == "complete" and list(run.curve["step"]) == SMOKE_STEPS
+        assert "resumes" not in run.metadata.header.provenance
+    assert len(list(out.glob("*/*/seed_*.parquet"))) == 8
+    assert any("table: " in stdout for stdout, _ in outputs) and (out / "figures" / "summary.md").exists()
+
+
+def test_a_task_sets_its_own_evaluation_and_resources(tmp_path: Path) -> None:
+    """A slow task may evaluate less often and ask for more of the cluster; the other tasks keep the grid's."""
+    text = TWO_TASK_GRID.replace(
+        'source = "test"\n', 'source = "test"\neval_every = 150\neval_episodes = 3\nresources = { cpus = 2, gpus = 0.5 }\n', 1
+    ).replace("[scales.test]", "[resources]\ngpus = 0.125\n\n[scales.test]")
+    grid = load_grid(write_grid(tmp_path, text), "test")
+    runs = {spec.run.task: spec.run for spec in grid.specs}
+    assert (runs["Pendulum-v1"].eval_every, runs["Pendulum-v1"].eval_episodes) == (150, 3)
+    assert (runs["InvertedPendulum-v4"].eval_every, runs["InvertedPendulum-v4"].eval_episodes) == (100, 1)
+    resources = {spec.run.task: grid.resources_of(spec) for spec in grid.specs}
+    assert (resources["Pendulum-v1"].cpus, resources["Pendulum-v1"].gpus) == (2, 0.5)
+    assert (resources["InvertedPendulum-v4"].cpus, resources["InvertedPendulum-v4"].gpus) == (1, 0.125)

@@ -3,10 +3,13 @@ stale temporaries, and output directories that cannot hold a run."""
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +19,10 @@ import pandas as pd
 import pytest
 from gymnasium.envs.classic_control.pendulum import PendulumEnv
 
-from support import keeping_first_checkpoint
+from support import keeping_first_checkpoint, run_cli
 
 from qsmbench.config import ConfigError, RunConfig
-from qsmbench.locking import RunLocked, lock_run_dir
+from qsmbench.locking import CLAIM_TIMEOUT_S, LOCK_NAME, ClaimRecord, RunLocked, claim_run_dir, read_claim, write_record
 from qsmbench.plan import on_disk
 from qsmbench.progress import PlainReporter
 from qsmbench.spec import RunSpec, make_spec
@@ -78,7 +81,7 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path: Path) -> None:
     touches nothing; once the first has finished, the second is refused as a finished run."""
     first = trainer(spec(tmp_path, steps=50))
     second = prepare(spec(tmp_path, steps=50))  # validated while the first had not written a file yet
-    with pytest.raises(RunLocked, match=r"being written by another qsmbench run \(host .+, pid \d+, started"):
+    with pytest.raises(RunLocked, match=r"being written by a qsmbench run of .+ on host .+, pid \d+, step 0 of 50, heartbeat"):
         trainer(spec(tmp_path, steps=50))
     first.train()
     files = {path: path.read_bytes() for path in first.files.paths}
@@ -91,19 +94,55 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path: Path) -> None:
 def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path: Path) -> None:
     """The kernel drops a dead holder's lock: after kill -9, the next run takes the directory."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from qsmbench.locking import lock_run_dir; "
-         "lock = lock_run_dir(Path(sys.argv[1])); print('held', flush=True); time.sleep(120)", str(tmp_path)],
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from qsmbench.locking import claim_run_dir; "
+         "claim = claim_run_dir(Path(sys.argv[1])); print('held', flush=True); time.sleep(120)", str(tmp_path)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        with pytest.raises(RunLocked, match=f"pid {holder.pid},"):
-            lock_run_dir(tmp_path)
+        with pytest.raises(RunLocked, match=f"pid {holder.pid}, heartbeat"):
+            claim_run_dir(tmp_path)
+        record = read_claim(tmp_path)
+        assert record is not None and record.pid == holder.pid and "claimed by" in record.state(time.time())
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=30)
-    with lock_run_dir(tmp_path) as lock:
-        assert lock.descriptor >= 0
+    assert "left by a dead process" in record.state(time.time())
+    with claim_run_dir(tmp_path, steps=500) as claim:
+        assert claim.descriptor >= 0 and read_claim(tmp_path) == claim.record and claim.record.steps == 500
+    released = read_claim(tmp_path)
+    assert released is not None and released.released and released.state(time.time()) == "released"
+
+
+def other_host_claim(run_dir: Path, heartbeat_age_s: float) -> None:
+    """The record a launcher on another host leaves, whose flock this filesystem does not share with us."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    now = time.time()
+    write_record(descriptor, ClaimRecord("slurm job 7_3", "node-elsewhere", 4242, now - 3600, now - heartbeat_age_s, 70, 500))
+    os.close(descriptor)
+
+
+def test_a_live_claim_of_another_host_holds_even_where_flock_is_per_host(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Lustre with localflock grants each host its own flock: the heartbeat of the other host's record still holds
+    the directory, so the second launcher is refused with one line naming the holder, and nothing is written."""
+    other_host_claim(tmp_path / "Pendulum-v1" / "sac", heartbeat_age_s=10)
+    result = run_cli(["run", "--algo", "sac", "--env", "Pendulum-v1", "--seeds", "1", "--steps", "100", "--eval-every", "50", "--eval-episodes", "1", "--out", str(tmp_path)], capfd)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert re.search(r"claimed by slurm job 7_3 on host node-elsewhere, pid 4242, step 70 of 500, heartbeat 1\d s ago", result.stderr)
+    assert sorted(path.name for path in (tmp_path / "Pendulum-v1" / "sac").iterdir()) == [LOCK_NAME]
+
+
+def test_a_claim_whose_holder_died_is_taken_over_after_the_timeout(tmp_path: Path) -> None:
+    """The other host's holder stopped beating (its node died): past CLAIM_TIMEOUT_S the next run takes the claim."""
+    run_dir = tmp_path / "Pendulum-v1" / "sac"
+    other_host_claim(run_dir, heartbeat_age_s=CLAIM_TIMEOUT_S + 5)
+    stale = read_claim(run_dir)
+    assert stale is not None and "taken over by the next launcher" in stale.state(time.time())
+    taker = trainer(spec(tmp_path, seeds=1, steps=100))
+    assert read_claim(run_dir) == taker.claim.record and taker.claim.record.pid == os.getpid()
+    taker.train()
+    assert read_run(run_dir / "seed_0.parquet").status == "complete"
 
 
 def test_stale_temporaries_are_cleared_when_the_directory_is_taken(tmp_path: Path) -> None:
