@@ -117,6 +117,8 @@ def run(
         print(f"resuming from the checkpoint at {prepared.resume.describe()}", flush=True)
     title = f"{algo} {run_config.task} ({seeds} seed{'s' * (seeds > 1)}, {prepared.device.type})"
     trainer = Trainer(prepared, make_reporter(title, run_config.seed_values, steps, quiet))
+    if trainer.claim.takeover_note():
+        print(trainer.claim.takeover_note(), file=sys.stderr)
     try:
         trainer.train()
     except KeyboardInterrupt as interrupt:

@@ -109,15 +109,26 @@ def holder_label() -> str:
 
 
 class RunClaim:
-    """The held claim of one run directory: `beat` keeps its heartbeat fresh, `release` (or exit) gives it up."""
+    """The held claim of one run directory: `beat` keeps its heartbeat fresh, `release` (or exit) gives it up.
+    `taken_over` is the stale claim of another host it replaced, if any."""
 
-    def __init__(self, directory: Path, descriptor: int, record: ClaimRecord):
+    def __init__(
+        self, directory: Path, descriptor: int, record: ClaimRecord, taken_over: ClaimRecord | None,
+        heartbeat_every: float,
+    ):  # fmt: skip
         self.directory, self.descriptor, self.record = directory, descriptor, record
+        self.taken_over, self.heartbeat_every = taken_over, heartbeat_every
         self.last_beat = time.monotonic()
 
+    def takeover_note(self) -> str | None:
+        """A line for the user when this claim replaced another host's whose heartbeat had stopped."""
+        if self.taken_over is None:
+            return None
+        return f"took over {self.directory} from {self.taken_over.describe(self.record.started)}: its heartbeat had stopped"
+
     def beat(self, step: int) -> None:
-        """Rewrite the record with `step` if the last heartbeat is `HEARTBEAT_EVERY_S` old (a clock read otherwise)."""
-        if time.monotonic() - self.last_beat >= HEARTBEAT_EVERY_S and self.descriptor >= 0:
+        """Rewrite the record with `step` if the last heartbeat is `heartbeat_every` old (a clock read otherwise)."""
+        if time.monotonic() - self.last_beat >= self.heartbeat_every and self.descriptor >= 0:
             self._write(dataclasses.replace(self.record, step=step, heartbeat=time.time()))
 
     def release(self) -> None:
@@ -143,7 +154,7 @@ class RunClaim:
         self.release()
 
 
-def claim_run_dir(directory: Path, steps: int = 0) -> RunClaim:
+def claim_run_dir(directory: Path, steps: int = 0, heartbeat_every: float = HEARTBEAT_EVERY_S) -> RunClaim:
     """Claim the run directory (creating it) for a run of `steps`; RunLocked names the live holder."""
     directory.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
@@ -160,7 +171,8 @@ def claim_run_dir(directory: Path, steps: int = 0) -> RunClaim:
     except BaseException:
         os.close(descriptor)
         raise
-    return RunClaim(directory, descriptor, record)
+    foreign = previous is not None and previous.host != record.host and not previous.released
+    return RunClaim(directory, descriptor, record, previous if foreign else None, heartbeat_every)
 
 
 def take_flock(descriptor: int, directory: Path) -> None:

@@ -36,7 +36,7 @@ from qsmbench.storage import format_duration
 RETRIES = 3  # attempts after a worker dies (killed, out of memory, node lost); each resumes from the checkpoint
 POLL_S = 1.0  # seconds between the driver's looks at its tasks and their claims
 PROGRESS_EVERY_S = 30.0  # seconds between progress lines
-RECHECK_S = 60.0  # seconds before a job held by another launcher is tried again
+RECHECK_S = 10.0  # seconds before a job held by another launcher is tried again (a cheap task: plan and claim)
 CANCEL_WAIT_S = 600.0  # how long Ctrl-C waits for the running jobs' checkpoints
 
 

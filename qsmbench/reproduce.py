@@ -88,6 +88,8 @@ def train_jobs(jobs: list[Job], device: str, quiet: bool, checkpoint_every: int)
             print(f"skipped: {taken}", flush=True)
             skipped.append(str(taken))
             continue
+        if trainer.claim.takeover_note():
+            print(trainer.claim.takeover_note(), flush=True)
         trainer.train()
     return skipped
 

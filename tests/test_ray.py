@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from support import run_cli
 
-from qsmbench.locking import read_claim
+from qsmbench.locking import claim_run_dir, read_claim
 from qsmbench.storage import read_run
 
 GRID = """\
@@ -134,3 +134,21 @@ def test_ray_with_a_part_of_the_grid_is_one_line(
     result = run_cli(["reproduce", "paper", "--out", str(tmp_path), "--ray", "local", *args], capfd)
     assert result.returncode == 2 and said in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())
+
+
+def test_a_job_another_launcher_holds_is_waited_for_not_trained_twice(tmp_path: Path) -> None:
+    """While a person's run holds one job, the driver trains the other, waits for the held one and takes it
+    once it is free: the grid ends complete, each job trained once."""
+    out = tmp_path / "results"
+    with claim_run_dir(out / "Pendulum-v1" / "td3", steps=200):
+        driver, out = start_driver(tmp_path, steps=200)
+        try:
+            waiting = next(line for line in driver.stdout if line.startswith("waiting for ") or line.startswith("qsmbench"))
+        except BaseException:
+            driver.kill()
+            raise
+    stdout, stderr = driver.communicate(timeout=300)
+    assert driver.returncode == 0, stderr
+    assert waiting.startswith("waiting for Pendulum-v1/td3: ") and f"pid {os.getpid()}" in waiting
+    assert "complete Pendulum-v1/td3" in stdout
+    assert_complete_and_continuous(out, 200, jobs=2)

@@ -133,16 +133,33 @@ def test_a_live_claim_of_another_host_holds_even_where_flock_is_per_host(tmp_pat
     assert sorted(path.name for path in (tmp_path / "Pendulum-v1" / "sac").iterdir()) == [LOCK_NAME]
 
 
-def test_a_claim_whose_holder_died_is_taken_over_after_the_timeout(tmp_path: Path) -> None:
-    """The other host's holder stopped beating (its node died): past CLAIM_TIMEOUT_S the next run takes the claim."""
+def test_a_claim_whose_holder_died_is_taken_over_after_the_timeout(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """The other host's holder stopped beating (its node died): past CLAIM_TIMEOUT_S the next run takes the claim,
+    says whose it took, and trains."""
     run_dir = tmp_path / "Pendulum-v1" / "sac"
     other_host_claim(run_dir, heartbeat_age_s=CLAIM_TIMEOUT_S + 5)
     stale = read_claim(run_dir)
     assert stale is not None and "taken over by the next launcher" in stale.state(time.time())
-    taker = trainer(spec(tmp_path, seeds=1, steps=100))
-    assert read_claim(run_dir) == taker.claim.record and taker.claim.record.pid == os.getpid()
-    taker.train()
+    result = run_cli(["run", "--algo", "sac", "--env", "Pendulum-v1", "--seeds", "1", "--steps", "100", "--eval-every", "50",
+                      "--eval-episodes", "1", "--out", str(tmp_path), "--quiet"], capfd)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"took over {run_dir} from slurm job 7_3 on host node-elsewhere, pid 4242, step 70 of 500" in result.stderr
     assert read_run(run_dir / "seed_0.parquet").status == "complete"
+    record = read_claim(run_dir)
+    assert record is not None and record.host != "node-elsewhere" and record.released
+
+
+def test_a_held_claim_beats_with_the_step(tmp_path: Path) -> None:
+    """The heartbeat carries the run's step, which `--dry-run` and the Ray driver show."""
+    with claim_run_dir(tmp_path, steps=500, heartbeat_every=0) as claim:
+        claimed = read_claim(tmp_path)
+        claim.beat(42)
+        beaten = read_claim(tmp_path)
+        assert claimed is not None and beaten is not None and (claimed.step, beaten.step) == (0, 42)
+        assert beaten.heartbeat >= claimed.heartbeat and not beaten.released
+    with claim_run_dir(tmp_path / "other", steps=500) as claim:
+        claim.beat(42)  # within HEARTBEAT_EVERY_S of the claim: the file is left alone
+        assert read_claim(tmp_path / "other") == claim.record and claim.record.step == 0
 
 
 def test_stale_temporaries_are_cleared_when_the_directory_is_taken(tmp_path: Path) -> None:
