@@ -213,8 +213,9 @@ def reproduce(
 ) -> None:
     """Train every job (task x algorithm, all seeds batched) of GRID not yet complete, then plot; resumable.
 
-    With --job or --shard, train that part only and leave the plot to `--plot-only`: that is how a Slurm
-    array or several machines share one results directory (docs/cluster.md)."""
+    With --ray, each job is a Ray task (retried and resumed if its worker is lost). With --job or --shard, train
+    that part only and leave the plot to `--plot-only`: that is how a Slurm array or several machines share one
+    results directory (docs/cluster.md)."""
     loaded = load_grid(grid, scale)
     results = out or loaded.out
     if plot_only and (dry_run or list_jobs or job is not None or shard is not None or ray is not None):

@@ -194,7 +194,8 @@ class Driver:
             skipped = self.ray.get(tracked.ref)
         except self.ray.exceptions.RayError as error:
             cause = error.cause if isinstance(error, self.ray.exceptions.RayTaskError) else error
-            self.failed.append(f"{job_id}: {type(cause).__name__}: {str(cause).strip().splitlines()[-1]}")
+            last_line = (str(cause).strip().splitlines() or [""])[-1]
+            self.failed.append(f"{job_id}: {type(cause).__name__}: {last_line}")
             print(f"failed {self.failed[-1]}", flush=True)
             del self.tracked[job_id]
             return

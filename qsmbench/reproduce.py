@@ -2,9 +2,10 @@
 
 Each job is trained by the ordinary trainer from its run spec, so a grid run and `qsmbench run` give the
 same files. What is pending, and why a file is in the way, is decided by `qsmbench.plan`. A launcher may
-take the whole grid or a part of it (`plan.select`: one job, or a shard), so that a Slurm array or several
-machines share one results directory; each run holds its directory's lock, so no job is trained twice at
-once, and the figures are made once every job is complete (`plot_grid`).
+take the whole grid or a part of it (`plan.select`: one job, or a shard), so that a Slurm array, Ray tasks
+(qsmbench.ray_grid) or several machines share one results directory; each run claims its directory
+(qsmbench.locking), so no job is trained twice at once, and the figures are made once every job is complete
+(`plot_if_complete`, `plot_grid`).
 """
 
 from __future__ import annotations

@@ -17,7 +17,10 @@ import pytest
 from support import run_cli
 
 from qsmbench.locking import claim_run_dir, read_claim
-from qsmbench.storage import read_run
+from qsmbench.grid import load_grid
+from qsmbench.plan import plan
+from qsmbench.ray_grid import Driver
+from qsmbench.storage import format_duration, read_run
 
 GRID = """\
 out = "unused"
@@ -152,3 +155,17 @@ def test_a_job_another_launcher_holds_is_waited_for_not_trained_twice(tmp_path: 
     assert waiting.startswith("waiting for Pendulum-v1/td3: ") and f"pid {os.getpid()}" in waiting
     assert "complete Pendulum-v1/td3" in stdout
     assert_complete_and_continuous(out, 200, jobs=2)
+
+
+def test_progress_shows_counts_steps_and_an_eta_from_the_heartbeats(tmp_path: Path) -> None:
+    """The driver's periodic line: jobs by state, each running job's step, and the steps left over the running
+    jobs' observed speed (no Ray is needed to follow claims)."""
+    grid = load_grid("paper", "smoke")
+    driver = Driver(None, grid, plan(grid, tmp_path), tmp_path, "paper", "cpu", 100, has_gpus=False)
+    assert driver.progress_line() == "jobs: 0 complete, 0 running, 8 pending | ETA not yet known (heartbeats every 30 s)"
+    running = driver.tracked["Pendulum-v1/qsm"]
+    running.pid, running.first, running.last = 4242, (1000.0, 0), (1010.0, 100)  # 10 steps/s
+    left = 8 * 300 - 100
+    assert driver.progress_line() == (
+        f"jobs: 0 complete, 1 running, 7 pending | Pendulum-v1/qsm 100/300 | ETA {format_duration(left / 10)}"
+    )
