@@ -48,41 +48,62 @@ class DiffusionPolicyConfig(OffPolicyConfig):
 
 
 def vp_betas(steps: int, beta_min: float = 0.1, beta_max: float = 10.0) -> Tensor:
-    """The variance-preserving schedule of IDQL, QSM and Diffusion-QL, discretised to `steps`."""
-    k = torch.arange(1, steps + 1, dtype=torch.float64)
+    """The variance-preserving schedule of IDQL, QSM and Diffusion-QL, discretised to `steps`.
+
+    Schedules are made in float64 on the CPU whatever the default device (resources.py builds agents on
+    `meta`): the reverse steps' coefficients are read from them as floats."""
+    k = torch.arange(1, steps + 1, dtype=torch.float64, device="cpu")
     alphas = torch.exp(-beta_min / steps - 0.5 * (beta_max - beta_min) * (2 * k - 1) / steps**2)
     return 1.0 - alphas
 
 
 def linear_betas(steps: int, beta_start: float = 1e-4, beta_end: float = 2e-2) -> Tensor:
-    return torch.linspace(beta_start, beta_end, steps, dtype=torch.float64)
+    return torch.linspace(beta_start, beta_end, steps, dtype=torch.float64, device="cpu")
 
 
 def cosine_betas(steps: int, s: float = 0.008) -> Tensor:
     """Nichol and Dhariwal's cosine schedule, betas clipped at 0.999."""
-    x = torch.linspace(0, steps, steps + 1, dtype=torch.float64)
+    x = torch.linspace(0, steps, steps + 1, dtype=torch.float64, device="cpu")
     alpha_hat = torch.cos(((x / steps) + s) / (1 + s) * math.pi * 0.5) ** 2
     alpha_hat = alpha_hat / alpha_hat[0]
     return (1 - alpha_hat[1:] / alpha_hat[:-1]).clamp(max=0.999)
 
 
 @dataclass(frozen=True)
+class ReverseStep:
+    """The coefficients of one reverse step `a_i -> a_{i-1}` as Python floats, computed once in float64, so
+    that sampling does no arithmetic on 0-d schedule tensors (each such op is a kernel launch on a GPU)."""
+
+    action_scale: float  # mean = action_scale a - eps_scale eps  (DDPM's eps form)
+    eps_scale: float
+    denoised_action_scale: float  # a_0 = denoised_action_scale a - denoised_eps_scale eps  (predicted clean action)
+    denoised_eps_scale: float
+    posterior_denoised_scale: float  # mean = posterior_denoised_scale a_0 + posterior_action_scale a
+    posterior_action_scale: float
+    beta_std: float  # sqrt(beta_i): the noise of QSM's sampler
+    posterior_std: float  # sqrt(posterior variance): Diffusion-QL's
+
+
+@dataclass(frozen=True)
 class DiffusionSchedule:
-    """The DDPM quantities of one beta schedule, as float32 tensors `[T]` on the training device."""
+    """The DDPM quantities of one beta schedule, as float32 tensors `[T]` on the training device, and each
+    reverse step's coefficients as floats (`reverse[i]`)."""
 
     betas: Tensor
     alphas: Tensor
     alpha_hats: Tensor
     alpha_hats_prev: Tensor
+    reverse: tuple[ReverseStep, ...]
 
     @classmethod
     def make(cls, kind: ScheduleKind, steps: int, device: torch.device) -> DiffusionSchedule:
         betas = {"vp": vp_betas, "linear": linear_betas, "cosine": cosine_betas}[kind](steps)
         alphas = 1.0 - betas
         alpha_hats = torch.cumprod(alphas, dim=0)
-        alpha_hats_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_hats[:-1]])
+        alpha_hats_prev = torch.cat([torch.ones(1, dtype=torch.float64, device="cpu"), alpha_hats[:-1]])
         as_float = lambda x: x.to(device=device, dtype=torch.float32)  # noqa: E731
-        return cls(as_float(betas), as_float(alphas), as_float(alpha_hats), as_float(alpha_hats_prev))
+        reverse = tuple(reverse_step_coefficients(*map(float, values)) for values in zip(betas, alpha_hats, alpha_hats_prev))
+        return cls(as_float(betas), as_float(alphas), as_float(alpha_hats), as_float(alpha_hats_prev), reverse)
 
     @property
     def steps(self) -> int:
@@ -99,8 +120,30 @@ class DiffusionSchedule:
         return alpha_hat.sqrt() * action + (1.0 - alpha_hat).sqrt() * xi
 
 
+def reverse_step_coefficients(beta: float, alpha_hat: float, alpha_hat_prev: float) -> ReverseStep:
+    """DDPM's reverse step (Ho et al. 2020, eqs. 7 and 11) for one step of the schedule, in float64."""
+    alpha = 1.0 - beta
+    return ReverseStep(
+        action_scale=1.0 / math.sqrt(alpha),
+        eps_scale=beta / (math.sqrt(1.0 - alpha_hat) * math.sqrt(alpha)),
+        denoised_action_scale=1.0 / math.sqrt(alpha_hat),
+        denoised_eps_scale=math.sqrt(1.0 - alpha_hat) / math.sqrt(alpha_hat),
+        posterior_denoised_scale=beta * math.sqrt(alpha_hat_prev) / (1.0 - alpha_hat),
+        posterior_action_scale=(1.0 - alpha_hat_prev) * math.sqrt(alpha) / (1.0 - alpha_hat),
+        beta_std=math.sqrt(max(beta, 1e-20)),
+        posterior_std=math.sqrt(max(beta * (1.0 - alpha_hat_prev) / (1.0 - alpha_hat), 1e-20)),
+    )
+
+
 class NoiseModel(Protocol):
+    """A denoiser `eps_theta(s, a_t, t)`, split so that a chain encodes its T steps once (`time_code`) and
+    calls the network with a step's code (`denoise`); calling it does both, for per-sample steps."""
+
     def __call__(self, obs: Tensor, noisy_action: Tensor, t: Tensor) -> Tensor: ...
+
+    def time_code(self, t: Tensor) -> Tensor: ...
+
+    def denoise(self, obs: Tensor, noisy_action: Tensor, time_code: Tensor) -> Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -121,27 +164,31 @@ class SamplerOptions:
 def reverse_chain(
     eps_model: NoiseModel, schedule: DiffusionSchedule, obs: Tensor, act_dim: int, options: SamplerOptions
 ) -> Tensor:
-    """Sample actions `[seeds, n, act_dim]` in [-1, 1] for states `[seeds, n, obs_dim]`: T denoising calls."""
+    """Sample actions `[seeds, n, act_dim]` in [-1, 1] for states `[seeds, n, obs_dim]`: T denoising calls.
+
+    The T time codes are computed in one pass before the loop: every sample of a chain step shares its t.
+    """
     with torch.set_grad_enabled(options.grad and torch.is_grad_enabled()):
+        seeds, steps = obs.shape[0], schedule.steps
+        codes = eps_model.time_code(torch.arange(steps, device=obs.device).expand(seeds, steps))  # [S, T, width]
         action = torch.randn(*obs.shape[:-1], act_dim, device=obs.device)
-        for i in reversed(range(schedule.steps)):
-            t = torch.full(obs.shape[:-1], i, dtype=torch.long, device=obs.device)
-            action = reverse_step(eps_model(obs, action, t), action, i, schedule, options)
+        for i in reversed(range(steps)):
+            code = codes[:, i : i + 1].expand(*obs.shape[:-1], codes.shape[-1])
+            action = reverse_step(eps_model.denoise(obs, action, code), action, i, schedule, options)
         return action.clamp(-1.0, 1.0)
 
 
 def reverse_step(eps: Tensor, action: Tensor, i: int, schedule: DiffusionSchedule, options: SamplerOptions) -> Tensor:
     """One step `a_i -> a_{i-1}` of the DDPM reverse process (the step index `i` is a Python int)."""
-    beta, alpha, alpha_hat = schedule.betas[i], schedule.alphas[i], schedule.alpha_hats[i]
-    alpha_hat_prev = schedule.alpha_hats_prev[i]
+    step = schedule.reverse[i]
     if options.clip_denoised:
-        denoised = ((action - (1 - alpha_hat).sqrt() * eps) / alpha_hat.sqrt()).clamp(-1.0, 1.0)
-        mean = (beta * alpha_hat_prev.sqrt() * denoised + (1 - alpha_hat_prev) * alpha.sqrt() * action) / (1 - alpha_hat)
+        denoised = (step.denoised_action_scale * action - step.denoised_eps_scale * eps).clamp(-1.0, 1.0)
+        mean = step.posterior_denoised_scale * denoised + step.posterior_action_scale * action
     else:
-        mean = (action - beta / (1 - alpha_hat).sqrt() * eps) / alpha.sqrt()
+        mean = step.action_scale * action - step.eps_scale * eps
     if i > 0:
-        variance = schedule.posterior_variance[i] if options.posterior_variance else beta
-        mean = mean + variance.clamp(min=1e-20).sqrt() * options.temperature * torch.randn_like(action)
+        std = step.posterior_std if options.posterior_variance else step.beta_std
+        mean = mean + (std * options.temperature) * torch.randn_like(action)
     return mean.clamp(-1.0, 1.0) if options.clip_every_step else mean
 
 
@@ -194,7 +241,12 @@ class FourierDenoiser(nn.Module):
         )
 
     def forward(self, obs: Tensor, noisy_action: Tensor, t: Tensor) -> Tensor:
-        time_code = self.time_mlp(self.time_features(t))
+        return self.denoise(obs, noisy_action, self.time_code(t))
+
+    def time_code(self, t: Tensor) -> Tensor:
+        return self.time_mlp(self.time_features(t))
+
+    def denoise(self, obs: Tensor, noisy_action: Tensor, time_code: Tensor) -> Tensor:
         return self.mlp(torch.cat([noisy_action, obs, time_code], dim=-1))
 
 
@@ -216,5 +268,10 @@ class SinusoidalDenoiser(nn.Module):
         self.mlp = BatchedMLP(act_dim + time_features + obs_dim, hidden_sizes, act_dim, generators, activation=mish)
 
     def forward(self, obs: Tensor, noisy_action: Tensor, t: Tensor) -> Tensor:
-        time_code = self.time_mlp(sinusoidal_time_features(t, self.time_features))
+        return self.denoise(obs, noisy_action, self.time_code(t))
+
+    def time_code(self, t: Tensor) -> Tensor:
+        return self.time_mlp(sinusoidal_time_features(t, self.time_features))
+
+    def denoise(self, obs: Tensor, noisy_action: Tensor, time_code: Tensor) -> Tensor:
         return self.mlp(torch.cat([noisy_action, time_code, obs], dim=-1))

@@ -104,3 +104,37 @@ def test_sinusoidal_features_of_step_zero() -> None:
     assert features.shape == (1, 2, 16)
     torch.testing.assert_close(features[0, 0], torch.cat([torch.zeros(8), torch.ones(8)]))
     assert not torch.allclose(features[0, 0], features[0, 1])
+
+
+def ddpm_chain(denoiser: torch.nn.Module, schedule: DiffusionSchedule, obs: torch.Tensor, options: SamplerOptions) -> torch.Tensor:
+    """The reverse chain written out from Ho et al. (2020) on the schedule's tensors, one denoiser call per step
+    with every sample's t: what `reverse_chain` computes with its precomputed codes and coefficients."""
+    action = torch.randn(*obs.shape[:-1], 2)
+    for i in reversed(range(schedule.steps)):
+        eps = denoiser(obs, action, torch.full(obs.shape[:-1], i))
+        beta, alpha, alpha_hat, alpha_hat_prev = (x[i] for x in (schedule.betas, schedule.alphas, schedule.alpha_hats, schedule.alpha_hats_prev))
+        if options.clip_denoised:
+            denoised = ((action - (1 - alpha_hat).sqrt() * eps) / alpha_hat.sqrt()).clamp(-1, 1)
+            mean = (beta * alpha_hat_prev.sqrt() * denoised + (1 - alpha_hat_prev) * alpha.sqrt() * action) / (1 - alpha_hat)
+        else:
+            mean = (action - beta / (1 - alpha_hat).sqrt() * eps) / alpha.sqrt()
+        if i > 0:
+            variance = schedule.posterior_variance[i] if options.posterior_variance else beta
+            mean = mean + variance.sqrt() * options.temperature * torch.randn_like(action)
+        action = mean.clamp(-1, 1) if options.clip_every_step else mean
+    return action.clamp(-1, 1)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [SamplerOptions(), SamplerOptions(posterior_variance=True, clip_every_step=False, clip_denoised=True, temperature=0.5)],
+    ids=["qsm", "diffusion-ql"],
+)
+def test_the_chain_is_ddpm_written_out(options: SamplerOptions) -> None:
+    """Time codes computed once per chain and coefficients as floats change the cost, not the samples."""
+    denoiser, schedule = small_denoiser([0, 1]), DiffusionSchedule.make("vp", 5, CPU)
+    obs = torch.randn(2, 6, 3)
+    torch.manual_seed(7)
+    fast = reverse_chain(denoiser, schedule, obs, 2, options)
+    torch.manual_seed(7)
+    torch.testing.assert_close(fast, ddpm_chain(denoiser, schedule, obs, options), rtol=1e-5, atol=1e-5)
