@@ -20,10 +20,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from qsmbench.algorithms import ALGORITHMS
+from qsmbench.algorithms import ALGORITHMS, resolve
+from qsmbench.bench import append_results
+from qsmbench.bench import bench as measure
 from qsmbench.plot_settings import PlotSettings
 from qsmbench.config import DEFAULT_CHECKPOINT_EVERY, ConfigError, RunConfig
-from qsmbench.envs import EXAMPLE_ENV_IDS
+from qsmbench.envs import EXAMPLE_ENV_IDS, check_env_id
 from qsmbench.grid import load_grid
 from qsmbench.plan import format_job_list, format_plan, plan, select
 from qsmbench.plotting import PlotReport, plot_results
@@ -33,7 +35,7 @@ from qsmbench.reproduce import plot_grid, plot_if_complete, run_grid, train_jobs
 from qsmbench.spec import make_spec
 from qsmbench.stopping import Stopped
 from qsmbench.toy import run_toy, toy_grid, toy_specs
-from qsmbench.trainer import Trainer, prepare
+from qsmbench.trainer import Trainer, prepare, resolve_device
 
 EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 3, 130, 143
 EXIT_CHECKPOINTED = 75  # stopped by SIGTERM or SIGUSR1 with a checkpoint written: requeue and run again
@@ -264,6 +266,52 @@ def report_plot(report: PlotReport) -> None:
     for warning in report.warnings:
         print(f"qsmbench: warning: {warning}", file=sys.stderr)
     print(f"table: {report.out_dir / 'summary.md'}; figures: {report.out_dir}")
+
+
+@app.command("bench")
+def bench_command(
+    algos: Annotated[str, typer.Option(help="Comma-separated algorithms to measure.")] = "sac,td3,qsm,dql",
+    env: Annotated[str, typer.Option(help="Gymnasium id whose sizes and simulator to use.")] = "Hopper-v4",
+    seeds: Annotated[str, typer.Option(help="Comma-separated seed counts (each one batched run).")] = "1,10",
+    calls: Annotated[int, typer.Option(help="Timed calls per measurement (after a tenth as many warm-up calls).")] = 100,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    out: Annotated[Path, typer.Option(help="JSON-lines file the results are appended to.")] = Path("results/bench.jsonl"),
+) -> None:
+    """Measure env, act, update and whole-step speed, and operators per update and act, of each algorithm here."""
+    names = [name.strip() for name in algos.split(",") if name.strip()]
+    for name in names:
+        resolve(name, [])
+    counts = parse_counts("--seeds", seeds)
+    if not names or calls < 1:
+        raise ConfigError("--algos needs at least one algorithm and --calls at least 1")
+    check_env_id(env)
+    torch_device = resolve_device(device)
+    results = []
+    table = Table("algo", "seeds", "env/s", "act/s", "update/s", "loop/s", "seed-steps/s", "ops/update", "ops/act",
+                  title=f"qsmbench bench: {env} on {torch_device.type} (per second: batched steps and calls)")  # fmt: skip
+    for name in names:
+        for count in counts:
+            result = measure(name, env, count, calls, torch_device)
+            results.append(result)
+            table.add_row(
+                name, str(count), f"{result.env_sps:,.0f}", f"{result.act_per_s:,.0f}", f"{result.update_per_s:,.1f}",
+                f"{result.loop_sps:,.1f}", f"{result.loop_sps * count:,.1f}", f"{result.update_operators:,.0f}",
+                f"{result.act_operators:,.0f}",
+            )  # fmt: skip
+    Console().print(table)
+    append_results(out, results, torch_device)
+    print(f"appended {len(results)} results to {out}")
+
+
+def parse_counts(option: str, text: str) -> list[int]:
+    """'1,10' -> [1, 10]; one line naming the option otherwise."""
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"{option} must be comma-separated whole numbers, got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise ConfigError(f"{option} needs whole numbers of at least 1, got {text!r}")
+    return counts
 
 
 @app.command("list")
