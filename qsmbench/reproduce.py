@@ -62,7 +62,7 @@ def train_jobs(jobs: list[Job], device: str, quiet: bool, checkpoint_every: int)
 
     Everything is validated (conflicts, environments, device, files) before the first run starts; complete
     jobs are skipped, and so is a job that another launcher sharing the results is training or has finished
-    since the plan was made (each run holds its directory's lock). A job with a checkpoint resumes from it.
+    since the plan was made (each run claims its directory). A job with a checkpoint resumes from it.
     A stop signal ends the run in progress with a checkpoint (qsmbench.stopping.Stopped) and keeps every
     finished run. Returns why each skipped run was skipped.
     """
