@@ -97,6 +97,9 @@ def run(
     overwrite: Annotated[
         bool, typer.Option(help="Replace complete runs already in --out; start over instead of resuming.")
     ] = False,
+    tf32: Annotated[
+        bool, typer.Option(help="CUDA only: float32 matmuls in TF32, faster and less exact (recorded in the run).")
+    ] = False,
     quiet: Annotated[bool, typer.Option(help="Plain log lines instead of the live display.")] = False,
 ) -> None:
     """Train SEEDS seeds of ALGO on ENV (or offline on DATASET); write one Parquet learning curve per seed.
@@ -113,6 +116,7 @@ def run(
         device=device,
         out=str(out),
         checkpoint_every=checkpoint_every,
+        tf32=tf32,
     )
     prepared = prepare(make_spec(algo, run_config, set_), overwrite)
     if prepared.resume:

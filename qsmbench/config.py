@@ -43,6 +43,7 @@ class RunConfig:
     device: str = "auto"
     out: str = "results"
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY  # steps between checkpoints; one is also written on a stop signal
+    tf32: bool = False  # CUDA float32 matmuls and convolutions in TF32 (10-bit mantissa): faster, and other numbers
 
     def __post_init__(self) -> None:
         require((self.env is None) != (self.dataset is None), "give either --env (online) or --dataset (offline)")

@@ -139,6 +139,8 @@ def prepare(spec: RunSpec, overwrite: bool = False) -> PreparedRun:
     run = spec.run
     check_out_dir(run_path(run.out, run.task, spec.algo, run.seed_start).parent, run.seeds, run.evaluations)
     device = resolve_device(run.device)
+    if run.tf32 and device.type != "cuda":
+        raise ConfigError(f"--tf32 changes CUDA matmuls only; this run is on {device.type}")
     dataset = load_offline_dataset(run.dataset, device, run.seeds) if run.dataset else None
     env_id = dataset.env_id if dataset else str(run.env)
     dims = env_dims(env_id)
@@ -265,6 +267,8 @@ class Trainer:
         spec, device, dims = prepared.spec, prepared.device, prepared.dims
         self.spec, self.device, self.prepared = spec, device, prepared
         run, config, seeds = spec.run, spec.config, spec.run.seed_values
+        if device.type == "cuda":  # process-wide: set for every run, so one run's choice never leaks into the next
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = run.tf32
         torch.manual_seed(int(np.random.SeedSequence(seeds).generate_state(1)[0]))
         self.agent: Agent = spec.algorithm.make_agent(dims.obs_dim, dims.act_dim, seeds, device, config)
         self.dataset = prepared.dataset

@@ -84,8 +84,9 @@ def seed_files(out: Path, env: str = "Pendulum-v1", algo: str = "td3", seeds: in
         (["--algo", "sac", "--env", "Pendulum-v1", "--set", "batch_sise=64"], ["'batch_sise'", "'batch_size'"]),
         (["--algo", "sac", "--env", "Pendulum-v1", "--set", "batch_size=abc"], ["batch_size", "'abc'"]),
         (["--algo", "sac", "--env", "Pendulum-v1", "--seeds", "abc"], ["--seeds"]),
+        (["--algo", "sac", "--env", "Pendulum-v1", "--tf32", "--device", "cpu"], ["--tf32 changes CUDA matmuls only", "cpu"]),
     ],
-    ids=["algo", "env", "seeds0", "steps0", "set-malformed", "set-key", "set-value", "seeds-abc"],
+    ids=["algo", "env", "seeds0", "steps0", "set-malformed", "set-key", "set-value", "seeds-abc", "tf32-cpu"],
 )
 def test_bad_input_is_one_line_exit_2_and_touches_no_files(
     tmp_path: Path, args: list[str], fragments: list[str], capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
@@ -197,6 +198,7 @@ def test_e2e_metadata(e2e_out: Path) -> None:
         assert header.run_config["seeds"] == 2
         assert header.run_config["steps"] == 300
         assert header.run_config["eval_every"] == 100
+        assert header.run_config["tf32"] is False  # full float32 unless asked: recorded with the run
         assert header.algo_config["batch_size"] == 32
         assert header.algo_config["warmup_steps"] == 100
         assert header.algo_config["policy_delay"] == 2  # a default is recorded too
