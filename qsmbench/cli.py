@@ -123,8 +123,8 @@ def run(
         print(f"resuming from the checkpoint at {prepared.resume.describe()}", flush=True)
     title = f"{algo} {run_config.task} ({seeds} seed{'s' * (seeds > 1)}, {prepared.device.type})"
     trainer = Trainer(prepared, make_reporter(title, run_config.seed_values, steps, quiet))
-    if trainer.claim.takeover_note():
-        print(trainer.claim.takeover_note(), file=sys.stderr)
+    if note := trainer.claim.takeover_note():
+        print(note, file=sys.stderr)
     try:
         trainer.train()
     except KeyboardInterrupt as interrupt:
@@ -248,14 +248,10 @@ def reproduce(
                 print(f"qsmbench: job failed: {line}", file=sys.stderr)
             if failed:
                 raise typer.Exit(EXIT_FAILED)
-            report = plot_if_complete(loaded, results)
-            if report is not None:
-                report_plot(report)
+            report_plot(plot_if_complete(loaded, results))
             return
         if job is None and shard is None:
-            report = run_grid(loaded, results, device, quiet, checkpoint_every)
-            if report is not None:
-                report_plot(report)
+            report_plot(run_grid(loaded, results, device, quiet, checkpoint_every))
             return
         print(format_job_list(jobs, selected), flush=True)
         train_jobs(selected, device, quiet, checkpoint_every)
@@ -265,8 +261,10 @@ def reproduce(
     print(f"done: {len(selected)} of {len(jobs)} jobs; once all are complete: qsmbench reproduce {same} --plot-only")
 
 
-def report_plot(report: PlotReport) -> None:
-    """The plot's warnings on stderr, and where its table and figures are."""
+def report_plot(report: PlotReport | None) -> None:
+    """The plot's warnings on stderr, and where its table and figures are (nothing when there was no plot)."""
+    if report is None:
+        return
     for warning in report.warnings:
         print(f"qsmbench: warning: {warning}", file=sys.stderr)
     print(f"table: {report.out_dir / 'summary.md'}; figures: {report.out_dir}")

@@ -30,7 +30,7 @@ from qsmbench.config import ConfigError
 from qsmbench.grid import Grid, load_grid
 from qsmbench.locking import HEARTBEAT_EVERY_S, HOLDER_VARIABLE, read_claim
 from qsmbench.plan import Job, format_plan, plan, select
-from qsmbench.reproduce import train_jobs
+from qsmbench.reproduce import check_no_conflicts, train_jobs
 from qsmbench.storage import format_duration
 
 RETRIES = 3  # attempts after a worker dies (killed, out of memory, node lost); each resumes from the checkpoint
@@ -79,9 +79,7 @@ def run_on_ray(
     ray = import_ray()
     jobs = plan(grid, out)
     print(format_plan(grid, jobs, out), flush=True)
-    conflicts = [conflict for job in jobs for conflict in job.conflicts]
-    if conflicts:
-        raise ConfigError(f"{len(conflicts)} files in the way (see the plan above), e.g. {conflicts[0]}")
+    check_no_conflicts(jobs)
     pending = [job for job in jobs if job.status != "complete"]
     if not pending:
         return []

@@ -66,9 +66,7 @@ def train_jobs(jobs: list[Job], device: str, quiet: bool, checkpoint_every: int)
     A stop signal ends the run in progress with a checkpoint (qsmbench.stopping.Stopped) and keeps every
     finished run. Returns why each skipped run was skipped.
     """
-    conflicts = [conflict for job in jobs for conflict in job.conflicts]
-    if conflicts:
-        raise ConfigError(f"{len(conflicts)} files in the way (see the plan above), e.g. {conflicts[0]}")
+    check_no_conflicts(jobs)
     runs, skipped = [], []
     for spec in (spec for job in jobs for spec in job.pending_specs(device, checkpoint_every)):
         try:
@@ -89,10 +87,17 @@ def train_jobs(jobs: list[Job], device: str, quiet: bool, checkpoint_every: int)
             print(f"skipped: {taken}", flush=True)
             skipped.append(str(taken))
             continue
-        if trainer.claim.takeover_note():
-            print(trainer.claim.takeover_note(), flush=True)
+        if note := trainer.claim.takeover_note():
+            print(note, flush=True)
         trainer.train()
     return skipped
+
+
+def check_no_conflicts(jobs: list[Job]) -> None:
+    """ConfigError naming the first file in the way of any job, before anything trains."""
+    conflicts = [conflict for job in jobs for conflict in job.conflicts]
+    if conflicts:
+        raise ConfigError(f"{len(conflicts)} files in the way (see the plan above), e.g. {conflicts[0]}")
 
 
 def plot_grid(grid: Grid, out: Path) -> PlotReport:
