@@ -25,7 +25,7 @@ from qsmbench.grid import Grid, load_grid
 from qsmbench.locking import claim_run_dir, holder_label
 from qsmbench.plan import format_plan, plan, select
 from qsmbench.plotting import PlotReport
-from qsmbench.reproduce import run_grid
+from qsmbench.reproduce import run_grid, train_jobs
 from qsmbench.spec import RunSpec
 from qsmbench.storage import RunHeader, RunMetadata, format_duration, read_run, run_path, write_run
 
@@ -459,3 +459,18 @@ def test_a_task_sets_its_own_evaluation_and_resources(tmp_path: Path) -> None:
     resources = {spec.run.task: grid.resources_of(spec) for spec in grid.specs}
     assert (resources["Pendulum-v1"].cpus, resources["Pendulum-v1"].gpus) == (2, 0.5)
     assert (resources["InvertedPendulum-v4"].cpus, resources["InvertedPendulum-v4"].gpus) == (1, 0.125)
+
+
+def test_a_job_finished_by_another_launcher_after_the_plan_is_skipped(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """A launcher's plan says `to run`; another launcher then completes the job before this one prepares it: the
+    job is skipped with a line saying so, not an error, and its files are left as the other launcher wrote them."""
+    grid, out = load_grid(write_grid(tmp_path, VALID_GRID), "test"), tmp_path / "results"
+    stale_plan = plan(grid, out)
+    assert [job.status for job in stale_plan] == ["to run"]
+    other = run_cli(["reproduce", str(tmp_path / "grid.toml"), "--scale", "test", "--out", str(out), "--device", "cpu",
+                     "--quiet", "--job", "0"], capfd)  # fmt: skip
+    assert other.returncode == 0, other.stderr
+    files = {path: path.read_bytes() for path in out.glob("*/*/seed_*.parquet")}
+    skipped = train_jobs(stale_plan, "cpu", True, 100_000)
+    assert len(skipped) == 1 and "holds a finished run" in skipped[0]
+    assert {path: path.read_bytes() for path in out.glob("*/*/seed_*.parquet")} == files
