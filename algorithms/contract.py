@@ -14,14 +14,16 @@ import torch
 from torch import Tensor
 
 from qsmbench.config import OffPolicyConfig
+from qsmbench.noise import GLOBAL_NOISE, Noise
 from qsmbench.replay import Batch
 
 
 class Agent(Protocol):
-    def act(self, obs: Tensor, explore: bool) -> Tensor:
+    def act(self, obs: Tensor, explore: bool, noise: Noise = GLOBAL_NOISE) -> Tensor:
         """Actions in [-1, 1], `[seeds, n, act_dim]`, for observations `[seeds, n, obs_dim]`.
 
-        `explore=False` is the evaluation action (e.g. the mean for SAC, no noise for TD3).
+        `explore=False` is the evaluation action (e.g. the mean for SAC, no noise for TD3). Every random
+        draw comes from `noise` (qsmbench.noise): evaluation passes one generator per seed.
         """
         ...
 

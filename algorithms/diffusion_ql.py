@@ -40,6 +40,7 @@ from qsmbench.diffusion import (
     DiffusionPolicyConfig, DiffusionSchedule, SamplerOptions, SinusoidalDenoiser, mish, reverse_chain,
 )
 from qsmbench.nets import QEnsemble, frozen, seed_generators, soft_update_
+from qsmbench.noise import GLOBAL_NOISE, Noise, categorical
 from qsmbench.replay import Batch
 
 
@@ -94,24 +95,25 @@ class DiffusionQL:
         self.updates = 0
 
     @torch.no_grad()
-    def act(self, obs: Tensor, explore: bool) -> Tensor:
+    def act(self, obs: Tensor, explore: bool, noise: Noise = GLOBAL_NOISE) -> Tensor:
         """Evaluation: one of 50 candidates by softmax over Q'. Exploration: a sample plus N(0, 0.1^2)."""
         if explore:
-            return perturb(self.select(obs, self.config.explore_candidates), self.config.exploration_noise)
-        return self.select(obs, self.config.eval_candidates)
+            action = self.select(obs, self.config.explore_candidates, noise)
+            return perturb(action, self.config.exploration_noise, noise)
+        return self.select(obs, self.config.eval_candidates, noise)
 
-    def select(self, obs: Tensor, candidates: int) -> Tensor:
+    def select(self, obs: Tensor, candidates: int, noise: Noise = GLOBAL_NOISE) -> Tensor:
         """Draw `candidates` chain samples per state and keep one with probability softmax(min_j Q'_j)."""
         if candidates == 1:
-            return reverse_chain(self.denoiser, self.schedule, obs, self.act_dim, self.sampler)
+            return reverse_chain(self.denoiser, self.schedule, obs, self.act_dim, self.sampler, noise)
         seeds, n, obs_dim = obs.shape
         repeated = obs.unsqueeze(2).expand(seeds, n, candidates, obs_dim).reshape(seeds, n * candidates, obs_dim)
-        actions = reverse_chain(self.denoiser, self.schedule, repeated, self.act_dim, self.sampler)
-        q = self.critic_target(repeated, actions).min(dim=1).values.reshape(seeds * n, candidates)
-        # a diverged seed's NaN Q must not stop every seed (multinomial refuses NaN weights): its rows draw
-        # uniformly instead; finite rows are untouched, so live seeds get exactly the same actions
+        actions = reverse_chain(self.denoiser, self.schedule, repeated, self.act_dim, self.sampler, noise)
+        q = self.critic_target(repeated, actions).min(dim=1).values.reshape(seeds, n, candidates)
+        # a diverged seed's NaN Q must not stop every seed: its rows draw uniformly instead; finite rows are
+        # untouched, so live seeds get exactly the same actions
         weights = torch.softmax(q, dim=-1).nan_to_num(nan=1.0)
-        choice = torch.multinomial(weights, 1).reshape(seeds, n, 1, 1)
+        choice = categorical(weights, noise).reshape(seeds, n, 1, 1)
         actions = actions.reshape(seeds, n, candidates, self.act_dim)
         return actions.gather(2, choice.expand(seeds, n, 1, self.act_dim)).squeeze(2)
 

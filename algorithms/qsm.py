@@ -32,6 +32,7 @@ from qsmbench.algorithms.updates import critic_step, optimizer_step, perturb, td
 from qsmbench.config import MAX_WIDTH, require, require_widths
 from qsmbench.diffusion import DiffusionPolicyConfig, DiffusionSchedule, FourierDenoiser, SamplerOptions, reverse_chain
 from qsmbench.nets import QEnsemble, frozen, seed_generators, soft_update_
+from qsmbench.noise import GLOBAL_NOISE, Noise
 from qsmbench.replay import Batch
 
 
@@ -79,15 +80,15 @@ class QSM:
         self.actor_updates = 0
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
 
-    def sample(self, obs: Tensor) -> Tensor:
+    def sample(self, obs: Tensor, noise: Noise = GLOBAL_NOISE) -> Tensor:
         """The policy: the full reverse chain, no gradients (QSM never backpropagates through it)."""
-        return reverse_chain(self.denoiser, self.schedule, obs, self.act_dim, self.sampler)
+        return reverse_chain(self.denoiser, self.schedule, obs, self.act_dim, self.sampler, noise)
 
     @torch.no_grad()
-    def act(self, obs: Tensor, explore: bool) -> Tensor:
+    def act(self, obs: Tensor, explore: bool, noise: Noise = GLOBAL_NOISE) -> Tensor:
         """Exploration adds N(0, 0.1^2) to the chain's sample; evaluation is the (stochastic) chain alone."""
-        action = self.sample(obs)
-        return perturb(action, self.config.exploration_noise) if explore else action
+        action = self.sample(obs, noise)
+        return perturb(action, self.config.exploration_noise, noise) if explore else action
 
     def update(self, batch: Batch) -> dict[str, Tensor]:
         critic_loss, q = self.update_critic(batch)

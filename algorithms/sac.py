@@ -27,6 +27,7 @@ from qsmbench.algorithms.contract import Algorithm
 from qsmbench.algorithms.updates import critic_step, optimizer_step, td_target
 from qsmbench.config import OffPolicyConfig, require
 from qsmbench.nets import BatchedMLP, QEnsemble, frozen, seed_generators, soft_update_
+from qsmbench.noise import GLOBAL_NOISE, Noise
 from qsmbench.replay import Batch
 
 
@@ -70,18 +71,18 @@ class SAC:
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=config.temperature_lr)
 
-    def policy(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def policy(self, obs: Tensor, noise: Noise = GLOBAL_NOISE) -> tuple[Tensor, Tensor, Tensor]:
         """Sample a ~ pi(.|s): returns (action, log pi(action|s), tanh of the mean)."""
         mean, log_std = self.actor(obs).chunk(2, dim=-1)
         std = log_std.clamp(self.config.log_std_min, self.config.log_std_max).exp()
-        u = mean + std * torch.randn_like(mean)
+        u = mean + std * noise.normal(mean.shape, mean.device)
         gaussian_log_prob = (-0.5 * ((u - mean) / std) ** 2 - std.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
         tanh_log_det = (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
         return torch.tanh(u), gaussian_log_prob - tanh_log_det, torch.tanh(mean)
 
     @torch.no_grad()
-    def act(self, obs: Tensor, explore: bool) -> Tensor:
-        action, _, mean_action = self.policy(obs)
+    def act(self, obs: Tensor, explore: bool, noise: Noise = GLOBAL_NOISE) -> Tensor:
+        action, _, mean_action = self.policy(obs, noise)
         return action if explore else mean_action
 
     def update(self, batch: Batch) -> dict[str, Tensor]:

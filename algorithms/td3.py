@@ -24,6 +24,7 @@ from qsmbench.algorithms.contract import Algorithm
 from qsmbench.algorithms.updates import critic_step, optimizer_step, perturb, td_target
 from qsmbench.config import OffPolicyConfig, require
 from qsmbench.nets import BatchedMLP, QEnsemble, frozen, seed_generators, soft_update_
+from qsmbench.noise import GLOBAL_NOISE, Noise
 from qsmbench.replay import Batch
 
 
@@ -62,9 +63,9 @@ class TD3:
         return torch.tanh(self.actor(obs))
 
     @torch.no_grad()
-    def act(self, obs: Tensor, explore: bool) -> Tensor:
+    def act(self, obs: Tensor, explore: bool, noise: Noise = GLOBAL_NOISE) -> Tensor:
         action = self.mu(obs)
-        return perturb(action, self.config.exploration_noise) if explore else action
+        return perturb(action, self.config.exploration_noise, noise) if explore else action
 
     def update(self, batch: Batch) -> dict[str, Tensor]:
         critic_loss, q = self.update_critic(batch)

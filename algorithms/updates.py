@@ -12,6 +12,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from qsmbench.noise import GLOBAL_NOISE, Noise
 from qsmbench.replay import Batch
 
 
@@ -60,6 +61,6 @@ def critic_step(
     return loss, q
 
 
-def perturb(action: Tensor, std: float) -> Tensor:
+def perturb(action: Tensor, std: float, noise: Noise = GLOBAL_NOISE) -> Tensor:
     """`clip(action + N(0, std^2), -1, 1)`: Gaussian exploration or target-smoothing noise."""
-    return (action + std * torch.randn_like(action)).clamp(-1.0, 1.0)
+    return (action + std * noise.normal(action.shape, action.device)).clamp(-1.0, 1.0)

@@ -100,6 +100,13 @@ def run(
     tf32: Annotated[
         bool, typer.Option(help="CUDA only: float32 matmuls in TF32, faster and less exact (recorded in the run).")
     ] = False,
+    eval_workers: Annotated[
+        int,
+        typer.Option(
+            help="Evaluation processes, each evaluating some seeds on its own CPU core (worth it with many cores or "
+            "slow simulators); 0 evaluates in the training process. The returns agree to float rounding."
+        ),
+    ] = 0,
     quiet: Annotated[bool, typer.Option(help="Plain log lines instead of the live display.")] = False,
 ) -> None:
     """Train SEEDS seeds of ALGO on ENV (or offline on DATASET); write one Parquet learning curve per seed.
@@ -117,6 +124,7 @@ def run(
         out=str(out),
         checkpoint_every=checkpoint_every,
         tf32=tf32,
+        eval_workers=eval_workers,
     )
     prepared = prepare(make_spec(algo, run_config, set_), overwrite)
     if prepared.resume:

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from qsmbench.config import OffPolicyConfig, require, require_widths
 from qsmbench.nets import BatchedMLP
+from qsmbench.noise import GLOBAL_NOISE, Noise
 
 ScheduleKind = Literal["vp", "linear", "cosine"]
 MAX_DIFFUSION_STEPS = 1000  # DDPM's own setting; beyond it a run would spend its life sampling
@@ -162,23 +163,31 @@ class SamplerOptions:
 
 
 def reverse_chain(
-    eps_model: NoiseModel, schedule: DiffusionSchedule, obs: Tensor, act_dim: int, options: SamplerOptions
+    eps_model: NoiseModel,
+    schedule: DiffusionSchedule,
+    obs: Tensor,
+    act_dim: int,
+    options: SamplerOptions,
+    noise: Noise = GLOBAL_NOISE,
 ) -> Tensor:
-    """Sample actions `[seeds, n, act_dim]` in [-1, 1] for states `[seeds, n, obs_dim]`: T denoising calls.
+    """Sample actions `[seeds, n, act_dim]` in [-1, 1] for states `[seeds, n, obs_dim]`: T denoising calls,
+    every random draw from `noise`.
 
     The T time codes are computed in one pass before the loop: every sample of a chain step shares its t.
     """
     with torch.set_grad_enabled(options.grad and torch.is_grad_enabled()):
         seeds, steps = obs.shape[0], schedule.steps
         codes = eps_model.time_code(torch.arange(steps, device=obs.device).expand(seeds, steps))  # [S, T, width]
-        action = torch.randn(*obs.shape[:-1], act_dim, device=obs.device)
+        action = noise.normal((*obs.shape[:-1], act_dim), obs.device)
         for i in reversed(range(steps)):
             code = codes[:, i : i + 1].expand(*obs.shape[:-1], codes.shape[-1])
-            action = reverse_step(eps_model.denoise(obs, action, code), action, i, schedule, options)
+            action = reverse_step(eps_model.denoise(obs, action, code), action, i, schedule, options, noise)
         return action.clamp(-1.0, 1.0)
 
 
-def reverse_step(eps: Tensor, action: Tensor, i: int, schedule: DiffusionSchedule, options: SamplerOptions) -> Tensor:
+def reverse_step(
+    eps: Tensor, action: Tensor, i: int, schedule: DiffusionSchedule, options: SamplerOptions, noise: Noise = GLOBAL_NOISE
+) -> Tensor:
     """One step `a_i -> a_{i-1}` of the DDPM reverse process (the step index `i` is a Python int)."""
     step = schedule.reverse[i]
     if options.clip_denoised:
@@ -188,7 +197,7 @@ def reverse_step(eps: Tensor, action: Tensor, i: int, schedule: DiffusionSchedul
         mean = step.action_scale * action - step.eps_scale * eps
     if i > 0:
         std = step.posterior_std if options.posterior_variance else step.beta_std
-        mean = mean + (std * options.temperature) * torch.randn_like(action)
+        mean = mean + (std * options.temperature) * noise.normal(action.shape, action.device)
     return mean.clamp(-1.0, 1.0) if options.clip_every_step else mean
 
 

@@ -53,7 +53,7 @@ from qsmbench.config import ConfigError
 from qsmbench.datasets import OfflineDataset, load_offline_dataset
 from qsmbench.divergence import CHECK_EVERY, DivergenceWatch
 from qsmbench.envs import EnvBatch, EnvDims, env_dims, rng_state, set_rng_state
-from qsmbench.evaluation import Evaluator
+from qsmbench.evaluation import make_evaluator, start_worker_server
 from qsmbench.locking import RunClaim, claim_run_dir
 from qsmbench.progress import Reporter
 from qsmbench.provenance import provenance
@@ -141,6 +141,8 @@ def prepare(spec: RunSpec, overwrite: bool = False) -> PreparedRun:
     device = resolve_device(run.device)
     if run.tf32 and device.type != "cuda":
         raise ConfigError(f"--tf32 changes CUDA matmuls only; this run is on {device.type}")
+    if run.eval_workers:
+        start_worker_server()  # its imports overlap with the checks below and the trainer's own start
     dataset = load_offline_dataset(run.dataset, device, run.seeds) if run.dataset else None
     env_id = dataset.env_id if dataset else str(run.env)
     dims = env_dims(env_id)
@@ -283,7 +285,9 @@ class Trainer:
             self.replay = SeedBatchedReplay(len(seeds), capacity, dims.obs_dim, dims.act_dim, device)
             self.collector = Collector(prepared.env_id, seeds, self.agent, self.replay, config.warmup_steps, self.watch)
             self.transitions, self.learning_starts = self.replay, config.warmup_steps
-        self.evaluator = Evaluator(prepared.env_id, seeds, run.eval_episodes, device)
+        self.evaluator = make_evaluator(
+            spec.algo, config, prepared.env_id, dims, seeds, run.eval_episodes, device, run.eval_workers
+        )
         header = RunHeader(
             algo=spec.algo,
             task=run.task,
@@ -368,7 +372,7 @@ class Trainer:
             "last_eval_step": self.last_eval_step,
             "elapsed_s": time.perf_counter() - self.started,
             "collector": self.collector.state() if self.collector else None,
-            "evaluation_rngs": self.evaluator.batch.rng_states(),
+            "evaluation_rngs": self.evaluator.rng_states(),
         }
         tensors = {
             "agent": agent_state(self.agent),
@@ -387,7 +391,7 @@ class Trainer:
             if self.replay is not None and self.collector is not None:
                 self.replay.load_state(tensors["replay"])
                 self.collector.load_state(document["collector"])
-            self.evaluator.batch.set_rng_states(document["evaluation_rngs"])
+            self.evaluator.set_rng_states(document["evaluation_rngs"])
             self.diagnostics.load_state(tensors["diagnostic_sums"], document["diagnostic_counts"], self.device)
             self.watch.live[:] = document["live"]
             self.watch.found = [Divergence(**found) if found else None for found in document["divergences"]]
@@ -425,7 +429,7 @@ class Trainer:
         interval_steps, self.last_eval_step = step - self.last_eval_step, step
         eval_start = time.perf_counter()
         self.watch.check_device(step, self.diagnostics.sums, self.agent)
-        returns, non_finite_actions = self.evaluator.evaluate(self.agent, self.watch.live)
+        returns, non_finite_actions = self.evaluator.evaluate(self.agent, self.watch.live, step)
         self.watch.mark(non_finite_actions, step, "evaluation action")
         self.watch.check(step, "evaluation return", returns)
         diagnostics = self.diagnostics.pop()

@@ -128,6 +128,18 @@ def test_a_run_resumed_from_its_checkpoint_gives_the_same_rows(
     assert not checkpoint_of(out, algo, env).exists(), "a complete run keeps no checkpoint"
 
 
+def test_a_run_resumed_with_an_evaluation_worker_gives_the_same_rows(
+    references: References, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A run may resume with other --eval-workers: the worker takes the evaluation envs' generators from the
+    checkpoint and, evaluating both seeds in one batch, gives exactly the in-process rows."""
+    want, _ = references.run("qsm", "Pendulum-v1", capfd)
+    out = interrupted_run(references, "qsm", "Pendulum-v1", tmp_path / "results", capfd)
+    result = run_cli(run_args("qsm", "Pendulum-v1", out, "--eval-workers", "1"), capfd)
+    assert result.returncode == 0, result.stderr
+    assert_same_rows(curves(out, "qsm", "Pendulum-v1"), want)
+
+
 def test_a_run_killed_with_sigkill_resumes_exactly(
     references: References, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
