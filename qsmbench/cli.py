@@ -100,6 +100,9 @@ def run(
     tf32: Annotated[
         bool, typer.Option(help="CUDA only: float32 matmuls in TF32, faster and less exact (recorded in the run).")
     ] = False,
+    compile: Annotated[
+        bool, typer.Option("--compile", help="CUDA only: compile the networks with torch.compile (recorded in the run).")
+    ] = False,
     eval_workers: Annotated[
         int,
         typer.Option(
@@ -124,6 +127,7 @@ def run(
         out=str(out),
         checkpoint_every=checkpoint_every,
         tf32=tf32,
+        compile=compile,
         eval_workers=eval_workers,
     )
     prepared = prepare(make_spec(algo, run_config, set_), overwrite)

@@ -44,6 +44,7 @@ class RunConfig:
     out: str = "results"
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY  # steps between checkpoints; one is also written on a stop signal
     tf32: bool = False  # CUDA float32 matmuls and convolutions in TF32 (10-bit mantissa): faster, and other numbers
+    compile: bool = False  # the agent's networks compiled with torch.compile (CUDA only)
     eval_workers: int = 0  # evaluation processes, each evaluating some seeds on its own core; 0: in the training process
 
     def __post_init__(self) -> None:

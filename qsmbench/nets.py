@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import zlib
-from typing import Callable, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 import numpy as np
 import torch
@@ -121,6 +121,19 @@ class QEnsemble(nn.Module):
 def soft_update_(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Polyak averaging `target <- (1 - tau) target + tau source`, fused over all parameters."""
     torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+def compile_networks(agent: object, backend: str | Callable[..., Any] = "inductor") -> None:
+    """Compile, in place, every network of `agent` (its nn.Module attributes) with torch.compile.
+
+    The networks are where the kernels are: compiled, each forward and (through AOTAutograd) backward fuses
+    its bias adds and activations. The update rule around them stays eager Python, so its branches on host
+    counters (TD3's policy delay, Diffusion-QL's EMA schedule, QSM's learning-rate decay) and the optimisers
+    never cause a recompilation, and the parameters and checkpoints keep their names.
+    """
+    for module in vars(agent).values():
+        if isinstance(module, nn.Module):
+            module.compile(backend=backend)
 
 
 @contextlib.contextmanager

@@ -55,6 +55,7 @@ from qsmbench.divergence import CHECK_EVERY, DivergenceWatch
 from qsmbench.envs import EnvBatch, EnvDims, env_dims, rng_state, set_rng_state
 from qsmbench.evaluation import make_evaluator, start_worker_server
 from qsmbench.locking import RunClaim, claim_run_dir
+from qsmbench.nets import compile_networks
 from qsmbench.progress import Reporter
 from qsmbench.provenance import provenance
 from qsmbench.replay import SeedBatchedReplay, Transitions
@@ -141,6 +142,11 @@ def prepare(spec: RunSpec, overwrite: bool = False) -> PreparedRun:
     device = resolve_device(run.device)
     if run.tf32 and device.type != "cuda":
         raise ConfigError(f"--tf32 changes CUDA matmuls only; this run is on {device.type}")
+    if run.compile and device.type != "cuda":
+        raise ConfigError(
+            f"--compile is for CUDA: on the CPU compiled updates ran at 0.6-0.75x of eager (docs/benchmarks.md); "
+            f"this run is on {device.type}"
+        )
     if run.eval_workers:
         start_worker_server()  # its imports overlap with the checks below and the trainer's own start
     dataset = load_offline_dataset(run.dataset, device, run.seeds) if run.dataset else None
@@ -273,6 +279,8 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = run.tf32
         torch.manual_seed(int(np.random.SeedSequence(seeds).generate_state(1)[0]))
         self.agent: Agent = spec.algorithm.make_agent(dims.obs_dim, dims.act_dim, seeds, device, config)
+        if run.compile:
+            compile_networks(self.agent)
         self.dataset = prepared.dataset
         self.watch = DivergenceWatch(len(seeds))
         self.collector: Collector | None = None
