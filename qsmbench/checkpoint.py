@@ -32,7 +32,7 @@ from qsmbench.spec import RunSpec
 from qsmbench.storage import format_duration, replace_atomically
 
 FORMAT_VERSION = 1
-NOT_COMPARED = ("out", "device", "checkpoint_every", "eval_workers")  # run settings a resumed run may change
+NOT_COMPARED = ("out", "device", "checkpoint_every", "env_workers", "eval_workers")  # run settings a resumed run may change
 
 
 class CheckpointError(ConfigError):

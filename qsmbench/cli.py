@@ -103,12 +103,13 @@ def run(
     compile: Annotated[
         bool, typer.Option("--compile", help="CUDA only: compile the networks with torch.compile (recorded in the run).")
     ] = False,
+    env_workers: Annotated[
+        int,
+        typer.Option(help="Processes stepping the training envs (slow simulators, many cores); 0: in this process."),
+    ] = 0,
     eval_workers: Annotated[
         int,
-        typer.Option(
-            help="Evaluation processes, each evaluating some seeds on its own CPU core (worth it with many cores or "
-            "slow simulators); 0 evaluates in the training process. The returns agree to float rounding."
-        ),
+        typer.Option(help="Processes stepping the evaluation envs (slow simulators, many cores); 0: in this process."),
     ] = 0,
     quiet: Annotated[bool, typer.Option(help="Plain log lines instead of the live display.")] = False,
 ) -> None:
@@ -128,6 +129,7 @@ def run(
         checkpoint_every=checkpoint_every,
         tf32=tf32,
         compile=compile,
+        env_workers=env_workers,
         eval_workers=eval_workers,
     )
     prepared = prepare(make_spec(algo, run_config, set_), overwrite)

@@ -45,7 +45,8 @@ class RunConfig:
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY  # steps between checkpoints; one is also written on a stop signal
     tf32: bool = False  # CUDA float32 matmuls and convolutions in TF32 (10-bit mantissa): faster, and other numbers
     compile: bool = False  # the agent's networks compiled with torch.compile (CUDA only)
-    eval_workers: int = 0  # evaluation processes, each evaluating some seeds on its own core; 0: in the training process
+    env_workers: int = 0  # processes stepping the training envs (0: in the training process); results are the same
+    eval_workers: int = 0  # processes stepping the evaluation envs (0: in the training process); results are the same
 
     def __post_init__(self) -> None:
         require((self.env is None) != (self.dataset is None), "give either --env (online) or --dataset (offline)")
@@ -60,6 +61,7 @@ class RunConfig:
         require(self.eval_episodes >= 1, f"--eval-episodes must be at least 1, got {self.eval_episodes}")
         require(self.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {self.device!r}")
         require(self.checkpoint_every >= 1, f"--checkpoint-every must be at least 1, got {self.checkpoint_every}")
+        require(self.env_workers >= 0, f"--env-workers must be non-negative, got {self.env_workers}")
         require(self.eval_workers >= 0, f"--eval-workers must be non-negative, got {self.eval_workers}")
 
     @property

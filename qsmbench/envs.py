@@ -216,6 +216,16 @@ class EnvBatch:
             self.obs[i] = self._reset(i)
         return StepResult(next_obs, reward, terminated, truncated, finished)
 
+    def step_without_reset(self, actions: np.ndarray, running: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Step the `running` envs and leave ended episodes ended (evaluation runs each episode once): the
+        rewards, 0 for envs not stepped, and which of the stepped envs' episodes ended. `self.obs` follows."""
+        reward = np.zeros(len(self.envs))
+        ended = np.zeros(len(self.envs), dtype=bool)
+        for i in np.flatnonzero(running):
+            self.obs[i], reward[i], terminated, truncated, _ = self.envs[i].step(actions[i])
+            ended[i] = terminated or truncated
+        return reward, ended
+
     def close(self) -> None:
         for env in self.envs:
             env.close()

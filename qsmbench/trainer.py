@@ -52,8 +52,9 @@ from qsmbench.checkpoint import (
 from qsmbench.config import ConfigError
 from qsmbench.datasets import OfflineDataset, load_offline_dataset
 from qsmbench.divergence import CHECK_EVERY, DivergenceWatch
-from qsmbench.envs import EnvBatch, EnvDims, env_dims, rng_state, set_rng_state
-from qsmbench.evaluation import make_evaluator, start_worker_server
+from qsmbench.envs import EnvDims, env_dims, rng_state, set_rng_state
+from qsmbench.env_workers import make_env_batch, start_worker_server
+from qsmbench.evaluation import Evaluator
 from qsmbench.locking import RunClaim, claim_run_dir
 from qsmbench.nets import compile_networks
 from qsmbench.progress import Reporter
@@ -147,7 +148,7 @@ def prepare(spec: RunSpec, overwrite: bool = False) -> PreparedRun:
             f"--compile is for CUDA: on the CPU compiled updates ran at 0.6-0.75x of eager (docs/benchmarks.md); "
             f"this run is on {device.type}"
         )
-    if run.eval_workers:
+    if run.env_workers or run.eval_workers:
         start_worker_server()  # its imports overlap with the checks below and the trainer's own start
     dataset = load_offline_dataset(run.dataset, device, run.seeds) if run.dataset else None
     env_id = dataset.env_id if dataset else str(run.env)
@@ -177,10 +178,11 @@ class Collector:
         replay: SeedBatchedReplay,
         warmup_steps: int,
         watch: DivergenceWatch,
+        workers: int = 0,
     ):
         self.agent, self.replay, self.warmup_steps, self.watch = agent, replay, warmup_steps, watch
         self.warmup_rng = np.random.default_rng(np.random.SeedSequence([*seeds, 1]))
-        self.envs = EnvBatch(env_id, seeds)
+        self.envs = make_env_batch(env_id, seeds, workers)
         self.finished_returns: list[list[float]] = [[] for _ in seeds]
 
     def collect(self, step: int) -> None:
@@ -291,11 +293,11 @@ class Trainer:
         else:
             capacity = min(config.replay_capacity, run.steps)
             self.replay = SeedBatchedReplay(len(seeds), capacity, dims.obs_dim, dims.act_dim, device)
-            self.collector = Collector(prepared.env_id, seeds, self.agent, self.replay, config.warmup_steps, self.watch)
+            self.collector = Collector(
+                prepared.env_id, seeds, self.agent, self.replay, config.warmup_steps, self.watch, run.env_workers
+            )
             self.transitions, self.learning_starts = self.replay, config.warmup_steps
-        self.evaluator = make_evaluator(
-            spec.algo, config, prepared.env_id, dims, seeds, run.eval_episodes, device, run.eval_workers
-        )
+        self.evaluator = Evaluator(prepared.env_id, seeds, run.eval_episodes, device, run.eval_workers)
         header = RunHeader(
             algo=spec.algo,
             task=run.task,

@@ -128,16 +128,18 @@ def test_a_run_resumed_from_its_checkpoint_gives_the_same_rows(
     assert not checkpoint_of(out, algo, env).exists(), "a complete run keeps no checkpoint"
 
 
-def test_a_run_resumed_with_an_evaluation_worker_gives_the_same_rows(
+
+
+def test_a_run_resumed_with_env_workers_gives_the_same_rows(
     references: References, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """A run may resume with other --eval-workers: the worker takes the evaluation envs' generators from the
-    checkpoint and, evaluating both seeds in one batch, gives exactly the in-process rows."""
-    want, _ = references.run("qsm", "Pendulum-v1", capfd)
-    out = interrupted_run(references, "qsm", "Pendulum-v1", tmp_path / "results", capfd)
-    result = run_cli(run_args("qsm", "Pendulum-v1", out, "--eval-workers", "1"), capfd)
+    """A run may resume with other worker counts: the training envs, rebuilt in two workers by replaying
+    their episodes, and the evaluation envs, in three, give exactly the rows of the run left alone."""
+    want, _ = references.run("sac", "Hopper-v4", capfd)
+    out = interrupted_run(references, "sac", "Hopper-v4", tmp_path / "results", capfd)
+    result = run_cli(run_args("sac", "Hopper-v4", out, "--env-workers", "2", "--eval-workers", "3"), capfd)
     assert result.returncode == 0, result.stderr
-    assert_same_rows(curves(out, "qsm", "Pendulum-v1"), want)
+    assert_same_rows(curves(out, "sac", "Hopper-v4"), want)
 
 
 def test_a_run_killed_with_sigkill_resumes_exactly(

@@ -86,11 +86,12 @@ def seed_files(out: Path, env: str = "Pendulum-v1", algo: str = "td3", seeds: in
         (["--algo", "sac", "--env", "Pendulum-v1", "--seeds", "abc"], ["--seeds"]),
         (["--algo", "sac", "--env", "Pendulum-v1", "--tf32", "--device", "cpu"], ["--tf32 changes CUDA matmuls only", "cpu"]),
         (["--algo", "sac", "--env", "Pendulum-v1", "--eval-workers", "-1"], ["--eval-workers must be non-negative"]),
+        (["--algo", "sac", "--env", "Pendulum-v1", "--env-workers", "-2"], ["--env-workers must be non-negative"]),
         (["--algo", "sac", "--env", "Pendulum-v1", "--compile", "--device", "cpu"], ["--compile is for CUDA", "cpu"]),
     ],
     ids=[
         "algo", "env", "seeds0", "steps0", "set-malformed", "set-key", "set-value", "seeds-abc", "tf32-cpu", "workers",
-        "compile-cpu",
+        "env-workers", "compile-cpu",
     ],  # fmt: skip
 )
 def test_bad_input_is_one_line_exit_2_and_touches_no_files(
