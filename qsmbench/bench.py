@@ -31,7 +31,8 @@ import torch
 
 from qsmbench.algorithms import Agent, resolve
 from qsmbench.divergence import DivergenceWatch
-from qsmbench.envs import EnvBatch, env_dims
+from qsmbench.envs import env_dims
+from qsmbench.nets import compile_networks
 from qsmbench.provenance import provenance
 from qsmbench.replay import SeedBatchedReplay
 from qsmbench.trainer import Collector
@@ -57,6 +58,7 @@ class BenchResult:
     loop_sps: float  # training steps per second: act, env step, replay add, update
     update_operators: float
     act_operators: float
+    compiled: bool = False  # the networks compiled with torch.compile (`--compile`)
 
 
 def per_second(function: Callable[[], object], calls: int, device: torch.device) -> float:
@@ -105,12 +107,15 @@ def stderr_silenced() -> Iterator[None]:
         os.close(devnull)
 
 
-def bench(algo: str, env_id: str, seeds: int, calls: int, device: torch.device) -> BenchResult:
-    """Measure one algorithm at one seed count; see the module docstring."""
+def bench(algo: str, env_id: str, seeds: int, calls: int, device: torch.device, compiled: bool = False) -> BenchResult:
+    """Measure one algorithm at one seed count; see the module docstring. Compiled networks are compiled
+    during the warm-up calls, so the timed calls measure them compiled."""
     algorithm, config = resolve(algo, [])
     dims = env_dims(env_id)
     seed_values = list(range(seeds))
     agent: Agent = algorithm.make_agent(dims.obs_dim, dims.act_dim, seed_values, device, config)
+    if compiled:
+        compile_networks(agent)
     replay = SeedBatchedReplay(seeds, max(FILL_STEPS, config.batch_size), dims.obs_dim, dims.act_dim, device)
     collector = Collector(env_id, seed_values, agent, replay, FILL_STEPS, DivergenceWatch(seeds))
     try:
@@ -125,7 +130,7 @@ def bench(algo: str, env_id: str, seeds: int, calls: int, device: torch.device) 
         return BenchResult(
             algo, env_id, seeds, str(device), env_sps, per_second(act, calls, device),
             per_second(update, calls, device), per_second(loop, calls, device),
-            operators_per_call(update), operators_per_call(act),
+            operators_per_call(update), operators_per_call(act), compiled,
         )  # fmt: skip
     finally:
         collector.close()

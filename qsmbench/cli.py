@@ -35,7 +35,7 @@ from qsmbench.reproduce import plot_grid, plot_if_complete, run_grid, train_jobs
 from qsmbench.spec import make_spec
 from qsmbench.stopping import Stopped
 from qsmbench.toy import run_toy, toy_grid, toy_specs
-from qsmbench.trainer import Trainer, prepare, resolve_device
+from qsmbench.trainer import Trainer, check_compile_device, prepare, resolve_device
 
 EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 3, 130, 143
 EXIT_CHECKPOINTED = 75  # stopped by SIGTERM or SIGUSR1 with a checkpoint written: requeue and run again
@@ -292,6 +292,9 @@ def bench_command(
     calls: Annotated[int, typer.Option(help="Timed calls per measurement (after a tenth as many warm-up calls).")] = 100,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     out: Annotated[Path, typer.Option(help="JSON-lines file the results are appended to.")] = Path("results/bench.jsonl"),
+    compile: Annotated[
+        bool, typer.Option("--compile", help="CUDA only: also measure every algorithm with compiled networks.")
+    ] = False,
 ) -> None:
     """Measure env, act, update and whole-step speed, and operators per update and act, of each algorithm here."""
     names = [name.strip() for name in algos.split(",") if name.strip()]
@@ -302,15 +305,16 @@ def bench_command(
         raise ConfigError("--algos needs at least one algorithm and --calls at least 1")
     check_env_id(env)
     torch_device = resolve_device(device)
+    check_compile_device(compile, torch_device)
     results = []
     table = Table("algo", "seeds", "env/s", "act/s", "update/s", "loop/s", "seed-steps/s", "ops/update", "ops/act",
                   title=f"qsmbench bench: {env} on {torch_device.type} (per second: batched steps and calls)")  # fmt: skip
-    for name in names:
+    for name, compiled in [(name, compiled) for name in names for compiled in (False, True)[: 1 + compile]]:
         for count in counts:
-            result = measure(name, env, count, calls, torch_device)
+            result = measure(name, env, count, calls, torch_device, compiled)
             results.append(result)
             table.add_row(
-                name, str(count), f"{result.env_sps:,.0f}", f"{result.act_per_s:,.0f}", f"{result.update_per_s:,.1f}",
+                f"{name} (compiled)" if compiled else name, str(count), f"{result.env_sps:,.0f}", f"{result.act_per_s:,.0f}", f"{result.update_per_s:,.1f}",
                 f"{result.loop_sps:,.1f}", f"{result.loop_sps * count:,.1f}", f"{result.update_operators:,.0f}",
                 f"{result.act_operators:,.0f}",
             )  # fmt: skip

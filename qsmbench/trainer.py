@@ -136,6 +136,15 @@ class PreparedRun:
         return claim
 
 
+def check_compile_device(compile: bool, device: torch.device) -> None:
+    """`--compile` is for CUDA: on the CPU it was measured slower than eager, and inductor's C++ build is long."""
+    if compile and device.type != "cuda":
+        raise ConfigError(
+            f"--compile is for CUDA: on the CPU compiled updates ran at 0.6-0.75x of eager (docs/benchmarks.md); "
+            f"this run is on {device.type}"
+        )
+
+
 def prepare(spec: RunSpec, overwrite: bool = False) -> PreparedRun:
     """Validate --out, device, environment or dataset, memory and output files; ConfigError on bad input."""
     run = spec.run
@@ -143,11 +152,7 @@ def prepare(spec: RunSpec, overwrite: bool = False) -> PreparedRun:
     device = resolve_device(run.device)
     if run.tf32 and device.type != "cuda":
         raise ConfigError(f"--tf32 changes CUDA matmuls only; this run is on {device.type}")
-    if run.compile and device.type != "cuda":
-        raise ConfigError(
-            f"--compile is for CUDA: on the CPU compiled updates ran at 0.6-0.75x of eager (docs/benchmarks.md); "
-            f"this run is on {device.type}"
-        )
+    check_compile_device(run.compile, device)
     if run.env_workers or run.eval_workers:
         start_worker_server()  # its imports overlap with the checks below and the trainer's own start
     dataset = load_offline_dataset(run.dataset, device, run.seeds) if run.dataset else None

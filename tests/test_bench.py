@@ -23,6 +23,7 @@ def test_bench_appends_one_measurement_per_algorithm_and_seed_count(tmp_path: Pa
         assert min(line[key] for key in ("env_sps", "act_per_s", "update_per_s", "loop_sps")) > 0
         assert line["update_operators"] > line["act_operators"] > 0
         assert line["device"] == "cpu" and line["provenance"]["git_commit"] and line["provenance"]["versions"]["torch"]
+        assert line["compiled"] is False
     for algo in ("td3", "qsm"):
         one, two = (line["update_operators"] for line in lines if line["algo"] == algo)
         assert abs(one - two) <= 0.05 * one, f"{algo}: operators should not grow with seeds ({one} vs {two})"
@@ -33,7 +34,8 @@ def test_bench_appends_one_measurement_per_algorithm_and_seed_count(tmp_path: Pa
 @pytest.mark.parametrize(
     ("args", "said"),
     [(["--seeds", "0"], "--seeds needs whole numbers of at least 1"), (["--seeds", "one"], "--seeds must be comma-separated"),
-     (["--algos", "ppo"], "unknown algorithm 'ppo'"), (["--env", "Hoper-v4"], "Hoper-v4"), (["--calls", "0"], "--calls at least 1")],
+     (["--algos", "ppo"], "unknown algorithm 'ppo'"), (["--env", "Hoper-v4"], "Hoper-v4"), (["--calls", "0"], "--calls at least 1"),
+     (["--compile", "--device", "cpu"], "--compile is for CUDA")],
 )  # fmt: skip
 def test_bad_bench_options_are_one_line(args: list[str], said: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     result = run_cli(["bench", "--out", str(tmp_path / "bench.jsonl"), *args], capfd)
