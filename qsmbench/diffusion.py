@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Protocol, Sequence
+from typing import Callable, Literal, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -136,15 +136,38 @@ def reverse_step_coefficients(beta: float, alpha_hat: float, alpha_hat_prev: flo
     )
 
 
+ChainStep = Callable[[Tensor, int], Tensor]  # eps_theta(s, a_i, i) for the fixed states of one chain
+
+
 class NoiseModel(Protocol):
-    """A denoiser `eps_theta(s, a_t, t)`, split so that a chain encodes its T steps once (`time_code`) and
-    calls the network with a step's code (`denoise`); calling it does both, for per-sample steps."""
+    """A denoiser `eps_theta(s, a_t, t)`. Calling it takes a step per sample (the training losses);
+    `chain` gives the T steps of one chain on fixed states, with what does not change along the chain
+    computed once (`conditioned_chain`)."""
 
     def __call__(self, obs: Tensor, noisy_action: Tensor, t: Tensor) -> Tensor: ...
 
     def time_code(self, t: Tensor) -> Tensor: ...
 
-    def denoise(self, obs: Tensor, noisy_action: Tensor, time_code: Tensor) -> Tensor: ...
+    def chain(self, obs: Tensor, codes: Tensor) -> ChainStep: ...
+
+
+def conditioned_chain(mlp: BatchedMLP, layout: dict[str, int], obs: Tensor, codes: Tensor) -> ChainStep:
+    """`eps(a_i, i)` of an MLP whose input is the concatenation `layout` (name -> width) of "action", "obs"
+    and "time" parts. Its first layer is linear, so it splits into one product per part: the states' part
+    (with the bias) is computed once per chain, every step's time-code part (`codes`, `[S, T, width]`)
+    once per chain, and only the action's part per step, fused with its additions (`baddbmm`; a denoiser's
+    weights are `[S, in, out]`). The samples are those of the concatenated input up to float rounding; a
+    step costs an `act_dim`-wide product and two operators instead of the whole input's product and three.
+    """
+    first = mlp.layers[0]
+    weights = dict(zip(layout, first.weight.split(list(layout.values()), dim=-2)))
+    states = torch.matmul(obs, weights["obs"]) + first.bias  # [S, n, hidden]
+    times = torch.matmul(codes, weights["time"])  # [S, T, hidden]
+
+    def eps(action: Tensor, i: int) -> Tensor:
+        return mlp.from_first_layer(torch.baddbmm(states + times[:, i : i + 1], action, weights["action"]))
+
+    return eps
 
 
 @dataclass(frozen=True)
@@ -173,15 +196,16 @@ def reverse_chain(
     """Sample actions `[seeds, n, act_dim]` in [-1, 1] for states `[seeds, n, obs_dim]`: T denoising calls,
     every random draw from `noise`.
 
-    The T time codes are computed in one pass before the loop: every sample of a chain step shares its t.
+    The T time codes are computed in one pass before the loop (every sample of a chain step shares its t),
+    and the denoiser's parts that depend only on the states and the step once per chain (`NoiseModel.chain`).
     """
     with torch.set_grad_enabled(options.grad and torch.is_grad_enabled()):
         seeds, steps = obs.shape[0], schedule.steps
         codes = eps_model.time_code(torch.arange(steps, device=obs.device).expand(seeds, steps))  # [S, T, width]
+        eps = eps_model.chain(obs, codes)
         action = noise.normal((*obs.shape[:-1], act_dim), obs.device)
         for i in reversed(range(steps)):
-            code = codes[:, i : i + 1].expand(*obs.shape[:-1], codes.shape[-1])
-            action = reverse_step(eps_model.denoise(obs, action, code), action, i, schedule, options, noise)
+            action = reverse_step(eps(action, i), action, i, schedule, options, noise)
         return action.clamp(-1.0, 1.0)
 
 
@@ -245,18 +269,17 @@ class FourierDenoiser(nn.Module):
         self.time_mlp = BatchedMLP(
             time_features, time_hidden_sizes[:-1], time_width, generators, activation=mish, init="xavier"
         )
-        self.mlp = BatchedMLP(
-            act_dim + obs_dim + time_width, hidden_sizes, act_dim, generators, activation=mish, init="xavier"
-        )
+        self.layout = {"action": act_dim, "obs": obs_dim, "time": time_width}  # the MLP's input, in order
+        self.mlp = BatchedMLP(sum(self.layout.values()), hidden_sizes, act_dim, generators, activation=mish, init="xavier")
 
     def forward(self, obs: Tensor, noisy_action: Tensor, t: Tensor) -> Tensor:
-        return self.denoise(obs, noisy_action, self.time_code(t))
+        return self.mlp(torch.cat([noisy_action, obs, self.time_code(t)], dim=-1))
 
     def time_code(self, t: Tensor) -> Tensor:
         return self.time_mlp(self.time_features(t))
 
-    def denoise(self, obs: Tensor, noisy_action: Tensor, time_code: Tensor) -> Tensor:
-        return self.mlp(torch.cat([noisy_action, obs, time_code], dim=-1))
+    def chain(self, obs: Tensor, codes: Tensor) -> ChainStep:
+        return conditioned_chain(self.mlp, self.layout, obs, codes)
 
 
 class SinusoidalDenoiser(nn.Module):
@@ -274,13 +297,14 @@ class SinusoidalDenoiser(nn.Module):
         super().__init__()
         self.time_features = time_features
         self.time_mlp = BatchedMLP(time_features, (time_hidden,), time_features, generators, activation=mish)
-        self.mlp = BatchedMLP(act_dim + time_features + obs_dim, hidden_sizes, act_dim, generators, activation=mish)
+        self.layout = {"action": act_dim, "time": time_features, "obs": obs_dim}  # the MLP's input, in order
+        self.mlp = BatchedMLP(sum(self.layout.values()), hidden_sizes, act_dim, generators, activation=mish)
 
     def forward(self, obs: Tensor, noisy_action: Tensor, t: Tensor) -> Tensor:
-        return self.denoise(obs, noisy_action, self.time_code(t))
+        return self.mlp(torch.cat([noisy_action, self.time_code(t), obs], dim=-1))
 
     def time_code(self, t: Tensor) -> Tensor:
         return self.time_mlp(sinusoidal_time_features(t, self.time_features))
 
-    def denoise(self, obs: Tensor, noisy_action: Tensor, time_code: Tensor) -> Tensor:
-        return self.mlp(torch.cat([noisy_action, time_code, obs], dim=-1))
+    def chain(self, obs: Tensor, codes: Tensor) -> ChainStep:
+        return conditioned_chain(self.mlp, self.layout, obs, codes)

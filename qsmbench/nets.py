@@ -88,9 +88,13 @@ class BatchedMLP(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        for layer in self.layers[:-1]:
-            x = self.activation(layer(x))
-        return self.layers[-1](x)
+        return self.from_first_layer(self.layers[0](x))
+
+    def from_first_layer(self, h: Tensor) -> Tensor:
+        """The network's output given its first layer's output (before the activation)."""
+        for layer in self.layers[1:]:
+            h = layer(self.activation(h))
+        return h
 
 
 class QEnsemble(nn.Module):

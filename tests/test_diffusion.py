@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import pytest
 import torch
 
@@ -9,6 +11,7 @@ from qsmbench.diffusion import (
     DiffusionSchedule,
     FourierDenoiser,
     SamplerOptions,
+    SinusoidalDenoiser,
     reverse_chain,
     reverse_step,
     sinusoidal_time_features,
@@ -126,13 +129,20 @@ def ddpm_chain(denoiser: torch.nn.Module, schedule: DiffusionSchedule, obs: torc
 
 
 @pytest.mark.parametrize(
-    "options",
-    [SamplerOptions(), SamplerOptions(posterior_variance=True, clip_every_step=False, clip_denoised=True, temperature=0.5)],
+    ("options", "make_denoiser"),
+    [
+        (SamplerOptions(), small_denoiser),
+        (
+            SamplerOptions(posterior_variance=True, clip_every_step=False, clip_denoised=True, temperature=0.5),
+            lambda seeds: SinusoidalDenoiser(3, 2, (32, 32), 8, 16, seed_generators(seeds, "test")),
+        ),
+    ],
     ids=["qsm", "diffusion-ql"],
 )
-def test_the_chain_is_ddpm_written_out(options: SamplerOptions) -> None:
-    """Time codes computed once per chain and coefficients as floats change the cost, not the samples."""
-    denoiser, schedule = small_denoiser([0, 1]), DiffusionSchedule.make("vp", 5, CPU)
+def test_the_chain_is_ddpm_written_out(options: SamplerOptions, make_denoiser: Callable[[list[int]], torch.nn.Module]) -> None:
+    """Time codes and the states' part of the first layer computed once per chain, and coefficients as floats,
+    change the cost, not the samples (each denoiser's own input order)."""
+    denoiser, schedule = make_denoiser([0, 1]), DiffusionSchedule.make("vp", 5, CPU)
     obs = torch.randn(2, 6, 3)
     torch.manual_seed(7)
     fast = reverse_chain(denoiser, schedule, obs, 2, options)
