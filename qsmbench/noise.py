@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-EVALUATION_SALT = 0x0E7A1  # apart from every other use of a run seed
+EVALUATION_SALT = 0x401_5E  # apart from every other use of a run seed (eval_env_seed salts with 0xE7A1)
 
 
 class Noise(Protocol):
