@@ -309,7 +309,8 @@ def bench_command(
     results = []
     table = Table("algo", "seeds", "env/s", "act/s", "update/s", "loop/s", "seed-steps/s", "ops/update", "ops/act",
                   title=f"qsmbench bench: {env} on {torch_device.type} (per second: batched steps and calls)")  # fmt: skip
-    for name, compiled in [(name, compiled) for name in names for compiled in (False, True)[: 1 + compile]]:
+    modes = [False, True] if compile else [False]  # eager, then compiled
+    for name, compiled in [(name, compiled) for name in names for compiled in modes]:
         for count in counts:
             result = measure(name, env, count, calls, torch_device, compiled)
             results.append(result)
