@@ -13,7 +13,7 @@ import torch
 
 from qsmbench.algorithms.qsm import QSM, QSMConfig
 from qsmbench.env_workers import EnvPool, EnvWorkerError, start_worker_server
-from qsmbench.envs import EnvBatch
+from qsmbench.envs import EnvBatch, eval_env_seed
 from qsmbench.evaluation import Evaluator
 from qsmbench.noise import GLOBAL_NOISE, SeedNoise, categorical
 
@@ -101,6 +101,8 @@ def test_a_seeds_evaluation_noise_is_its_own() -> None:
     assert not torch.equal(SeedNoise.for_evaluation([5], 600).normal((1, 7, 1), CPU), alone)
     with pytest.raises(ValueError, match="for 1 seeds"):
         SeedNoise.for_evaluation([5], 0).normal((2, 7, 1), CPU)
+    for step in (0, 1):  # seeded apart from the evaluation envs (it once shared their salt)
+        assert SeedNoise.for_evaluation([5], step).generators[0].initial_seed() != eval_env_seed(5, step)
 
 
 def test_categorical_draws_in_proportion_to_the_weights() -> None:
