@@ -8,6 +8,7 @@ generator, which makes seed k's initialisation the same whichever seeds share it
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import zlib
 from typing import Any, Callable, Iterator, Literal, Sequence
@@ -91,8 +92,11 @@ class BatchedMLP(nn.Module):
         return self.from_first_layer(self.layers[0](x))
 
     def from_first_layer(self, h: Tensor) -> Tensor:
-        """The network's output given its first layer's output (before the activation)."""
-        for layer in self.layers[1:]:
+        """The network's output given its first layer's output (before the activation).
+
+        `islice`, not `self.layers[1:]`: slicing a ModuleList builds a new module on every call.
+        """
+        for layer in itertools.islice(self.layers, 1, None):
             h = layer(self.activation(h))
         return h
 
