@@ -13,7 +13,7 @@ RUN_SEEDS ?= 3
 RUN_STEPS ?= 8000
 RUN_ALGOS ?= sac td3 qsm dql
 RUN_OUT ?= results
-RUN_FLAGS ?= --eval-every 1000 --eval-episodes 10 --set warmup_steps=1000
+RUN_FLAGS ?= --eval-every 1000 --eval-episodes 10 --set warmup_steps=1000 --name ''
 # Narrower diffusion policies keep the default benchmark within CPU budget (official: QSM 512-512,
 # Diffusion-QL 256-256-256); the update rules are the official ones.
 RUN_SET_qsm ?= --set hidden_sizes=256,256 --set actor_hidden_sizes=256,256
@@ -25,7 +25,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,ray]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,ray,video]"
 	touch $(STAMP)
 
 run: $(STAMP)

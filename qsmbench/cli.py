@@ -18,24 +18,29 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from qsmbench.algorithms import ALGORITHMS, resolve
 from qsmbench.bench import append_results
 from qsmbench.bench import bench as measure
 from qsmbench.plot_settings import PlotSettings
-from qsmbench.config import DEFAULT_CHECKPOINT_EVERY, ConfigError, RunConfig
+from qsmbench.config import DEFAULT_CHECKPOINT_EVERY, ConfigError, RunConfig, variant_label
 from qsmbench.envs import EXAMPLE_ENV_IDS, check_env_id
 from qsmbench.grid import load_grid
 from qsmbench.plan import format_job_list, format_plan, plan, select
 from qsmbench.plotting import PlotReport, plot_results
+from qsmbench.policies import POLICY_DIR
+from qsmbench.policy_eval import PolicyReturns, evaluate_policies, find_policies, parse_seeds
 from qsmbench.progress import make_reporter
 from qsmbench.ray_grid import run_on_ray
 from qsmbench.reproduce import plot_grid, plot_if_complete, run_grid, train_jobs
 from qsmbench.spec import make_spec
+from qsmbench.storage import run_dir
 from qsmbench.stopping import Stopped
 from qsmbench.toy import run_toy, toy_grid, toy_specs
 from qsmbench.trainer import Trainer, check_compile_device, prepare, resolve_device
+from qsmbench.video import check_video_support, choose_renderer, record_videos
 
 EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 3, 130, 143
 EXIT_CHECKPOINTED = 75  # stopped by SIGTERM or SIGUSR1 with a checkpoint written: requeue and run again
@@ -111,6 +116,13 @@ def run(
         int,
         typer.Option(help="Processes stepping the evaluation envs (slow simulators, many cores); 0: in this process."),
     ] = 0,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="Variant label (e.g. alpha-120): its own directory and group in plot. Default: the --set "
+            "values; '' for none."
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="Plain log lines instead of the live display.")] = False,
 ) -> None:
     """Train SEEDS seeds of ALGO on ENV (or offline on DATASET); write one Parquet learning curve per seed.
@@ -132,7 +144,9 @@ def run(
         env_workers=env_workers,
         eval_workers=eval_workers,
     )
-    prepared = prepare(make_spec(algo, run_config, set_), overwrite)
+    spec = make_spec(algo, run_config, set_)
+    label = variant_label(set_, spec.config, spec.algorithm.config_cls()) if name is None else name
+    prepared = prepare(spec.with_run(variant=label), overwrite)
     if prepared.resume:
         print(f"resuming from the checkpoint at {prepared.resume.describe()}", flush=True)
     title = f"{algo} {run_config.task} ({seeds} seed{'s' * (seeds > 1)}, {prepared.device.type})"
@@ -148,11 +162,54 @@ def run(
         "diverged" if divergence else f"{rows[-1].eval_return:.1f}" for rows, divergence in zip(files.rows, divergences)
     ]
     print(f"last evaluation return per seed: {' '.join(last)}")
-    print(f"learning curves: {prepared.paths[0].parent}/seed_<k>.parquet")
+    print(f"learning curves: {prepared.paths[0].parent}/seed_<k>.parquet; policies: {prepared.run_dir / POLICY_DIR}")
     diverged = [f"seed {seed} ({divergence})" for seed, divergence in zip(files.seeds, divergences) if divergence]
     if diverged:
         print(f"qsmbench: {len(diverged)} of {seeds} seeds diverged: {'; '.join(diverged)}", file=sys.stderr)
         raise typer.Exit(EXIT_DIVERGED)
+
+
+@app.command("eval")
+def eval_command(
+    path: Annotated[Path, typer.Argument(help="A run directory, or a results directory searched at any depth.")],
+    episodes: Annotated[int, typer.Option(help="Fresh evaluation episodes per seed.")] = 10,
+    seeds: Annotated[str | None, typer.Option(help="Seeds to evaluate, e.g. 0,2,5-7 (default: all saved).")] = None,
+    eval_seed: Annotated[int, typer.Option(help="Which fresh episodes: another value, other episodes.")] = 0,
+    video: Annotated[
+        Path | None, typer.Option(help="Also film each seed's first --video-episodes episodes as MP4s here.")
+    ] = None,
+    video_episodes: Annotated[int, typer.Option(help="Episodes filmed per seed with --video.")] = 1,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Evaluate the saved policies of the runs under PATH on fresh seeded episodes, and print a table."""
+    if min(episodes, video_episodes) < 1 or eval_seed < 0:
+        raise ConfigError("--episodes and --video-episodes must be at least 1, --eval-seed non-negative")
+    runs = find_policies(path, parse_seeds(seeds) if seeds is not None else None)
+    if video is not None:
+        check_video_support()
+        for env_id in sorted({policies[0].header.env_id for policies in runs}):
+            choose_renderer(env_id)
+    torch_device = resolve_device(device)
+    results = [evaluate_policies(policies, episodes, eval_seed, torch_device) for policies in runs]
+    Console().print(returns_table(results, episodes, eval_seed))
+    for policies in runs if video is not None else []:
+        header = policies[0].header
+        directory = run_dir(video, header.task, header.algo, header.variant)
+        directory.mkdir(parents=True, exist_ok=True)
+        files = record_videos(policies, video_episodes, eval_seed, directory, torch_device)
+        print(f"videos: {len(files)} in {directory}")
+
+
+def returns_table(results: list[PolicyReturns], episodes: int, eval_seed: int) -> Table:
+    """One row per seed (mean and standard deviation over its episodes), and each run's mean over seeds."""
+    table = Table("task", "algorithm", "seed", "step", "return", "std", title=f"qsmbench eval: {episodes} episodes per seed, eval seed {eval_seed}")
+    for result in results:
+        header = result.policies[0].header
+        for policy, returns in zip(result.policies, result.returns):
+            table.add_row(header.task, escape(result.label), str(policy.seed), f"{policy.step:,}", f"{returns.mean():.1f}", f"{returns.std():.1f}")
+        if len(result.policies) > 1:
+            table.add_row(header.task, escape(result.label), "mean", "", f"{result.returns.mean(axis=1).mean():.1f}", "", style="bold")
+    return table
 
 
 @app.command()

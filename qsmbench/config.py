@@ -26,6 +26,7 @@ ConfigT = TypeVar("ConfigT")
 MAX_SEED = 2**63 - 1  # run files store seeds as int64
 MAX_WIDTH = 10**8  # units per layer: 10^16 weights for a square layer already; far wider ones overflow int64 when counted
 DEFAULT_CHECKPOINT_EVERY = 100_000  # writes cost under 2% of a fast GPU run at this interval (docs/benchmarks.md)
+MAX_VARIANT = 120  # characters of a variant label, which also names a directory
 FLOAT32_MAX = 3.4028234663852886e38  # every float setting ends up in float32 tensors; beyond this it is inf
 
 
@@ -47,6 +48,7 @@ class RunConfig:
     compile: bool = False  # the agent's networks compiled with torch.compile (CUDA only)
     env_workers: int = 0  # processes stepping the training envs (0: in the training process); results are the same
     eval_workers: int = 0  # processes stepping the evaluation envs (0: in the training process); results are the same
+    variant: str = ""  # the run's label among runs of one algorithm on one task: --name, or its --set values
 
     def __post_init__(self) -> None:
         require((self.env is None) != (self.dataset is None), "give either --env (online) or --dataset (offline)")
@@ -63,6 +65,10 @@ class RunConfig:
         require(self.checkpoint_every >= 1, f"--checkpoint-every must be at least 1, got {self.checkpoint_every}")
         require(self.env_workers >= 0, f"--env-workers must be non-negative, got {self.env_workers}")
         require(self.eval_workers >= 0, f"--eval-workers must be non-negative, got {self.eval_workers}")
+        require(
+            len(self.variant) <= MAX_VARIANT and self.variant.isprintable() and self.variant == self.variant.strip(),
+            f"--name must be printable, without leading or trailing spaces, and at most {MAX_VARIANT} characters",
+        )
 
     @property
     def task(self) -> str:
@@ -142,6 +148,15 @@ def apply_overrides(config: ConfigT, assignments: Sequence[str]) -> ConfigT:
             raise ConfigError(f"--set expects key=value, got {assignment!r}")
         changes[key] = parse_value(key, text.strip(), hints[known_key(key, hints)])
     return dataclasses.replace(config, **changes)  # type: ignore[type-var]
+
+
+def variant_label(assignments: Sequence[str], config: object, defaults: object) -> str:
+    """The label of a run whose `--set` assignments made `config` from `defaults`: `key=value` as typed (no
+    spaces, the last of a repeated key), sorted by key, for the keys whose value differs from the default;
+    "" when none does. The same changes give the same label in any order."""
+    typed = {key.strip(): "".join(text.split()) for key, _, text in (a.partition("=") for a in assignments)}
+    changed = sorted(key for key in typed if getattr(config, key) != getattr(defaults, key))
+    return " ".join(f"{key}={typed[key]}" for key in changed)
 
 
 def from_table(cls: type[ConfigT], table: Mapping[str, Any]) -> ConfigT:

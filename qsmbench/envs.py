@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -57,13 +57,13 @@ def check_env_id(env_id: str) -> None:
         raise EnvError(f"unknown environment {env_id!r}{did_you_mean(env_id, gym.registry)}")
 
 
-def make_env(env_id: str) -> gym.Env:
-    """Build one env with flat float observations and actions in [-1, 1]."""
+def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
+    """Build one env with flat float observations and actions in [-1, 1] (`render_mode="rgb_array"` to film it)."""
     check_env_id(env_id)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is out of date.*")  # v4 ids are what the papers used
         try:
-            env = gym.make(env_id)
+            env = gym.make(env_id, render_mode=render_mode)
         except Exception as error:  # noqa: BLE001 - any construction failure is reported as one line
             raise EnvError(f"cannot create environment {env_id!r}: {error}") from None
     if not isinstance(env.action_space, gym.spaces.Box):
@@ -90,9 +90,12 @@ def env_dims(env_id: str) -> EnvDims:
     return dims
 
 
-def eval_env_seed(run_seed: int, episode: int) -> int:
-    """Seed of evaluation env `episode` of run seed `run_seed`: reproducible and apart from training seeds."""
-    return int(np.random.SeedSequence([run_seed, 0xE7A1, episode]).generate_state(1)[0])
+def eval_env_seed(run_seed: int, episode: int, stream: Sequence[int] = ()) -> int:
+    """Seed of evaluation env `episode` of run seed `run_seed`: reproducible and apart from training seeds.
+
+    `stream` picks another set of episodes: the training's evaluations use `()`, `qsmbench eval` its own.
+    """
+    return int(np.random.SeedSequence([run_seed, 0xE7A1, *stream, episode]).generate_state(1)[0])
 
 
 @dataclass
@@ -130,8 +133,8 @@ def set_rng_state(rng: np.random.Generator | np.random.RandomState, state: dict[
 class EnvBatch:
     """One env per member (a training seed, or a seed x evaluation episode), stepped in lockstep."""
 
-    def __init__(self, env_id: str, seeds: list[int]):
-        self.envs = [make_env(env_id) for _ in seeds]
+    def __init__(self, env_id: str, seeds: list[int], render_mode: str | None = None):
+        self.envs = [make_env(env_id, render_mode) for _ in seeds]
         self.seeds = seeds
         self.episode_returns = np.zeros(len(seeds))
         self.episode_start: list[dict[str, Any]] = [{"seed": seed} for seed in seeds]

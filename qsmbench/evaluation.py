@@ -11,21 +11,33 @@ returns.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from qsmbench.algorithms import Agent
 from qsmbench.env_workers import make_env_batch
-from qsmbench.envs import eval_env_seed
+from qsmbench.envs import EnvBatch, eval_env_seed
 from qsmbench.noise import SeedNoise
 
 
 class Evaluator:
-    def __init__(self, env_id: str, seeds: list[int], episodes: int, device: torch.device, workers: int = 0):
-        self.seeds, self.episodes, self.device = seeds, episodes, device
-        self.batch = make_env_batch(env_id, [eval_env_seed(seed, j) for seed in seeds for j in range(episodes)], workers)
+    """`episodes` evaluation envs per seed; `stream` picks which episodes and noise (the training's: `()`)."""
+
+    def __init__(
+        self,
+        env_id: str,
+        seeds: list[int],
+        episodes: int,
+        device: torch.device,
+        workers: int = 0,
+        stream: Sequence[int] = (),
+        render_mode: str | None = None,
+    ):
+        self.seeds, self.episodes, self.device, self.stream = seeds, episodes, device, tuple(stream)
+        env_seeds = [eval_env_seed(seed, j, stream) for seed in seeds for j in range(episodes)]
+        self.batch = EnvBatch(env_id, env_seeds, render_mode) if render_mode else make_env_batch(env_id, env_seeds, workers)
 
     def evaluate(self, agent: Agent, live: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
         """Run the agent's evaluation action in the envs of the `live` seeds.
@@ -35,7 +47,7 @@ class Evaluator:
         stepped with it, since a simulator may fail on a NaN action (DeepMind Control's PhysicsError).
         """
         seeds = len(self.seeds)
-        noise = SeedNoise.for_evaluation(self.seeds, step)
+        noise = SeedNoise.for_evaluation(self.seeds, step, self.stream)
         self.batch.reset()
         returns = np.zeros(len(self.batch))
         running = np.repeat(live, self.episodes)

@@ -46,10 +46,12 @@ class SeedNoise:
         self.generators = list(generators)
 
     @classmethod
-    def for_evaluation(cls, seeds: Sequence[int], step: int) -> SeedNoise:
-        """The generators of the evaluation at `step`, one per run seed."""
+    def for_evaluation(cls, seeds: Sequence[int], step: int, stream: Sequence[int] = ()) -> SeedNoise:
+        """The generators of the evaluation at `step`, one per run seed (`stream`: as for `eval_env_seed`)."""
         return cls([
-            torch.Generator().manual_seed(int(np.random.SeedSequence([seed, EVALUATION_SALT, step]).generate_state(1)[0]))
+            torch.Generator().manual_seed(
+                int(np.random.SeedSequence([seed, EVALUATION_SALT, *stream, step]).generate_state(1)[0])
+            )
             for seed in seeds
         ])  # fmt: skip
 

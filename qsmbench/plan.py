@@ -38,6 +38,7 @@ from qsmbench.storage import (
     path_safe,
     read_run,
     read_status,
+    run_dir,
     run_path,
 )
 
@@ -178,15 +179,15 @@ def on_disk(spec: RunSpec) -> dict[str, tuple[Any, ...]]:
     stat per seed)."""
     expected_config = jsonable(dataclasses.asdict(spec.config))
     done = []
-    run_dir = run_path(spec.run.out, spec.run.task, spec.algo, 0).parent
+    directory = run_dir(spec.run.out, spec.run.task, spec.algo, spec.run.variant)
     statuses = {
-        seed: read_status(run_path(spec.run.out, spec.run.task, spec.algo, seed))
-        for seed in existing_seeds(run_dir, spec.run.seed_start, spec.run.seeds)
+        seed: read_status(run_path(spec.run.out, spec.run.task, spec.algo, seed, spec.run.variant))
+        for seed in existing_seeds(directory, spec.run.seed_start, spec.run.seeds)
     }
-    resumable, conflicts = resumable_blocks(spec, run_dir, statuses)  # an unreadable checkpoint is a conflict
+    resumable, conflicts = resumable_blocks(spec, directory, statuses)  # an unreadable checkpoint is a conflict
     resuming = {seed for start, count, _ in resumable for seed in range(start, start + count) if seed in statuses}
     for seed, status in statuses.items():
-        path = run_path(spec.run.out, spec.run.task, spec.algo, seed)
+        path = run_path(spec.run.out, spec.run.task, spec.algo, seed, spec.run.variant)
         if status == "unreadable":
             conflicts.append(f"{path}: not a readable qsmbench run file")
         elif status in FINISHED and seed not in resuming:  # a diverged seed is a result: training it again repeats it

@@ -86,6 +86,7 @@ class RunHeader:
     ref_scores: tuple[float, float] | None = None  # the dataset's (random, expert) returns
     run_config: Mapping[str, Any] = field(default_factory=dict)  # RunConfig as a dict
     algo_config: Mapping[str, Any] = field(default_factory=dict)  # the effective hyperparameters
+    variant: str = ""  # the run's variant label ("" = none): run --name, or derived from its --set values
     provenance: Mapping[str, Any] = field(default_factory=dict)  # versions, commit, device, host, start time
 
 
@@ -181,8 +182,13 @@ def path_safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name)
 
 
-def run_path(out: str | Path, task: str, algo: str, seed: int) -> Path:
-    return Path(out) / path_safe(task) / algo / f"seed_{seed}.parquet"
+def run_dir(out: str | Path, task: str, algo: str, variant: str = "") -> Path:
+    """`<out>/<task>/<algo>`, or `<algo>.<variant>` for a labelled variant: a directory per (task, algorithm, variant)."""
+    return Path(out) / path_safe(task) / (f"{algo}.{path_safe(variant)}" if variant else algo)
+
+
+def run_path(out: str | Path, task: str, algo: str, seed: int, variant: str = "") -> Path:
+    return run_dir(out, task, algo, variant) / f"seed_{seed}.parquet"
 
 
 # ------------------------------------------------------------------------------------------------ writing

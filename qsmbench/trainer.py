@@ -57,6 +57,7 @@ from qsmbench.env_workers import make_env_batch, start_worker_server
 from qsmbench.evaluation import Evaluator
 from qsmbench.locking import RunClaim, claim_run_dir
 from qsmbench.nets import compile_networks
+from qsmbench.policies import remove_policies, save_policies
 from qsmbench.progress import Reporter
 from qsmbench.provenance import provenance
 from qsmbench.replay import SeedBatchedReplay, Transitions
@@ -72,6 +73,7 @@ from qsmbench.storage import (
     check_can_write,
     check_out_dir,
     remove_stale_temporaries,
+    run_dir,
     run_path,
 )
 
@@ -131,6 +133,7 @@ class PreparedRun:
             claim.release()
             raise
         remove_stale_temporaries(self.run_dir)
+        remove_policies(self.paths)  # policies are written when a run completes: none may outlive the files they match
         if self.overwrite:
             self.checkpoint.unlink(missing_ok=True)
         return claim
@@ -148,7 +151,8 @@ def check_compile_device(compile: bool, device: torch.device) -> None:
 def prepare(spec: RunSpec, overwrite: bool = False) -> PreparedRun:
     """Validate --out, device, environment or dataset, memory and output files; ConfigError on bad input."""
     run = spec.run
-    check_out_dir(run_path(run.out, run.task, spec.algo, run.seed_start).parent, run.seeds, run.evaluations)
+    directory = run_dir(run.out, run.task, spec.algo, run.variant)
+    check_out_dir(directory, run.seeds, run.evaluations)
     device = resolve_device(run.device)
     if run.tf32 and device.type != "cuda":
         raise ConfigError(f"--tf32 changes CUDA matmuls only; this run is on {device.type}")
@@ -159,13 +163,13 @@ def prepare(spec: RunSpec, overwrite: bool = False) -> PreparedRun:
     env_id = dataset.env_id if dataset else str(run.env)
     dims = env_dims(env_id)
     check_fits(spec, dims, env_id, device)
-    check_checkpoint_room(spec, dims, env_id, run_path(run.out, run.task, spec.algo, run.seed_start).parent)
+    check_checkpoint_room(spec, dims, env_id, directory)
     if dataset and (dataset.obs_dim, dataset.act_dim) != (dims.obs_dim, dims.act_dim):
         raise ConfigError(
             f"dataset {run.dataset} has obs/action dims {dataset.obs_dim}/{dataset.act_dim}, "
             f"but its environment {env_id} has {dims.obs_dim}/{dims.act_dim}"
         )
-    paths = [run_path(run.out, run.task, spec.algo, seed) for seed in run.seed_values]
+    paths = [run_path(run.out, run.task, spec.algo, seed, run.variant) for seed in run.seed_values]
     prepared = PreparedRun(spec, device, env_id, dims, paths, dataset, overwrite)
     resume = checkpoint_info(prepared.checkpoint, prepared.settings) if prepared.resuming else None
     check_can_write(paths, overwrite, resuming=resume is not None)
@@ -311,6 +315,7 @@ class Trainer:
             ref_scores=self.dataset.ref_scores if self.dataset else None,
             run_config=dataclasses.asdict(run),
             algo_config=dataclasses.asdict(config),
+            variant=run.variant,
             provenance=provenance(device),
         )
         self.files = RunFiles(prepared.paths, seeds, header)
@@ -342,6 +347,7 @@ class Trainer:
                 self.collector.close()
             self.evaluator.close()
             self.reporter.close()
+        save_policies(self.agent, self.files.header, self.prepared.paths, self.watch.live, self.step, self.prepared.dims)
         self._write("complete")
         self.prepared.checkpoint.unlink(missing_ok=True)  # the files hold the result now
 

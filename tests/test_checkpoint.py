@@ -48,7 +48,7 @@ def run_args(algo: str, env: str, out: Path, *extra: str) -> list[str]:
     return [
         "run", "--algo", algo, "--env", env, "--seeds", "2", "--steps", "200", "--eval-every", eval_every,
         "--eval-episodes", "1", "--device", "cpu", "--quiet", "--checkpoint-every", str(CHECKPOINT_EVERY),
-        "--out", str(out), *(item for override in sets for item in ("--set", override)), *extra,
+        "--out", str(out), "--name", "", *(item for override in sets for item in ("--set", override)), *extra,
     ]  # fmt: skip
 
 

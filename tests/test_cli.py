@@ -31,7 +31,7 @@ RUN_TIMEOUT_S = 300
 E2E_SEEDS = 2
 E2E_ARGS = [
     "run", "--algo", "td3", "--env", "Pendulum-v1", "--seeds", str(E2E_SEEDS), "--steps", "300",
-    "--eval-every", "100", "--eval-episodes", "2", "--set", "warmup_steps=100", "--set", "batch_size=32",
+    "--eval-every", "100", "--eval-episodes", "2", "--set", "warmup_steps=100", "--set", "batch_size=32", "--name", "",
 ]  # fmt: skip
 E2E_COLUMNS = (
     "algo", "task", "seed", "step", "eval_return", "eval_return_std", "train_return", "train_episodes",
@@ -135,7 +135,7 @@ def test_a_run_whose_seeds_diverge_says_so_and_exits_3(tmp_path: Path, capfd: py
     """`--set critic_lr=1e30` used to finish with NaN everywhere, status complete and exit 0."""
     out = tmp_path / "r"
     args = ["run", "--algo", "td3", "--env", "Pendulum-v1", "--seeds", "2", "--steps", "200", "--eval-every", "100",
-            "--eval-episodes", "1", "--set", "warmup_steps=50", "--set", "critic_lr=1e30", "--out", str(out), "--quiet"]  # fmt: skip
+            "--eval-episodes", "1", "--set", "warmup_steps=50", "--set", "critic_lr=1e30", "--name", "", "--out", str(out), "--quiet"]  # fmt: skip
     result = run_cli(args, capfd)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 3 and len(lines) == 1, result.stderr
@@ -166,9 +166,11 @@ def e2e_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_e2e_writes_one_file_per_seed(e2e_out: Path) -> None:
-    """Exactly seed_0.parquet and seed_1.parquet under <out>/Pendulum-v1/td3, and the directory's lock file."""
+    """Exactly seed_0.parquet and seed_1.parquet under <out>/Pendulum-v1/td3, their policies and the directory's
+    lock file."""
     run_dir = e2e_out / "Pendulum-v1" / "td3"
-    assert sorted(p.name for p in run_dir.iterdir()) == [".qsmbench.lock", "seed_0.parquet", "seed_1.parquet"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [".qsmbench.lock", "_policies", "seed_0.parquet", "seed_1.parquet"]
+    assert sorted(p.name for p in (run_dir / "_policies").iterdir()) == ["seed_0.pt", "seed_1.pt"]
     assert sorted(p.name for p in e2e_out.iterdir()) == ["Pendulum-v1"]
 
 
@@ -269,7 +271,7 @@ def test_sigusr2_prints_the_stacks_and_the_run_goes_on(tmp_path: Path) -> None:
     out = tmp_path / "r"
     args = [
         "run", "--algo", "td3", "--env", "Pendulum-v1", "--seeds", "1", "--steps", "100000", "--eval-every", "100",
-        "--eval-episodes", "1", "--set", "warmup_steps=100", "--out", str(out), "--quiet",
+        "--eval-episodes", "1", "--set", "warmup_steps=100", "--name", "", "--out", str(out), "--quiet",
     ]  # fmt: skip
     with open(tmp_path / "stderr.txt", "w") as stderr:
         process = subprocess.Popen(
@@ -301,7 +303,7 @@ def test_ctrl_c_or_sigterm_exits_and_keeps_every_evaluation(tmp_path: Path, stop
     args = [
         "run", "--algo", "td3", "--env", "Pendulum-v1", "--seeds", str(E2E_SEEDS), "--steps", "100000",
         "--eval-every", "100", "--eval-episodes", "2", "--set", "warmup_steps=100", "--set", "batch_size=32",
-        "--out", str(out), "--quiet",
+        "--name", "", "--out", str(out), "--quiet",
     ]  # fmt: skip
     first = seed_files(out)[0]
     with open(tmp_path / "stdout.txt", "w") as stdout, open(tmp_path / "stderr.txt", "w") as stderr:

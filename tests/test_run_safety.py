@@ -27,6 +27,7 @@ from qsmbench.plan import on_disk
 from qsmbench.progress import PlainReporter
 from qsmbench.spec import RunSpec, make_spec
 from qsmbench.storage import CompleteRunError, read_run
+from qsmbench.policies import policy_path
 from qsmbench.trainer import Trainer, prepare
 
 SMALL = ["warmup_steps=50", "batch_size=16", "hidden_sizes=32,32"]
@@ -189,6 +190,7 @@ def test_a_diverged_seed_is_recorded_and_the_others_finish_as_without_the_fault(
     clean.train()
     runs = [read_run(path) for path in faulty.files.paths]
     assert [run.status for run in runs] == ["complete", "diverged", "complete"]
+    assert [policy_path(path).exists() for path in faulty.files.paths] == [True, False, True]  # no policy of a NaN seed
     diverged = runs[FAULTY_SEED].metadata
     assert diverged.divergence is not None and (diverged.divergence.step, diverged.divergence.quantity) == (50, "reward")
     assert runs[FAULTY_SEED].curve["step"].tolist() == [0]
