@@ -32,7 +32,9 @@ from qsmbench.spec import RunSpec
 from qsmbench.storage import format_duration, replace_atomically
 
 FORMAT_VERSION = 1
-NOT_COMPARED = ("out", "device", "checkpoint_every", "env_workers", "eval_workers")  # run settings a resumed run may change
+# Run settings a resumed run may change; the variant label names the run's directory, where its checkpoint lives,
+# so it is compared by where the checkpoint is (and checkpoints written before labels existed still resume).
+NOT_COMPARED = ("out", "device", "checkpoint_every", "env_workers", "eval_workers", "variant")
 
 
 class CheckpointError(ConfigError):
