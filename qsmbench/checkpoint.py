@@ -32,7 +32,8 @@ from qsmbench.spec import RunSpec
 from qsmbench.storage import format_duration, replace_atomically
 
 FORMAT_VERSION = 1
-NOT_COMPARED = ("out", "device", "checkpoint_every", "env_workers", "eval_workers")  # run settings a resumed run may change
+# run settings a resumed run may change: none changes what a seed learns
+NOT_COMPARED = ("out", "device", "checkpoint_every", "env_workers", "eval_workers", "track", "track_every")
 
 
 class CheckpointError(ConfigError):

@@ -24,7 +24,7 @@ from qsmbench.algorithms import ALGORITHMS, resolve
 from qsmbench.bench import append_results
 from qsmbench.bench import bench as measure
 from qsmbench.plot_settings import PlotSettings
-from qsmbench.config import DEFAULT_CHECKPOINT_EVERY, ConfigError, RunConfig
+from qsmbench.config import DEFAULT_CHECKPOINT_EVERY, DEFAULT_TRACK_EVERY, ConfigError, RunConfig
 from qsmbench.envs import EXAMPLE_ENV_IDS, check_env_id
 from qsmbench.grid import load_grid
 from qsmbench.plan import format_job_list, format_plan, plan, select
@@ -111,6 +111,13 @@ def run(
         int,
         typer.Option(help="Processes stepping the evaluation envs (slow simulators, many cores); 0: in this process."),
     ] = 0,
+    track: Annotated[
+        str | None,
+        typer.Option(help="Also log to tensorboard or wandb (needs: pip install 'qsmbench[track]')."),
+    ] = None,
+    track_every: Annotated[
+        int, typer.Option(help="With --track: steps between the logged means of the update diagnostics.")
+    ] = DEFAULT_TRACK_EVERY,
     quiet: Annotated[bool, typer.Option(help="Plain log lines instead of the live display.")] = False,
 ) -> None:
     """Train SEEDS seeds of ALGO on ENV (or offline on DATASET); write one Parquet learning curve per seed.
@@ -131,6 +138,8 @@ def run(
         compile=compile,
         env_workers=env_workers,
         eval_workers=eval_workers,
+        track=track,
+        track_every=track_every,
     )
     prepared = prepare(make_spec(algo, run_config, set_), overwrite)
     if prepared.resume:

@@ -27,6 +27,8 @@ MAX_SEED = 2**63 - 1  # run files store seeds as int64
 MAX_WIDTH = 10**8  # units per layer: 10^16 weights for a square layer already; far wider ones overflow int64 when counted
 DEFAULT_CHECKPOINT_EVERY = 100_000  # writes cost under 2% of a fast GPU run at this interval (docs/benchmarks.md)
 FLOAT32_MAX = 3.4028234663852886e38  # every float setting ends up in float32 tensors; beyond this it is inf
+TRACKERS = ("tensorboard", "wandb")  # the choices of --track, each implemented in qsmbench.tracking
+DEFAULT_TRACK_EVERY = 1_000  # steps between the tracked means of the update diagnostics: one host read each
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class RunConfig:
     compile: bool = False  # the agent's networks compiled with torch.compile (CUDA only)
     env_workers: int = 0  # processes stepping the training envs (0: in the training process); results are the same
     eval_workers: int = 0  # processes stepping the evaluation envs (0: in the training process); results are the same
+    track: str | None = None  # an experiment tracker (one of TRACKERS) that also gets what the run files get
+    track_every: int = DEFAULT_TRACK_EVERY  # with `track`: steps between the logged means of the update diagnostics
 
     def __post_init__(self) -> None:
         require((self.env is None) != (self.dataset is None), "give either --env (online) or --dataset (offline)")
@@ -63,6 +67,8 @@ class RunConfig:
         require(self.checkpoint_every >= 1, f"--checkpoint-every must be at least 1, got {self.checkpoint_every}")
         require(self.env_workers >= 0, f"--env-workers must be non-negative, got {self.env_workers}")
         require(self.eval_workers >= 0, f"--eval-workers must be non-negative, got {self.eval_workers}")
+        require(self.track in (None, *TRACKERS), f"--track must be {' or '.join(TRACKERS)}, got {self.track!r}")
+        require(self.track_every >= 1, f"--track-every must be at least 1, got {self.track_every}")
 
     @property
     def task(self) -> str:
