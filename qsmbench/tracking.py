@@ -9,7 +9,8 @@ change a result. One tracker per run (all seeds of a run are one process), with 
 
 and the run's header (run and algorithm config, provenance) once, as TensorBoard text or W&B config.
 TensorBoard writes under `<out>/tensorboard/<task>/<algo>/seeds_<first>-<last>`; a resumed run purges the
-steps after its checkpoint there, so the curves go on without the steps it redoes. W&B follows its own
+steps after its checkpoint there, so the curves go on without the steps it redoes (the diagnostics' sum for
+the tracker is not in the checkpoint: the first means after a resume cover the steps since it). W&B follows its own
 settings (WANDB_MODE, WANDB_DIR, WANDB_PROJECT, default project "qsmbench"); each start or resume of a run
 is one W&B run, grouped by task and algorithm.
 
