@@ -65,7 +65,6 @@ from qsmbench.replay import SeedBatchedReplay, Transitions
 from qsmbench.resources import check_checkpoint_room, check_fits
 from qsmbench.spec import RunSpec
 from qsmbench.stopping import StopSignals, Stopped
-from qsmbench.tracking import NoTracker, Tracker, check_installed, make_tracker, row_scalars, seed_scalars
 from qsmbench.storage import (
     Divergence,
     EvalRow,
@@ -77,6 +76,7 @@ from qsmbench.storage import (
     remove_stale_temporaries,
     run_path,
 )
+from qsmbench.tracking import NoTracker, Tracker, check_installed, make_tracker, row_scalars, seed_scalars
 
 
 RESUME_KEYS = ("hostname", "device", "git_commit", "start_time")  # what each resume records in the files
@@ -390,7 +390,7 @@ class Trainer:
             self.tracked_diagnostics.add(diagnostics)
 
     def _track_diagnostics(self, step: int, tracked: DiagnosticsMean) -> None:
-        """The live seeds' diagnostic means since the last call, to the tracker: one host read, as at evaluation."""
+        """The live seeds' diagnostic means since the last call, to the tracker: read to the host here, as at evaluation."""
         means = tracked.pop()
         scalars: dict[str, float] = {}
         for k, seed in enumerate(self.spec.run.seed_values):
