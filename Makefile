@@ -25,7 +25,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,ray,video]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,ray,video,track]"
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -32,9 +32,10 @@ from qsmbench.spec import RunSpec
 from qsmbench.storage import format_duration, replace_atomically
 
 FORMAT_VERSION = 1
-# Run settings a resumed run may change; the variant label names the run's directory, where its checkpoint lives,
-# so it is compared by where the checkpoint is (and checkpoints written before labels existed still resume).
-NOT_COMPARED = ("out", "device", "checkpoint_every", "env_workers", "eval_workers", "variant")
+# Run settings a resumed run may change: none changes what a seed learns. The variant label names the run's
+# directory, where its checkpoint lives, so it is compared by where the checkpoint is (and checkpoints written
+# before labels existed still resume).
+NOT_COMPARED = ("out", "device", "checkpoint_every", "env_workers", "eval_workers", "variant", "track", "track_every")
 
 
 class CheckpointError(ConfigError):

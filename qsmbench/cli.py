@@ -25,7 +25,7 @@ from qsmbench.algorithms import ALGORITHMS, resolve
 from qsmbench.bench import append_results
 from qsmbench.bench import bench as measure
 from qsmbench.plot_settings import PlotSettings
-from qsmbench.config import DEFAULT_CHECKPOINT_EVERY, ConfigError, RunConfig, variant_label
+from qsmbench.config import DEFAULT_CHECKPOINT_EVERY, DEFAULT_TRACK_EVERY, ConfigError, RunConfig, variant_label
 from qsmbench.envs import EXAMPLE_ENV_IDS, check_env_id
 from qsmbench.grid import load_grid
 from qsmbench.plan import format_job_list, format_plan, plan, select
@@ -123,6 +123,13 @@ def run(
             "values; '' for none."
         ),
     ] = None,
+    track: Annotated[
+        str | None,
+        typer.Option(help="Also log to tensorboard or wandb (needs: pip install 'qsmbench[track]')."),
+    ] = None,
+    track_every: Annotated[
+        int, typer.Option(help="With --track: steps between the logged means of the update diagnostics.")
+    ] = DEFAULT_TRACK_EVERY,
     quiet: Annotated[bool, typer.Option(help="Plain log lines instead of the live display.")] = False,
 ) -> None:
     """Train SEEDS seeds of ALGO on ENV (or offline on DATASET); write one Parquet learning curve per seed.
@@ -143,6 +150,8 @@ def run(
         compile=compile,
         env_workers=env_workers,
         eval_workers=eval_workers,
+        track=track,
+        track_every=track_every,
     )
     spec = make_spec(algo, run_config, set_)
     label = variant_label(set_, spec.config, spec.algorithm.config_cls()) if name is None else name

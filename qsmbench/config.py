@@ -28,6 +28,8 @@ MAX_WIDTH = 10**8  # units per layer: 10^16 weights for a square layer already; 
 DEFAULT_CHECKPOINT_EVERY = 100_000  # writes cost under 2% of a fast GPU run at this interval (docs/benchmarks.md)
 MAX_VARIANT = 120  # characters of a variant label, which also names a directory
 FLOAT32_MAX = 3.4028234663852886e38  # every float setting ends up in float32 tensors; beyond this it is inf
+TRACKERS = ("tensorboard", "wandb")  # the choices of --track, each implemented in qsmbench.tracking
+DEFAULT_TRACK_EVERY = 1_000  # steps between the tracked means of the update diagnostics: one host read each
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class RunConfig:
     env_workers: int = 0  # processes stepping the training envs (0: in the training process); results are the same
     eval_workers: int = 0  # processes stepping the evaluation envs (0: in the training process); results are the same
     variant: str = ""  # the run's label among runs of one algorithm on one task: --name, or its --set values
+    track: str | None = None  # an experiment tracker (one of TRACKERS) that also gets what the run files get
+    track_every: int = DEFAULT_TRACK_EVERY  # with `track`: steps between the logged means of the update diagnostics
 
     def __post_init__(self) -> None:
         require((self.env is None) != (self.dataset is None), "give either --env (online) or --dataset (offline)")
@@ -69,6 +73,8 @@ class RunConfig:
             len(self.variant) <= MAX_VARIANT and self.variant.isprintable() and self.variant == self.variant.strip(),
             f"--name must be printable, without leading or trailing spaces, and at most {MAX_VARIANT} characters",
         )
+        require(self.track in (None, *TRACKERS), f"--track must be {' or '.join(TRACKERS)}, got {self.track!r}")
+        require(self.track_every >= 1, f"--track-every must be at least 1, got {self.track_every}")
 
     @property
     def task(self) -> str:

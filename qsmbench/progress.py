@@ -13,6 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
+from qsmbench.storage import format_duration
+
 
 class Reporter(Protocol):
     def advance(self, step: int) -> None:
@@ -72,21 +74,39 @@ class LiveReporter:
 
 
 class PlainReporter:
-    """One log line per evaluation, for batch jobs and log files."""
+    """One log line per evaluation, for batch jobs and log files: steps/s and ETA as the live display has them.
+
+    The rate is that of the whole loop (evaluations included) since the previous line, or since the step a
+    resumed run went on from; the ETA assumes it holds for the remaining steps.
+    """
 
     def __init__(self, title: str, seeds: list[int], total_steps: int):
         self.title, self.total_steps = title, total_steps
         self.started = time.perf_counter()
+        self.since: tuple[int, float] | None = None  # (step, time) the rate is measured from
 
     def advance(self, step: int) -> None:
-        pass
+        if self.since is None:  # a resumed run's first call: its checkpoint's step
+            self.since = (step, time.perf_counter())
 
     def evaluated(self, step: int, eval_returns: np.ndarray) -> None:
-        elapsed = time.perf_counter() - self.started
+        now = time.perf_counter()
         per_seed = " ".join(format_return(value) for value in eval_returns)
         live = eval_returns[~np.isnan(eval_returns)]
         mean = f"{live.mean():.1f}" if live.size else "-"
-        print(f"{self.title} step {step}/{self.total_steps} t={elapsed:.0f}s eval_return mean={mean} per_seed=[{per_seed}]", flush=True)
+        print(
+            f"{self.title} step {step}/{self.total_steps} t={now - self.started:.0f}s {self.rate(step, now)} "
+            f"eval_return mean={mean} per_seed=[{per_seed}]",
+            flush=True,
+        )
+        self.since = (step, now)
+
+    def rate(self, step: int, now: float) -> str:
+        """'1,234 steps/s ETA 5 min' since `self.since`, or '- steps/s ETA -' before any step was timed."""
+        if self.since is None or step <= self.since[0] or now <= self.since[1]:
+            return "- steps/s ETA -"
+        steps_per_s = (step - self.since[0]) / (now - self.since[1])
+        return f"{steps_per_s:,.0f} steps/s ETA {format_duration((self.total_steps - step) / steps_per_s)}"
 
     def close(self) -> None:
         pass

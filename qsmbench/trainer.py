@@ -5,11 +5,13 @@ Every run step, for all seeds at once:
     online only:  Collector.collect   act (uniform random during warm-up) -> EnvBatch.step -> replay.add
     once learning has started (online: after the warm-up; offline: from step 0):
                   agent.update(transitions.sample(batch_size))    replay or dataset, one interface
-    on the evaluation grid:  Evaluator.evaluate -> one EvalRow per seed -> RunFiles.write
+    on the evaluation grid:  Evaluator.evaluate -> one EvalRow per seed -> RunFiles.write (and the tracker)
+    with --track, every track_every steps:  the diagnostics' means since the last time -> the tracker
 
 Offline (`--dataset`) a step is one gradient step. The update and its diagnostics stay on the
-training device; diagnostics are averaged there and read back only at evaluation time, so the
-per-step path has no host sync besides the action the CPU simulator needs.
+training device; diagnostics are averaged there and read back only at evaluation time (and, with
+`--track`, every `--track-every` steps, from a second sum), so the per-step path has no host sync besides
+the action the CPU simulator needs.
 
 A run holds its run directory's claim from start to end (qsmbench.locking), its heartbeat carrying the
 step, and a seed that goes
@@ -76,6 +78,7 @@ from qsmbench.storage import (
     run_dir,
     run_path,
 )
+from qsmbench.tracking import NoTracker, Tracker, check_installed, make_tracker, row_scalars, seed_scalars
 
 
 RESUME_KEYS = ("hostname", "device", "git_commit", "start_time")  # what each resume records in the files
@@ -152,6 +155,7 @@ def prepare(spec: RunSpec, overwrite: bool = False) -> PreparedRun:
     """Validate --out, device, environment or dataset, memory and output files; ConfigError on bad input."""
     run = spec.run
     directory = run_dir(run.out, run.task, spec.algo, run.variant)
+    check_installed(run.track)
     check_out_dir(directory, run.seeds, run.evaluations)
     device = resolve_device(run.device)
     if run.tf32 and device.type != "cuda":
@@ -273,11 +277,16 @@ class Trainer:
         except BaseException:
             reporter.close()
             raise
+        self.tracker: Tracker = NoTracker()  # replaced by --track's once the run is built and restored
         try:
             self._build(prepared)
             if prepared.resuming:
                 self.restore(read_checkpoint(prepared.checkpoint))
+            run = prepared.spec.run
+            self.tracker = make_tracker(run.track, prepared.run_dir, Path(run.out), run.seed_values, self.step)
+            self.tracker.log_config(dataclasses.asdict(self.files.header))
         except BaseException:
+            self.tracker.close()
             self.claim.release()
             reporter.close()
             raise
@@ -320,6 +329,7 @@ class Trainer:
         )
         self.files = RunFiles(prepared.paths, seeds, header)
         self.diagnostics = DiagnosticsMean()
+        self.tracked_diagnostics = DiagnosticsMean() if run.track else None  # since the last track_every step
         self.step = 0  # run steps done
         self.resumed_from: int | None = None
         self.last_eval_step = 0
@@ -347,6 +357,7 @@ class Trainer:
                 self.collector.close()
             self.evaluator.close()
             self.reporter.close()
+            self.tracker.close()
         save_policies(self.agent, self.files.header, self.prepared.paths, self.watch.live, self.step, self.prepared.dims)
         self._write("complete")
         self.prepared.checkpoint.unlink(missing_ok=True)  # the files hold the result now
@@ -359,13 +370,15 @@ class Trainer:
             if self.collector is not None:
                 self.collector.collect(step)
             if step >= self.learning_starts:
-                self.diagnostics.add(self.agent.update(self.transitions.sample(batch_size)))
+                self._update(batch_size)
             self.reporter.advance(step + 1)
             self.claim.beat(step + 1)
             if run.is_eval_step(step + 1):
                 self._evaluate(step + 1)
             elif (step + 1) % CHECK_EVERY == 0:
                 self.watch.check_device(step + 1, self.diagnostics.sums, self.agent)
+            if self.tracked_diagnostics is not None and (step + 1) % run.track_every == 0:
+                self._track_diagnostics(step + 1, self.tracked_diagnostics)
             self.step = step + 1
             if self.watch.all_dead or self.step == run.steps:
                 break
@@ -374,6 +387,23 @@ class Trainer:
                 raise Stopped(self.signals.received, self.step)
             if self.step % run.checkpoint_every == 0:
                 self._checkpoint()
+
+    def _update(self, batch_size: int) -> None:
+        """One gradient step; its diagnostics are summed on the device, for the evaluation and the tracker."""
+        diagnostics = self.agent.update(self.transitions.sample(batch_size))
+        self.diagnostics.add(diagnostics)
+        if self.tracked_diagnostics is not None:
+            self.tracked_diagnostics.add(diagnostics)
+
+    def _track_diagnostics(self, step: int, tracked: DiagnosticsMean) -> None:
+        """The live seeds' diagnostic means since the last call, to the tracker: read to the host here, as at evaluation."""
+        means = tracked.pop()
+        scalars: dict[str, float] = {}
+        for k, seed in enumerate(self.spec.run.seed_values):
+            if self.watch.live[k]:
+                scalars |= seed_scalars(seed, {name: values[k] for name, values in means.items()}, "diagnostics/")
+        if scalars:
+            self.tracker.log_scalars(step, scalars)
 
     def _checkpoint(self) -> None:
         """Write the checkpoint; its time counts neither as training (sps) nor as evaluation."""
@@ -477,6 +507,7 @@ class Trainer:
         ]
         self.files.append(rows)
         self._write("running")
+        self.tracker.log_scalars(step, {tag: value for row in rows for tag, value in row_scalars(row).items()})
         self.reporter.evaluated(step, np.where(self.watch.live, returns.mean(axis=1), np.nan))
         self.interval_start = time.perf_counter()
 
