@@ -63,7 +63,7 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is out of date.*")  # v4 ids are what the papers used
         try:
-            env = gym.make(env_id, render_mode=render_mode)
+            env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))  # not every env takes one
         except Exception as error:  # noqa: BLE001 - any construction failure is reported as one line
             raise EnvError(f"cannot create environment {env_id!r}: {error}") from None
     if not isinstance(env.action_space, gym.spaces.Box):
