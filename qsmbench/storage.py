@@ -86,6 +86,7 @@ class RunHeader:
     ref_scores: tuple[float, float] | None = None  # the dataset's (random, expert) returns
     run_config: Mapping[str, Any] = field(default_factory=dict)  # RunConfig as a dict
     algo_config: Mapping[str, Any] = field(default_factory=dict)  # the effective hyperparameters
+    variant: str = ""  # the run's variant label ("" = none): run --name, or derived from its --set values
     provenance: Mapping[str, Any] = field(default_factory=dict)  # versions, commit, device, host, start time
 
 
