@@ -88,10 +88,13 @@ def seed_files(out: Path, env: str = "Pendulum-v1", algo: str = "td3", seeds: in
         (["--algo", "sac", "--env", "Pendulum-v1", "--eval-workers", "-1"], ["--eval-workers must be non-negative"]),
         (["--algo", "sac", "--env", "Pendulum-v1", "--env-workers", "-2"], ["--env-workers must be non-negative"]),
         (["--algo", "sac", "--env", "Pendulum-v1", "--compile", "--device", "cpu"], ["--compile is for CUDA", "cpu"]),
+        (["--algo", "qsm", "--env", "Pendulum-v1", "--steps", "10000"], ["--steps 10000", "warmup_steps 10000"]),
+        (["--algo", "td3", "--env", "Pendulum-v1", "--steps", "300", "--set", "warmup_steps=500"],
+         ["--steps 300", "warmup_steps 500", "nothing would be trained"]),
     ],
     ids=[
         "algo", "env", "seeds0", "steps0", "set-malformed", "set-key", "set-value", "seeds-abc", "tf32-cpu", "workers",
-        "env-workers", "compile-cpu",
+        "env-workers", "compile-cpu", "steps-at-warmup", "steps-below-warmup",
     ],  # fmt: skip
 )
 def test_bad_input_is_one_line_exit_2_and_touches_no_files(

@@ -250,11 +250,12 @@ def test_complete_runs_made_with_other_settings_block_the_grid(
         (("[scales.test]", "[resources]\ncpu = 2\n[scales.test]"), ["resources", "unknown key 'cpu'", "did you mean 'cpus'"]),
         (("source = \"test\"", "source = \"test\"\nresources = { cpus = 0 }"), ["task 1", "cpus must be at least 1"]),
         (("source = \"test\"", "source = \"test\"\neval_every = 0"), ["task 1", "--eval-every must be at least 1"]),
+        (("warmup_steps=100", "warmup_steps=300"), ["--steps 300 is not above td3's warmup_steps 300"]),
     ],
     ids=[
         "algo", "missing", "unknown-key", "type", "value", "override", "env", "confidence", "scale-key", "toml",
         "plot-type", "plot-key", "float", "out-empty", "out-nul", "gpu-fraction", "resource-key", "task-cpus",
-        "task-eval-every",
+        "task-eval-every", "steps-at-warmup",
     ],
 )
 def test_bad_grid_files_are_one_line_errors(tmp_path: Path, change: tuple[str, str], expected: list[str]) -> None:
@@ -387,6 +388,8 @@ def test_jobs_trained_apart_are_plotted_once_all_are_complete(tmp_path: Path, ca
 def test_a_task_overrides_an_algorithm_on_that_task_only(tmp_path: Path) -> None:
     """QSM's authors suggest M_q = 120 on harder tasks: a task's own overrides apply after the grid's, on it alone."""
     text = VALID_GRID.replace('algorithms = ["td3"]', 'algorithms = ["td3", "qsm"]').replace(
+        'td3 = ["warmup_steps=100"', 'qsm = ["warmup_steps=100"]\ntd3 = ["warmup_steps=100"'
+    ).replace(
         'source = "test"\n',
         'source = "test"\noverrides = { qsm = ["alpha=120"], td3 = ["batch_size=64"] }\n\n'
         '[[tasks]]\nenv = "Hopper-v4"\nconfidence = "smoke"\nsource = "test"\n',

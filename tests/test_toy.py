@@ -58,6 +58,8 @@ def test_the_demo_settings_are_data_in_its_grid_file() -> None:
     assert all(spec.run.device == "cpu" and spec.run.steps == 4000 for spec in specs.values())
     short = toy_specs(toy_grid(), ["td3"], seeds=3, steps=200, out="elsewhere")[0]
     assert (short.run.seeds, short.run.steps, short.run.out, short.config.warmup_steps) == (3, 200, "elsewhere", 100)
+    unlisted = toy_specs(toy_grid("smoke"), ["td3"], steps=50)[0]  # td3's default warm-up is 10,000 steps
+    assert (unlisted.run.steps, unlisted.config.warmup_steps) == (50, 25)
 
 
 def test_toy_trains_each_algorithm_and_draws_the_figure(tmp_path: Path) -> None:
