@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import faulthandler
+import importlib.metadata
 import signal
 import sys
 from pathlib import Path
@@ -72,6 +73,22 @@ app = typer.Typer(
 )
 
 
+def print_version(asked: bool) -> None:
+    """`qsmbench --version`: the installed distribution's version, from its metadata (the one pip reports)."""
+    if asked:
+        print(f"qsmbench {importlib.metadata.version('qsmbench')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Options of `qsmbench` itself, before the command."""
+
+
 @app.command()
 def run(
     algo: Annotated[str, typer.Option(help="Algorithm: see `qsmbench list`.")],
@@ -95,10 +112,11 @@ def run(
         int, typer.Option(help="Steps between checkpoints (one is also written on SIGINT, SIGTERM, SIGUSR1).")
     ] = DEFAULT_CHECKPOINT_EVERY,
     overwrite: Annotated[
-        bool, typer.Option(help="Replace complete runs already in --out; start over instead of resuming.")
+        bool, typer.Option("--overwrite", help="Replace complete runs already in --out; start over instead of resuming.")
     ] = False,
     tf32: Annotated[
-        bool, typer.Option(help="CUDA only: float32 matmuls in TF32, faster and less exact (recorded in the run).")
+        bool,
+        typer.Option("--tf32", help="CUDA only: float32 matmuls in TF32, faster and less exact (recorded in the run)."),
     ] = False,
     compile: Annotated[
         bool, typer.Option("--compile", help="CUDA only: compile the networks with torch.compile (recorded in the run).")
@@ -111,7 +129,7 @@ def run(
         int,
         typer.Option(help="Processes stepping the evaluation envs (slow simulators, many cores); 0: in this process."),
     ] = 0,
-    quiet: Annotated[bool, typer.Option(help="Plain log lines instead of the live display.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Plain log lines instead of the live display.")] = False,
 ) -> None:
     """Train SEEDS seeds of ALGO on ENV (or offline on DATASET); write one Parquet learning curve per seed.
 
@@ -163,7 +181,7 @@ def toy(
     seeds: Annotated[int | None, typer.Option(help="Seeds per algorithm; their samples are pooled (default 1).")] = None,
     steps: Annotated[int | None, typer.Option(help="Bandit steps (one-step episodes) per seed (default 4000).")] = None,
     out: Annotated[Path | None, typer.Option(help="Directory for the runs and multimodal.png (default results/toy).")] = None,
-    quiet: Annotated[bool, typer.Option(help="Plain log lines instead of the live display.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Plain log lines instead of the live display.")] = False,
 ) -> None:
     """Train on a 2-D bandit with four equal optima and plot each policy's action samples."""
     names = [name.strip() for name in algos.split(",") if name.strip()] if algos is not None else None
@@ -206,19 +224,22 @@ def reproduce(
     grid: Annotated[str, typer.Argument(help="A shipped grid (paper) or the path of a grid .toml file.")],
     scale: Annotated[str, typer.Option(help="Scale of the grid: paper (as written) or smoke (tiny, for tests).")] = "paper",
     out: Annotated[Path | None, typer.Option(help="Results directory (default: the grid's, e.g. results/paper).")] = None,
-    dry_run: Annotated[bool, typer.Option(help="Print the plan and a time estimate; train nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and a time estimate; train nothing.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     checkpoint_every: Annotated[
         int, typer.Option(help="Steps between checkpoints of each run (one is also written on a stop signal).")
     ] = DEFAULT_CHECKPOINT_EVERY,
     list_jobs: Annotated[
-        bool, typer.Option(help="Print each job's index, id and status (of --shard's jobs with it); train nothing.")
+        bool,
+        typer.Option("--list-jobs", help="Print each job's index, id and status (of --shard's jobs with it); train nothing."),
     ] = False,
     job: Annotated[
         str | None, typer.Option(help="Train this job only: its index or id from --list-jobs (e.g. $SLURM_ARRAY_TASK_ID).")
     ] = None,
     shard: Annotated[str | None, typer.Option(help="Train the shard I/N of the jobs: every N-th, from the I-th.")] = None,
-    plot_only: Annotated[bool, typer.Option(help="Make the grid's tables and figures; every job must be complete.")] = False,
+    plot_only: Annotated[
+        bool, typer.Option("--plot-only", help="Make the grid's tables and figures; every job must be complete.")
+    ] = False,
     workers: Annotated[
         int, typer.Option(help="With --dry-run: also estimate the time on this many machines (GPUs) at once.")
     ] = 1,
@@ -229,13 +250,15 @@ def reproduce(
             help="Train the jobs as Ray tasks: 'local' starts Ray on this machine, 'auto' or host:port joins a cluster.",
         ),
     ] = None,
-    quiet: Annotated[bool, typer.Option(help="Plain log lines instead of the live display.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Plain log lines instead of the live display.")] = False,
 ) -> None:
     """Train every job (task x algorithm, all seeds batched) of GRID not yet complete, then plot; resumable.
 
-    With --ray, each job is a Ray task (retried and resumed if its worker is lost). With --job or --shard, train
-    that part only and leave the plot to `--plot-only`: that is how a Slurm array or several machines share one
-    results directory (docs/cluster.md)."""
+    With --ray, each job is a Ray task (retried and resumed if its worker is lost).
+
+    With --job or --shard, train that part only, and make the figures with --plot-only at the end.
+
+    That is how a Slurm array or several machines share one results directory (docs/cluster.md)."""
     loaded = load_grid(grid, scale)
     results = out or loaded.out
     if plot_only and (dry_run or list_jobs or job is not None or shard is not None or ray is not None):

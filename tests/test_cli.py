@@ -8,6 +8,7 @@ short commands go through the same entry point in this process (`support.run_cli
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import math
 import os
 import shutil
@@ -19,9 +20,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import typer
 
 import pandas as pd
 
+from qsmbench.cli import app
 from qsmbench.storage import RunHeader, RunMetadata, read_run, write_run
 from support import CliResult, run_cli
 
@@ -154,6 +157,33 @@ def test_list_shows_algorithms_and_example_envs(capfd: pytest.CaptureFixture[str
     for word in ("sac", "td3", "Pendulum-v1", "batch_size", "policy_delay", "target_entropy"):
         assert word in result.stdout, word
     assert "Traceback" not in result.stderr
+
+
+def test_version_prints_the_installed_version(capfd: pytest.CaptureFixture[str]) -> None:
+    result = run_cli(["--version"], capfd)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"qsmbench {importlib.metadata.version('qsmbench')}\n"
+
+
+COMMANDS = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("command", ["", *COMMANDS])
+def test_help_fits_80_columns_and_shows_every_word_whole(
+    command: str, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`COLUMNS=80 qsmbench [COMMAND] --help`: no line wider than 80 columns, and every word of the command's
+    help and of each option's help appears whole (rich cut `dm_control/cheetah-run-v0` to `dm_control/cheetah-…`
+    in a 21-column help column before the boolean options lost their `--no-` twins)."""
+    monkeypatch.setenv("COLUMNS", "80")
+    result = run_cli([*([command] if command else []), "--help"], capfd)
+    assert result.returncode == 0, result.stderr
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80, result.stdout
+    group = typer.main.get_command(app)
+    shown = group.commands[command] if command else group  # type: ignore[attr-defined]
+    texts = [shown.help or "", *(getattr(param, "help", None) or "" for param in shown.params)]
+    cut = [word for text in texts for word in text.split() if word not in result.stdout]
+    assert not cut, f"words not shown whole: {cut}\n{result.stdout}"
 
 
 @pytest.fixture(scope="module")
