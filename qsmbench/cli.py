@@ -29,7 +29,7 @@ from qsmbench.config import DEFAULT_CHECKPOINT_EVERY, ConfigError, RunConfig
 from qsmbench.envs import EXAMPLE_ENV_IDS, check_env_id
 from qsmbench.grid import load_grid
 from qsmbench.plan import format_job_list, format_plan, plan, select
-from qsmbench.plotting import PlotReport, plot_results
+from qsmbench.plotting import FIGURES_DIR, PlotReport, plot_results
 from qsmbench.progress import make_reporter
 from qsmbench.ray_grid import run_on_ray
 from qsmbench.reproduce import plot_grid, plot_if_complete, run_grid, train_jobs
@@ -194,7 +194,7 @@ def toy(
 @app.command()
 def plot(
     results_dir: Annotated[Path, typer.Argument(help="Directory of run files, searched at any depth.")],
-    out: Annotated[Path | None, typer.Option(help="Output directory (default: RESULTS_DIR/figures).")] = None,
+    out: Annotated[Path | None, typer.Option(help=f"Output directory (default: RESULTS_DIR/{FIGURES_DIR}).")] = None,
     normalize: Annotated[
         str, typer.Option(help="reference: fixed reference scores (D4RL, DMC/1000); none: raw returns.")
     ] = PlotSettings.normalize,

@@ -109,7 +109,7 @@ def summary(report: PlotReport) -> pd.DataFrame:
 def test_summary_equals_an_independent_computation(synthetic: Any, plotted: tuple[PlotReport, list[str]]) -> None:
     (_, finals), (report, messages) = synthetic, plotted
     table = summary(report)
-    assert report.out_dir == synthetic[0] / "figures" and not report.skipped
+    assert report.out_dir == synthetic[0] / "_figures" and not report.skipped
     assert any("bootstrapping" in message for message in messages)
     normalised: dict[str, list[np.ndarray]] = {algo: [] for algo in QUALITY}
     for (task, algo), values in finals.items():

@@ -132,7 +132,7 @@ def test_smoke_grid_trains_every_job_and_plots(smoke: Smoke) -> None:
                 assert run.metadata.header.algo_config["warmup_steps"] == 100
                 assert run.metadata.header.algo_config["hidden_sizes"] == [32, 32]
     assert len(run_files(smoke.out)) == len(SMOKE_TASKS) * len(ALGOS) * 2
-    figures = smoke.out / "figures"
+    figures = smoke.out / "_figures"
     assert smoke.report.out_dir == figures
     summary = (figures / "summary.md").read_text()
     assert all(task in summary for task in SMOKE_TASKS) and all(algo in summary for algo in ALGOS)
@@ -144,12 +144,12 @@ def test_a_second_run_trains_nothing_and_plots_again(
     smoke: Smoke, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = copy_of(smoke, tmp_path)
-    shutil.rmtree(out / "figures")
+    shutil.rmtree(out / "_figures")
     before = run_files(out)
     run_grid(smoke.grid, out, device="cpu", quiet=True)
     assert run_files(out) == before
     assert "to run: 0 of 8 jobs, 0 env steps" in capsys.readouterr().out
-    assert (out / "figures" / "summary.md").is_file() and (out / "figures" / "learning_curves.png").is_file()
+    assert (out / "_figures" / "summary.md").is_file() and (out / "_figures" / "learning_curves.png").is_file()
 
 
 def test_an_interrupted_seed_is_retrained_alone(smoke: Smoke, tmp_path: Path) -> None:
@@ -375,14 +375,14 @@ def test_jobs_trained_apart_are_plotted_once_all_are_complete(tmp_path: Path, ca
     assert sorted(path.name for path in (out / "Pendulum-v1").iterdir()) == ["sac"]
     refused = run_cli([*common, "--plot-only"], capfd)
     assert refused.returncode == 2 and "1 of 2 jobs of the grid are not complete (e.g. Pendulum-v1/td3" in refused.stderr
-    assert not (out / "figures").exists()
+    assert not (out / "_figures").exists()
     with claim_run_dir(out / "Pendulum-v1" / "td3"):  # another launcher is training that job
         taken = run_cli([*common, "--job", "Pendulum-v1/td3"], capfd)
     assert taken.returncode == 0 and "skipped: " in taken.stdout and "being written by a qsmbench run of" in taken.stdout
     assert not list((out / "Pendulum-v1" / "td3").glob("seed_*")), "a job another launcher holds is not trained twice"
     assert run_cli([*common, "--job", "Pendulum-v1/td3"], capfd).returncode == 0
     plotted = run_cli([*common, "--plot-only"], capfd)
-    assert plotted.returncode == 0 and (out / "figures" / "summary.md").exists()
+    assert plotted.returncode == 0 and (out / "_figures" / "summary.md").exists()
 
 
 def test_a_task_overrides_an_algorithm_on_that_task_only(tmp_path: Path) -> None:
@@ -447,7 +447,7 @@ def test_two_launchers_on_one_results_directory_never_train_a_job_twice(tmp_path
         assert run.status == "complete" and list(run.curve["step"]) == SMOKE_STEPS
         assert "resumes" not in run.metadata.header.provenance
     assert len(list(out.glob("*/*/seed_*.parquet"))) == 8
-    assert any("table: " in stdout for stdout, _ in outputs) and (out / "figures" / "summary.md").exists()
+    assert any("table: " in stdout for stdout, _ in outputs) and (out / "_figures" / "summary.md").exists()
 
 
 def test_a_task_sets_its_own_evaluation_and_resources(tmp_path: Path) -> None:
