@@ -34,6 +34,7 @@ from qsmbench.progress import make_reporter
 from qsmbench.ray_grid import run_on_ray
 from qsmbench.reproduce import plot_grid, plot_if_complete, run_grid, train_jobs
 from qsmbench.spec import make_spec
+from qsmbench.storage import plural
 from qsmbench.stopping import Stopped
 from qsmbench.toy import run_toy, toy_grid, toy_specs
 from qsmbench.trainer import Trainer, check_compile_device, prepare, resolve_device
@@ -153,7 +154,7 @@ def run(
     prepared = prepare(make_spec(algo, run_config, set_), overwrite)
     if prepared.resume:
         print(f"resuming from the checkpoint at {prepared.resume.describe()}", flush=True)
-    title = f"{algo} {run_config.task} ({seeds} seed{'s' * (seeds > 1)}, {prepared.device.type})"
+    title = f"{algo} {run_config.task} ({plural(seeds, 'seed')}, {prepared.device.type})"
     trainer = Trainer(prepared, make_reporter(title, run_config.seed_values, steps, quiet))
     if note := trainer.claim.takeover_note():
         print(note, file=sys.stderr)
@@ -169,7 +170,7 @@ def run(
     print(f"learning curves: {prepared.paths[0].parent}/seed_<k>.parquet")
     diverged = [f"seed {seed} ({divergence})" for seed, divergence in zip(files.seeds, divergences) if divergence]
     if diverged:
-        print(f"qsmbench: {len(diverged)} of {seeds} seeds diverged: {'; '.join(diverged)}", file=sys.stderr)
+        print(f"qsmbench: {len(diverged)} of {plural(seeds, 'seed')} diverged: {'; '.join(diverged)}", file=sys.stderr)
         raise typer.Exit(EXIT_DIVERGED)
 
 
@@ -216,7 +217,7 @@ def plot(
         report = plot_results(results_dir, settings, out, progress=say)
     for warning in report.warnings:
         print(f"qsmbench: warning: {warning}", file=sys.stderr)
-    print(f"tables and figures: {report.out_dir} (summary.md, summary.csv, {len(report.files) - 2} figure files)")
+    print(f"tables and figures: {report.out_dir} (summary.md, summary.csv, {plural(len(report.files) - 2, 'figure file')})")
 
 
 @app.command()
@@ -295,7 +296,7 @@ def reproduce(
     except KeyboardInterrupt as interrupt:
         raise interrupted(interrupt, "finished runs are kept: run the same command again to go on") from None
     same = f"{grid}{f' --scale {scale}' if scale != 'paper' else ''}{f' --out {out}' if out else ''}"
-    print(f"done: {len(selected)} of {len(jobs)} jobs; once all are complete: qsmbench reproduce {same} --plot-only")
+    print(f"done: {len(selected)} of {plural(len(jobs), 'job')}; once all are complete: qsmbench reproduce {same} --plot-only")
 
 
 def report_plot(report: PlotReport | None) -> None:
@@ -344,7 +345,7 @@ def bench_command(
             )  # fmt: skip
     Console().print(table)
     append_results(out, results, torch_device)
-    print(f"appended {len(results)} results to {out}")
+    print(f"appended {plural(len(results), 'result')} to {out}")
 
 
 def parse_counts(option: str, text: str) -> list[int]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from qsmbench.analysis import analyse
 from qsmbench.plot_settings import PlotSettings, Progress
-from qsmbench.storage import read_results
+from qsmbench.storage import plural, read_results
 from qsmbench.tables import write_tables
 
 # Where `plot` writes into a results directory by default. The leading underscore keeps the figures out of
@@ -46,7 +46,7 @@ def plot_results(
     """
     say = progress or (lambda _message: None)
     tree = read_results(Path(results_dir), say)
-    say(f"read {len(tree.runs)} runs")
+    say(f"read {plural(len(tree.runs), 'run')}")
     analysis = analyse(tree.runs, settings, say)
     out = Path(out_dir) if out_dir is not None else Path(results_dir) / FIGURES_DIR
     files = write_tables(analysis.table, analysis.aggregate, settings, analysis.warnings, out)

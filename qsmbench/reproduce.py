@@ -18,7 +18,7 @@ from qsmbench.locking import RunLocked, claim_run_dir
 from qsmbench.plan import Job, format_plan, plan, seed_list
 from qsmbench.plotting import FIGURES_DIR, PlotReport, plot_results
 from qsmbench.progress import make_reporter
-from qsmbench.storage import CompleteRunError
+from qsmbench.storage import CompleteRunError, plural
 from qsmbench.trainer import Trainer, prepare
 
 
@@ -54,7 +54,7 @@ def incomplete(grid: Grid, out: Path) -> list[Job]:
 
 
 def describe_incomplete(unfinished: list[Job], total: int) -> str:
-    return f"{len(unfinished)} of {total} jobs of the grid are not complete (e.g. {unfinished[0].id}: {unfinished[0].status})"
+    return f"not complete: {len(unfinished)} of the grid's {plural(total, 'job')} (e.g. {unfinished[0].id}: {unfinished[0].status})"
 
 
 def train_jobs(jobs: list[Job], device: str, quiet: bool, checkpoint_every: int) -> list[str]:
@@ -97,7 +97,7 @@ def check_no_conflicts(jobs: list[Job]) -> None:
     """ConfigError naming the first file in the way of any job, before anything trains."""
     conflicts = [conflict for job in jobs for conflict in job.conflicts]
     if conflicts:
-        raise ConfigError(f"{len(conflicts)} files in the way (see the plan above), e.g. {conflicts[0]}")
+        raise ConfigError(f"{plural(len(conflicts), 'file')} in the way (see the plan above), e.g. {conflicts[0]}")
 
 
 def plot_grid(grid: Grid, out: Path) -> PlotReport:

@@ -16,6 +16,7 @@ from qsmbench.aggregates import Aggregate
 from qsmbench.bootstrap import Estimates, interval_estimates, iqm_and_mean
 from qsmbench.plot_settings import PlotSettings
 from qsmbench.scores import Group, final_score
+from qsmbench.storage import plural
 
 COUNT_COLUMNS = ("tasks", "seeds", "incomplete", "diverged", "final_step", "last_evals")  # integers, empty where n/a
 TABLE_COLUMNS = (
@@ -126,9 +127,9 @@ def aggregate_markdown(table: pd.DataFrame, result: Aggregate | None, settings: 
     metrics = [name.lower().replace(" ", "_") for name in result.metric_names]
     rows = table[table.scope == "aggregate"]
     return [
-        f"## Aggregate over {len(result.tasks)} task{'s' * (len(result.tasks) != 1)}: final {scale}",
+        f"## Aggregate over {plural(len(result.tasks), 'task')}: final {scale}",
         "",
-        f"Tasks: {', '.join(result.tasks)}; {result.runs} runs per task and algorithm. Stratified bootstrap over runs "
+        f"Tasks: {', '.join(result.tasks)}; {plural(result.runs, 'run')} per task and algorithm. Stratified bootstrap over runs "
         "within each task.",
         "",
         "| algorithm | " + " | ".join(f"{name} [95% CI]" for name in result.metric_names) + " |",

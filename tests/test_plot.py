@@ -241,7 +241,7 @@ def test_diverged_and_non_finite_seeds_are_left_out_named_and_counted(tmp_path: 
     pq.write_table(stored.set_column(column, "eval_return", pa.array(with_nan)), nan_file)  # keeps the metadata
     report = plot_results(tmp_path, PlotSettings(reps=50))
     (warning,) = [w for w in report.warnings if "diverged" in w]
-    assert warning.startswith(f"{HOPPER} / sac: 2 of 4 seeds diverged and are left out:")
+    assert warning.startswith(f"{HOPPER} / sac: 2 of 4 seeds diverged, left out:")
     assert "seed 1 (non-finite critic_loss at step 2500)" in warning and "seed 2 (non-finite evaluation values)" in warning
     row = summary(report).query("scope == 'task' and algo == 'sac' and score == 'return'").iloc[0]
     assert (row.seeds, row.diverged) == (2, 2)

@@ -193,8 +193,8 @@ def test_dry_run_plan_shows_statuses_and_a_measured_estimate(smoke: Smoke, tmp_p
     assert "to run: 2 of 8 jobs, 900 env steps (6 jobs complete)" in lines
     estimate = next(line for line in lines if line.startswith("estimate:"))
     assert estimate.startswith(f"estimate: {format_duration(measured)} ")
-    assert "the same task, algorithm and settings for 1 jobs" in estimate
-    assert "the same algorithm and settings on other tasks for 1 jobs" in estimate
+    assert "the same task, algorithm and settings for 1 job;" in estimate
+    assert estimate.endswith("the same algorithm and settings on other tasks for 1 job")
     on_two = next(line for line in format_plan(smoke.grid, plan(smoke.grid, out), out, 2).splitlines() if "estimate" in line)
     longest = 300 * max(seconds_per_step(run_path(out, "Pendulum-v1", "qsm", 1)),
                         seconds_per_step(run_path(out, "dm_control/cartpole-balance-v0", "sac", 0)))  # fmt: skip
@@ -307,6 +307,15 @@ def test_cli_dry_run_prints_the_paper_plan_and_trains_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_plan_of_one_counts_in_the_singular(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """One task, one algorithm, one seed: "1 job", not "1 jobs" (qsmbench.storage.plural, in every message)."""
+    grid = write_grid(tmp_path, VALID_GRID.replace("seeds = 2", "seeds = 1"))
+    result = run_cli(["reproduce", grid, "--scale", "test", "--dry-run", "--out", str(tmp_path / "results")], capfd)
+    assert result.returncode == 0, result.stderr
+    assert "scale test: 1 task x 1 algorithm = 1 job, 1 seed x 300 steps each;" in result.stdout
+    assert "to run: 1 of 1 job, 300 env steps (0 jobs complete)" in result.stdout
+
+
 @pytest.mark.parametrize("args", [["nosuchgrid"], ["paper", "--scale", "huge"]], ids=["grid", "scale"])
 def test_cli_unknown_grid_or_scale_is_one_line(args: list[str], capfd: pytest.CaptureFixture[str]) -> None:
     result = run_cli(["reproduce", *args, "--dry-run"], capfd)
@@ -374,7 +383,7 @@ def test_jobs_trained_apart_are_plotted_once_all_are_complete(tmp_path: Path, ca
     assert first.returncode == 0 and "done: 1 of 2 jobs" in first.stdout and "--plot-only" in first.stdout
     assert sorted(path.name for path in (out / "Pendulum-v1").iterdir()) == ["sac"]
     refused = run_cli([*common, "--plot-only"], capfd)
-    assert refused.returncode == 2 and "1 of 2 jobs of the grid are not complete (e.g. Pendulum-v1/td3" in refused.stderr
+    assert refused.returncode == 2 and "not complete: 1 of the grid's 2 jobs (e.g. Pendulum-v1/td3" in refused.stderr
     assert not (out / "_figures").exists()
     with claim_run_dir(out / "Pendulum-v1" / "td3"):  # another launcher is training that job
         taken = run_cli([*common, "--job", "Pendulum-v1/td3"], capfd)
