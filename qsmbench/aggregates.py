@@ -88,7 +88,10 @@ def aggregate(
         for algo, gs in members.items()
     }
     names, func = aggregate_metrics(settings.normalize)
-    progress(f"bootstrapping aggregate metrics ({len(algos)} algorithms x {len(tasks)} tasks, {settings.reps} resamples)")
+    progress(
+        f"bootstrapping aggregate metrics ({plural(len(algos), 'algorithm')} x {plural(len(tasks), 'task')}, "
+        f"{plural(settings.reps, 'resample')})"
+    )
     metric_estimates = interval_estimates(finals, func, settings)
     curve_steps = thin(sorted(set.intersection(*(set(g.steps) for gs in members.values() for g in gs))), CURVE_POINTS)
     curve = None

@@ -97,9 +97,9 @@ def markdown(table: pd.DataFrame, result: Aggregate | None, settings: PlotSettin
     lines = [
         "# qsmbench results summary",
         "",
-        f"Final score of a run: the mean of its last {settings.last_evals} evaluations at or before the final step, "
+        f"Final score of a run: the mean of its last {plural(settings.last_evals, 'evaluation')} at or before the final step, "
         "the last evaluation step that every algorithm on the task reached. IQM (interquartile mean) and mean over "
-        f"seeds with 95% stratified bootstrap confidence intervals (percentile, {settings.reps} resamples, seed "
+        f"seeds with 95% stratified bootstrap confidence intervals (percentile, {plural(settings.reps, 'resample')}, seed "
         f"{settings.seed}). Normalised score: 0 = random, 1 = expert (fixed reference scores; DeepMind Control "
         "return / 1000; offline runs: D4RL normalised score / 100).",
     ]
