@@ -35,7 +35,7 @@ run: $(STAMP)
 	@echo "Learning curves: $(RUN_OUT)/$(RUN_ENV)/<algo>/seed_<k>.parquet"
 
 # The QSM paper grid: every task x algorithm, 10 seeds, 1M steps each, then plots into
-# results/paper/figures. Resumable: run it again after a stop; complete runs are skipped.
+# results/paper/_figures. Resumable: run it again after a stop; complete runs are skipped.
 REPRODUCE_FLAGS ?=
 reproduce-paper: $(STAMP)
 	$(BIN)/qsmbench reproduce paper $(REPRODUCE_FLAGS)

@@ -21,6 +21,7 @@ from qsmbench.bootstrap import (
 )
 from qsmbench.plot_settings import PlotSettings, Progress
 from qsmbench.scores import Group, algo_order, final_score
+from qsmbench.storage import plural
 
 CURVE_POINTS = 30  # points of the aggregate IQM-over-steps curve; each costs one bootstrap statistic
 
@@ -80,14 +81,17 @@ def aggregate(
     cell = {(group.task, group.algo): group for group in groups}
     runs = min(len(cell[task, algo].seeds) for task in tasks for algo in algos)
     if any(len(cell[task, algo].seeds) > runs for task in tasks for algo in algos):
-        warnings.append(f"aggregates use the first {runs} seeds of every task and algorithm (rliable needs equal counts)")
+        warnings.append(f"aggregates use the first {plural(runs, 'seed')} of every task and algorithm (rliable needs equal counts)")
     members = {algo: [cell[task, algo] for task in tasks] for algo in algos}
     finals: dict[Hashable, np.ndarray] = {
         algo: np.stack([final_score(g.scores[:runs], g.steps, final_at[g.task], settings.last_evals) for g in gs], axis=1)
         for algo, gs in members.items()
     }
     names, func = aggregate_metrics(settings.normalize)
-    progress(f"bootstrapping aggregate metrics ({len(algos)} algorithms x {len(tasks)} tasks, {settings.reps} resamples)")
+    progress(
+        f"bootstrapping aggregate metrics ({plural(len(algos), 'algorithm')} x {plural(len(tasks), 'task')}, "
+        f"{plural(settings.reps, 'resample')})"
+    )
     metric_estimates = interval_estimates(finals, func, settings)
     curve_steps = thin(sorted(set.intersection(*(set(g.steps) for gs in members.values() for g in gs))), CURVE_POINTS)
     curve = None

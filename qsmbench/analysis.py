@@ -38,7 +38,7 @@ from qsmbench.bootstrap import Estimates, interval_estimates, mean_over_runs
 from qsmbench.config import ConfigError
 from qsmbench.plot_settings import PlotSettings, Progress
 from qsmbench.scores import Group, build_groups, capped, final_steps
-from qsmbench.storage import RunFile
+from qsmbench.storage import RunFile, plural
 from qsmbench.tables import aggregate_rows, summary_table, task_rows
 
 
@@ -62,9 +62,12 @@ def analyse(runs: list[RunFile], settings: PlotSettings, progress: Progress) -> 
         raise ConfigError("no task and algorithm has runs that share an evaluation step")
     warnings += incomplete_warnings(groups) + budget_warnings(groups)
     final_at = final_steps(groups)
-    progress(f"bootstrapping learning-curve bands ({len(groups)} curves, {settings.reps} resamples)")
+    progress(f"bootstrapping learning-curve bands ({plural(len(groups), 'curve')}, {plural(settings.reps, 'resample')})")
     bands = interval_estimates({(g.task, g.algo): g.returns[:, None, :] for g in groups}, mean_over_runs, settings)
-    progress(f"bootstrapping per-task final scores ({len(groups)} task/algorithm pairs, {settings.reps} resamples)")
+    progress(
+        f"bootstrapping per-task final scores ({plural(len(groups), 'task/algorithm pair')}, "
+        f"{plural(settings.reps, 'resample')})"
+    )
     rows = task_rows(groups, final_at, settings)
     result, aggregate_warnings = aggregate(groups, final_at, settings, progress)
     if result is not None:

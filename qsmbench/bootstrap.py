@@ -27,6 +27,7 @@ import math
 import numpy as np
 
 from qsmbench.plot_settings import Normalize, PlotSettings, Progress
+from qsmbench.storage import plural
 
 CONFIDENCE = 0.95
 PROFILE_POINTS = 101  # thresholds tau of a performance profile
@@ -152,5 +153,5 @@ def probability_of_improvement(
         missing = f"no {candidate} runs" if candidate not in finals else "no baseline runs"
         return Estimates({}, {}), f"probability of improvement skipped: {missing} in the aggregates"
     pairs: dict[Hashable, Any] = {f"{candidate},{algo}": (finals[candidate], finals[algo]) for algo in baselines}
-    progress(f"bootstrapping probability of improvement ({len(pairs)} pairs)")
+    progress(f"bootstrapping probability of improvement ({plural(len(pairs), 'pair')})")
     return interval_estimates(pairs, improvement, settings), None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import faulthandler
+import importlib.metadata
 import signal
 import sys
 from pathlib import Path
@@ -29,14 +30,14 @@ from qsmbench.config import DEFAULT_CHECKPOINT_EVERY, DEFAULT_TRACK_EVERY, Confi
 from qsmbench.envs import EXAMPLE_ENV_IDS, check_env_id
 from qsmbench.grid import load_grid
 from qsmbench.plan import format_job_list, format_plan, plan, select
-from qsmbench.plotting import PlotReport, plot_results
+from qsmbench.plotting import FIGURES_DIR, PlotReport, plot_results
 from qsmbench.policies import POLICY_DIR
 from qsmbench.policy_eval import PolicyReturns, evaluate_policies, find_policies, parse_seeds
 from qsmbench.progress import make_reporter
 from qsmbench.ray_grid import run_on_ray
 from qsmbench.reproduce import plot_grid, plot_if_complete, run_grid, train_jobs
 from qsmbench.spec import make_spec
-from qsmbench.storage import run_dir
+from qsmbench.storage import plural, run_dir
 from qsmbench.stopping import Stopped
 from qsmbench.toy import run_toy, toy_grid, toy_specs
 from qsmbench.trainer import Trainer, check_compile_device, prepare, resolve_device
@@ -77,6 +78,22 @@ app = typer.Typer(
 )
 
 
+def print_version(asked: bool) -> None:
+    """`qsmbench --version`: the installed distribution's version, from its metadata (the one pip reports)."""
+    if asked:
+        print(f"qsmbench {importlib.metadata.version('qsmbench')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Options of `qsmbench` itself, before the command."""
+
+
 @app.command()
 def run(
     algo: Annotated[str, typer.Option(help="Algorithm: see `qsmbench list`.")],
@@ -100,10 +117,11 @@ def run(
         int, typer.Option(help="Steps between checkpoints (one is also written on SIGINT, SIGTERM, SIGUSR1).")
     ] = DEFAULT_CHECKPOINT_EVERY,
     overwrite: Annotated[
-        bool, typer.Option(help="Replace complete runs already in --out; start over instead of resuming.")
+        bool, typer.Option("--overwrite", help="Replace complete runs already in --out; start over instead of resuming.")
     ] = False,
     tf32: Annotated[
-        bool, typer.Option(help="CUDA only: float32 matmuls in TF32, faster and less exact (recorded in the run).")
+        bool,
+        typer.Option("--tf32", help="CUDA only: float32 matmuls in TF32, faster and less exact (recorded in the run)."),
     ] = False,
     compile: Annotated[
         bool, typer.Option("--compile", help="CUDA only: compile the networks with torch.compile (recorded in the run).")
@@ -125,12 +143,12 @@ def run(
     ] = None,
     track: Annotated[
         str | None,
-        typer.Option(help="Also log to tensorboard or wandb (needs: pip install 'qsmbench[track]')."),
+        typer.Option(help="Also log to tensorboard or wandb (needs the track extra)."),
     ] = None,
     track_every: Annotated[
         int, typer.Option(help="With --track: steps between the logged means of the update diagnostics.")
     ] = DEFAULT_TRACK_EVERY,
-    quiet: Annotated[bool, typer.Option(help="Plain log lines instead of the live display.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Plain log lines instead of the live display.")] = False,
 ) -> None:
     """Train SEEDS seeds of ALGO on ENV (or offline on DATASET); write one Parquet learning curve per seed.
 
@@ -158,7 +176,7 @@ def run(
     prepared = prepare(spec.with_run(variant=label), overwrite)
     if prepared.resume:
         print(f"resuming from the checkpoint at {prepared.resume.describe()}", flush=True)
-    title = f"{algo} {run_config.task} ({seeds} seed{'s' * (seeds > 1)}, {prepared.device.type})"
+    title = f"{algo} {run_config.task} ({plural(seeds, 'seed')}, {prepared.device.type})"
     trainer = Trainer(prepared, make_reporter(title, run_config.seed_values, steps, quiet))
     if note := trainer.claim.takeover_note():
         print(note, file=sys.stderr)
@@ -174,7 +192,7 @@ def run(
     print(f"learning curves: {prepared.paths[0].parent}/seed_<k>.parquet; policies: {prepared.run_dir / POLICY_DIR}")
     diverged = [f"seed {seed} ({divergence})" for seed, divergence in zip(files.seeds, divergences) if divergence]
     if diverged:
-        print(f"qsmbench: {len(diverged)} of {seeds} seeds diverged: {'; '.join(diverged)}", file=sys.stderr)
+        print(f"qsmbench: {len(diverged)} of {plural(seeds, 'seed')} diverged: {'; '.join(diverged)}", file=sys.stderr)
         raise typer.Exit(EXIT_DIVERGED)
 
 
@@ -229,7 +247,7 @@ def toy(
     seeds: Annotated[int | None, typer.Option(help="Seeds per algorithm; their samples are pooled (default 1).")] = None,
     steps: Annotated[int | None, typer.Option(help="Bandit steps (one-step episodes) per seed (default 4000).")] = None,
     out: Annotated[Path | None, typer.Option(help="Directory for the runs and multimodal.png (default results/toy).")] = None,
-    quiet: Annotated[bool, typer.Option(help="Plain log lines instead of the live display.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Plain log lines instead of the live display.")] = False,
 ) -> None:
     """Train on a 2-D bandit with four equal optima and plot each policy's action samples."""
     names = [name.strip() for name in algos.split(",") if name.strip()] if algos is not None else None
@@ -242,7 +260,7 @@ def toy(
 @app.command()
 def plot(
     results_dir: Annotated[Path, typer.Argument(help="Directory of run files, searched at any depth.")],
-    out: Annotated[Path | None, typer.Option(help="Output directory (default: RESULTS_DIR/figures).")] = None,
+    out: Annotated[Path | None, typer.Option(help=f"Output directory (default: RESULTS_DIR/{FIGURES_DIR}).")] = None,
     normalize: Annotated[
         str, typer.Option(help="reference: fixed reference scores (D4RL, DMC/1000); none: raw returns.")
     ] = PlotSettings.normalize,
@@ -264,7 +282,7 @@ def plot(
         report = plot_results(results_dir, settings, out, progress=say)
     for warning in report.warnings:
         print(f"qsmbench: warning: {warning}", file=sys.stderr)
-    print(f"tables and figures: {report.out_dir} (summary.md, summary.csv, {len(report.files) - 2} figure files)")
+    print(f"tables and figures: {report.out_dir} (summary.md, summary.csv, {plural(len(report.files) - 2, 'figure file')})")
 
 
 @app.command()
@@ -272,19 +290,22 @@ def reproduce(
     grid: Annotated[str, typer.Argument(help="A shipped grid (paper) or the path of a grid .toml file.")],
     scale: Annotated[str, typer.Option(help="Scale of the grid: paper (as written) or smoke (tiny, for tests).")] = "paper",
     out: Annotated[Path | None, typer.Option(help="Results directory (default: the grid's, e.g. results/paper).")] = None,
-    dry_run: Annotated[bool, typer.Option(help="Print the plan and a time estimate; train nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and a time estimate; train nothing.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     checkpoint_every: Annotated[
         int, typer.Option(help="Steps between checkpoints of each run (one is also written on a stop signal).")
     ] = DEFAULT_CHECKPOINT_EVERY,
     list_jobs: Annotated[
-        bool, typer.Option(help="Print each job's index, id and status (of --shard's jobs with it); train nothing.")
+        bool,
+        typer.Option("--list-jobs", help="Print each job's index, id and status (of --shard's jobs with it); train nothing."),
     ] = False,
     job: Annotated[
         str | None, typer.Option(help="Train this job only: its index or id from --list-jobs (e.g. $SLURM_ARRAY_TASK_ID).")
     ] = None,
     shard: Annotated[str | None, typer.Option(help="Train the shard I/N of the jobs: every N-th, from the I-th.")] = None,
-    plot_only: Annotated[bool, typer.Option(help="Make the grid's tables and figures; every job must be complete.")] = False,
+    plot_only: Annotated[
+        bool, typer.Option("--plot-only", help="Make the grid's tables and figures; every job must be complete.")
+    ] = False,
     workers: Annotated[
         int, typer.Option(help="With --dry-run: also estimate the time on this many machines (GPUs) at once.")
     ] = 1,
@@ -295,13 +316,15 @@ def reproduce(
             help="Train the jobs as Ray tasks: 'local' starts Ray on this machine, 'auto' or host:port joins a cluster.",
         ),
     ] = None,
-    quiet: Annotated[bool, typer.Option(help="Plain log lines instead of the live display.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Plain log lines instead of the live display.")] = False,
 ) -> None:
     """Train every job (task x algorithm, all seeds batched) of GRID not yet complete, then plot; resumable.
 
-    With --ray, each job is a Ray task (retried and resumed if its worker is lost). With --job or --shard, train
-    that part only and leave the plot to `--plot-only`: that is how a Slurm array or several machines share one
-    results directory (docs/cluster.md)."""
+    With --ray, each job is a Ray task (retried and resumed if its worker is lost).
+
+    With --job or --shard, train that part only, and make the figures with --plot-only at the end.
+
+    That is how a Slurm array or several machines share one results directory (docs/cluster.md)."""
     loaded = load_grid(grid, scale)
     results = out or loaded.out
     if plot_only and (dry_run or list_jobs or job is not None or shard is not None or ray is not None):
@@ -338,7 +361,7 @@ def reproduce(
     except KeyboardInterrupt as interrupt:
         raise interrupted(interrupt, "finished runs are kept: run the same command again to go on") from None
     same = f"{grid}{f' --scale {scale}' if scale != 'paper' else ''}{f' --out {out}' if out else ''}"
-    print(f"done: {len(selected)} of {len(jobs)} jobs; once all are complete: qsmbench reproduce {same} --plot-only")
+    print(f"done: {len(selected)} of {plural(len(jobs), 'job')}; once all are complete: qsmbench reproduce {same} --plot-only")
 
 
 def report_plot(report: PlotReport | None) -> None:
@@ -387,7 +410,7 @@ def bench_command(
             )  # fmt: skip
     Console().print(table)
     append_results(out, results, torch_device)
-    print(f"appended {len(results)} results to {out}")
+    print(f"appended {plural(len(results), 'result')} to {out}")
 
 
 def parse_counts(option: str, text: str) -> list[int]:

@@ -208,9 +208,12 @@ def parse_value(key: str, text: str, annotation: Any) -> Any:
         (inner,) = [a for a in args if a is not type(None)]
         return parse_value(key, text, inner)
     if origin is tuple:
-        items = [item.strip() for item in text.split(",")]
-        if not text.strip() or any(not item or " " in item for item in items):
-            raise ConfigError(f"bad value for {key}: expected a comma-separated list such as 256,256, got {text!r}")
+        inner = unbracketed(text)
+        items = [item.strip() for item in inner.split(",")]
+        if not inner.strip() or any(not item or " " in item for item in items):
+            raise ConfigError(
+                f"bad value for {key}: expected a comma-separated list such as 256,256 or (256, 256), got {text!r}"
+            )
         return tuple(parse_value(key, item, args[0]) for item in items)
     parsers = {int: _parse_int, float: _parse_float, bool: _parse_bool, str: str}
     try:
@@ -218,6 +221,16 @@ def parse_value(key: str, text: str, annotation: Any) -> Any:
     except (ValueError, KeyError):
         name = getattr(annotation, "__name__", str(annotation))
         raise ConfigError(f"bad value for {key}: {text!r} is not a valid {name}") from None
+
+
+BRACKETS = {"(": ")", "[": "]"}
+
+
+def unbracketed(text: str) -> str:
+    """`(256, 256)` (as `qsmbench list` prints a tuple) or `[256, 256]` (as TOML and JSON write it) -> `256, 256`."""
+    if len(text) >= 2 and BRACKETS.get(text[0]) == text[-1]:
+        return text[1:-1]
+    return text
 
 
 KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}

@@ -26,6 +26,7 @@ from qsmbench.algorithms import ALGORITHMS  # noqa: E402
 from qsmbench.analysis import Analysis  # noqa: E402
 from qsmbench.plot_settings import Progress  # noqa: E402
 from qsmbench.scores import algo_order  # noqa: E402
+from qsmbench.storage import plural  # noqa: E402
 from qsmbench.tables import raw_scale_note  # noqa: E402
 
 Color = tuple[float, float, float]
@@ -103,10 +104,6 @@ def count_text(counts: list[int]) -> str:
     """'5' or '3-5': the number of seeds behind a figure."""
     low, high = min(counts), max(counts)
     return f"{low}" if low == high else f"{low}\u2013{high}"
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'s' * (count != 1)}"
 
 
 def steps_label(offline: bool) -> str:

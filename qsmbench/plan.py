@@ -36,6 +36,7 @@ from qsmbench.storage import (
     RunHeader,
     format_duration,
     path_safe,
+    plural,
     read_run,
     read_status,
     run_dir,
@@ -300,8 +301,8 @@ def format_plan(grid: Grid, jobs: list[Job], out: Path, workers: int = 1) -> str
     protocol = grid.protocol
     lines = [
         f"{grid.name}: {grid.description}" if grid.description else f"grid {grid.name}",
-        f"scale {grid.scale}: {len(grid.tasks)} tasks x {len(grid.algorithms)} algorithms = "
-        f"{len(jobs)} jobs, {protocol.seeds} seeds x {protocol.steps:,} steps each; results in {out}",
+        f"scale {grid.scale}: {plural(len(grid.tasks), 'task')} x {plural(len(grid.algorithms), 'algorithm')} = "
+        f"{plural(len(jobs), 'job')}, {plural(protocol.seeds, 'seed')} x {protocol.steps:,} steps each; results in {out}",
         f"{'task':<32} {'algo':<5} {'seeds':<8} {'steps':>10}  status",
     ]
     for job in jobs:
@@ -309,8 +310,8 @@ def format_plan(grid: Grid, jobs: list[Job], out: Path, workers: int = 1) -> str
         lines.append(f"{job.task:<32} {job.algo:<5} {seeds:<8} {job.spec.run.steps:>10,}  {job_status(job)}{claim_note(job, out)}")
     pending = [job for job in jobs if job.pending_count]
     lines.append(
-        f"to run: {len(pending)} of {len(jobs)} jobs, {sum(job.env_steps_to_run for job in jobs):,} env steps "
-        f"({sum(job.status == 'complete' for job in jobs)} jobs complete)"
+        f"to run: {len(pending)} of {plural(len(jobs), 'job')}, {sum(job.env_steps_to_run for job in jobs):,} env steps "
+        f"({plural(sum(job.status == 'complete' for job in jobs), 'job')} complete)"
     )
     lines.append(estimate_line(pending, out, workers))
     conflicts = [conflict for job in jobs for conflict in job.conflicts]
@@ -323,7 +324,7 @@ def format_plan(grid: Grid, jobs: list[Job], out: Path, workers: int = 1) -> str
 def job_status(job: Job) -> str:
     resumes = "".join(f"; seeds {seed_list([(first, count)])} resume at step {step:,}" for first, count, step in job.resumable)
     if job.status == "partial":
-        done = f"{len(job.done)} of {job.spec.run.seeds} seeds complete"
+        done = f"{len(job.done)} of {plural(job.spec.run.seeds, 'seed')} complete"
         return f"partial ({done}; to run: {seed_list(job.blocks())}{resumes})"
     return job.status + (f" ({resumes[2:]})" if resumes else "")
 
@@ -353,8 +354,8 @@ def estimate_line(pending: list[Job], out: Path, workers: int = 1) -> str:
     return (
         f"estimate: {format_duration(seconds)} on a machine like the one that made the runs under {out}, "
         "from their measured wall time per step (evaluations included) on "
-        + "; ".join(f"{basis} for {count} jobs" for basis, count in bases.items())
-        + (f"; {untimed} jobs have no measurement yet and are not counted" if untimed else "")
+        + "; ".join(f"{basis} for {plural(count, 'job')}" for basis, count in bases.items())
+        + (f"; not counted: {plural(untimed, 'job')} with no measurement yet" if untimed else "")
         + (at_once if workers > 1 else "")
     )
 

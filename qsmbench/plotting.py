@@ -12,8 +12,13 @@ from pathlib import Path
 
 from qsmbench.analysis import analyse
 from qsmbench.plot_settings import PlotSettings, Progress
-from qsmbench.storage import read_results
+from qsmbench.storage import plural, read_results
 from qsmbench.tables import write_tables
+
+# Where `plot` writes into a results directory by default. The leading underscore keeps the figures out of
+# pyarrow's dataset discovery (it skips names starting with "_" or "."), so `pd.read_parquet(results_dir)`
+# still reads only the run files of a plotted results directory.
+FIGURES_DIR = "_figures"
 
 
 @dataclass(frozen=True)
@@ -34,16 +39,16 @@ def plot_results(
 ) -> PlotReport:
     """Read every run file under `results_dir` and write summary.csv, summary.md and the figures.
 
-    `out_dir` defaults to RESULTS_DIR/figures. `settings` holds every choice behind the numbers (see
+    `out_dir` defaults to RESULTS_DIR/_figures (FIGURES_DIR). `settings` holds every choice behind the numbers (see
     PlotSettings); with the same settings, two calls on the same files give identical CIs. `progress`, when
     given, is called with a short message before each stage that may take a while.
     Raises ConfigError when there is no readable run.
     """
     say = progress or (lambda _message: None)
     tree = read_results(Path(results_dir), say)
-    say(f"read {len(tree.runs)} runs")
+    say(f"read {plural(len(tree.runs), 'run')}")
     analysis = analyse(tree.runs, settings, say)
-    out = Path(out_dir) if out_dir is not None else Path(results_dir) / "figures"
+    out = Path(out_dir) if out_dir is not None else Path(results_dir) / FIGURES_DIR
     files = write_tables(analysis.table, analysis.aggregate, settings, analysis.warnings, out)
 
     from qsmbench.figures import draw_figures  # matplotlib and rliable's plotting: seconds to import

@@ -16,16 +16,16 @@ from qsmbench.config import DEFAULT_CHECKPOINT_EVERY, ConfigError
 from qsmbench.grid import Grid
 from qsmbench.locking import RunLocked, claim_run_dir
 from qsmbench.plan import Job, format_plan, plan, seed_list
-from qsmbench.plotting import PlotReport, plot_results
+from qsmbench.plotting import FIGURES_DIR, PlotReport, plot_results
 from qsmbench.progress import make_reporter
-from qsmbench.storage import CompleteRunError
+from qsmbench.storage import CompleteRunError, plural
 from qsmbench.trainer import Trainer, prepare
 
 
 def run_grid(
     grid: Grid, out: Path, device: str = "auto", quiet: bool = False, checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
 ) -> PlotReport | None:
-    """Train every pending seed of the grid (see `train_jobs`), then plot `out` into out/figures if every job
+    """Train every pending seed of the grid (see `train_jobs`), then plot `out` into out/_figures if every job
     is complete; None, after a line saying so, while other launchers sharing `out` still train some."""
     jobs = plan(grid, out)
     print(format_plan(grid, jobs, out), flush=True)
@@ -41,8 +41,8 @@ def plot_if_complete(grid: Grid, out: Path) -> PlotReport | None:
         print(f"not plotted yet: {describe_incomplete(unfinished, len(grid.specs))}; the launcher that finishes last plots")
         return None
     try:
-        with claim_run_dir(out / "figures"):  # two launchers finishing at once must not write the same figures
-            return plot_results(out, grid.plot, out / "figures")
+        with claim_run_dir(out / FIGURES_DIR):  # two launchers finishing at once must not write the same figures
+            return plot_results(out, grid.plot, out / FIGURES_DIR)
     except RunLocked:
         print("not plotted here: another launcher that finished at the same time is making the figures")
         return None
@@ -54,7 +54,7 @@ def incomplete(grid: Grid, out: Path) -> list[Job]:
 
 
 def describe_incomplete(unfinished: list[Job], total: int) -> str:
-    return f"{len(unfinished)} of {total} jobs of the grid are not complete (e.g. {unfinished[0].id}: {unfinished[0].status})"
+    return f"not complete: {len(unfinished)} of the grid's {plural(total, 'job')} (e.g. {unfinished[0].id}: {unfinished[0].status})"
 
 
 def train_jobs(jobs: list[Job], device: str, quiet: bool, checkpoint_every: int) -> list[str]:
@@ -97,15 +97,15 @@ def check_no_conflicts(jobs: list[Job]) -> None:
     """ConfigError naming the first file in the way of any job, before anything trains."""
     conflicts = [conflict for job in jobs for conflict in job.conflicts]
     if conflicts:
-        raise ConfigError(f"{len(conflicts)} files in the way (see the plan above), e.g. {conflicts[0]}")
+        raise ConfigError(f"{plural(len(conflicts), 'file')} in the way (see the plan above), e.g. {conflicts[0]}")
 
 
 def plot_grid(grid: Grid, out: Path) -> PlotReport:
-    """The grid's tables and figures into out/figures, once every job is complete (ConfigError before)."""
+    """The grid's tables and figures into out/_figures, once every job is complete (ConfigError before)."""
     unfinished = incomplete(grid, out)
     if unfinished:
         raise ConfigError(
             f"{describe_incomplete(unfinished, len(grid.specs))}; plot once they are, or `qsmbench plot {out}` for "
             "what there is"
         )
-    return plot_results(out, grid.plot, out / "figures")
+    return plot_results(out, grid.plot, out / FIGURES_DIR)

@@ -15,7 +15,7 @@ import numpy as np
 
 from qsmbench.algorithms import ALGORITHMS
 from qsmbench.plot_settings import Normalize
-from qsmbench.storage import OFFLINE_SCORE, RunFile
+from qsmbench.storage import OFFLINE_SCORE, RunFile, plural
 
 DMC_PREFIX = "dm_control/"
 DMC_MAX_RETURN = 1000.0
@@ -79,7 +79,7 @@ def build_groups(runs: list[RunFile], normalize: Normalize) -> tuple[list[Group]
         diverged = {run.seed: why for run in members if (why := divergence(run))}
         if diverged:
             listed = capped([f"seed {seed} ({why})" for seed, why in diverged.items()], ", ")
-            warnings.append(f"{task} / {algo}: {len(diverged)} of {len(members)} seeds diverged and are left out: {listed}")
+            warnings.append(f"{task} / {algo}: {len(diverged)} of {plural(len(members), 'seed')} diverged, left out: {listed}")
         members = [run for run in members if run.seed not in diverged]
         if not members:
             continue

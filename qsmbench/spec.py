@@ -3,7 +3,8 @@
 `qsmbench run`, the grid of `qsmbench reproduce`, the toy demo, the benchmarks and the tests all
 build a `RunSpec` and hand it to `trainer.prepare`; nothing else assembles a run. Building one
 checks that its parts belong together (the config is the algorithm's own, and an offline run
-uses an algorithm with an offline formulation), so a spec that exists is a consistent one.
+uses an algorithm with an offline formulation, and an online run trains beyond its random warm-up), so a
+spec that exists is a consistent one.
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ class RunSpec:
             offline = ", ".join(name for name, algorithm in ALGORITHMS.items() if algorithm.offline)
             raise ConfigError(
                 f"{self.algo} has no offline formulation, so it cannot train from --dataset (offline: {offline})"
+            )
+        warmup = self.config.warmup_steps
+        if self.run.dataset is None and self.run.steps <= warmup:  # offline runs have no warm-up
+            raise ConfigError(
+                f"--steps {self.run.steps} is not above {self.algo}'s warmup_steps {warmup}: every step would be "
+                "random warm-up and nothing would be trained; give more --steps or --set warmup_steps=N"
             )
 
     @property

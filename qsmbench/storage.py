@@ -344,6 +344,11 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
+def plural(count: int, noun: str) -> str:
+    """`1 run`, `2 runs`, `0 runs`: a count and its noun, for every message (the nouns counted here take -s)."""
+    return f"{count} {noun}{'s' * (count != 1)}"
+
+
 def short_path(path: Path, keep: int = 60) -> str:
     """A path short enough for a one-line message: its start and end around an ellipsis."""
     text = str(path)
@@ -511,5 +516,5 @@ def read_results(results_dir: Path, progress: Callable[[str], None] | None = Non
         first_path[key] = path
         runs.append(run)
     if not runs:
-        raise ConfigError(f"none of the {len(paths)} .parquet files under {results_dir} is a readable qsmbench run")
+        raise ConfigError(f"no readable qsmbench run among {plural(len(paths), '.parquet file')} under {results_dir}")
     return ResultsTree(runs, warnings, skipped)

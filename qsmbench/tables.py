@@ -16,6 +16,7 @@ from qsmbench.aggregates import Aggregate
 from qsmbench.bootstrap import Estimates, interval_estimates, iqm_and_mean
 from qsmbench.plot_settings import PlotSettings
 from qsmbench.scores import Group, final_score
+from qsmbench.storage import plural
 
 COUNT_COLUMNS = ("tasks", "seeds", "incomplete", "diverged", "final_step", "last_evals")  # integers, empty where n/a
 TABLE_COLUMNS = (
@@ -96,9 +97,9 @@ def markdown(table: pd.DataFrame, result: Aggregate | None, settings: PlotSettin
     lines = [
         "# qsmbench results summary",
         "",
-        f"Final score of a run: the mean of its last {settings.last_evals} evaluations at or before the final step, "
+        f"Final score of a run: the mean of its last {plural(settings.last_evals, 'evaluation')} at or before the final step, "
         "the last evaluation step that every algorithm on the task reached. IQM (interquartile mean) and mean over "
-        f"seeds with 95% stratified bootstrap confidence intervals (percentile, {settings.reps} resamples, seed "
+        f"seeds with 95% stratified bootstrap confidence intervals (percentile, {plural(settings.reps, 'resample')}, seed "
         f"{settings.seed}). Normalised score: 0 = random, 1 = expert (fixed reference scores; DeepMind Control "
         "return / 1000; offline runs: D4RL normalised score / 100).",
     ]
@@ -126,9 +127,9 @@ def aggregate_markdown(table: pd.DataFrame, result: Aggregate | None, settings: 
     metrics = [name.lower().replace(" ", "_") for name in result.metric_names]
     rows = table[table.scope == "aggregate"]
     return [
-        f"## Aggregate over {len(result.tasks)} task{'s' * (len(result.tasks) != 1)}: final {scale}",
+        f"## Aggregate over {plural(len(result.tasks), 'task')}: final {scale}",
         "",
-        f"Tasks: {', '.join(result.tasks)}; {result.runs} runs per task and algorithm. Stratified bootstrap over runs "
+        f"Tasks: {', '.join(result.tasks)}; {plural(result.runs, 'run')} per task and algorithm. Stratified bootstrap over runs "
         "within each task.",
         "",
         "| algorithm | " + " | ".join(f"{name} [95% CI]" for name in result.metric_names) + " |",

@@ -20,9 +20,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from qsmbench.algorithms import resolve
 from qsmbench.grid import Grid, read_grid
 from qsmbench.progress import make_reporter
-from qsmbench.spec import RunSpec, make_spec
+from qsmbench.spec import RunSpec
 from qsmbench.trainer import Trainer, train
 
 BANDIT_ID = "qsmbench/MultimodalBandit-v0"
@@ -77,13 +78,14 @@ def toy_specs(
     An algorithm the grid does not list runs with its defaults. The warm-up is cut to half the steps
     when fewer steps are asked for, so every run learns.
     """
-    listed = {spec.algo: spec for spec in grid.specs}
+    listed = {spec.algo: (spec.algorithm, spec.config, spec.run) for spec in grid.specs}
     changes = {key: value for key, value in (("seeds", seeds), ("steps", steps), ("out", out)) if value is not None}
     specs = []
     for name in algos or grid.algorithms:
-        spec = (listed.get(name) or make_spec(name, grid.protocol)).with_run(device="cpu", **changes)
-        warmup = min(spec.config.warmup_steps, spec.run.steps // 2)
-        specs.append(dataclasses.replace(spec, config=dataclasses.replace(spec.config, warmup_steps=warmup)))
+        algorithm, config, run = listed.get(name) or (*resolve(name, []), grid.protocol)
+        run = dataclasses.replace(run, device="cpu", **changes)
+        warmup = min(config.warmup_steps, run.steps // 2)
+        specs.append(RunSpec(run, algorithm, dataclasses.replace(config, warmup_steps=warmup)))
     return specs
 
 

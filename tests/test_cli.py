@@ -8,6 +8,7 @@ short commands go through the same entry point in this process (`support.run_cli
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import math
 import os
 import shutil
@@ -19,9 +20,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import typer
 
 import pandas as pd
 
+from qsmbench.cli import app
 from qsmbench.storage import RunHeader, RunMetadata, read_run, write_run
 from support import CliResult, run_cli
 
@@ -88,10 +91,13 @@ def seed_files(out: Path, env: str = "Pendulum-v1", algo: str = "td3", seeds: in
         (["--algo", "sac", "--env", "Pendulum-v1", "--eval-workers", "-1"], ["--eval-workers must be non-negative"]),
         (["--algo", "sac", "--env", "Pendulum-v1", "--env-workers", "-2"], ["--env-workers must be non-negative"]),
         (["--algo", "sac", "--env", "Pendulum-v1", "--compile", "--device", "cpu"], ["--compile is for CUDA", "cpu"]),
+        (["--algo", "qsm", "--env", "Pendulum-v1", "--steps", "10000"], ["--steps 10000", "warmup_steps 10000"]),
+        (["--algo", "td3", "--env", "Pendulum-v1", "--steps", "300", "--set", "warmup_steps=500"],
+         ["--steps 300", "warmup_steps 500", "nothing would be trained"]),
     ],
     ids=[
         "algo", "env", "seeds0", "steps0", "set-malformed", "set-key", "set-value", "seeds-abc", "tf32-cpu", "workers",
-        "env-workers", "compile-cpu",
+        "env-workers", "compile-cpu", "steps-at-warmup", "steps-below-warmup",
     ],  # fmt: skip
 )
 def test_bad_input_is_one_line_exit_2_and_touches_no_files(
@@ -151,6 +157,33 @@ def test_list_shows_algorithms_and_example_envs(capfd: pytest.CaptureFixture[str
     for word in ("sac", "td3", "Pendulum-v1", "batch_size", "policy_delay", "target_entropy"):
         assert word in result.stdout, word
     assert "Traceback" not in result.stderr
+
+
+def test_version_prints_the_installed_version(capfd: pytest.CaptureFixture[str]) -> None:
+    result = run_cli(["--version"], capfd)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"qsmbench {importlib.metadata.version('qsmbench')}\n"
+
+
+COMMANDS = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("command", ["", *COMMANDS])
+def test_help_fits_80_columns_and_shows_every_word_whole(
+    command: str, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`COLUMNS=80 qsmbench [COMMAND] --help`: no line wider than 80 columns, and every word of the command's
+    help and of each option's help appears whole (rich cut `dm_control/cheetah-run-v0` to `dm_control/cheetah-…`
+    in a 21-column help column before the boolean options lost their `--no-` twins)."""
+    monkeypatch.setenv("COLUMNS", "80")
+    result = run_cli([*([command] if command else []), "--help"], capfd)
+    assert result.returncode == 0, result.stderr
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80, result.stdout
+    group = typer.main.get_command(app)
+    shown = group.commands[command] if command else group  # type: ignore[attr-defined]
+    texts = [shown.help or "", *(getattr(param, "help", None) or "" for param in shown.params)]
+    cut = [word for text in texts for word in text.split() if word not in result.stdout]
+    assert not cut, f"words not shown whole: {cut}\n{result.stdout}"
 
 
 @pytest.fixture(scope="module")

@@ -78,9 +78,16 @@ def test_tuple_override_hidden_sizes() -> None:
     assert apply_overrides(TD3Config(), ["hidden_sizes=400"]).hidden_sizes == (400,)
 
 
-@pytest.mark.parametrize("text", ["", "64,abc", "32 32", "64,,64", "64,"])
+@pytest.mark.parametrize("text", ["(256, 256)", "[256, 256]", "(256,256)", " [ 256 , 256 ] "])
+def test_tuple_override_takes_the_form_qsmbench_list_prints(text: str) -> None:
+    """`qsmbench list` shows hidden_sizes as (256, 256), TOML writes [256, 256]: both are taken as they are shown."""
+    assert apply_overrides(TD3Config(hidden_sizes=(32,)), [f"hidden_sizes={text}"]).hidden_sizes == (256, 256)
+
+
+@pytest.mark.parametrize("text", ["", "64,abc", "32 32", "64,,64", "64,", "()", "(32 32)", "(64, 64]", "[64,"])
 def test_tuple_override_rejects_bad_lists(text: str) -> None:
-    """An empty list, a non-integer width or widths without a comma ("32 32" once read as 3232) are refused."""
+    """An empty list, a non-integer width, widths without a comma ("32 32" once read as 3232) or unmatched
+    brackets are refused."""
     with pytest.raises(ConfigError, match="hidden_sizes"):
         apply_overrides(SACConfig(), [f"hidden_sizes={text}"])
 

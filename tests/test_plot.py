@@ -109,7 +109,7 @@ def summary(report: PlotReport) -> pd.DataFrame:
 def test_summary_equals_an_independent_computation(synthetic: Any, plotted: tuple[PlotReport, list[str]]) -> None:
     (_, finals), (report, messages) = synthetic, plotted
     table = summary(report)
-    assert report.out_dir == synthetic[0] / "figures" and not report.skipped
+    assert report.out_dir == synthetic[0] / "_figures" and not report.skipped
     assert any("bootstrapping" in message for message in messages)
     normalised: dict[str, list[np.ndarray]] = {algo: [] for algo in QUALITY}
     for (task, algo), values in finals.items():
@@ -241,7 +241,7 @@ def test_diverged_and_non_finite_seeds_are_left_out_named_and_counted(tmp_path: 
     pq.write_table(stored.set_column(column, "eval_return", pa.array(with_nan)), nan_file)  # keeps the metadata
     report = plot_results(tmp_path, PlotSettings(reps=50))
     (warning,) = [w for w in report.warnings if "diverged" in w]
-    assert warning.startswith(f"{HOPPER} / sac: 2 of 4 seeds diverged and are left out:")
+    assert warning.startswith(f"{HOPPER} / sac: 2 of 4 seeds diverged, left out:")
     assert "seed 1 (non-finite critic_loss at step 2500)" in warning and "seed 2 (non-finite evaluation values)" in warning
     row = summary(report).query("scope == 'task' and algo == 'sac' and score == 'return'").iloc[0]
     assert (row.seeds, row.diverged) == (2, 2)

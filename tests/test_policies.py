@@ -124,7 +124,7 @@ def test_run_name_and_set_values_label_a_variant(tmp_path: Path, capfd: pytest.C
     }
     assert labelled == {"td3.hidden_sizes-16-16-warmup_steps-10": "hidden_sizes=16,16 warmup_steps=10", "td3.small-nets": "small nets"}
     for bad in ["a\nb", " padded", "x" * 121]:
-        result = run_cli([*args, "--name", bad], capfd)
+        result = run_cli([*args, "--set", "warmup_steps=10", "--name", bad], capfd)
         assert result.returncode == 2 and "--name must be printable" in result.stderr
 
 

@@ -98,7 +98,7 @@ def test_a_worker_killed_mid_job_is_retried_and_the_job_resumes(tmp_path: Path) 
         resumes = read_run(path).metadata.header.provenance["resumes"]
         assert len(resumes) == 1 and resumes[0]["step"] % CHECKPOINT_EVERY == 0 and resumes[0]["step"] > 0
     assert not list(out.glob("*/*/checkpoint_*")), "a complete job keeps no checkpoint"
-    assert "complete" in stdout and (out / "figures" / "summary.md").exists()
+    assert "complete" in stdout and (out / "_figures" / "summary.md").exists()
 
 
 def test_ctrl_c_on_the_driver_cancels_the_jobs_and_leaves_them_resumable(tmp_path: Path) -> None:

@@ -132,7 +132,7 @@ def test_smoke_grid_trains_every_job_and_plots(smoke: Smoke) -> None:
                 assert run.metadata.header.algo_config["warmup_steps"] == 100
                 assert run.metadata.header.algo_config["hidden_sizes"] == [32, 32]
     assert len(run_files(smoke.out)) == len(SMOKE_TASKS) * len(ALGOS) * 2
-    figures = smoke.out / "figures"
+    figures = smoke.out / "_figures"
     assert smoke.report.out_dir == figures
     summary = (figures / "summary.md").read_text()
     assert all(task in summary for task in SMOKE_TASKS) and all(algo in summary for algo in ALGOS)
@@ -144,12 +144,12 @@ def test_a_second_run_trains_nothing_and_plots_again(
     smoke: Smoke, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = copy_of(smoke, tmp_path)
-    shutil.rmtree(out / "figures")
+    shutil.rmtree(out / "_figures")
     before = run_files(out)
     run_grid(smoke.grid, out, device="cpu", quiet=True)
     assert run_files(out) == before
     assert "to run: 0 of 8 jobs, 0 env steps" in capsys.readouterr().out
-    assert (out / "figures" / "summary.md").is_file() and (out / "figures" / "learning_curves.png").is_file()
+    assert (out / "_figures" / "summary.md").is_file() and (out / "_figures" / "learning_curves.png").is_file()
 
 
 def test_an_interrupted_seed_is_retrained_alone(smoke: Smoke, tmp_path: Path) -> None:
@@ -193,8 +193,8 @@ def test_dry_run_plan_shows_statuses_and_a_measured_estimate(smoke: Smoke, tmp_p
     assert "to run: 2 of 8 jobs, 900 env steps (6 jobs complete)" in lines
     estimate = next(line for line in lines if line.startswith("estimate:"))
     assert estimate.startswith(f"estimate: {format_duration(measured)} ")
-    assert "the same task, algorithm and settings for 1 jobs" in estimate
-    assert "the same algorithm and settings on other tasks for 1 jobs" in estimate
+    assert "the same task, algorithm and settings for 1 job;" in estimate
+    assert estimate.endswith("the same algorithm and settings on other tasks for 1 job")
     on_two = next(line for line in format_plan(smoke.grid, plan(smoke.grid, out), out, 2).splitlines() if "estimate" in line)
     longest = 300 * max(seconds_per_step(run_path(out, "Pendulum-v1", "qsm", 1)),
                         seconds_per_step(run_path(out, "dm_control/cartpole-balance-v0", "sac", 0)))  # fmt: skip
@@ -250,11 +250,12 @@ def test_complete_runs_made_with_other_settings_block_the_grid(
         (("[scales.test]", "[resources]\ncpu = 2\n[scales.test]"), ["resources", "unknown key 'cpu'", "did you mean 'cpus'"]),
         (("source = \"test\"", "source = \"test\"\nresources = { cpus = 0 }"), ["task 1", "cpus must be at least 1"]),
         (("source = \"test\"", "source = \"test\"\neval_every = 0"), ["task 1", "--eval-every must be at least 1"]),
+        (("warmup_steps=100", "warmup_steps=300"), ["--steps 300 is not above td3's warmup_steps 300"]),
     ],
     ids=[
         "algo", "missing", "unknown-key", "type", "value", "override", "env", "confidence", "scale-key", "toml",
         "plot-type", "plot-key", "float", "out-empty", "out-nul", "gpu-fraction", "resource-key", "task-cpus",
-        "task-eval-every",
+        "task-eval-every", "steps-at-warmup",
     ],
 )
 def test_bad_grid_files_are_one_line_errors(tmp_path: Path, change: tuple[str, str], expected: list[str]) -> None:
@@ -304,6 +305,15 @@ def test_cli_dry_run_prints_the_paper_plan_and_trains_nothing(
     assert result.returncode == 0, result.stderr
     assert "40 of 40 jobs" in result.stdout and "400,000,000 env steps" in result.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_plan_of_one_counts_in_the_singular(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """One task, one algorithm, one seed: "1 job", not "1 jobs" (qsmbench.storage.plural, in every message)."""
+    grid = write_grid(tmp_path, VALID_GRID.replace("seeds = 2", "seeds = 1"))
+    result = run_cli(["reproduce", grid, "--scale", "test", "--dry-run", "--out", str(tmp_path / "results")], capfd)
+    assert result.returncode == 0, result.stderr
+    assert "scale test: 1 task x 1 algorithm = 1 job, 1 seed x 300 steps each;" in result.stdout
+    assert "to run: 1 of 1 job, 300 env steps (0 jobs complete)" in result.stdout
 
 
 @pytest.mark.parametrize("args", [["nosuchgrid"], ["paper", "--scale", "huge"]], ids=["grid", "scale"])
@@ -373,20 +383,22 @@ def test_jobs_trained_apart_are_plotted_once_all_are_complete(tmp_path: Path, ca
     assert first.returncode == 0 and "done: 1 of 2 jobs" in first.stdout and "--plot-only" in first.stdout
     assert sorted(path.name for path in (out / "Pendulum-v1").iterdir()) == ["sac"]
     refused = run_cli([*common, "--plot-only"], capfd)
-    assert refused.returncode == 2 and "1 of 2 jobs of the grid are not complete (e.g. Pendulum-v1/td3" in refused.stderr
-    assert not (out / "figures").exists()
+    assert refused.returncode == 2 and "not complete: 1 of the grid's 2 jobs (e.g. Pendulum-v1/td3" in refused.stderr
+    assert not (out / "_figures").exists()
     with claim_run_dir(out / "Pendulum-v1" / "td3"):  # another launcher is training that job
         taken = run_cli([*common, "--job", "Pendulum-v1/td3"], capfd)
     assert taken.returncode == 0 and "skipped: " in taken.stdout and "being written by a qsmbench run of" in taken.stdout
     assert not list((out / "Pendulum-v1" / "td3").glob("seed_*")), "a job another launcher holds is not trained twice"
     assert run_cli([*common, "--job", "Pendulum-v1/td3"], capfd).returncode == 0
     plotted = run_cli([*common, "--plot-only"], capfd)
-    assert plotted.returncode == 0 and (out / "figures" / "summary.md").exists()
+    assert plotted.returncode == 0 and (out / "_figures" / "summary.md").exists()
 
 
 def test_a_task_overrides_an_algorithm_on_that_task_only(tmp_path: Path) -> None:
     """QSM's authors suggest M_q = 120 on harder tasks: a task's own overrides apply after the grid's, on it alone."""
     text = VALID_GRID.replace('algorithms = ["td3"]', 'algorithms = ["td3", "qsm"]').replace(
+        'td3 = ["warmup_steps=100"', 'qsm = ["warmup_steps=100"]\ntd3 = ["warmup_steps=100"'
+    ).replace(
         'source = "test"\n',
         'source = "test"\noverrides = { qsm = ["alpha=120"], td3 = ["batch_size=64"] }\n\n'
         '[[tasks]]\nenv = "Hopper-v4"\nconfidence = "smoke"\nsource = "test"\n',
@@ -444,7 +456,7 @@ def test_two_launchers_on_one_results_directory_never_train_a_job_twice(tmp_path
         assert run.status == "complete" and list(run.curve["step"]) == SMOKE_STEPS
         assert "resumes" not in run.metadata.header.provenance
     assert len(list(out.glob("*/*/seed_*.parquet"))) == 8
-    assert any("table: " in stdout for stdout, _ in outputs) and (out / "figures" / "summary.md").exists()
+    assert any("table: " in stdout for stdout, _ in outputs) and (out / "_figures" / "summary.md").exists()
 
 
 def test_a_task_sets_its_own_evaluation_and_resources(tmp_path: Path) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import matplotlib.image
 import numpy as np
 import pytest
+import typer
 
+from qsmbench.cli import app
 from qsmbench.envs import make_env
-from qsmbench.storage import read_run
+from qsmbench.storage import plural, read_run
 from qsmbench.toy import (
     BANDIT_ID,
     MODE_SHARE,
@@ -58,6 +61,25 @@ def test_the_demo_settings_are_data_in_its_grid_file() -> None:
     assert all(spec.run.device == "cpu" and spec.run.steps == 4000 for spec in specs.values())
     short = toy_specs(toy_grid(), ["td3"], seeds=3, steps=200, out="elsewhere")[0]
     assert (short.run.seeds, short.run.steps, short.run.out, short.config.warmup_steps) == (3, 200, "elsewhere", 100)
+    unlisted = toy_specs(toy_grid("smoke"), ["td3"], steps=50)[0]  # td3's default warm-up is 10,000 steps
+    assert (unlisted.run.steps, unlisted.config.warmup_steps) == (50, 25)
+
+
+def test_readme_and_toy_help_state_the_demo_defaults() -> None:
+    """The README's account of `qsmbench toy` and its --help give the defaults of data/toy.toml (the README
+    said `qsm,sac,td3` once the grid file also ran Diffusion-QL)."""
+    grid = toy_grid()
+    readme = " ".join((Path(__file__).parent.parent / "README.md").read_text().split())
+    said = (
+        f"`qsmbench toy` trains each algorithm (default `{','.join(grid.algorithms)}`, {plural(grid.protocol.seeds, 'seed')} "
+        f"each) for {grid.protocol.steps:,} one-step episodes"
+    )
+    assert said in readme
+    samples = inspect.signature(run_toy).parameters["samples"].default
+    assert f"then plots {samples:,} action samples" in readme and f"into `{grid.out}/multimodal.png`" in readme
+    options = {param.name: param.help for param in typer.main.get_command(app).commands["toy"].params}  # type: ignore[attr-defined]
+    assert "data/toy.toml" in options["algos"] and f"(default {grid.protocol.seeds})" in options["seeds"]
+    assert f"(default {grid.protocol.steps})" in options["steps"] and f"(default {grid.out})" in options["out"]
 
 
 def test_toy_trains_each_algorithm_and_draws_the_figure(tmp_path: Path) -> None:
