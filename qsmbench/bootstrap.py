@@ -26,9 +26,10 @@ import math
 
 import numpy as np
 
-from qsmbench.plot_settings import Normalize, PlotSettings, Progress
+from qsmbench.plot_settings import PlotSettings, Progress
 
 CONFIDENCE = 0.95
+MIN_SEEDS = 3  # with fewer runs, resampling them gives intervals that describe nothing
 PROFILE_POINTS = 101  # thresholds tau of a performance profile
 CHUNK_VALUES = 8_000_000  # resampled values held at once (64 MB of float64)
 
@@ -108,8 +109,8 @@ def iqm_over_steps(scores: np.ndarray) -> np.ndarray:
     return iqm(pooled(scores), axis=1)
 
 
-def aggregate_metrics(normalize: Normalize) -> tuple[list[str], Statistic]:
-    """Median, IQM, mean and (on normalised scores, where 1 = expert is a target) the optimality gap."""
+def aggregate_metrics(normalised: bool) -> tuple[list[str], Statistic]:
+    """Median, IQM, mean and (on normalised scores, where 1 is a target) the optimality gap."""
     names = ["Median", "IQM", "Mean", "Optimality Gap"]
     funcs: list[Statistic] = [  # each [reps, runs, tasks] -> [reps], as rliable.metrics defines them
         lambda scores: np.median(scores.mean(axis=1), axis=-1),  # the median of the per-task means
@@ -117,16 +118,18 @@ def aggregate_metrics(normalize: Normalize) -> tuple[list[str], Statistic]:
         lambda scores: scores.mean(axis=(1, 2)),
         lambda scores: 1.0 - np.minimum(scores, 1.0).mean(axis=(1, 2)),  # the gap to gamma = 1
     ]
-    if normalize == "none":  # a gap to a return of 1 means nothing on raw returns
+    if not normalised:  # a gap to a return of 1 means nothing on raw returns
         names, funcs = names[:3], funcs[:3]
     return names, lambda scores: np.stack([func(scores) for func in funcs], axis=-1)
 
 
-def performance_profiles(finals: dict[Hashable, np.ndarray], settings: PlotSettings) -> tuple[np.ndarray, Estimates]:
+def performance_profiles(
+    finals: dict[Hashable, np.ndarray], normalised: bool, settings: PlotSettings
+) -> tuple[np.ndarray, Estimates]:
     """Score distributions (fraction of runs above tau) over a tau range covering all final scores."""
     values = np.concatenate([scores.ravel() for scores in finals.values()])
     low, high = values.min(), values.max()
-    if settings.normalize == "reference":  # show the whole random-to-expert range
+    if normalised:  # show the whole 0-to-1 range
         low, high = min(0.0, low), max(1.0, high)
     taus = np.linspace(low, high, PROFILE_POINTS)
     profile = lambda scores: (pooled(scores)[..., None] > taus).mean(axis=1)  # noqa: E731
@@ -140,17 +143,13 @@ def improvement(scores_x: np.ndarray, scores_y: np.ndarray) -> np.ndarray:
 
 
 def probability_of_improvement(
-    finals: dict[Hashable, np.ndarray], settings: PlotSettings, progress: Progress
+    finals: dict[Hashable, np.ndarray], reference: Hashable, settings: PlotSettings, progress: Progress
 ) -> tuple[Estimates, str | None]:
-    """P(X > Y) for X = `settings.improvement_of` and each other algorithm Y, or a note saying why there is none.
-
-    Keys are "X,Y", the form rliable's plot_probability_of_improvement reads.
-    """
-    candidate = settings.improvement_of
-    baselines = [algo for algo in finals if algo != candidate]
-    if candidate not in finals or not baselines:
-        missing = f"no {candidate} runs" if candidate not in finals else "no baseline runs"
+    """P(X > Y) for X = `reference` and each other method Y (keyed by Y), or a note saying why there is none."""
+    baselines = [method for method in finals if method != reference]
+    if reference not in finals or not baselines:
+        missing = f"no {reference} runs" if reference not in finals else "no baseline runs"
         return Estimates({}, {}), f"probability of improvement skipped: {missing} in the aggregates"
-    pairs: dict[Hashable, Any] = {f"{candidate},{algo}": (finals[candidate], finals[algo]) for algo in baselines}
+    pairs: dict[Hashable, Any] = {baseline: (finals[reference], finals[baseline]) for baseline in baselines}
     progress(f"bootstrapping probability of improvement ({len(pairs)} pairs)")
     return interval_estimates(pairs, improvement, settings), None
