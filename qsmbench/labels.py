@@ -12,7 +12,8 @@ import re
 from qsmbench.algorithms import ALGORITHMS
 from qsmbench.config import ConfigError
 from qsmbench.plot_settings import FigureStyle
-from qsmbench.scores import DMC_PREFIX, Group, Method
+from qsmbench.scores import DMC_PREFIX, Method
+from qsmbench.storage import RunFile
 
 VERSION_SUFFIX = re.compile(r"-v\d+$")
 
@@ -39,10 +40,11 @@ def method_label(method: Method, style: FigureStyle) -> str:
     return f"{name} [{method.variant}]" if method.variant else name
 
 
-def check_labels(style: FigureStyle, groups: list[Group]) -> None:
+def check_labels(style: FigureStyle, runs: list[RunFile]) -> None:
     """Refuse a `--label` for a name that no run has (a typo would otherwise be silently ignored), and two
-    methods that would show the same label (their curves could not be told apart)."""
-    known = {group.algo for group in groups} | {group.task for group in groups}
+    methods that would show the same label (their curves could not be told apart). Checked on the runs
+    read, before any bootstrap."""
+    known = {run.algo for run in runs} | {run.task for run in runs}
     unknown = sorted(set(style.labels) - known)
     if unknown:
         raise ConfigError(
@@ -50,7 +52,7 @@ def check_labels(style: FigureStyle, groups: list[Group]) -> None:
             f"choose from {', '.join(sorted(known))}"
         )
     shown: dict[str, Method] = {}
-    for method in sorted({group.method for group in groups}, key=str):
+    for method in sorted({Method(run.algo, run.variant) for run in runs}, key=str):
         label = method_label(method, style)
         if label in shown:
             raise ConfigError(f"--label: {shown[label]} and {method} would both be shown as {label!r}")

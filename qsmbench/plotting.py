@@ -46,8 +46,8 @@ def plot_results(
     say = progress or (lambda _message: None)
     tree = read_results(Path(results_dir), say)
     say(f"read {len(tree.runs)} runs")
+    check_labels(style, tree.runs)
     analysis = analyse(tree.runs, settings, say)
-    check_labels(style, analysis.groups)
     out = Path(out_dir) if out_dir is not None else Path(results_dir) / "figures"
     files = write_tables(analysis.table, analysis.aggregates, settings, analysis.warnings, out)
 

@@ -24,7 +24,7 @@ from qsmbench import figures
 from qsmbench.aggregates import aggregate_cells
 from qsmbench.algorithms import ALGORITHMS
 from qsmbench.analysis import Analysis, analyse
-from qsmbench.bootstrap import aggregate_metrics, improvement, interval_estimates, pooled
+from qsmbench.bootstrap import aggregate_metrics, improvement, interval_estimates, iqm_and_mean, pooled
 from qsmbench.config import ConfigError
 from qsmbench.plot_settings import FigureStyle, PlotSettings
 from qsmbench.plotting import PlotReport, plot_results
@@ -316,7 +316,8 @@ def test_reading_follows_directory_links_once_and_checks_seeds(tmp_path: Path) -
 
 def test_the_vectorised_bootstrap_agrees_with_rliable() -> None:
     """Points equal rliable's exactly; CIs agree within Monte Carlo error (they use other random draws):
-    aggregate metrics, performance profile and probability of improvement on [10 runs, 3 tasks]."""
+    aggregate metrics, one task's IQM and mean, performance profile and probability of improvement on
+    [10 runs, 3 tasks]."""
     from rliable import library as rly
     from rliable import metrics
 
@@ -326,13 +327,15 @@ def test_the_vectorised_bootstrap_agrees_with_rliable() -> None:
     taus = np.linspace(0.0, 1.0, 5)
     rliable_metrics = [metrics.aggregate_median, metrics.aggregate_iqm, metrics.aggregate_mean, metrics.aggregate_optimality_gap]
     ours = [
-        interval_estimates({"x": x}, aggregate_metrics("reference")[1], settings),
+        interval_estimates({"x": x}, aggregate_metrics(True)[1], settings),
+        interval_estimates({"x": x[:, :1]}, iqm_and_mean, settings),
         interval_estimates({"x": x}, lambda scores: (pooled(scores)[..., None] > taus).mean(axis=1), settings),
         interval_estimates({"x": (x, y)}, improvement, settings),
     ]
     np.random.seed(0)  # rliable 1.2 draws from NumPy's global generator
     theirs = [
         rly.get_interval_estimates({"x": x}, lambda s: np.array([f(s) for f in rliable_metrics]), reps=reps),
+        rly.get_interval_estimates({"x": x[:, :1]}, lambda s: np.array([metrics.aggregate_iqm(s), metrics.aggregate_mean(s)]), reps=reps),
         rly.create_performance_profile({"x": x}, taus, reps=reps),
         rly.get_interval_estimates({"x": (x, y)}, metrics.probability_of_improvement, reps=reps),
     ]
@@ -557,7 +560,7 @@ def test_figure_options_on_the_command_line(synthetic: Any, tmp_path: Path, capf
     """--label, --no-titles and --figsize are accepted; malformed ones and unknown names are one-line errors."""
     root = str(synthetic[0])
     good = ["--label", 'qsm=QSM (ours)', "--label", f"{CHEETAH}=Cheetah", "--no-titles", "--figsize", "6,4"]
-    result = run_cli(["plot", root, "--out", str(tmp_path / "good"), "--reps", "20", *good], capfd)
+    result = run_cli(["plot", root, "--out", str(tmp_path / "good"), "--reps", "20", "--normalize", "reference", *good], capfd)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "good" / "learning_curves.png").exists()
     for options, message in (
@@ -648,7 +651,7 @@ def test_cli_plot_writes_tables_and_reports_where(synthetic, tmp_path: Path, cap
     """The command: exit 0, the output directory named on stdout, warnings one per line on stderr."""
     root, _ = synthetic
     out = tmp_path / "figures"
-    result = run_cli(["plot", str(root), "--out", str(out), "--reps", "100"], capfd)
+    result = run_cli(["plot", str(root), "--out", str(out), "--reps", "100", "--normalize", "reference"], capfd)
     assert result.returncode == 0, result.stderr
     assert str(out) in result.stdout
     assert (out / "summary.md").exists() and (out / "learning_curves.png").exists()
