@@ -2,7 +2,7 @@
 
 Each method keeps one colour in every figure (colour-blind palette: the registered algorithms in the
 registry's order, then variants and unregistered algorithms), methods and tasks are shown by their display
-names (qsmbench.labels), and every title (unless `FigureStyle.titles` is off) says what is shown, over how
+names (qsmbench.labels), an interval too thin to see is marked, and every title (unless `FigureStyle.titles` is off) says what is shown, over how
 many seeds, and which interval.
 """
 
@@ -47,7 +47,8 @@ STYLE = {
     "pdf.fonttype": 42,  # TrueType in PDFs: submission systems reject Type 3 fonts
 }
 BAND_ALPHA = 0.2
-MIN_BAR_WIDTH = 0.01  # of the x axis: an interval of zero width (all resamples equal) still shows its colour
+MIN_BAR_WIDTH = 0.02  # of the x axis: a narrower interval bar (zero width: all resamples equal) gets a mark
+THIN_BAR_MARKER = "D"
 PAIR_SEPARATOR = "\t"  # between the two labels of a pair for rliable; labels may hold commas, not tabs
 
 
@@ -192,7 +193,7 @@ def aggregate_scores(result: Aggregate, look: Look) -> Figure:
         ax.tick_params(axis="x", labelsize="medium")
         ax.tick_params(axis="y", labelsize="large")
         ax.title.set_fontsize("large")
-        widen_thin_bars(ax)
+        mark_thin_bars(ax)
     figure.supxlabel(f"Final {scale_label(result)}")
     if look.style.titles:
         figure.suptitle(
@@ -203,15 +204,16 @@ def aggregate_scores(result: Aggregate, look: Look) -> Figure:
     return figure
 
 
-def widen_thin_bars(ax: Axes) -> None:
-    """Give every interval bar at least MIN_BAR_WIDTH of the axis, centred where it was: a zero-width
-    interval (every resample equal, e.g. P = 1) would otherwise draw nothing in its method's colour."""
+def mark_thin_bars(ax: Axes) -> None:
+    """A diamond in the bar's colour on every interval bar narrower than MIN_BAR_WIDTH of the axis: a
+    zero-width interval (every resample equal, e.g. P = 1) otherwise draws nothing in its method's colour.
+    Not clipped, so a mark at the axis' end (P = 0 or 1) shows whole."""
     low, high = ax.get_xlim()
-    least = MIN_BAR_WIDTH * (high - low)
     for bar in ax.patches:
-        if isinstance(bar, Rectangle) and bar.get_width() < least:
-            bar.set_x(bar.get_x() + bar.get_width() / 2 - least / 2)
-            bar.set_width(least)
+        if isinstance(bar, Rectangle) and bar.get_width() < MIN_BAR_WIDTH * (high - low):
+            center_x, center_y = bar.get_x() + bar.get_width() / 2, bar.get_y() + bar.get_height() / 2
+            color = bar.get_facecolor()[:3]
+            ax.plot(center_x, center_y, marker=THIN_BAR_MARKER, markersize=9, color=color, clip_on=False, zorder=3)
 
 
 def sample_efficiency(result: Aggregate, xlabel: str, look: Look) -> Figure:
@@ -283,7 +285,7 @@ def probability_of_improvement(result: Aggregate, look: Look) -> Figure:
         labelsize="large",
         ticklabelsize="large",
     )
-    widen_thin_bars(ax)
+    mark_thin_bars(ax)
     if look.style.titles:
         ax.set_title(
             f"Probability of improvement of {reference} over each baseline\n"

@@ -577,9 +577,9 @@ def test_figure_options_on_the_command_line(synthetic: Any, tmp_path: Path, capf
     assert not (tmp_path / "bad").exists()
 
 
-def test_zero_width_intervals_still_show_their_bars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_zero_width_intervals_still_show_in_their_colour(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every seed of a method scores the same, and qsm always beats sac: each interval (and P = 1) has zero
-    width, and each bar is still drawn wide enough to see its colour."""
+    width, and each bar gets a diamond in its method's colour, drawn whole even at the axis' end."""
     for algo, level in (("qsm", 2000.0), ("sac", 1000.0)):
         for seed in range(3):
             path = run_path(tmp_path, HOPPER, algo, seed)
@@ -590,12 +590,13 @@ def test_zero_width_intervals_still_show_their_bars(tmp_path: Path, monkeypatch:
     result = analysis.aggregates[0]
     assert np.ptp(result.metrics.intervals[Method("qsm")], axis=0).max() == 0
     assert result.improvement.points[Method("sac")] == 1.0
+    colors = figures.method_colors([Method("qsm"), Method("sac")])
     kept = drawn(analysis, monkeypatch, tmp_path)
-    for name in ("aggregate_scores", "probability_of_improvement"):
+    for name, shown in (("aggregate_scores", ["sac", "qsm"]), ("probability_of_improvement", ["sac"])):
         ax = kept[name].axes[0]
-        span = np.ptp(ax.get_xlim())
-        bars = [patch for patch in ax.patches if isinstance(patch, matplotlib.patches.Rectangle)]
-        assert bars and all(bar.get_width() >= 0.009 * span for bar in bars), name
+        marks = [line for line in ax.lines if line.get_marker() == figures.THIN_BAR_MARKER]
+        assert [tuple(mark.get_color()) for mark in marks] == [colors[Method(algo)] for algo in shown], name
+        assert all(not mark.get_clip_on() for mark in marks)
     close_all(kept)
 
 
