@@ -73,6 +73,7 @@ def analyse(runs: list[RunFile], settings: PlotSettings, progress: Progress) -> 
     final_at = final_steps(groups)
     scored, final_warnings = scored_groups(groups, final_at, settings.last_evals)
     scale = resolve_scale(settings.normalize, groups)
+    warnings += scale_warnings(settings, scale, groups)
     progress(f"bootstrapping learning-curve bands ({len(groups)} curves, {settings.reps} resamples)")
     bands = interval_estimates({(g.task, g.method): g.returns[:, None, :] for g in groups}, mean_over_runs, settings)
     progress(f"bootstrapping per-task final scores ({len(scored)} task/method pairs, {settings.reps} resamples)")
@@ -94,6 +95,17 @@ def resolve_reference(name: str, groups: list[Group]) -> Method:
     if not named:
         raise ConfigError(f"--reference {name}: no runs of it here; choose from {', '.join(map(str, methods))}")
     return named[0]
+
+
+def scale_warnings(settings: PlotSettings, scale: Scale, groups: list[Group]) -> list[str]:
+    """Say why `auto` chose raw returns: the reader of a per-task aggregate should know it is not normalised."""
+    if settings.normalize != "auto" or scale != "per_task":
+        return []
+    missing = sorted({group.task for group in groups if group.normalised is None})
+    return [
+        f"{capped(missing, ', ')} {'has' if len(missing) == 1 else 'have'} no reference scores: aggregates are on raw "
+        "returns, one task at a time (--normalize auto; --normalize reference leaves such tasks out instead)"
+    ]
 
 
 def incomplete_warnings(groups: list[Group]) -> list[str]:

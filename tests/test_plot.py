@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import json
 from pathlib import Path
 from typing import Any
 
@@ -517,6 +516,10 @@ def test_plain_plot_of_a_task_without_reference_aggregates_its_raw_returns(
             write_seed(tmp_path / "results", NO_REFERENCE, algo, seed)
     result = run_cli(["plot", str(tmp_path / "results"), "--reps", "50"], capfd)
     assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"qsmbench: warning: {NO_REFERENCE} has no reference scores: aggregates are on raw returns, one task at a "
+        "time (--normalize auto; --normalize reference leaves such tasks out instead)"
+    ]
     out = tmp_path / "results" / "figures"
     for name in FIGURES[1:]:
         assert (out / f"{name}_{NO_REFERENCE}.png").stat().st_size > 0, name
