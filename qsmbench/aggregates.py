@@ -104,8 +104,9 @@ def aggregate(
         warnings.append(f"aggregates use the first {runs} seeds of every task and method (rliable needs equal counts)")
     members = {method: [cell[task, method] for task in tasks] for method in methods}
     scores = {(g.task, g.method): scores_on(g, scale)[:runs] for gs in members.values() for g in gs}  # type: ignore[index]
+    last = settings.last_evals
     finals: dict[Hashable, np.ndarray] = {
-        method: np.stack([final_score(scores[g.task, method], g.steps, final_at[g.task], settings.last_evals) for g in gs], axis=1)
+        method: np.stack([final_score(scores[g.task, method], g.steps, final_at[g.task], last) for g in gs], axis=1)
         for method, gs in members.items()
     }
     normalised = scale == "reference"
@@ -128,10 +129,10 @@ def aggregate(
     improvement, note = probability_of_improvement(finals, reference, settings, progress)
     warnings += [note] if note else []
     name, meaning = scale_text(scale, [cell[task, methods[0]] for task in tasks])
-    return (
-        Aggregate(tasks, methods, runs, name, meaning, names, metric_estimates, curve_steps, curve, taus, profiles, reference, improvement),
-        warnings,
+    result = Aggregate(
+        tasks, methods, runs, name, meaning, names, metric_estimates, curve_steps, curve, taus, profiles, reference, improvement
     )
+    return result, warnings
 
 
 def scale_text(scale: Scale, groups: list[Group]) -> tuple[str, str]:

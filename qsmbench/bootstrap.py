@@ -17,8 +17,9 @@ per-task IQM of every group, the IQM at every step of a curve, the probability o
 statistic calls the SciPy function rliable's calls, batched with an axis: `trim_mean` (IQM) and
 `mannwhitneyu` (U / (n m), averaged over tasks); rliable's per-resample calls would make the paper
 grid's plot take minutes. `tests/test_plot.py` checks every estimate against rliable itself.
-SciPy takes a second to import, so it is imported when a statistic first runs, not with this module. Each key draws from its own generator seeded with `PlotSettings.seed`, so a
-key's CI depends only on its own scores, and the same inputs always give the same CIs.
+SciPy takes a second to import, so it is imported when a statistic first runs, not with this module.
+Each key draws from its own generator seeded with `PlotSettings.seed`, so a key's CI depends only on
+its own scores, and the same inputs always give the same CIs.
 """
 
 from __future__ import annotations

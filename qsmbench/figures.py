@@ -2,8 +2,8 @@
 
 Each method keeps one colour in every figure (colour-blind palette: the registered algorithms in the
 registry's order, then variants and unregistered algorithms), methods and tasks are shown by their display
-names (qsmbench.labels), an interval too thin to see is marked, and every title (unless `FigureStyle.titles` is off) says what is shown, over how
-many seeds, and which interval.
+names (qsmbench.labels), an interval too thin to see is marked, and every title (unless
+`FigureStyle.titles` is off) says what is shown, over how many seeds, and which interval.
 """
 
 from __future__ import annotations
