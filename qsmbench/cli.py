@@ -192,16 +192,20 @@ def plot(
         str | None,
         typer.Option(
             help="Probability of improvement of this method over each other one: an algorithm (qsm) or a variant "
-            "(qsm[alpha=120]); default: the first in the registry's order."
+            "(qsm\\[alpha=120]); default: the first in the registry's order.",
+            metavar="METHOD",
         ),
     ] = None,
     label: Annotated[
         list[str] | None,
-        typer.Option(help='NAME=TEXT: show algorithm or task NAME as TEXT in the figures (repeatable), e.g. qsm="QSM (ours)".'),
+        typer.Option(
+            help='Show algorithm or task NAME as TEXT in the figures (repeatable), e.g. qsm="QSM (ours)".',
+            metavar="NAME=TEXT",
+        ),
     ] = None,
     titles: Annotated[bool, typer.Option(help="A title above each figure saying what it shows.")] = FigureStyle.titles,
     figsize: Annotated[
-        str | None, typer.Option(help="W,H: the size of every figure in inches (default: sized by its content).")
+        str | None, typer.Option(help="The size of every figure in inches (default: sized by its content).", metavar="W,H")
     ] = None,
 ) -> None:
     """Tables (summary.csv, summary.md) and figures with rliable: IQM, curves, profiles, P(improvement)."""
