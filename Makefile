@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(foreach algo,$(RUN_ALGOS),$(BIN)/qsmbench run --algo $(algo) --env $(RUN_ENV) --seeds $(RUN_SEEDS) \
 	  --steps $(RUN_STEPS) --out $(RUN_OUT) --overwrite $(RUN_FLAGS) $(RUN_SET_$(algo)) &&) true
-	$(BIN)/qsmbench plot $(RUN_OUT) --normalize none
+	$(BIN)/qsmbench plot $(RUN_OUT)
 	@echo "Learning curves: $(RUN_OUT)/$(RUN_ENV)/<algo>/seed_<k>.parquet"
 
 # The QSM paper grid: every task x algorithm, 10 seeds, 1M steps each, then plots into

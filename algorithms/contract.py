@@ -47,6 +47,7 @@ class Algorithm:
     """A registry entry: how `qsmbench run --algo NAME` configures and builds an agent."""
 
     name: str
+    display_name: str  # how figures name it (`QSM`, `Diffusion-QL`); `qsmbench plot --label` overrides it
     summary: str
     config_cls: type[OffPolicyConfig]
     make_agent: AgentFactory

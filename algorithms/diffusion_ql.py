@@ -168,6 +168,7 @@ class DiffusionQL:
 
 ALGORITHM = Algorithm(
     name="dql",
+    display_name="Diffusion-QL",
     summary="Diffusion-QL: diffusion policy trained by BC plus normalised Q through the chain (Wang et al. 2023)",
     config_cls=DiffusionQLConfig,
     make_agent=DiffusionQL,

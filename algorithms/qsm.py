@@ -139,6 +139,7 @@ class QSM:
 
 ALGORITHM = Algorithm(
     name="qsm",
+    display_name="QSM",
     summary="Q-Score Matching: diffusion policy whose denoiser matches alpha * grad_a Q (Psenka et al. 2024)",
     config_cls=QSMConfig,
     make_agent=QSM,

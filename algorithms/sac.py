@@ -127,6 +127,7 @@ class SAC:
 
 ALGORITHM = Algorithm(
     name="sac",
+    display_name="SAC",
     summary="Soft Actor-Critic: tanh-Gaussian policy, twin critics, automatic entropy tuning",
     config_cls=SACConfig,
     make_agent=SAC,

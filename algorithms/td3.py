@@ -100,6 +100,7 @@ class TD3:
 
 ALGORITHM = Algorithm(
     name="td3",
+    display_name="TD3",
     summary="TD3: deterministic actor, twin critics, target policy smoothing, delayed actor updates",
     config_cls=TD3Config,
     make_agent=TD3,

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from qsmbench.analysis import analyse
-from qsmbench.plot_settings import PlotSettings
+from qsmbench.plot_settings import FigureStyle, PlotSettings
 from qsmbench.plotting import FIGURES_DIR
 from qsmbench.storage import RunHeader, RunMetadata, read_results, run_path, write_run
 from qsmbench.tables import write_tables
@@ -59,13 +59,13 @@ def main() -> None:
         start = time.perf_counter()
         analysis = analyse(tree.runs, settings, lambda _message: None)
         analyse_s = time.perf_counter() - start
-        write_tables(analysis.table, analysis.aggregate, settings, analysis.warnings, root / FIGURES_DIR)
+        write_tables(analysis.table, analysis.aggregates, settings, analysis.warnings, root / FIGURES_DIR)
         draw_s = float("nan")
         if args.figures:
             from qsmbench.figures import draw_figures
 
             start = time.perf_counter()
-            draw_figures(analysis, root / FIGURES_DIR, lambda _message: None)
+            draw_figures(analysis, FigureStyle(), root / FIGURES_DIR, lambda _message: None)
             draw_s = time.perf_counter() - start
     files = args.tasks * args.algos * args.seeds
     print(

@@ -4,16 +4,22 @@ The estimates are those of rliable (Agarwal et al., NeurIPS 2021): a score array
 is resampled by drawing runs with replacement within each task (rliable's `StratifiedBootstrap`;
 two algorithms compared are resampled independently, as its `StratifiedIndependentBootstrap`), the
 statistic is computed on every resample, and the 95% interval is the 2.5th and 97.5th percentiles
-(its `percentile` method). Its metrics are the same formulas: median, IQM (scipy's 25% trimmed mean
-over runs and tasks), mean, optimality gap, score distributions, and probability of improvement
-(the Mann-Whitney U statistic / (n m), averaged over tasks). `tests/test_plot.py` checks them against
-rliable itself.
+(its `percentile` method).
 
 What differs is speed: rliable calls the statistic once per resample in Python (and SciPy's
 Mann-Whitney per task), which made 40 groups at 2,000 resamples take about a minute. Here all
 resamples are one array `[reps, runs, tasks, ...]` (in chunks, to bound memory), and each statistic
-takes that leading axis. Each key draws from its own generator seeded with `PlotSettings.seed`, so a
-key's CI depends only on its own scores, and the same inputs always give the same CIs.
+takes that leading axis. The metrics are rliable's own functions wherever that costs little: the
+aggregate median and mean take the whole batch (with the resample axis last, where their axis-0
+reductions leave it), the aggregate IQM and optimality gap, which reduce over every axis, are called
+once per resample (about 0.3 s per method at 2,000 resamples). Where there are many estimates (the
+per-task IQM of every group, the IQM at every step of a curve, the probability of improvement) the
+statistic calls the SciPy function rliable's calls, batched with an axis: `trim_mean` (IQM) and
+`mannwhitneyu` (U / (n m), averaged over tasks); rliable's per-resample calls would make the paper
+grid's plot take minutes. `tests/test_plot.py` checks every estimate against rliable itself.
+SciPy takes a second to import, so it is imported when a statistic first runs, not with this module.
+Each key draws from its own generator seeded with `PlotSettings.seed`, so a key's CI depends only on
+its own scores, and the same inputs always give the same CIs.
 """
 
 from __future__ import annotations
@@ -26,10 +32,11 @@ import math
 
 import numpy as np
 
-from qsmbench.plot_settings import Normalize, PlotSettings, Progress
+from qsmbench.plot_settings import PlotSettings, Progress
 from qsmbench.storage import plural
 
 CONFIDENCE = 0.95
+MIN_SEEDS = 3  # with fewer runs, resampling them gives intervals that describe nothing
 PROFILE_POINTS = 101  # thresholds tau of a performance profile
 CHUNK_VALUES = 8_000_000  # resampled values held at once (64 MB of float64)
 
@@ -85,12 +92,11 @@ def pooled(scores: np.ndarray) -> np.ndarray:
     return scores.reshape(scores.shape[0], -1, *scores.shape[3:])
 
 
-def iqm(values: np.ndarray, axis: int = 0) -> np.ndarray:
-    """Interquartile mean along `axis`, exactly scipy.stats.trim_mean(values, 0.25, axis)."""
-    ordered = np.sort(values, axis=axis)
-    count = ordered.shape[axis]
-    cut = int(0.25 * count)
-    return np.take(ordered, np.arange(cut, count - cut), axis=axis).mean(axis=axis)
+def iqm(values: np.ndarray, axis: int) -> np.ndarray:
+    """Interquartile mean along `axis`: scipy.stats.trim_mean, which rliable's aggregate_iqm calls."""
+    from scipy.stats import trim_mean
+
+    return trim_mean(values, 0.25, axis=axis)
 
 
 def iqm_and_mean(scores: np.ndarray) -> np.ndarray:
@@ -109,25 +115,40 @@ def iqm_over_steps(scores: np.ndarray) -> np.ndarray:
     return iqm(pooled(scores), axis=1)
 
 
-def aggregate_metrics(normalize: Normalize) -> tuple[list[str], Statistic]:
-    """Median, IQM, mean and (on normalised scores, where 1 = expert is a target) the optimality gap."""
+def per_resample(metric: Callable[[np.ndarray], Any]) -> Statistic:
+    """An rliable metric of one [runs, tasks] array as a statistic of a batch: called on each resample."""
+    return lambda scores: np.array([metric(sample) for sample in scores], dtype=float)
+
+
+def resamples_last(metric: Callable[[np.ndarray], Any]) -> Statistic:
+    """An rliable metric that reduces axis 0 (runs), then axis 0 (tasks), given the batch with the resample
+    axis last, so one call computes every resample."""
+    return lambda scores: np.asarray(metric(np.moveaxis(scores, 0, -1)), dtype=float)
+
+
+def aggregate_metrics(normalised: bool) -> tuple[list[str], Statistic]:
+    """rliable's median, IQM, mean and (on normalised scores, where 1 is a target) optimality gap."""
+    from rliable import metrics
+
     names = ["Median", "IQM", "Mean", "Optimality Gap"]
-    funcs: list[Statistic] = [  # each [reps, runs, tasks] -> [reps], as rliable.metrics defines them
-        lambda scores: np.median(scores.mean(axis=1), axis=-1),  # the median of the per-task means
-        lambda scores: iqm(pooled(scores), axis=1),
-        lambda scores: scores.mean(axis=(1, 2)),
-        lambda scores: 1.0 - np.minimum(scores, 1.0).mean(axis=(1, 2)),  # the gap to gamma = 1
+    funcs: list[Statistic] = [  # each [reps, runs, tasks] -> [reps]
+        resamples_last(metrics.aggregate_median),
+        per_resample(metrics.aggregate_iqm),
+        resamples_last(metrics.aggregate_mean),
+        per_resample(metrics.aggregate_optimality_gap),
     ]
-    if normalize == "none":  # a gap to a return of 1 means nothing on raw returns
+    if not normalised:  # a gap to a return of 1 means nothing on raw returns
         names, funcs = names[:3], funcs[:3]
     return names, lambda scores: np.stack([func(scores) for func in funcs], axis=-1)
 
 
-def performance_profiles(finals: dict[Hashable, np.ndarray], settings: PlotSettings) -> tuple[np.ndarray, Estimates]:
+def performance_profiles(
+    finals: dict[Hashable, np.ndarray], normalised: bool, settings: PlotSettings
+) -> tuple[np.ndarray, Estimates]:
     """Score distributions (fraction of runs above tau) over a tau range covering all final scores."""
     values = np.concatenate([scores.ravel() for scores in finals.values()])
     low, high = values.min(), values.max()
-    if settings.normalize == "reference":  # show the whole random-to-expert range
+    if normalised:  # show the whole 0-to-1 range
         low, high = min(0.0, low), max(1.0, high)
     taus = np.linspace(low, high, PROFILE_POINTS)
     profile = lambda scores: (pooled(scores)[..., None] > taus).mean(axis=1)  # noqa: E731
@@ -135,23 +156,22 @@ def performance_profiles(finals: dict[Hashable, np.ndarray], settings: PlotSetti
 
 
 def improvement(scores_x: np.ndarray, scores_y: np.ndarray) -> np.ndarray:
-    """[reps, n, tasks], [reps, m, tasks] -> [reps]: P(X > Y) per task (ties count half), averaged over tasks."""
-    x, y = scores_x[:, :, None, :], scores_y[:, None, :, :]
-    return ((x > y) + 0.5 * (x == y)).mean(axis=(1, 2)).mean(axis=-1)
+    """[reps, n, tasks], [reps, m, tasks] -> [reps]: P(X > Y) per task, averaged over tasks, as rliable's
+    probability_of_improvement: the Mann-Whitney U statistic (ties count half) / (n m)."""
+    from scipy.stats import mannwhitneyu
+
+    u = mannwhitneyu(scores_x, scores_y, alternative="greater", axis=1).statistic
+    return (u / (scores_x.shape[1] * scores_y.shape[1])).mean(axis=-1)
 
 
 def probability_of_improvement(
-    finals: dict[Hashable, np.ndarray], settings: PlotSettings, progress: Progress
+    finals: dict[Hashable, np.ndarray], reference: Hashable, settings: PlotSettings, progress: Progress
 ) -> tuple[Estimates, str | None]:
-    """P(X > Y) for X = `settings.improvement_of` and each other algorithm Y, or a note saying why there is none.
-
-    Keys are "X,Y", the form rliable's plot_probability_of_improvement reads.
-    """
-    candidate = settings.improvement_of
-    baselines = [algo for algo in finals if algo != candidate]
-    if candidate not in finals or not baselines:
-        missing = f"no {candidate} runs" if candidate not in finals else "no baseline runs"
+    """P(X > Y) for X = `reference` and each other method Y (keyed by Y), or a note saying why there is none."""
+    baselines = [method for method in finals if method != reference]
+    if reference not in finals or not baselines:
+        missing = f"no {reference} runs" if reference not in finals else "no baseline runs"
         return Estimates({}, {}), f"probability of improvement skipped: {missing} in the aggregates"
-    pairs: dict[Hashable, Any] = {f"{candidate},{algo}": (finals[candidate], finals[algo]) for algo in baselines}
+    pairs: dict[Hashable, Any] = {baseline: (finals[reference], finals[baseline]) for baseline in baselines}
     progress(f"bootstrapping probability of improvement ({plural(len(pairs), 'pair')})")
     return interval_estimates(pairs, improvement, settings), None

@@ -25,7 +25,7 @@ from rich.table import Table
 from qsmbench.algorithms import ALGORITHMS, resolve
 from qsmbench.bench import append_results
 from qsmbench.bench import bench as measure
-from qsmbench.plot_settings import PlotSettings
+from qsmbench.plot_settings import FigureStyle, PlotSettings
 from qsmbench.config import DEFAULT_CHECKPOINT_EVERY, DEFAULT_TRACK_EVERY, ConfigError, RunConfig, variant_label
 from qsmbench.envs import EXAMPLE_ENV_IDS, check_env_id
 from qsmbench.grid import load_grid
@@ -262,27 +262,72 @@ def plot(
     results_dir: Annotated[Path, typer.Argument(help="Directory of run files, searched at any depth.")],
     out: Annotated[Path | None, typer.Option(help=f"Output directory (default: RESULTS_DIR/{FIGURES_DIR}).")] = None,
     normalize: Annotated[
-        str, typer.Option(help="reference: fixed reference scores (D4RL, DMC/1000); none: raw returns.")
+        str,
+        typer.Option(
+            help="auto: reference scores when every task has them, else raw returns aggregated per task; "
+            "reference: fixed reference scores (D4RL, DMC return / 1000); none: raw returns across tasks."
+        ),
     ] = PlotSettings.normalize,
     last_evals: Annotated[
-        int, typer.Option(help="A run's final score: mean of its last N evaluations.")
+        int, typer.Option(help="A run's final score: mean of its last N evaluations (never step 0).")
     ] = PlotSettings.last_evals,
     reps: Annotated[int, typer.Option(help="Bootstrap resamples for every confidence interval.")] = PlotSettings.reps,
-    improvement_of: Annotated[
-        str, typer.Option(help="Estimate the probability of improvement of this algorithm over each other one.")
-    ] = PlotSettings.improvement_of,
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            help="Probability of improvement of this method over each other one: an algorithm (qsm) or a variant "
+            "(qsm\\[alpha=120]); default: the first in the registry's order.",
+            metavar="METHOD",
+        ),
+    ] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option(
+            help='Show algorithm or task NAME as TEXT in the figures (repeatable), e.g. qsm="QSM (ours)".',
+            metavar="NAME=TEXT",
+        ),
+    ] = None,
+    titles: Annotated[bool, typer.Option(help="A title above each figure saying what it shows.")] = FigureStyle.titles,
+    figsize: Annotated[
+        str | None, typer.Option(help="The size of every figure in inches (default: sized by its content).", metavar="W,H")
+    ] = None,
 ) -> None:
     """Tables (summary.csv, summary.md) and figures with rliable: IQM, curves, profiles, P(improvement)."""
     settings = PlotSettings(
-        normalize=normalize, last_evals=last_evals, reps=reps, improvement_of=improvement_of  # type: ignore[arg-type]
+        normalize=normalize, last_evals=last_evals, reps=reps, reference=reference or ""  # type: ignore[arg-type]
     )
+    style = FigureStyle(labels=parse_labels(label or []), titles=titles, figsize=parse_figsize(figsize))
     console = Console(stderr=True)
     with console.status("qsmbench plot: reading runs") as status:
         say = lambda message: status.update(f"qsmbench plot: {message}")  # noqa: E731
-        report = plot_results(results_dir, settings, out, progress=say)
+        report = plot_results(results_dir, settings, out, progress=say, style=style)
     for warning in report.warnings:
         print(f"qsmbench: warning: {warning}", file=sys.stderr)
     print(f"tables and figures: {report.out_dir} (summary.md, summary.csv, {plural(len(report.files) - 2, 'figure file')})")
+
+
+def parse_labels(given: list[str]) -> dict[str, str]:
+    """`--label qsm="QSM (ours)"` -> {"qsm": "QSM (ours)"}; a name given twice is refused."""
+    labels: dict[str, str] = {}
+    for item in given:
+        name, separator, text = item.partition("=")
+        if not separator:
+            raise ConfigError(f"--label {item!r}: expected NAME=TEXT, e.g. qsm=\"QSM (ours)\"")
+        if name.strip() in labels:
+            raise ConfigError(f"--label {name.strip()} is given twice")
+        labels[name.strip()] = text.strip()
+    return labels
+
+
+def parse_figsize(given: str | None) -> tuple[float, float] | None:
+    """`--figsize 6,4` -> (6.0, 4.0) inches."""
+    if given is None:
+        return None
+    try:
+        width, height = (float(part) for part in given.split(","))
+    except ValueError:
+        raise ConfigError(f"--figsize {given!r}: expected W,H in inches, e.g. 6,4") from None
+    return width, height
 
 
 @app.command()

@@ -1,8 +1,9 @@
 """Figures of `qsmbench plot`, drawn from a finished `Analysis`: PNG (200 dpi) and PDF, Agg backend.
 
-Each algorithm keeps one colour in every figure (colour-blind palette, in the registry's order, then the
-unregistered algorithms alphabetically), and every title says what is shown, over how many seeds, and which
-interval.
+Each method keeps one colour in every figure (colour-blind palette: the registered algorithms in the
+registry's order, then variants and unregistered algorithms), methods and tasks are shown by their display
+names (qsmbench.labels), an interval too thin to see is marked, and every title (unless
+`FigureStyle.titles` is off) says what is shown, over how many seeds, and which interval.
 """
 
 from __future__ import annotations
@@ -12,22 +13,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # files only, also on machines without a display
 
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
 import seaborn as sns  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 from rliable import plot_utils  # noqa: E402
 
 from qsmbench.aggregates import Aggregate  # noqa: E402
 from qsmbench.algorithms import ALGORITHMS  # noqa: E402
 from qsmbench.analysis import Analysis  # noqa: E402
-from qsmbench.plot_settings import Progress  # noqa: E402
-from qsmbench.scores import algo_order  # noqa: E402
-from qsmbench.storage import plural  # noqa: E402
-from qsmbench.tables import raw_scale_note  # noqa: E402
+from qsmbench.labels import method_label, task_label  # noqa: E402
+from qsmbench.plot_settings import FigureStyle, Progress  # noqa: E402
+from qsmbench.scores import Method, method_order  # noqa: E402
+from qsmbench.storage import path_safe, plural  # noqa: E402
 
 Color = tuple[float, float, float]
 
@@ -43,27 +47,45 @@ STYLE = {
     "pdf.fonttype": 42,  # TrueType in PDFs: submission systems reject Type 3 fonts
 }
 BAND_ALPHA = 0.2
+MIN_BAR_WIDTH = 0.02  # of the x axis: a narrower interval bar (zero width: all resamples equal) gets a mark
+THIN_BAR_MARKER = "D"
+PAIR_SEPARATOR = "\t"  # between the two labels of a pair for rliable; labels may hold commas, not tabs
 
 
-def draw_figures(analysis: Analysis, out_dir: Path, progress: Progress) -> list[Path]:
-    """Write every figure that the analysis supports (the analysis warns about those it does not)."""
+@dataclass(frozen=True)
+class Look:
+    """What every figure shares: the colour and label of each method, the user's style."""
+
+    colors: dict[Method, Color]
+    style: FigureStyle
+
+    def label(self, method: Method) -> str:
+        return method_label(method, self.style)
+
+    def sized(self, default: tuple[float, float]) -> tuple[float, float]:
+        return self.style.figsize or default
+
+
+def draw_figures(analysis: Analysis, style: FigureStyle, out_dir: Path, progress: Progress) -> list[Path]:
+    """Write every figure that the analysis supports (the analysis warns about those it does not).
+
+    Aggregates per task (raw returns of tasks without a common scale) are one file each, named after the task.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    colors = algo_colors(algo_order(group.algo for group in analysis.groups))
+    look = Look(method_colors(method_order(group.method for group in analysis.groups)), style)
     figures: dict[str, Figure] = {}
     progress(f"drawing figures ({len(analysis.groups)} learning curves)")
     with plt.rc_context(STYLE):
-        figures["learning_curves"] = learning_curves(analysis, colors)
-        result = analysis.aggregate
-        if result is not None:
-            scale = score_scale(analysis, result)
-            figures["aggregate_scores"] = aggregate_scores(result, scale, colors)
+        figures["learning_curves"] = learning_curves(analysis, look)
+        for result in analysis.aggregates:
+            suffix = f"_{path_safe(result.tasks[0])}" if analysis.scale == "per_task" else ""
+            figures[f"aggregate_scores{suffix}"] = aggregate_scores(result, look)
             if result.curve is not None:
                 xlabel = steps_label(all(g.offline for g in analysis.groups if g.task in result.tasks))
-                figures["sample_efficiency"] = sample_efficiency(result, scale, xlabel, colors)
-            figures["performance_profile"] = performance_profile(result, scale, colors)
+                figures[f"sample_efficiency{suffix}"] = sample_efficiency(result, xlabel, look)
+            figures[f"performance_profile{suffix}"] = performance_profile(result, look)
             if result.improvement.points:
-                improvement_of = analysis.settings.improvement_of
-                figures["probability_of_improvement"] = probability_of_improvement(result, improvement_of, colors)
+                figures[f"probability_of_improvement{suffix}"] = probability_of_improvement(result, look)
         paths = []
         for name, figure in figures.items():
             progress(f"saving {name} (PNG and PDF)")
@@ -71,11 +93,13 @@ def draw_figures(analysis: Analysis, out_dir: Path, progress: Progress) -> list[
         return paths
 
 
-def algo_colors(algos: list[str]) -> dict[str, Color]:
-    """Fixed colours for the registered algorithms, whichever are shown; the next ones for the others."""
+def method_colors(methods: list[Method]) -> dict[Method, Color]:
+    """Fixed colours for the registered algorithms, whichever are shown; the next ones, in order, for
+    variants and unregistered algorithms."""
     palette = sns.color_palette("colorblind", 10)
-    slots = {algo: i for i, algo in enumerate(algo_order([*ALGORITHMS, *algos]))}
-    return {algo: palette[slots[algo] % len(palette)] for algo in algos}
+    fixed = [Method(algo) for algo in ALGORITHMS]
+    slots = {method: i for i, method in enumerate([*fixed, *(m for m in methods if m not in fixed)])}
+    return {method: palette[slots[method] % len(palette)] for method in methods}
 
 
 def save(figure: Figure, stem: Path) -> list[Path]:
@@ -86,18 +110,9 @@ def save(figure: Figure, stem: Path) -> list[Path]:
     return paths
 
 
-@dataclass(frozen=True)
-class Scale:
-    """How the cross-task score is named in labels, and what its values mean."""
-
-    name: str
-    meaning: str
-
-
-def score_scale(analysis: Analysis, result: Aggregate) -> Scale:
-    if analysis.settings.normalize == "none":
-        return Scale("raw return", raw_scale_note(result.tasks))
-    return Scale("normalised score", "0 = random, 1 = expert")
+def scale_label(result: Aggregate) -> str:
+    """`normalised score (return / 1000)`: the score and what its values mean."""
+    return f"{result.score_name} ({result.score_meaning})" if result.score_meaning else result.score_name
 
 
 def count_text(counts: list[int]) -> str:
@@ -119,71 +134,96 @@ def step_text(value: float, _position: object = None) -> str:
     return f"{value:g}"
 
 
-def learning_curves(analysis: Analysis, colors: dict[str, Color]) -> Figure:
-    """One panel per task: each algorithm's mean evaluation return over seeds with a 95% bootstrap band."""
+def tasks_text(result: Aggregate, look: Look) -> str:
+    """'Cheetah Run' for one task, '3 tasks' for several."""
+    return task_label(result.tasks[0], look.style) if len(result.tasks) == 1 else plural(len(result.tasks), "task")
+
+
+def learning_curves(analysis: Analysis, look: Look) -> Figure:
+    """One panel per task: each method's mean evaluation return over seeds with a 95% bootstrap band."""
     tasks = sorted({group.task for group in analysis.groups})
     columns = min(3, len(tasks))
     rows = math.ceil(len(tasks) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4.8 * columns, 3.6 * rows), squeeze=False, layout="constrained")
+    figsize = look.sized((4.8 * columns, 3.6 * rows))
+    figure, axes = plt.subplots(rows, columns, figsize=figsize, squeeze=False, layout="constrained")
     for ax, task in zip(axes.flat, tasks):
         for group in (g for g in analysis.groups if g.task == task):
-            mean = analysis.curve_bands.points[task, group.algo]
-            low, high = analysis.curve_bands.intervals[task, group.algo]
-            ax.plot(group.steps, mean, color=colors[group.algo], linewidth=2, label=group.algo)
-            ax.fill_between(group.steps, low, high, color=colors[group.algo], alpha=BAND_ALPHA, linewidth=0)
+            mean = analysis.curve_bands.points[task, group.method]
+            low, high = analysis.curve_bands.intervals[task, group.method]
+            color = look.colors[group.method]
+            ax.plot(group.steps, mean, color=color, linewidth=2, label=look.label(group.method))
+            ax.fill_between(group.steps, low, high, color=color, alpha=BAND_ALPHA, linewidth=0)
         offline = all(g.offline for g in analysis.groups if g.task == task)
-        ax.set(title=task, xlabel=steps_label(offline), ylabel="Evaluation return")
+        ax.set(title=task_label(task, look.style), xlabel=steps_label(offline), ylabel="Evaluation return")
         ax.xaxis.set_major_formatter(FuncFormatter(step_text))
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(tasks) :]:
         ax.set_visible(False)
-    handles = {algo: plt.Line2D([], [], color=color, linewidth=2) for algo, color in colors.items()}
+    handles = {look.label(method): plt.Line2D([], [], color=color, linewidth=2) for method, color in look.colors.items()}
     figure.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=len(handles), frameon=False)
-    seeds = count_text([len(group.seeds) for group in analysis.groups])
-    figure.suptitle(f"Evaluation return: mean over {seeds} seeds, 95% bootstrap CI")
+    if look.style.titles:
+        seeds = count_text([len(group.seeds) for group in analysis.groups])
+        figure.suptitle(f"Evaluation return: mean over {seeds} seeds, 95% bootstrap CI")
     return figure
 
 
-def aggregate_scores(result: Aggregate, scale: Scale, colors: dict[str, Color]) -> Figure:
+def aggregate_scores(result: Aggregate, look: Look) -> Figure:
     """rliable's interval-estimate plot: median, IQM, mean (and optimality gap) of the final scores.
 
-    rliable sizes the figure by the number of algorithms and uses poster-size fonts, which collide for two or
-    three algorithms; the size, fonts and labels are set again here and laid out with tight_layout.
+    rliable sizes the figure by the number of methods and uses poster-size fonts, which collide for two or
+    three methods; the size, fonts and labels are set again here and laid out with tight_layout. rliable
+    keys the rows by the names it shows, so the estimates are passed under the methods' labels.
     """
+    methods = result.methods[::-1]  # rliable draws the first at the bottom
+    labels = [look.label(method) for method in methods]
     figure, axes = plot_utils.plot_interval_estimates(
-        result.metrics.points,
-        result.metrics.intervals,
+        {look.label(method): result.metrics.points[method] for method in methods},
+        {look.label(method): result.metrics.intervals[method] for method in methods},
         metric_names=result.metric_names,
-        algorithms=result.algos[::-1],  # rliable draws the first at the bottom
-        colors=colors,
+        algorithms=labels,
+        colors={look.label(method): look.colors[method] for method in methods},
         xlabel="",
     )
-    figure.set_size_inches(3.2 * len(result.metric_names), 1.9 + 0.45 * len(result.algos))
-    for ax in axes:
+    figure.set_size_inches(*look.sized((3.2 * len(result.metric_names), 1.9 + 0.45 * len(methods))))
+    for ax in np.atleast_1d(axes):
         ax.tick_params(axis="x", labelsize="medium")
         ax.tick_params(axis="y", labelsize="large")
         ax.title.set_fontsize("large")
-    figure.supxlabel(f"Final {scale.name} ({scale.meaning})")
-    figure.suptitle(
-        f"Aggregate final {scale.name} over {plural(len(result.tasks), 'task')}, {result.runs} runs per task\n"
-        "point estimate (black) and 95% stratified bootstrap CI"
-    )
+        mark_thin_bars(ax)
+    figure.supxlabel(f"Final {scale_label(result)}")
+    if look.style.titles:
+        figure.suptitle(
+            f"Aggregate final {result.score_name} over {tasks_text(result, look)}, {result.runs} runs per task\n"
+            "point estimate (black) and 95% stratified bootstrap CI"
+        )
     figure.tight_layout()
     return figure
 
 
-def sample_efficiency(result: Aggregate, scale: Scale, xlabel: str, colors: dict[str, Color]) -> Figure:
+def mark_thin_bars(ax: Axes) -> None:
+    """A diamond in the bar's colour on every interval bar narrower than MIN_BAR_WIDTH of the axis: a
+    zero-width interval (every resample equal, e.g. P = 1) otherwise draws nothing in its method's colour.
+    Not clipped, so a mark at the axis' end (P = 0 or 1) shows whole."""
+    low, high = ax.get_xlim()
+    for bar in ax.patches:
+        if isinstance(bar, Rectangle) and bar.get_width() < MIN_BAR_WIDTH * (high - low):
+            center_x, center_y = bar.get_x() + bar.get_width() / 2, bar.get_y() + bar.get_height() / 2
+            color = bar.get_facecolor()[:3]
+            ax.plot(center_x, center_y, marker=THIN_BAR_MARKER, markersize=9, color=color, clip_on=False, zorder=3)
+
+
+def sample_efficiency(result: Aggregate, xlabel: str, look: Look) -> Figure:
     """rliable's IQM-over-steps curve."""
     assert result.curve is not None
-    figure, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    figure, ax = plt.subplots(figsize=look.sized((7, 4.5)), layout="constrained")
     plot_utils.plot_sample_efficiency_curve(
         result.curve_steps,
-        result.curve.points,
-        result.curve.intervals,
-        algorithms=result.algos,
-        colors=colors,
+        {look.label(method): result.curve.points[method] for method in result.methods},
+        {look.label(method): result.curve.intervals[method] for method in result.methods},
+        algorithms=[look.label(method) for method in result.methods],
+        colors={look.label(method): look.colors[method] for method in result.methods},
         xlabel=xlabel,
-        ylabel=f"IQM {scale.name}",
+        ylabel=f"IQM {result.score_name}",
         ax=ax,
         labelsize="large",
         ticklabelsize="large",
@@ -191,53 +231,60 @@ def sample_efficiency(result: Aggregate, scale: Scale, xlabel: str, colors: dict
     )
     ax.xaxis.set_major_formatter(FuncFormatter(step_text))
     ax.legend(loc="best", frameon=False)
-    ax.set_title(
-        f"IQM of {scale.name} over {plural(len(result.tasks), 'task')}, {result.runs} seeds per task\n"
-        f"95% stratified bootstrap CI; {scale.meaning}"
-    )
+    if look.style.titles:
+        meaning = f"; {result.score_meaning}" if result.score_meaning else ""
+        ax.set_title(
+            f"IQM of {result.score_name} over {tasks_text(result, look)}, {result.runs} seeds per task\n"
+            f"95% stratified bootstrap CI{meaning}"
+        )
     return figure
 
 
-def performance_profile(result: Aggregate, scale: Scale, colors: dict[str, Color]) -> Figure:
+def performance_profile(result: Aggregate, look: Look) -> Figure:
     """rliable's score distribution: the fraction of runs whose final score exceeds each threshold tau."""
-    figure, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    figure, ax = plt.subplots(figsize=look.sized((7, 4.5)), layout="constrained")
     plot_utils.plot_performance_profiles(
-        {algo: result.profiles.points[algo] for algo in result.algos},
+        {look.label(method): result.profiles.points[method] for method in result.methods},
         result.taus,
-        performance_profile_cis=result.profiles.intervals,
-        colors=colors,
-        xlabel=f"Final {scale.name} \u03c4 ({scale.meaning})",
+        performance_profile_cis={look.label(method): result.profiles.intervals[method] for method in result.methods},
+        colors={look.label(method): look.colors[method] for method in result.methods},
+        xlabel=f"Final {scale_label(result)} \u03c4",
         ylabel="Fraction of runs with score > \u03c4",
         ax=ax,
         labelsize="large",
         ticklabelsize="large",
     )
     ax.legend(loc="best", frameon=False)
-    ax.set_title(
-        f"Performance profile: final {scale.name}, {plural(len(result.tasks), 'task')} \u00d7 {result.runs} runs\n"
-        "95% stratified bootstrap CI"
-    )
+    if look.style.titles:
+        ax.set_title(
+            f"Performance profile: final {result.score_name}, {tasks_text(result, look)} \u00d7 {result.runs} runs\n"
+            "95% stratified bootstrap CI"
+        )
     return figure
 
 
-def probability_of_improvement(result: Aggregate, improvement_of: str, colors: dict[str, Color]) -> Figure:
-    """rliable's P(improvement_of > baseline) bars, one per baseline, coloured by the baseline."""
-    pairs = list(result.improvement.points)[::-1]  # rliable draws the first at the bottom
-    figure, ax = plt.subplots(figsize=(6, 1.2 + 0.6 * len(pairs)), layout="constrained")
+def probability_of_improvement(result: Aggregate, look: Look) -> Figure:
+    """rliable's P(reference > baseline) bars, one per baseline, coloured by the baseline."""
+    reference = look.label(result.reference)
+    baselines = list(result.improvement.points)[::-1]  # rliable draws the first at the bottom
+    pairs = {f"{reference}{PAIR_SEPARATOR}{look.label(baseline)}": baseline for baseline in baselines}
+    figure, ax = plt.subplots(figsize=look.sized((6, 1.2 + 0.6 * len(pairs))), layout="constrained")
     plot_utils.plot_probability_of_improvement(
-        {pair: result.improvement.points[pair] for pair in pairs},
-        result.improvement.intervals,
+        {pair: result.improvement.points[baseline] for pair, baseline in pairs.items()},
+        {pair: result.improvement.intervals[baseline] for pair, baseline in pairs.items()},
+        pair_separator=PAIR_SEPARATOR,
         ax=ax,
-        colors=[colors[pair.split(",")[1]] for pair in pairs],
-        xlabel=f"P({improvement_of} > baseline)",
+        colors=[look.colors[baseline] for baseline in baselines],
+        xlabel=f"P({reference} > baseline)",
         left_ylabel="",
         right_ylabel="",
         labelsize="large",
         ticklabelsize="large",
     )
-    ax.set_title(
-        f"Probability of improvement of {improvement_of} over each baseline\n"
-        f"final scores on {plural(len(result.tasks), 'task')}, "
-        f"{result.runs} runs per task, 95% stratified bootstrap CI"
-    )
+    mark_thin_bars(ax)
+    if look.style.titles:
+        ax.set_title(
+            f"Probability of improvement of {reference} over each baseline\n"
+            f"final scores on {tasks_text(result, look)}, {result.runs} runs per task, 95% stratified bootstrap CI"
+        )
     return figure

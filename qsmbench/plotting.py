@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qsmbench.analysis import analyse
-from qsmbench.plot_settings import PlotSettings, Progress
+from qsmbench.labels import check_labels
+from qsmbench.plot_settings import FigureStyle, PlotSettings, Progress
 from qsmbench.storage import plural, read_results
 from qsmbench.tables import write_tables
 
@@ -36,22 +37,26 @@ def plot_results(
     settings: PlotSettings = PlotSettings(),
     out_dir: Path | None = None,
     progress: Progress | None = None,
+    style: FigureStyle = FigureStyle(),
 ) -> PlotReport:
     """Read every run file under `results_dir` and write summary.csv, summary.md and the figures.
 
     `out_dir` defaults to RESULTS_DIR/_figures (FIGURES_DIR). `settings` holds every choice behind the numbers (see
     PlotSettings); with the same settings, two calls on the same files give identical CIs. `progress`, when
-    given, is called with a short message before each stage that may take a while.
-    Raises ConfigError when there is no readable run.
+    given, is called with a short message before each stage that may take a while. `style` names and sizes
+    the figures (labels, titles, size) and changes no number.
+    Raises ConfigError, before writing anything, when there is no readable run or a setting does not fit
+    the results (runs of one group trained differently, an unknown --reference or --label).
     """
     say = progress or (lambda _message: None)
     tree = read_results(Path(results_dir), say)
     say(f"read {plural(len(tree.runs), 'run')}")
+    check_labels(style, tree.runs)
     analysis = analyse(tree.runs, settings, say)
     out = Path(out_dir) if out_dir is not None else Path(results_dir) / FIGURES_DIR
-    files = write_tables(analysis.table, analysis.aggregate, settings, analysis.warnings, out)
+    files = write_tables(analysis.table, analysis.aggregates, settings, analysis.warnings, out)
 
     from qsmbench.figures import draw_figures  # matplotlib and rliable's plotting: seconds to import
 
-    files += draw_figures(analysis, out, say)
+    files += draw_figures(analysis, style, out, say)
     return PlotReport(out, files, tree.warnings + analysis.warnings, tree.skipped)

@@ -169,6 +169,10 @@ class RunFile:
         return self.metadata.header.algo
 
     @property
+    def variant(self) -> str:
+        return self.metadata.header.variant
+
+    @property
     def seed(self) -> int:
         return self.metadata.seed
 
@@ -486,9 +490,10 @@ class ResultsTree:
 def read_results(results_dir: Path, progress: Callable[[str], None] | None = None) -> ResultsTree:
     """Every run file with at least one evaluation at any depth under `results_dir`.
 
-    A file that cannot be used is skipped with a warning naming it, and so is a second file for the
-    same task, algorithm and seed (e.g. a copy of a results tree inside the tree: counting it twice
-    would fake seeds). Raises ConfigError when there is no directory, no *.parquet file, or no usable run.
+    A file that cannot be used is skipped with a warning naming it. When several files hold the same task,
+    algorithm, variant and seed (a copy of a results tree inside the tree, a run repeated elsewhere),
+    counting them all would fake seeds: one is used (`preferred_run`) and a warning says which and why.
+    Raises ConfigError when there is no directory, no *.parquet file, or no usable run.
     `progress`, when given, hears how far reading is every few hundred files.
     """
     if not results_dir.is_dir():
@@ -496,10 +501,9 @@ def read_results(results_dir: Path, progress: Callable[[str], None] | None = Non
     paths = run_file_paths(results_dir)
     if not paths:
         raise ConfigError(f"no run files (*.parquet) under {results_dir}")
-    runs: list[RunFile] = []
     warnings: list[str] = []
     skipped: list[Path] = []
-    first_path: dict[tuple[str, str, int], Path] = {}
+    same_seed: dict[tuple[str, str, str, int], list[RunFile]] = {}
     for index, path in enumerate(paths):
         if progress is not None and index % 250 == 0:
             progress(f"reading run files ({index:,} of {len(paths):,})")
@@ -508,13 +512,41 @@ def read_results(results_dir: Path, progress: Callable[[str], None] | None = Non
             warnings.append(f"skipped {path}: {run}")
             skipped.append(path)
             continue
-        key = (run.task, run.algo, run.seed)
-        if key in first_path:
-            warnings.append(f"skipped {path}: same task, algorithm and seed as {first_path[key]}")
-            skipped.append(path)
-            continue
-        first_path[key] = path
-        runs.append(run)
+        same_seed.setdefault((run.task, run.algo, run.variant, run.seed), []).append(run)
+    runs: list[RunFile] = []
+    for found in same_seed.values():
+        ranked = sorted(found, key=preference, reverse=True)
+        runs.append(ranked[0])
+        if len(ranked) > 1:
+            warnings.append(duplicate_choice(ranked))
+            skipped += [run.path for run in ranked[1:]]
     if not runs:
         raise ConfigError(f"no readable qsmbench run among {plural(len(paths), '.parquet file')} under {results_dir}")
     return ResultsTree(runs, warnings, skipped)
+
+
+def preference(run: RunFile) -> tuple[bool, int, float]:
+    """Sort key among files of one seed, best last: complete, then the furthest step evaluated, then the
+    file written last (an untrained copy must not replace a trained run because its path sorts first)."""
+    return run.status == "complete", int(run.curve["step"].iloc[-1]), run.path.stat().st_mtime
+
+
+def duplicate_choice(ranked: list[RunFile]) -> str:
+    """One line: which of several files of one seed is used (the first of `ranked`), and why."""
+    chosen, runner_up = ranked[0], ranked[1]
+    if preference(chosen)[0] != preference(runner_up)[0]:
+        why = "it is complete"
+    elif preference(chosen)[1] != preference(runner_up)[1]:
+        why = "it evaluated more steps"
+    else:
+        why = "it was written last"
+    variant = f" [{chosen.variant}]" if chosen.variant else ""
+    others = "; ".join(f"{run.path} ({file_summary(run)})" for run in ranked[1:])
+    return (
+        f"{chosen.task} / {chosen.algo}{variant} seed {chosen.seed} is in several files: used {chosen.path} "
+        f"({file_summary(chosen)}) because {why}; skipped {others}"
+    )
+
+
+def file_summary(run: RunFile) -> str:
+    return f"{run.status}, evaluated to step {int(run.curve['step'].iloc[-1])}"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import inspect
-import json
 from pathlib import Path
 from typing import Any
 
 import matplotlib.image
+import matplotlib.patches
+import matplotlib.text
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -22,11 +23,12 @@ from qsmbench import figures
 from qsmbench.aggregates import aggregate_cells
 from qsmbench.algorithms import ALGORITHMS
 from qsmbench.analysis import Analysis, analyse
-from qsmbench.bootstrap import aggregate_metrics, improvement, interval_estimates, pooled
+from qsmbench.bootstrap import aggregate_metrics, improvement, interval_estimates, iqm_and_mean, pooled
 from qsmbench.config import ConfigError
-from qsmbench.plot_settings import PlotSettings
-from qsmbench.plotting import PlotReport, plot_results
-from qsmbench.scores import algo_order, build_groups
+from qsmbench.plot_settings import FigureStyle, PlotSettings
+from qsmbench.plotting import FIGURES_DIR, PlotReport, plot_results
+from qsmbench.labels import task_title
+from qsmbench.scores import Method, algo_order, build_groups, scores_on
 from qsmbench.storage import (
     OFFLINE_SCORE,
     Divergence,
@@ -35,6 +37,7 @@ from qsmbench.storage import (
     RunMetadata,
     Status,
     read_results,
+    path_safe,
     read_status,
     run_path,
     write_run,
@@ -63,9 +66,18 @@ def curve(task: str, algo: str, seed: int, steps: list[int]) -> list[float]:
 
 
 def write_seed(
-    root: Path, task: str, algo: str, seed: int, steps: list[int] = STEPS, status: Status = "complete", **extra: list[float]
+    root: Path,
+    task: str,
+    algo: str,
+    seed: int,
+    steps: list[int] = STEPS,
+    status: Status = "complete",
+    variant: str = "",
+    algo_config: dict[str, Any] | None = None,
+    budget: int | None = None,
+    **extra: list[float],
 ) -> list[float]:
-    """Write one run file as the trainer does; return its evaluation returns."""
+    """Write one run file as the trainer does (a variant's in `<algo>.<variant>`); return its evaluation returns."""
     returns = curve(task, algo, seed, steps)
     rows: list[dict[str, Any]] = []
     for i, (step, value) in enumerate(zip(steps, returns)):
@@ -76,8 +88,11 @@ def write_seed(
                 **{column: values[i] for column, values in extra.items()},
             }
         )  # fmt: skip
-    header = RunHeader(algo=algo, task=task, env_id=task, run_config={"steps": steps[-1]})
-    write_run(run_path(root, task, algo, seed), pd.DataFrame(rows), RunMetadata(header, seed, status))
+    header = RunHeader(
+        algo=algo, task=task, env_id=task, run_config={"steps": budget or steps[-1]}, algo_config=algo_config or {}, variant=variant
+    )
+    path = run_path(root, task, f"{algo}.{path_safe(variant)}" if variant else algo, seed)
+    write_run(path, pd.DataFrame(rows), RunMetadata(header, seed, status))
     return returns
 
 
@@ -99,7 +114,7 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[tupl
 @pytest.fixture(scope="module")
 def plotted(synthetic: tuple[Path, Any]) -> tuple[PlotReport, list[str]]:
     messages: list[str] = []
-    return plot_results(synthetic[0], PlotSettings(reps=REPS), progress=messages.append), messages
+    return plot_results(synthetic[0], PlotSettings(normalize="reference", reps=REPS), progress=messages.append), messages
 
 
 def summary(report: PlotReport) -> pd.DataFrame:
@@ -142,7 +157,7 @@ def test_same_inputs_give_identical_cis(synthetic: Any, plotted: tuple[PlotRepor
     np.random.seed(123)
     expected_draw = np.random.rand()
     np.random.seed(123)
-    again = plot_results(synthetic[0], PlotSettings(reps=REPS), out_dir=tmp_path)
+    again = plot_results(synthetic[0], PlotSettings(normalize="reference", reps=REPS), out_dir=tmp_path)
     assert np.random.rand() == expected_draw  # the caller's global generator is left as it was
     first, second = summary(plotted[0]), summary(again)
     pd.testing.assert_frame_equal(first, second)
@@ -184,7 +199,6 @@ def test_unusable_files_are_named_and_skipped(tmp_path: Path) -> None:
     assert sorted(report.skipped) == sorted([garbage, foreign])
     for bad in (garbage, foreign):
         assert any(str(bad) in warning for warning in report.warnings), report.warnings
-    assert any("probability of improvement skipped: no qsm" in warning for warning in report.warnings)
     assert set(summary(report).algo) == {"sac", "td3"}
     assert matplotlib.image.imread(report.out_dir / "learning_curves.png").size > 0
     assert (report.out_dir / "aggregate_scores.pdf").exists()
@@ -200,16 +214,16 @@ def test_missing_empty_or_unreadable_directory_is_a_config_error(tmp_path: Path)
         plot_results(tmp_path)
     with pytest.raises(ConfigError, match="normalize"):
         PlotSettings(normalize="minmax")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="improvement_of"):
-        PlotSettings(improvement_of=" ")
+    with pytest.raises(ConfigError, match="reference"):
+        PlotSettings(reference=" qsm")
 
 
 def test_different_lengths_are_aligned_and_incomplete_runs_reported(tmp_path: Path) -> None:
     """sac seed 3 was interrupted at 5000 steps and qsm ran to 10000: final scores compare at 5000."""
     sac = [write_seed(tmp_path, HOPPER, "sac", seed) for seed in range(3)]
-    sac.append(write_seed(tmp_path, HOPPER, "sac", 3, steps=STEPS[:6], status="interrupted"))
+    sac.append(write_seed(tmp_path, HOPPER, "sac", 3, steps=STEPS[:6], status="interrupted", budget=STEPS[-1]))
     qsm = [write_seed(tmp_path, HOPPER, "qsm", seed, steps=list(range(0, 10001, 1000))) for seed in range(4)]
-    groups = {group.algo: group for group in build_groups(read_results(tmp_path).runs, "reference")[0]}
+    groups = {group.algo: group for group in build_groups(read_results(tmp_path).runs)[0]}
     assert list(groups["sac"].steps) == STEPS[:6] and groups["sac"].returns.shape == (4, 6)
     assert list(groups["qsm"].steps) == list(range(0, 10001, 1000))
     report = plot_results(tmp_path, PlotSettings(reps=50))
@@ -247,38 +261,35 @@ def test_diverged_and_non_finite_seeds_are_left_out_named_and_counted(tmp_path: 
     assert (row.seeds, row.diverged) == (2, 2)
     assert row["mean"] == pytest.approx(np.mean([final(returns) for returns in kept]))
     markdown = (report.out_dir / "summary.md").read_text()
-    assert "| 2 (2 diverged, left out) |" in markdown and "nan" not in markdown.lower() and "inf" not in markdown
+    assert "| 2 (fewer than 3: CI not meaningful; 2 diverged, left out) |" in markdown and "nan" not in markdown.lower() and "inf" not in markdown
 
 
-def test_a_group_mixing_configurations_is_warned_about(tmp_path: Path) -> None:
-    """Seeds 0-1 and 2 of one task and algorithm were trained with different critic_lr: plot says so."""
-    for seed, critic_lr in ((0, 3e-4), (1, 3e-4), (2, 1e-3)):
-        write_seed(tmp_path, HOPPER, "sac", seed)
-        path = run_path(tmp_path, HOPPER, "sac", seed)
-        stored = pq.read_table(path)
-        document = json.loads(stored.schema.metadata[b"qsmbench"])
-        document["algo_config"] = {"critic_lr": critic_lr, "batch_size": 256}
-        pq.write_table(stored.replace_schema_metadata({b"qsmbench": json.dumps(document).encode()}), path)
-    warnings = build_groups(read_results(tmp_path).runs, "reference")[1]
-    assert warnings == [f"{HOPPER} / sac pools runs trained with different critic_lr: 0.0003 (seeds 0, 1); 0.001 (seeds 2)"]
+def test_a_group_mixing_configurations_is_refused_in_one_line(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Seeds 0-1 and 2 of one task and algorithm were trained with different critic_lr and budgets: plot stops
+    with exit 2 and one line naming the settings and two of the files, before writing anything."""
+    for seed, critic_lr, steps in ((0, 3e-4, STEPS), (1, 3e-4, STEPS), (2, 1e-3, STEPS[:4])):
+        write_seed(tmp_path / "results", HOPPER, "sac", seed, steps=steps, algo_config={"critic_lr": critic_lr})
+    result = run_cli(["plot", str(tmp_path / "results"), "--out", str(tmp_path / "figures")], capfd)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    first, third = run_path(tmp_path / "results", HOPPER, "sac", 0), run_path(tmp_path / "results", HOPPER, "sac", 2)
+    assert lines[0] == (
+        f"qsmbench: error: {HOPPER} / sac: {first} and {third} were trained with different settings "
+        "(critic_lr 0.0003 vs 0.001, steps 8000 vs 3000); give one of them its own name (qsmbench run --name LABEL) "
+        "to plot them as separate variants"
+    )
+    assert not (tmp_path / "figures").exists()
 
 
-def test_warnings_about_many_seeds_or_long_values_stay_short() -> None:
-    """Seeds 0-6 and 7-13 trained with different critic_lr are named as two ranges; values thousands of
-    characters long are cut, but compared whole; of 12 diverged seeds ten are named and the rest counted."""
+def test_many_diverged_seeds_are_named_in_one_short_warning() -> None:
+    """Of 12 diverged seeds ten are named and the rest counted."""
     runs = []
     for seed in range(14):
-        sizes = {12: [*range(999), 998], 13: list(range(1000))}.get(seed, [256])  # differ only past the cut
-        algo_config = {"critic_lr": 3e-4 if seed < 7 else 1e-3, "hidden_sizes": sizes}
-        header = RunHeader(algo="sac", task=HOPPER, env_id=HOPPER, run_config={"steps": 2}, algo_config=algo_config)
+        header = RunHeader(algo="sac", task=HOPPER, env_id=HOPPER, run_config={"steps": 2})
         status, where = ("diverged", Divergence(1, "actor_loss")) if seed < 12 else ("complete", None)
         curve = pd.DataFrame({"task": HOPPER, "algo": "sac", "seed": seed, "step": [0, 1, 2], "eval_return": 1.0})
         runs.append(RunFile(Path(f"seed_{seed}.parquet"), RunMetadata(header, seed, status, None, where), curve))
-    lr, hidden_sizes, diverged = build_groups(runs, "reference")[1]
-    assert lr == f"{HOPPER} / sac pools runs trained with different critic_lr: 0.0003 (seeds 0-6); 0.001 (seeds 7-13)"
-    cut = f"{list(range(1000))!r:.60}... (4,890 characters)"
-    expected = f"[256] (seeds 0-11); {cut} (seeds 12); {cut} (seeds 13)"
-    assert hidden_sizes == f"{HOPPER} / sac pools runs trained with different hidden_sizes: {expected}"
+    (diverged,) = build_groups(runs)[1]
     assert diverged.endswith("seed 9 (non-finite actor_loss at step 1) and 2 more") and "seed 10" not in diverged
 
 
@@ -304,7 +315,8 @@ def test_reading_follows_directory_links_once_and_checks_seeds(tmp_path: Path) -
 
 def test_the_vectorised_bootstrap_agrees_with_rliable() -> None:
     """Points equal rliable's exactly; CIs agree within Monte Carlo error (they use other random draws):
-    aggregate metrics, performance profile and probability of improvement on [10 runs, 3 tasks]."""
+    aggregate metrics, one task's IQM and mean, performance profile and probability of improvement on
+    [10 runs, 3 tasks]."""
     from rliable import library as rly
     from rliable import metrics
 
@@ -314,13 +326,15 @@ def test_the_vectorised_bootstrap_agrees_with_rliable() -> None:
     taus = np.linspace(0.0, 1.0, 5)
     rliable_metrics = [metrics.aggregate_median, metrics.aggregate_iqm, metrics.aggregate_mean, metrics.aggregate_optimality_gap]
     ours = [
-        interval_estimates({"x": x}, aggregate_metrics("reference")[1], settings),
+        interval_estimates({"x": x}, aggregate_metrics(True)[1], settings),
+        interval_estimates({"x": x[:, :1]}, iqm_and_mean, settings),
         interval_estimates({"x": x}, lambda scores: (pooled(scores)[..., None] > taus).mean(axis=1), settings),
         interval_estimates({"x": (x, y)}, improvement, settings),
     ]
     np.random.seed(0)  # rliable 1.2 draws from NumPy's global generator
     theirs = [
         rly.get_interval_estimates({"x": x}, lambda s: np.array([f(s) for f in rliable_metrics]), reps=reps),
+        rly.get_interval_estimates({"x": x[:, :1]}, lambda s: np.array([metrics.aggregate_iqm(s), metrics.aggregate_mean(s)]), reps=reps),
         rly.create_performance_profile({"x": x}, taus, reps=reps),
         rly.get_interval_estimates({"x": (x, y)}, metrics.probability_of_improvement, reps=reps),
     ]
@@ -337,11 +351,12 @@ def test_normalisation_rules(tmp_path: Path) -> None:
     write_seed(tmp_path, offline, "qsm", 0, eval_normalized_score=[10.0 * i for i in range(len(STEPS))])
     write_seed(tmp_path, CHEETAH, "qsm", 0)
     runs = read_results(tmp_path).runs
-    groups = {group.task: group for group in build_groups(runs, "reference")[0]}
-    np.testing.assert_allclose(groups[offline].scores, [[0.1 * i for i in range(len(STEPS))]])
-    np.testing.assert_allclose(groups[CHEETAH].scores, groups[CHEETAH].returns / 1000)
-    for group in build_groups(runs, "none")[0]:
-        np.testing.assert_array_equal(group.scores, group.returns)
+    groups = {group.task: group for group in build_groups(runs)[0]}
+    np.testing.assert_allclose(groups[offline].normalised, [[0.1 * i for i in range(len(STEPS))]])
+    np.testing.assert_allclose(groups[CHEETAH].normalised, groups[CHEETAH].returns / 1000)
+    for group in groups.values():
+        np.testing.assert_array_equal(scores_on(group, "none"), group.returns)
+        np.testing.assert_array_equal(scores_on(group, "reference"), group.normalised)
 
 
 def test_aggregates_use_a_complete_task_by_algorithm_matrix(tmp_path: Path) -> None:
@@ -350,14 +365,14 @@ def test_aggregates_use_a_complete_task_by_algorithm_matrix(tmp_path: Path) -> N
         for algo in ("qsm", "sac"):
             write_seed(tmp_path, task, algo, 0)
     write_seed(tmp_path, HOPPER, "td3", 0)
-    tasks, algos, warnings = aggregate_cells(build_groups(read_results(tmp_path).runs, "reference")[0])
-    assert (tasks, algos) == (sorted([HOPPER, CHEETAH]), ["qsm", "sac"])
+    tasks, methods, warnings = aggregate_cells(build_groups(read_results(tmp_path).runs)[0], "reference")
+    assert (tasks, methods) == (sorted([HOPPER, CHEETAH]), [Method("qsm"), Method("sac")])
     assert any(w.startswith("td3 left out") for w in warnings) and any(NO_REFERENCE in w for w in warnings)
 
 
 def test_results_written_by_schema_1_are_plotted(results_v1: Path, tmp_path: Path) -> None:
     """Run files of the previous format (an `env` column and metadata key) plot as before: three groups of 2 seeds."""
-    report = plot_results(results_v1, PlotSettings(reps=50), out_dir=tmp_path)
+    report = plot_results(results_v1, PlotSettings(normalize="reference", reps=50), out_dir=tmp_path)
     assert not report.skipped and (tmp_path / "summary.md").exists() and (tmp_path / "learning_curves.png").exists()
     table = summary(report)
     tasks = table[table.scope == "task"]
@@ -367,7 +382,7 @@ def test_results_written_by_schema_1_are_plotted(results_v1: Path, tmp_path: Pat
     assert (returns.seeds == 2).all() and (returns.incomplete == 0).all()
     assert returns.loc[("Pendulum-v1", "sac"), "final_step"] == 200 and returns.loc[(offline, "dql"), "final_step"] == 40
     files = sorted((results_v1 / "qsmbench-pendulum-random-v0" / "dql").glob("seed_*.parquet"))
-    scores = np.array([pq.read_table(path).column(OFFLINE_SCORE).to_numpy()[-LAST_EVALS:].mean() / 100 for path in files])
+    scores = np.array([pq.read_table(path).column(OFFLINE_SCORE).to_numpy()[1:].mean() / 100 for path in files])  # not step 0
     assert len(scores) == 2
     normalised = tasks[tasks.score == "normalised"]
     assert list(zip(normalised.task, normalised.algo)) == [(offline, "dql")]  # Pendulum-v1 has no reference
@@ -378,7 +393,9 @@ def test_results_written_by_schema_1_are_plotted(results_v1: Path, tmp_path: Pat
     assert aggregate.iloc[0]["mean"] == pytest.approx(scores.mean())
 
 
-def drawn(analysis: Analysis, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Figure]:
+def drawn(
+    analysis: Analysis, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, style: FigureStyle = FigureStyle()
+) -> dict[str, Figure]:
     """The figures that draw_figures makes of `analysis`, by name, kept open instead of saved."""
     kept: dict[str, Figure] = {}
 
@@ -387,30 +404,233 @@ def drawn(analysis: Analysis, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
         return []
 
     monkeypatch.setattr(figures, "save", keep)
-    figures.draw_figures(analysis, tmp_path, lambda _message: None)
+    figures.draw_figures(analysis, style, tmp_path, lambda _message: None)
     return kept
 
 
-def test_probability_of_improvement_of_any_algorithm(
+def analysed(root: Path, **settings: Any) -> Analysis:
+    return analyse(read_results(root).runs, PlotSettings(reps=50, **settings), lambda _message: None)
+
+
+def legend_texts(figure: Figure) -> list[str]:
+    return [text.get_text() for text in figure.legends[0].get_texts()]
+
+
+def close_all(kept: dict[str, Figure]) -> None:
+    for figure in kept.values():
+        plt.close(figure)
+
+
+def test_variants_are_separate_groups_labelled_in_table_and_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """qsm with alpha=50 and alpha=120, dql with bc_weight=0 and 1 (different configs, same task): four groups of
+    3 seeds beside sac, each its own row and line; a variant can be the probability-of-improvement reference."""
+    variants = {("qsm", "alpha=50"): {"alpha": 50}, ("qsm", "alpha=120"): {"alpha": 120},
+                ("dql", "bc_weight=0"): {"bc_weight": 0.0}, ("dql", "bc_weight=1"): {"bc_weight": 1.0},
+                ("sac", ""): {}}  # fmt: skip
+    finals = {}
+    for (algo, variant), config in variants.items():
+        runs = [write_seed(tmp_path, HOPPER, algo, seed, variant=variant, algo_config=config) for seed in range(3)]
+        finals[algo, variant] = np.mean([final(returns) for returns in runs])
+    report = plot_results(tmp_path, PlotSettings(reps=50), out_dir=tmp_path / "figures")
+    rows = summary(report).fillna({"variant": ""}).query("scope == 'task' and score == 'return'")
+    assert sorted(zip(rows.algo, rows.variant)) == sorted(variants) and (rows.seeds == 3).all()
+    for (algo, variant), expected in finals.items():
+        assert rows[(rows.algo == algo) & (rows.variant == variant)].iloc[0]["mean"] == pytest.approx(expected)
+    assert "| Hopper-v4 | qsm[alpha=120] | 3 |" in (report.out_dir / "summary.md").read_text()
+    analysis = analysed(tmp_path, reference="qsm[alpha=120]")
+    assert list(analysis.aggregates[0].improvement.points) == [
+        Method("qsm", "alpha=50"), Method("dql", "bc_weight=0"), Method("dql", "bc_weight=1"), Method("sac")
+    ]
+    kept = drawn(analysis, monkeypatch, tmp_path)
+    assert legend_texts(kept["learning_curves"]) == [
+        "QSM [alpha=120]", "QSM [alpha=50]", "Diffusion-QL [bc_weight=0]", "Diffusion-QL [bc_weight=1]", "SAC"
+    ]
+    assert kept["probability_of_improvement"].axes[0].get_xlabel() == "P(QSM [alpha=120] > baseline)"
+    close_all(kept)
+
+
+def test_final_scores_never_count_step_0(tmp_path: Path) -> None:
+    """Evaluated at 0, 1000 and 2000 with --last-evals 5: the final score is the mean at 1000 and 2000, with a
+    warning; a run evaluated at step 0 only has no final score (and does not shorten the others' budget)."""
+    returns = {seed: write_seed(tmp_path, HOPPER, "sac", seed, steps=[0, 1000, 2000]) for seed in range(3)}
+    write_seed(tmp_path, HOPPER, "td3", 0, steps=[0], status="running", budget=2000)
+    report = plot_results(tmp_path, PlotSettings(reps=50))
+    rows = summary(report).query("scope == 'task' and score == 'return'").set_index("algo")
+    assert list(rows.index) == ["sac"] and rows.loc["sac", "final_step"] == 2000
+    assert rows.loc["sac", "mean"] == pytest.approx(np.mean([np.mean(values[1:]) for values in returns.values()]))
+    assert (
+        f"{HOPPER} / sac: its final score averages 2 evaluations, fewer than --last-evals 5 (step 0, the untrained "
+        "policy, never counts)"
+    ) in report.warnings
+    assert f"{HOPPER} / td3: no evaluation after step 0, so no final score; shown as a learning curve only" in report.warnings
+
+
+def test_fewer_than_three_seeds_are_warned_about_and_marked(tmp_path: Path) -> None:
+    for algo, seeds in (("sac", 2), ("td3", 3)):
+        for seed in range(seeds):
+            write_seed(tmp_path, HOPPER, algo, seed)
+    report = plot_results(tmp_path, PlotSettings(reps=50))
+    assert [w for w in report.warnings if "fewer than 3" in w] == [
+        f"{HOPPER} / sac: 2 seeds, fewer than 3: its confidence intervals are not meaningful"
+    ]
+    markdown = (report.out_dir / "summary.md").read_text()
+    assert f"| {HOPPER} | sac | 2 (fewer than 3: CI not meaningful) |" in markdown
+    assert f"| {HOPPER} | td3 | 3 |" in markdown
+    assert "2 runs per task and method. Stratified bootstrap over runs within each task. Fewer than 3 runs" in markdown
+
+
+def test_deepmind_control_scores_are_labelled_return_over_1000(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for algo in ("qsm", "sac"):
+        for seed in range(3):
+            write_seed(tmp_path, CHEETAH, algo, seed)
+    analysis = analysed(tmp_path)
+    assert analysis.scale == "reference"
+    kept = drawn(analysis, monkeypatch, tmp_path)
+    labels = [kept["aggregate_scores"]._supxlabel.get_text(), kept["performance_profile"].axes[0].get_xlabel()]
+    assert labels == ["Final normalised score (return / 1000)", "Final normalised score (return / 1000) \u03c4"]
+    assert all("expert" not in text for figure in kept.values() for text in texts(figure))
+    close_all(kept)
+    both = tmp_path / "both"
+    for algo in ("qsm", "sac"):
+        for task in (CHEETAH, HOPPER):
+            write_seed(both, task, algo, 0)
+    assert analysed(both).aggregates[0].score_meaning == (
+        "Gymnasium: 0 = random, 1 = expert; DeepMind Control: return / 1000"
+    )
+
+
+def texts(figure: Figure) -> list[str]:
+    """Every text drawn in a figure: titles, labels, ticks, legends."""
+    return [artist.get_text() for artist in figure.findobj(matplotlib.text.Text)]
+
+
+def test_plain_plot_of_a_task_without_reference_aggregates_its_raw_returns(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The README's `qsmbench plot results/` on the default task, Pendulum-v1 (no reference score): `auto`
+    aggregates its raw returns, so every figure is there, named after the task."""
+    for algo in ("qsm", "sac", "td3"):
+        for seed in range(3):
+            write_seed(tmp_path / "results", NO_REFERENCE, algo, seed)
+    result = run_cli(["plot", str(tmp_path / "results"), "--reps", "50"], capfd)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"qsmbench: warning: {NO_REFERENCE} has no reference scores: aggregates are on raw returns, one task at a "
+        "time (--normalize auto; --normalize reference leaves such tasks out instead)"
+    ]
+    out = tmp_path / "results" / FIGURES_DIR
+    for name in FIGURES[1:]:
+        assert (out / f"{name}_{NO_REFERENCE}.png").stat().st_size > 0, name
+    table = pd.read_csv(out / "summary.csv").query("scope == 'aggregate'")
+    assert list(table.algo) == ["qsm", "sac", "td3"] and set(table.score) == {"return"} and set(table.task) == {NO_REFERENCE}
+    assert "## Aggregate over 1 task: final return" in (out / "summary.md").read_text()
+
+
+def test_figures_show_display_names_and_take_labels_titles_and_size(
     synthetic: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """`improvement_of` picks the algorithm compared with each other one; without its runs, a note and no figure."""
+    analysis = analysed(synthetic[0], normalize="reference")
+    kept = drawn(analysis, monkeypatch, tmp_path)
+    curves = kept["learning_curves"]
+    assert legend_texts(curves) == ["QSM", "SAC", "TD3"]
+    assert [ax.get_title() for ax in curves.axes[:3]] == ["Hopper", "Pendulum", "Cheetah Run"]
+    assert curves._suptitle is not None and kept["sample_efficiency"].axes[0].get_title()
+    close_all(kept)
+    style = FigureStyle(labels={"qsm": "QSM (ours)", CHEETAH: "Cheetah"}, titles=False, figsize=(6.0, 4.0))
+    kept = drawn(analysis, monkeypatch, tmp_path, style)
+    curves = kept["learning_curves"]
+    assert legend_texts(curves) == ["QSM (ours)", "SAC", "TD3"] and curves.axes[2].get_title() == "Cheetah"
+    assert "QSM (ours)" in [label.get_text() for label in kept["aggregate_scores"].axes[0].get_yticklabels()]
+    assert curves._suptitle is None and kept["aggregate_scores"]._suptitle is None
+    assert all(not ax.get_title() for name in ("sample_efficiency", "performance_profile", "probability_of_improvement")
+               for ax in kept[name].axes)  # fmt: skip
+    assert all(tuple(figure.get_size_inches()) == (6.0, 4.0) for figure in kept.values())
+    close_all(kept)
+
+
+@pytest.mark.parametrize(
+    ("task", "title"),
+    [("dm_control/cheetah-run-v0", "Cheetah Run"), ("Hopper-v4", "Hopper"), ("HalfCheetah-v4", "HalfCheetah"),
+     ("mujoco/hopper/medium-v0", "Mujoco Hopper Medium"), ("dm_control/quadruped-walk-v0", "Quadruped Walk")],
+)  # fmt: skip
+def test_task_titles(task: str, title: str) -> None:
+    assert task_title(task) == title
+
+
+def test_figure_options_on_the_command_line(synthetic: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """--label, --no-titles and --figsize are accepted; malformed ones and unknown names are one-line errors."""
+    root = str(synthetic[0])
+    good = ["--label", 'qsm=QSM (ours)', "--label", f"{CHEETAH}=Cheetah", "--no-titles", "--figsize", "6,4"]
+    result = run_cli(["plot", root, "--out", str(tmp_path / "good"), "--reps", "20", "--normalize", "reference", *good], capfd)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "good" / "learning_curves.png").exists()
+    for options, message in (
+        (["--label", "qsm"], "--label 'qsm': expected NAME=TEXT"),
+        (["--label", "sacc=SAC"], "--label sacc: no algorithm or task of that name in the results"),
+        (["--label", "qsm=A", "--label", "sac=A"], "--label: qsm and sac would both be shown as 'A'"),
+        (["--figsize", "6"], "--figsize '6': expected W,H in inches"),
+        (["--figsize", "0,4"], "figsize must be two sizes in (0, 100] inches"),
+        (["--normalize", "minmax"], "normalize must be one of auto, reference, none"),
+    ):
+        result = run_cli(["plot", root, "--out", str(tmp_path / "bad"), *options], capfd)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 2 and len(lines) == 1 and message in lines[0], (options, result.stderr)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_zero_width_intervals_still_show_in_their_colour(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every seed of a method scores the same, and qsm always beats sac: each interval (and P = 1) has zero
+    width, and each bar gets a diamond in its method's colour, drawn whole even at the axis' end."""
+    for algo, level in (("qsm", 2000.0), ("sac", 1000.0)):
+        for seed in range(3):
+            path = run_path(tmp_path, HOPPER, algo, seed)
+            header = RunHeader(algo=algo, task=HOPPER, env_id=HOPPER, run_config={"steps": STEPS[-1]})
+            rows = pd.DataFrame({"task": HOPPER, "algo": algo, "seed": seed, "step": STEPS, "eval_return": level})
+            write_run(path, rows, RunMetadata(header, seed, "complete"))
+    analysis = analysed(tmp_path)
+    result = analysis.aggregates[0]
+    assert np.ptp(result.metrics.intervals[Method("qsm")], axis=0).max() == 0
+    assert result.improvement.points[Method("sac")] == 1.0
+    colors = figures.method_colors([Method("qsm"), Method("sac")])
+    kept = drawn(analysis, monkeypatch, tmp_path)
+    for name, shown in (("aggregate_scores", ["sac", "qsm"]), ("probability_of_improvement", ["sac"])):
+        ax = kept[name].axes[0]
+        marks = [line for line in ax.lines if line.get_marker() == figures.THIN_BAR_MARKER]
+        assert [tuple(mark.get_color()) for mark in marks] == [colors[Method(algo)] for algo in shown], name
+        assert all(not mark.get_clip_on() for mark in marks)
+    close_all(kept)
+
+
+def test_probability_of_improvement_of_any_reference(
+    synthetic: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`reference` picks the method compared with each other one (by default the registry's first); a name
+    with no runs is a one-line error; a method present but not in the aggregates gives a note and no figure."""
     runs = read_results(synthetic[0]).runs
-    by_default = analyse(runs, PlotSettings(reps=50), lambda _message: None).aggregate
-    of_sac = analyse(runs, PlotSettings(reps=50, improvement_of="sac"), lambda _message: None)
-    assert by_default is not None and of_sac.aggregate is not None
-    assert list(by_default.improvement.points) == ["qsm,sac", "qsm,td3"]
-    assert list(of_sac.aggregate.improvement.points) == ["sac,qsm", "sac,td3"]
-    p_sac_qsm, p_qsm_sac = of_sac.aggregate.improvement.points["sac,qsm"], by_default.improvement.points["qsm,sac"]
+    by_default = analyse(runs, PlotSettings(normalize="reference", reps=50), lambda _message: None).aggregates[0]
+    of_sac = analyse(runs, PlotSettings(normalize="reference", reps=50, reference="sac"), lambda _message: None)
+    assert list(by_default.improvement.points) == [Method("sac"), Method("td3")]
+    assert list(of_sac.aggregates[0].improvement.points) == [Method("qsm"), Method("td3")]
+    p_sac_qsm, p_qsm_sac = of_sac.aggregates[0].improvement.points[Method("qsm")], by_default.improvement.points[Method("sac")]
     assert p_sac_qsm == pytest.approx(1 - p_qsm_sac) and p_sac_qsm < 0.5  # qsm's curves are the better ones
     figure = drawn(of_sac, monkeypatch, tmp_path)["probability_of_improvement"]
-    assert figure.axes[0].get_xlabel() == "P(sac > baseline)" and "of sac over" in figure.axes[0].get_title()
-    absent = analyse(runs, PlotSettings(reps=50, improvement_of="abc_new"), lambda _message: None)
-    assert "probability of improvement skipped: no abc_new runs in the aggregates" in absent.warnings
-    assert absent.aggregate is not None and not absent.aggregate.improvement.points
-    kept = drawn(absent, monkeypatch, tmp_path)
+    assert figure.axes[0].get_xlabel() == "P(SAC > baseline)" and "of SAC over" in figure.axes[0].get_title()
+    plt.close(figure)
+    result = run_cli(["plot", str(synthetic[0]), "--out", str(tmp_path / "absent"), "--reference", "abc_new"], capfd)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0] == "qsmbench: error: --reference abc_new: no runs of it here; choose from qsm, sac, td3"
+    assert not (tmp_path / "absent").exists()
+    for algo in ("qsm", "sac"):
+        write_seed(tmp_path / "runs", HOPPER, algo, 0)
+    write_seed(tmp_path / "runs", NO_REFERENCE, "td3", 0)
+    outside = analyse(read_results(tmp_path / "runs").runs, PlotSettings(normalize="reference", reps=20, reference="td3"), print)
+    assert "probability of improvement skipped: no td3 runs in the aggregates" in outside.warnings
+    kept = drawn(outside, monkeypatch, tmp_path)
     assert "probability_of_improvement" not in kept and "performance_profile" in kept
-    for made in [figure, *kept.values()]:
+    for made in kept.values():
         plt.close(made)
 
 
@@ -425,9 +645,10 @@ def test_algorithms_are_ordered_by_the_registry_then_alphabetically(
     assert algo_order(names) == expected
     for algo in names:
         write_seed(tmp_path, HOPPER, algo, 0)
-    assert [group.algo for group in build_groups(read_results(tmp_path).runs, "reference")[0]] == expected
-    colors = figures.algo_colors(expected)
-    assert figures.algo_colors(["abc_new", "td3"]) == {"abc_new": colors["abc_new"], "td3": colors["td3"]}
+    assert [group.algo for group in build_groups(read_results(tmp_path).runs)[0]] == expected
+    colors = figures.method_colors([Method(algo) for algo in expected])
+    shown = [Method("abc_new"), Method("td3")]
+    assert figures.method_colors(shown) == {method: colors[method] for method in shown}
     assert len(set(colors.values())) == len(expected)
 
 
@@ -435,11 +656,10 @@ def test_cli_plot_writes_tables_and_reports_where(synthetic, tmp_path: Path, cap
     """The command: exit 0, the output directory named on stdout, warnings one per line on stderr."""
     root, _ = synthetic
     out = tmp_path / "figures"
-    result = run_cli(["plot", str(root), "--out", str(out), "--reps", "100"], capfd)
+    result = run_cli(["plot", str(root), "--out", str(out), "--reps", "100", "--normalize", "reference"], capfd)
     assert result.returncode == 0, result.stderr
     assert str(out) in result.stdout
     assert (out / "summary.md").exists() and (out / "learning_curves.png").exists()
-    assert any(NO_REFERENCE in line for line in result.stderr.splitlines() if line.startswith("qsmbench: warning:"))
     assert "Traceback" not in result.stderr
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +115,48 @@ def test_read_results_reads_a_tree_and_names_what_it_skips(tmp_path: Path) -> No
     reasons = " | ".join(tree.warnings)
     assert "foreign.parquet: not a qsmbench run file" in reasons
     assert "seed_5.parquet: no evaluations yet" in reasons
-    assert "same task, algorithm and seed" in reasons
+    assert "Pendulum-v1 / sac seed 0 is in several files" in reasons
     assert len(tree.skipped) == 3
+
+
+def test_of_several_files_of_one_seed_the_best_is_used_and_named(tmp_path: Path) -> None:
+    """An untrained copy whose path sorts first must not replace the trained run: complete wins, then the
+    furthest step evaluated, then the file written last; one warning line per choice says which and why."""
+    trained, untrained = run_path(tmp_path / "b", "Pendulum-v1", "sac", 0), run_path(tmp_path / "a", "Pendulum-v1", "sac", 0)
+    write_rows(trained, make_rows(0, [0, 100, 200]), "complete")
+    write_rows(untrained, make_rows(0, [0]), "running")
+    further, shorter = run_path(tmp_path / "c", "Pendulum-v1", "sac", 1), run_path(tmp_path / "d", "Pendulum-v1", "sac", 1)
+    write_rows(further, make_rows(1, [0, 100]), "interrupted")
+    write_rows(shorter, make_rows(1, [0]), "failed")
+    older, newer = run_path(tmp_path / "f", "Pendulum-v1", "sac", 2), run_path(tmp_path / "e", "Pendulum-v1", "sac", 2)
+    write_rows(older, make_rows(2, [0, 100]), "running")
+    write_rows(newer, make_rows(2, [0, 100]), "running")
+    os.utime(older, (1_000_000_000, 1_000_000_000))
+    variant = run_path(tmp_path / "g", "Pendulum-v1", "sac.alpha-1", 0)
+    write_rows(variant, make_rows(0, [0]), "running", dataclasses.replace(HEADER, variant="alpha=1"))
+    tree = read_results(tmp_path)
+    assert sorted(str(run.path) for run in tree.runs) == sorted(map(str, [trained, further, newer, variant]))
+    assert sorted(tree.skipped) == sorted([untrained, shorter, older])
+    assert [w for w in tree.warnings if "several files" in w] == [
+        f"Pendulum-v1 / sac seed 0 is in several files: used {trained} (complete, evaluated to step 200) because it "
+        f"is complete; skipped {untrained} (running, evaluated to step 0)",
+        f"Pendulum-v1 / sac seed 1 is in several files: used {further} (interrupted, evaluated to step 100) because "
+        f"it evaluated more steps; skipped {shorter} (failed, evaluated to step 0)",
+        f"Pendulum-v1 / sac seed 2 is in several files: used {newer} (running, evaluated to step 100) because it was "
+        f"written last; skipped {older} (running, evaluated to step 100)",
+    ]
+
+
+def test_a_file_without_a_variant_reads_as_none(tmp_path: Path) -> None:
+    """Files written before variants existed have no `variant` key: they read as "", and a variant round-trips."""
+    path = run_path(tmp_path, "Pendulum-v1", "sac", 0)
+    write_rows(path, make_rows(0, [0]), "complete", dataclasses.replace(HEADER, variant="alpha=120"))
+    assert read_run(path).variant == "alpha=120"
+    stored = pq.read_table(path)
+    document = json.loads(stored.schema.metadata[b"qsmbench"])
+    del document["variant"]
+    pq.write_table(stored.replace_schema_metadata({b"qsmbench": json.dumps(document).encode()}), path)
+    assert read_run(path).variant == "" and read_run(path).metadata.header.provenance == HEADER.provenance
 
 
 def test_rows_read_back_one_per_step_in_step_order(tmp_path: Path) -> None:
