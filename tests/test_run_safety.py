@@ -80,14 +80,14 @@ def trainer(run_spec: RunSpec, overwrite: bool = False) -> Trainer:
 def test_a_second_writer_is_refused_naming_the_holder(tmp_path: Path) -> None:
     """While a run holds its directory, another run of it fails with one line naming host and pid, and
     touches nothing; once the first has finished, the second is refused as a finished run."""
-    first = trainer(spec(tmp_path, steps=50))
-    second = prepare(spec(tmp_path, steps=50))  # validated while the first had not written a file yet
-    with pytest.raises(RunLocked, match=r"being written by a qsmbench run of .+ on host .+, pid \d+, step 0 of 50, heartbeat"):
-        trainer(spec(tmp_path, steps=50))
+    first = trainer(spec(tmp_path, steps=60))
+    second = prepare(spec(tmp_path, steps=60))  # validated while the first had not written a file yet
+    with pytest.raises(RunLocked, match=r"being written by a qsmbench run of .+ on host .+, pid \d+, step 0 of 60, heartbeat"):
+        trainer(spec(tmp_path, steps=60))
     first.train()
     files = {path: path.read_bytes() for path in first.files.paths}
     with pytest.raises(CompleteRunError, match="holds a finished run"):
-        Trainer(second, PlainReporter("test", [0, 1], 50))
+        Trainer(second, PlainReporter("test", [0, 1], 60))
     assert {path: path.read_bytes() for path in first.files.paths} == files
     assert all(read_run(path).status == "complete" for path in files)
 
@@ -129,7 +129,7 @@ def test_a_live_claim_of_another_host_holds_even_where_flock_is_per_host(tmp_pat
     the directory, so the second launcher is refused with one line naming the holder, and nothing is written."""
     other_host_claim(tmp_path / "Pendulum-v1" / "sac", heartbeat_age_s=10)
     result = run_cli(["run", "--algo", "sac", "--env", "Pendulum-v1", "--seeds", "1", "--steps", "100", "--eval-every", "50",
-                      "--eval-episodes", "1", "--set", "warmup_steps=50", "--out", str(tmp_path)], capfd)  # fmt: skip
+                      "--eval-episodes", "1", "--set", "warmup_steps=50", "--name", "", "--out", str(tmp_path)], capfd)  # fmt: skip
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert re.search(r"claimed by slurm job 7_3 on host node-elsewhere, pid 4242, step 70 of 500, heartbeat 1\d s ago", result.stderr)
     assert sorted(path.name for path in (tmp_path / "Pendulum-v1" / "sac").iterdir()) == [LOCK_NAME]
@@ -143,7 +143,7 @@ def test_a_claim_whose_holder_died_is_taken_over_after_the_timeout(tmp_path: Pat
     stale = read_claim(run_dir)
     assert stale is not None and "taken over by the next launcher" in stale.state(time.time())
     result = run_cli(["run", "--algo", "sac", "--env", "Pendulum-v1", "--seeds", "1", "--steps", "100", "--eval-every", "50",
-                      "--eval-episodes", "1", "--set", "warmup_steps=50", "--out", str(tmp_path), "--quiet"], capfd)  # fmt: skip
+                      "--eval-episodes", "1", "--set", "warmup_steps=50", "--name", "", "--out", str(tmp_path), "--quiet"], capfd)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert f"took over {run_dir} from slurm job 7_3 on host node-elsewhere, pid 4242, step 70 of 500" in result.stderr
     assert read_run(run_dir / "seed_0.parquet").status == "complete"

@@ -70,7 +70,7 @@ def test_seed_curves_are_the_same_run_after_run(tmp_path: Path) -> None:
 
 def test_a_spec_refuses_a_config_of_another_algorithm(tmp_path: Path) -> None:
     """The trainer builds the agent from the spec's own entry, so a mismatched pair must not exist at all."""
-    sac, td3 = small_spec(tmp_path, "sac", "Pendulum-v1", 10, 10), small_spec(tmp_path, "td3", "Pendulum-v1", 10, 10)
+    sac, td3 = small_spec(tmp_path, "sac", "Pendulum-v1", 100, 100), small_spec(tmp_path, "td3", "Pendulum-v1", 100, 100)
     with pytest.raises(ConfigError, match="td3 takes a TD3Config, not a SACConfig"):
         RunSpec(td3.run, td3.algorithm, sac.config)
     assert list(tmp_path.iterdir()) == []
