@@ -183,6 +183,7 @@ def aggregate_scores(result: Aggregate, look: Look) -> Figure:
         algorithms=labels,
         colors={look.label(method): look.colors[method] for method in methods},
         xlabel="",
+        max_ticks=2,  # more labels of raw returns such as -1450 run into each other in a 2-inch panel
     )
     figure.set_size_inches(*look.sized((3.2 * len(result.metric_names), 1.9 + 0.45 * len(methods))))
     for ax in np.atleast_1d(axes):
