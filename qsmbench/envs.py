@@ -40,7 +40,8 @@ class EnvDims:
 
 
 def register_dm_control() -> None:
-    """Register shimmy's `dm_control/...` ids; we never render, so no OpenGL backend is loaded."""
+    """Register shimmy's `dm_control/...` ids. Training never renders, so no OpenGL backend is loaded unless
+    `eval --video` chose one first (qsmbench.video sets MUJOCO_GL before any env is made)."""
     os.environ.setdefault("MUJOCO_GL", "disable")
     import shimmy
     from absl import logging as absl_logging
