@@ -67,14 +67,24 @@ class Look:
 
 
 def draw_figures(analysis: Analysis, style: FigureStyle, out_dir: Path, progress: Progress) -> list[Path]:
-    """Write every figure that the analysis supports (the analysis warns about those it does not).
-
-    Aggregates per task (raw returns of tasks without a common scale) are one file each, named after the task.
-    """
+    """Write every figure of `make_figures` as PNG and PDF into `out_dir`; returns the files."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    progress(f"drawing figures ({len(analysis.groups)} learning curves)")
+    with plt.rc_context(STYLE):
+        paths = []
+        for name, figure in make_figures(analysis, style).items():
+            progress(f"saving {name} (PNG and PDF)")
+            paths += save(figure, out_dir / name)
+        return paths
+
+
+def make_figures(analysis: Analysis, style: FigureStyle) -> dict[str, Figure]:
+    """Every figure that the analysis supports (the analysis warns about those it does not), open, by file name.
+
+    Aggregates per task (raw returns of tasks without a common scale) are one figure each, named after the task.
+    """
     look = Look(method_colors(method_order(group.method for group in analysis.groups)), style)
     figures: dict[str, Figure] = {}
-    progress(f"drawing figures ({len(analysis.groups)} learning curves)")
     with plt.rc_context(STYLE):
         figures["learning_curves"] = learning_curves(analysis, look)
         for result in analysis.aggregates:
@@ -86,11 +96,7 @@ def draw_figures(analysis: Analysis, style: FigureStyle, out_dir: Path, progress
             figures[f"performance_profile{suffix}"] = performance_profile(result, look)
             if result.improvement.points:
                 figures[f"probability_of_improvement{suffix}"] = probability_of_improvement(result, look)
-        paths = []
-        for name, figure in figures.items():
-            progress(f"saving {name} (PNG and PDF)")
-            paths += save(figure, out_dir / name)
-        return paths
+    return figures
 
 
 def method_colors(methods: list[Method]) -> dict[Method, Color]:

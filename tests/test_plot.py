@@ -393,19 +393,9 @@ def test_results_written_by_schema_1_are_plotted(results_v1: Path, tmp_path: Pat
     assert aggregate.iloc[0]["mean"] == pytest.approx(scores.mean())
 
 
-def drawn(
-    analysis: Analysis, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, style: FigureStyle = FigureStyle()
-) -> dict[str, Figure]:
-    """The figures that draw_figures makes of `analysis`, by name, kept open instead of saved."""
-    kept: dict[str, Figure] = {}
-
-    def keep(figure: Figure, stem: Path) -> list[Path]:
-        kept[stem.name] = figure
-        return []
-
-    monkeypatch.setattr(figures, "save", keep)
-    figures.draw_figures(analysis, style, tmp_path, lambda _message: None)
-    return kept
+def drawn(analysis: Analysis, style: FigureStyle = FigureStyle()) -> dict[str, Figure]:
+    """The figures that `plot` would save of `analysis`, by name, open."""
+    return figures.make_figures(analysis, style)
 
 
 def analysed(root: Path, **settings: Any) -> Analysis:
@@ -422,7 +412,7 @@ def close_all(kept: dict[str, Figure]) -> None:
 
 
 def test_variants_are_separate_groups_labelled_in_table_and_figures(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path
 ) -> None:
     """qsm with alpha=50 and alpha=120, dql with bc_weight=0 and 1 (different configs, same task): four groups of
     3 seeds beside sac, each its own row and line; a variant can be the probability-of-improvement reference."""
@@ -443,7 +433,7 @@ def test_variants_are_separate_groups_labelled_in_table_and_figures(
     assert list(analysis.aggregates[0].improvement.points) == [
         Method("qsm", "alpha=50"), Method("dql", "bc_weight=0"), Method("dql", "bc_weight=1"), Method("sac")
     ]
-    kept = drawn(analysis, monkeypatch, tmp_path)
+    kept = drawn(analysis)
     assert legend_texts(kept["learning_curves"]) == [
         "QSM [alpha=120]", "QSM [alpha=50]", "Diffusion-QL [bc_weight=0]", "Diffusion-QL [bc_weight=1]", "SAC"
     ]
@@ -481,13 +471,13 @@ def test_fewer_than_three_seeds_are_warned_about_and_marked(tmp_path: Path) -> N
     assert "2 runs per task and method. Stratified bootstrap over runs within each task. Fewer than 3 runs" in markdown
 
 
-def test_deepmind_control_scores_are_labelled_return_over_1000(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_deepmind_control_scores_are_labelled_return_over_1000(tmp_path: Path) -> None:
     for algo in ("qsm", "sac"):
         for seed in range(3):
             write_seed(tmp_path, CHEETAH, algo, seed)
     analysis = analysed(tmp_path)
     assert analysis.scale == "reference"
-    kept = drawn(analysis, monkeypatch, tmp_path)
+    kept = drawn(analysis)
     labels = [kept["aggregate_scores"]._supxlabel.get_text(), kept["performance_profile"].axes[0].get_xlabel()]
     assert labels == ["Final normalised score (return / 1000)", "Final normalised score (return / 1000) \u03c4"]
     assert all("expert" not in text for figure in kept.values() for text in texts(figure))
@@ -529,17 +519,17 @@ def test_plain_plot_of_a_task_without_reference_aggregates_its_raw_returns(
 
 
 def test_figures_show_display_names_and_take_labels_titles_and_size(
-    synthetic: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    synthetic: Any, tmp_path: Path
 ) -> None:
     analysis = analysed(synthetic[0], normalize="reference")
-    kept = drawn(analysis, monkeypatch, tmp_path)
+    kept = drawn(analysis)
     curves = kept["learning_curves"]
     assert legend_texts(curves) == ["QSM", "SAC", "TD3"]
     assert [ax.get_title() for ax in curves.axes[:3]] == ["Hopper", "Pendulum", "Cheetah Run"]
     assert curves._suptitle is not None and kept["sample_efficiency"].axes[0].get_title()
     close_all(kept)
     style = FigureStyle(labels={"qsm": "QSM (ours)", CHEETAH: "Cheetah"}, titles=False, figsize=(6.0, 4.0))
-    kept = drawn(analysis, monkeypatch, tmp_path, style)
+    kept = drawn(analysis, style)
     curves = kept["learning_curves"]
     assert legend_texts(curves) == ["QSM (ours)", "SAC", "TD3"] and curves.axes[2].get_title() == "Cheetah"
     assert "QSM (ours)" in [label.get_text() for label in kept["aggregate_scores"].axes[0].get_yticklabels()]
@@ -580,7 +570,7 @@ def test_figure_options_on_the_command_line(synthetic: Any, tmp_path: Path, capf
     assert not (tmp_path / "bad").exists()
 
 
-def test_zero_width_intervals_still_show_in_their_colour(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_zero_width_intervals_still_show_in_their_colour(tmp_path: Path) -> None:
     """Every seed of a method scores the same, and qsm always beats sac: each interval (and P = 1) has zero
     width, and each bar gets a diamond in its method's colour, drawn whole even at the axis' end."""
     for algo, level in (("qsm", 2000.0), ("sac", 1000.0)):
@@ -594,7 +584,7 @@ def test_zero_width_intervals_still_show_in_their_colour(tmp_path: Path, monkeyp
     assert np.ptp(result.metrics.intervals[Method("qsm")], axis=0).max() == 0
     assert result.improvement.points[Method("sac")] == 1.0
     colors = figures.method_colors([Method("qsm"), Method("sac")])
-    kept = drawn(analysis, monkeypatch, tmp_path)
+    kept = drawn(analysis)
     for name, shown in (("aggregate_scores", ["sac", "qsm"]), ("probability_of_improvement", ["sac"])):
         ax = kept[name].axes[0]
         marks = [line for line in ax.lines if line.get_marker() == figures.THIN_BAR_MARKER]
@@ -603,7 +593,7 @@ def test_zero_width_intervals_still_show_in_their_colour(tmp_path: Path, monkeyp
     close_all(kept)
 
 
-def test_aggregate_tick_labels_of_raw_returns_do_not_collide(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_aggregate_tick_labels_of_raw_returns_do_not_collide(tmp_path: Path) -> None:
     """Raw Pendulum returns (about -1450) in a 6x4-inch figure of three panels: four tick labels per panel ran
     into each other ("-1500-1450-1400-1350")."""
     for algo, level in (("qsm", -1420.0), ("sac", -1440.0), ("td3", -1460.0)):
@@ -612,7 +602,7 @@ def test_aggregate_tick_labels_of_raw_returns_do_not_collide(tmp_path: Path, mon
             returns = level + 40.0 * np.sin(seed + np.arange(len(STEPS)))
             rows = pd.DataFrame({"task": "Pendulum-v1", "algo": algo, "seed": seed, "step": STEPS, "eval_return": returns})
             write_run(run_path(tmp_path, "Pendulum-v1", algo, seed), rows, RunMetadata(header, seed, "complete"))
-    kept = drawn(analysed(tmp_path), monkeypatch, tmp_path, FigureStyle(figsize=(6.0, 4.0)))
+    kept = drawn(analysed(tmp_path), FigureStyle(figsize=(6.0, 4.0)))
     figure = kept["aggregate_scores_Pendulum-v1"]
     renderer = figure.canvas.get_renderer()
     for ax in figure.axes:
@@ -623,7 +613,7 @@ def test_aggregate_tick_labels_of_raw_returns_do_not_collide(tmp_path: Path, mon
 
 
 def test_probability_of_improvement_of_any_reference(
-    synthetic: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    synthetic: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """`reference` picks the method compared with each other one (by default the registry's first); a name
     with no runs is a one-line error; a method present but not in the aggregates gives a note and no figure."""
@@ -634,7 +624,7 @@ def test_probability_of_improvement_of_any_reference(
     assert list(of_sac.aggregates[0].improvement.points) == [Method("qsm"), Method("td3")]
     p_sac_qsm, p_qsm_sac = of_sac.aggregates[0].improvement.points[Method("qsm")], by_default.improvement.points[Method("sac")]
     assert p_sac_qsm == pytest.approx(1 - p_qsm_sac) and p_sac_qsm < 0.5  # qsm's curves are the better ones
-    figure = drawn(of_sac, monkeypatch, tmp_path)["probability_of_improvement"]
+    figure = drawn(of_sac)["probability_of_improvement"]
     assert figure.axes[0].get_xlabel() == "P(SAC > baseline)" and "of SAC over" in figure.axes[0].get_title()
     plt.close(figure)
     result = run_cli(["plot", str(synthetic[0]), "--out", str(tmp_path / "absent"), "--reference", "abc_new"], capfd)
@@ -647,7 +637,7 @@ def test_probability_of_improvement_of_any_reference(
     write_seed(tmp_path / "runs", NO_REFERENCE, "td3", 0)
     outside = analyse(read_results(tmp_path / "runs").runs, PlotSettings(normalize="reference", reps=20, reference="td3"), print)
     assert "probability of improvement skipped: no td3 runs in the aggregates" in outside.warnings
-    kept = drawn(outside, monkeypatch, tmp_path)
+    kept = drawn(outside)
     assert "probability_of_improvement" not in kept and "performance_profile" in kept
     for made in kept.values():
         plt.close(made)
