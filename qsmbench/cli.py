@@ -39,7 +39,7 @@ from qsmbench.reproduce import plot_grid, plot_if_complete, run_grid, train_jobs
 from qsmbench.spec import make_spec
 from qsmbench.storage import plural, run_dir
 from qsmbench.stopping import Stopped
-from qsmbench.toy import run_toy, toy_grid, toy_specs
+from qsmbench.toy import register_bandit, run_toy, toy_grid, toy_specs
 from qsmbench.trainer import Trainer, check_compile_device, prepare, resolve_device
 from qsmbench.video import check_video_support, choose_renderer, record_videos
 
@@ -212,6 +212,7 @@ def eval_command(
     if min(episodes, video_episodes) < 1 or eval_seed < 0:
         raise ConfigError("--episodes and --video-episodes must be at least 1, --eval-seed non-negative")
     runs = find_policies(path, parse_seeds(seeds) if seeds is not None else None)
+    register_bandit()  # the toy demo's runs save policies too; its env is registered by qsmbench only
     if video is not None:
         check_video_support()
         for env_id in sorted({policies[0].header.env_id for policies in runs}):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.image
@@ -91,6 +93,12 @@ def test_toy_trains_each_algorithm_and_draws_the_figure(tmp_path: Path) -> None:
         run = read_run(tmp_path / "qsmbench-MultimodalBandit-v0" / algo / "seed_1.parquet")
         assert run.status == "complete"
         assert run.curve["train_episodes"].iloc[-1] == 200  # every bandit episode is one step
+    evaluated = subprocess.run(  # a fresh process, where only qsmbench can register the bandit
+        [str(Path(sys.executable).parent / "qsmbench"), "eval", str(tmp_path), "--episodes", "2", "--device", "cpu"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert evaluated.returncode == 0 and "qsmbench-MultimodalBandit-v0" not in evaluated.stderr, evaluated.stderr
+    assert evaluated.stdout.count("qsmbench/MultimodalBandit-v0") >= 2, evaluated.stdout
 
 
 @pytest.mark.slow
