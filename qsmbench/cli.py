@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import faulthandler
+import re
 import importlib.metadata
 import signal
 import sys
@@ -284,7 +285,7 @@ def plot(
     label: Annotated[
         list[str] | None,
         typer.Option(
-            help='Show algorithm or task NAME as TEXT in the figures (repeatable), e.g. qsm="QSM (ours)".',
+            help='Show algorithm, variant or task NAME as TEXT in the figures (repeatable), e.g. qsm="QSM (ours)".',
             metavar="NAME=TEXT",
         ),
     ] = None,
@@ -308,15 +309,17 @@ def plot(
 
 
 def parse_labels(given: list[str]) -> dict[str, str]:
-    """`--label qsm="QSM (ours)"` -> {"qsm": "QSM (ours)"}; a name given twice is refused."""
+    """`--label qsm="QSM (ours)"` -> {"qsm": "QSM (ours)"}; a variant's name keeps its `=`:
+    `--label "qsm[alpha=120]=QSM, alpha 120"` -> {"qsm[alpha=120]": "QSM, alpha 120"}. A name given twice is refused."""
     labels: dict[str, str] = {}
     for item in given:
-        name, separator, text = item.partition("=")
-        if not separator:
+        match = re.fullmatch(r"\s*([^=\[\]]+(?:\[[^\]]*\])?)\s*=(.*)", item, flags=re.S)
+        if not match:
             raise ConfigError(f"--label {item!r}: expected NAME=TEXT, e.g. qsm=\"QSM (ours)\"")
-        if name.strip() in labels:
-            raise ConfigError(f"--label {name.strip()} is given twice")
-        labels[name.strip()] = text.strip()
+        name, text = match[1].strip(), match[2].strip()
+        if name in labels:
+            raise ConfigError(f"--label {name} is given twice")
+        labels[name] = text
     return labels
 
 

@@ -35,7 +35,10 @@ def task_label(task: str, style: FigureStyle) -> str:
 
 
 def method_label(method: Method, style: FigureStyle) -> str:
-    """`QSM`, or `QSM [alpha=120]` for a variant; `--label qsm=...` renames the algorithm in both."""
+    """`QSM`, or `QSM [alpha=120]` for a variant; `--label qsm=...` renames the algorithm in both, and
+    `--label "qsm[alpha=120]=..."` names that variant alone, whole."""
+    if method.variant and str(method) in style.labels:
+        return style.labels[str(method)]
     name = style.labels.get(method.algo, algo_title(method.algo))
     return f"{name} [{method.variant}]" if method.variant else name
 
@@ -44,11 +47,11 @@ def check_labels(style: FigureStyle, runs: list[RunFile]) -> None:
     """Refuse a `--label` for a name that no run has (a typo would otherwise be silently ignored), and two
     methods that would show the same label (their curves could not be told apart). Checked on the runs
     read, before any bootstrap."""
-    known = {run.algo for run in runs} | {run.task for run in runs}
+    known = {run.algo for run in runs} | {run.task for run in runs} | {str(Method(run.algo, run.variant)) for run in runs}
     unknown = sorted(set(style.labels) - known)
     if unknown:
         raise ConfigError(
-            f"--label {unknown[0]}: no algorithm or task of that name in the results; "
+            f"--label {unknown[0]}: no algorithm, variant or task of that name in the results; "
             f"choose from {', '.join(sorted(known))}"
         )
     shown: dict[str, Method] = {}

@@ -27,7 +27,8 @@ from qsmbench.bootstrap import aggregate_metrics, improvement, interval_estimate
 from qsmbench.config import ConfigError
 from qsmbench.plot_settings import FigureStyle, PlotSettings
 from qsmbench.plotting import FIGURES_DIR, PlotReport, plot_results
-from qsmbench.labels import task_title
+from qsmbench.cli import parse_labels
+from qsmbench.labels import check_labels, task_title
 from qsmbench.scores import Method, algo_order, build_groups, scores_on
 from qsmbench.storage import (
     OFFLINE_SCORE,
@@ -439,6 +440,13 @@ def test_variants_are_separate_groups_labelled_in_table_and_figures(
     ]
     assert kept["probability_of_improvement"].axes[0].get_xlabel() == "P(QSM [alpha=120] > baseline)"
     close_all(kept)
+    style = FigureStyle(labels=parse_labels(["qsm[alpha=120]=QSM, alpha 120", "qsm=QSM (ours)"]))
+    check_labels(style, read_results(tmp_path).runs)  # a variant's label names a method that is there
+    kept = drawn(analysis, style)
+    assert legend_texts(kept["learning_curves"])[:2] == ["QSM, alpha 120", "QSM (ours) [alpha=50]"]
+    close_all(kept)
+    with pytest.raises(ConfigError, match=r"--label qsm\[alpha=7\]: no algorithm, variant or task"):
+        check_labels(FigureStyle(labels=parse_labels(["qsm[alpha=7]=Q"])), read_results(tmp_path).runs)
 
 
 def test_final_scores_never_count_step_0(tmp_path: Path) -> None:
@@ -558,7 +566,7 @@ def test_figure_options_on_the_command_line(synthetic: Any, tmp_path: Path, capf
     assert (tmp_path / "good" / "learning_curves.png").exists()
     for options, message in (
         (["--label", "qsm"], "--label 'qsm': expected NAME=TEXT"),
-        (["--label", "sacc=SAC"], "--label sacc: no algorithm or task of that name in the results"),
+        (["--label", "sacc=SAC"], "--label sacc: no algorithm, variant or task of that name in the results"),
         (["--label", "qsm=A", "--label", "sac=A"], "--label: qsm and sac would both be shown as 'A'"),
         (["--figsize", "6"], "--figsize '6': expected W,H in inches"),
         (["--figsize", "0,4"], "figsize must be two sizes in (0, 100] inches"),
