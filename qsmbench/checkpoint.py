@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from qsmbench.config import ConfigError
+from qsmbench.policies import network_state
 from qsmbench.spec import RunSpec
 from qsmbench.storage import format_duration, replace_atomically
 
@@ -144,15 +145,13 @@ def checkpoint_info(path: Path, settings: Mapping[str, Any] | None = None) -> Ch
 
 
 def agent_state(agent: object) -> dict[str, Any]:
-    """Everything an agent learns or counts: its networks (targets and EMA copies included), optimisers,
-    free tensors (SAC's log temperature) and integer counters. Every other attribute of an agent is made
-    from its config in its constructor (schedules, sampler options), so this is all it needs to go on."""
-    state: dict[str, Any] = {}
+    """Everything an agent learns or counts: its networks and free tensors (`policies.network_state`: targets,
+    EMA copies, SAC's log temperature), optimisers and integer counters. Every other attribute of an agent is
+    made from its config in its constructor (schedules, sampler options), so this is all it needs to go on."""
+    state = network_state(agent)
     for name, value in vars(agent).items():
-        if isinstance(value, (nn.Module, torch.optim.Optimizer)):
+        if isinstance(value, torch.optim.Optimizer):
             state[name] = value.state_dict()
-        elif isinstance(value, Tensor):
-            state[name] = value.detach()
         elif isinstance(value, int) and not isinstance(value, bool):
             state[name] = value
     return state

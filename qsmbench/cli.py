@@ -32,7 +32,7 @@ from qsmbench.envs import EXAMPLE_ENV_IDS, check_env_id
 from qsmbench.grid import load_grid
 from qsmbench.plan import format_job_list, format_plan, plan, select
 from qsmbench.plotting import FIGURES_DIR, PlotReport, plot_results
-from qsmbench.policies import POLICY_DIR
+from qsmbench.policies import POLICY_DIR, load_agent
 from qsmbench.policy_eval import PolicyReturns, evaluate_policies, find_policies, parse_seeds
 from qsmbench.progress import make_reporter
 from qsmbench.ray_grid import run_on_ray
@@ -219,13 +219,16 @@ def eval_command(
         for env_id in sorted({policies[0].header.env_id for policies in runs}):
             choose_renderer(env_id)
     torch_device = resolve_device(device)
-    results = [evaluate_policies(policies, episodes, eval_seed, torch_device) for policies in runs]
+    agents = [load_agent(policies, torch_device) for policies in runs]
+    results = [evaluate_policies(policies, agent, episodes, eval_seed, torch_device) for policies, agent in zip(runs, agents)]
     Console().print(returns_table(results, episodes, eval_seed))
-    for policies in runs if video is not None else []:
+    if video is None:
+        return
+    for policies, agent in zip(runs, agents):
         header = policies[0].header
         directory = run_dir(video, header.task, header.algo, header.variant)
         directory.mkdir(parents=True, exist_ok=True)
-        files = record_videos(policies, video_episodes, eval_seed, directory, torch_device)
+        files = record_videos(policies, agent, video_episodes, eval_seed, directory, torch_device)
         print(f"videos: {len(files)} in {directory}")
 
 

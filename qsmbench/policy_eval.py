@@ -17,7 +17,8 @@ import torch
 
 from qsmbench.config import ConfigError
 from qsmbench.evaluation import Evaluator
-from qsmbench.policies import POLICY_DIR, SavedPolicy, load_agent, read_policy
+from qsmbench.algorithms import Agent
+from qsmbench.policies import POLICY_DIR, SavedPolicy, read_policy
 
 EVAL_STREAM_SALT = 0x5A7ED  # `qsmbench eval`'s episodes and noise, apart from the training's evaluations
 
@@ -81,13 +82,16 @@ def evaluator_for(
 
 
 def evaluate_policies(
-    policies: Sequence[SavedPolicy], episodes: int, eval_seed: int, device: torch.device
+    policies: Sequence[SavedPolicy], agent: Agent, episodes: int, eval_seed: int, device: torch.device
 ) -> PolicyReturns:
-    """Each policy's returns on `episodes` fresh episodes, all seeds of the run acting as one batch."""
-    agent = load_agent(policies, device)
-    evaluator = evaluator_for(policies, episodes, eval_seed, device)
+    """The returns of `agent` (`load_agent` of `policies`) on `episodes` fresh episodes per seed, all seeds as one batch."""
+    return PolicyReturns(list(policies), play(agent, policies, evaluator_for(policies, episodes, eval_seed, device)))
+
+
+def play(agent: Agent, policies: Sequence[SavedPolicy], evaluator: Evaluator) -> np.ndarray:
+    """One evaluation of every seed of `policies` in `evaluator`'s envs, which are closed after it: `[seeds, episodes]`."""
     try:
         returns, _ = evaluator.evaluate(agent, np.ones(len(policies), dtype=bool), policies[0].step)
     finally:
         evaluator.close()
-    return PolicyReturns(list(policies), returns)
+    return returns

@@ -16,12 +16,12 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from qsmbench.config import ConfigError
-from qsmbench.policies import SavedPolicy, load_agent
-from qsmbench.policy_eval import evaluator_for
+from qsmbench.algorithms import Agent
+from qsmbench.policies import SavedPolicy
+from qsmbench.policy_eval import evaluator_for, play
 
 RENDERERS = ("egl", "osmesa")
 PROBE_TIMEOUT_S = 120
@@ -77,13 +77,12 @@ def check_video_support() -> None:
 
 
 def record_videos(
-    policies: Sequence[SavedPolicy], episodes: int, eval_seed: int, directory: Path, device: torch.device
+    policies: Sequence[SavedPolicy], agent: Agent, episodes: int, eval_seed: int, directory: Path, device: torch.device
 ) -> list[Path]:
     """Film `episodes` episodes of each policy (the first of those `qsmbench eval` scores with the same
     `eval_seed`) into `directory` as `seed_<k>-episode-<j>.mp4`; returns the files."""
     from gymnasium.wrappers import RecordVideo
 
-    agent = load_agent(policies, device)
     evaluator = evaluator_for(policies, episodes, eval_seed, device, render_mode="rgb_array")
     names = [f"seed_{policy.seed}-episode-{j}" for policy in policies for j in range(episodes)]
     with warnings.catch_warnings():  # every member's recorder shares the folder, by design
@@ -92,8 +91,5 @@ def record_videos(
             RecordVideo(env, str(directory), episode_trigger=lambda _: True, name_prefix=name, disable_logger=True)
             for env, name in zip(evaluator.batch.envs, names)
         ]
-    try:
-        evaluator.evaluate(agent, np.ones(len(policies), dtype=bool), policies[0].step)
-    finally:
-        evaluator.close()
+    play(agent, policies, evaluator)
     return [(directory / f"{name}-episode-0.mp4").replace(directory / f"{name}.mp4") for name in names]

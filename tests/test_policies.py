@@ -69,15 +69,16 @@ def test_eval_prints_each_seed_on_fresh_episodes(tmp_path: Path, capfd: pytest.C
     result = run_cli(["eval", str(tmp_path), "--episodes", "3", "--device", "cpu"], capfd)
     assert result.returncode == 0, result.stderr
     runs = find_policies(tmp_path)
-    returns = evaluate_policies(runs[0], 3, 0, CPU).returns
+    returns = evaluate_policies(runs[0], load_agent(runs[0], CPU), 3, 0, CPU).returns
     for seed in (0, 1):
         assert f"│ {seed}    │ {STEPS}  │ {returns[seed].mean():.1f}" in result.stdout
     assert f"{returns.mean():.1f}" in result.stdout
     last_rows = [read_run(file).curve["eval_return"].iloc[-1] for file in files]
     assert not np.allclose(returns.mean(axis=1), last_rows)  # other episodes than the training's evaluations saw
-    one_seed = evaluate_policies(find_policies(tmp_path, [1])[0], 3, 0, CPU).returns
+    (seed_1,) = find_policies(tmp_path, [1])
+    one_seed = evaluate_policies(seed_1, load_agent(seed_1, CPU), 3, 0, CPU).returns
     np.testing.assert_allclose(one_seed[0], returns[1], rtol=1e-5)  # a seed's episodes do not depend on the others
-    other_stream = evaluate_policies(runs[0], 3, 1, CPU).returns
+    other_stream = evaluate_policies(runs[0], load_agent(runs[0], CPU), 3, 1, CPU).returns
     assert not np.allclose(other_stream, returns)
 
 
