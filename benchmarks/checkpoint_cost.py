@@ -25,7 +25,7 @@ from qsmbench.config import RunConfig
 from qsmbench.progress import PlainReporter
 from qsmbench.replay import SeedBatchedReplay
 from qsmbench.spec import make_spec
-from qsmbench.storage import format_bytes
+from qsmbench.messages import format_bytes
 from qsmbench.trainer import Trainer, prepare
 
 

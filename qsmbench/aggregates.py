@@ -22,7 +22,7 @@ from qsmbench.bootstrap import (
 )
 from qsmbench.plot_settings import PlotSettings, Progress
 from qsmbench.scores import Group, Method, Scale, final_score, method_order, reference_meaning, scores_on
-from qsmbench.storage import plural
+from qsmbench.messages import plural
 
 CURVE_POINTS = 30  # points of the aggregate IQM-over-steps curve; each costs one bootstrap statistic
 MIXED_SCALES = "tasks on mixed scales"

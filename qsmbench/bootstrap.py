@@ -33,7 +33,7 @@ import math
 import numpy as np
 
 from qsmbench.plot_settings import PlotSettings, Progress
-from qsmbench.storage import plural
+from qsmbench.messages import plural
 
 CONFIDENCE = 0.95
 MIN_SEEDS = 3  # with fewer runs, resampling them gives intervals that describe nothing

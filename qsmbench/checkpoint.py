@@ -27,20 +27,17 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from qsmbench.config import ConfigError
+from qsmbench.errors import CheckpointError
 from qsmbench.policies import network_state
 from qsmbench.spec import RunSpec
-from qsmbench.storage import format_duration, replace_atomically
+from qsmbench.storage import replace_atomically
+from qsmbench.messages import format_duration
 
 FORMAT_VERSION = 1
 # Run settings a resumed run may change: none changes what a seed learns. The variant label names the run's
 # directory, where its checkpoint lives, so it is compared by where the checkpoint is (and checkpoints written
 # before labels existed still resume).
 NOT_COMPARED = ("out", "device", "checkpoint_every", "env_workers", "eval_workers", "variant", "track", "track_every")
-
-
-class CheckpointError(ConfigError):
-    """A checkpoint that cannot be read, or that belongs to another run: one line, and the run is not started."""
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ from qsmbench.algorithms import ALGORITHMS, resolve
 from qsmbench.bench import append_results
 from qsmbench.bench import bench as measure
 from qsmbench.plot_settings import FigureStyle, PlotSettings
-from qsmbench.config import DEFAULT_CHECKPOINT_EVERY, DEFAULT_TRACK_EVERY, ConfigError, RunConfig, variant_label
+from qsmbench.config import DEFAULT_CHECKPOINT_EVERY, DEFAULT_TRACK_EVERY, RunConfig, variant_label
+from qsmbench.errors import ConfigError
 from qsmbench.envs import EXAMPLE_ENV_IDS, check_env_id
 from qsmbench.grid import load_grid
 from qsmbench.plan import format_job_list, format_plan, plan, select
@@ -38,7 +39,8 @@ from qsmbench.progress import make_reporter
 from qsmbench.ray_grid import run_on_ray
 from qsmbench.reproduce import plot_grid, plot_if_complete, run_grid, train_jobs
 from qsmbench.spec import make_spec
-from qsmbench.storage import plural, run_dir
+from qsmbench.storage import run_dir
+from qsmbench.messages import plural
 from qsmbench.stopping import Stopped
 from qsmbench.toy import register_bandit, run_toy, toy_grid, toy_specs
 from qsmbench.trainer import Trainer, check_compile_device, prepare, resolve_device

@@ -16,9 +16,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence, TypeVar
 
-
-class ConfigError(ValueError):
-    """Bad user input: reported as one line and exit code 2 by the CLI."""
+from qsmbench.errors import ConfigError
 
 
 ConfigT = TypeVar("ConfigT")

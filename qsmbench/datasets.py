@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from qsmbench.config import ConfigError
+from qsmbench.errors import ConfigError
 from qsmbench.envs import check_env_id
 from qsmbench.replay import Batch
 

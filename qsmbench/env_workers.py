@@ -24,7 +24,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from qsmbench.envs import EnvBatch, EnvStateError, StepResult
+from qsmbench.envs import EnvBatch, StepResult
+from qsmbench.errors import EnvStateError
 
 CLOSE_TIMEOUT_S = 10.0
 

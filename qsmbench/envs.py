@@ -24,13 +24,10 @@ from typing import Any, Sequence
 import gymnasium as gym
 import numpy as np
 
-from qsmbench.config import ConfigError, did_you_mean
+from qsmbench.config import did_you_mean
+from qsmbench.errors import EnvError, EnvStateError
 
 EXAMPLE_ENV_IDS = ("Pendulum-v1", "Hopper-v4", "HalfCheetah-v4", "Walker2d-v4", "dm_control/cheetah-run-v0")
-
-
-class EnvError(ConfigError):
-    """An env id that does not name a usable continuous-control task."""
 
 
 @dataclass(frozen=True)
@@ -108,10 +105,6 @@ class StepResult:
     terminated: np.ndarray
     truncated: np.ndarray
     finished_returns: np.ndarray  # return of the episode that ended this step, NaN where none did
-
-
-class EnvStateError(EnvError):
-    """An env that did not replay to its saved state: it is not deterministic, so it cannot resume exactly."""
 
 
 def rng_state(rng: np.random.Generator | np.random.RandomState) -> dict[str, Any]:

@@ -22,7 +22,6 @@ from typing import Any, Iterator, Literal, Mapping
 from qsmbench.algorithms import Algorithm, resolve
 from qsmbench.plot_settings import PlotSettings
 from qsmbench.config import (
-    ConfigError,
     OffPolicyConfig,
     RunConfig,
     apply_overrides,
@@ -32,6 +31,7 @@ from qsmbench.config import (
     known_key,
     require,
 )
+from qsmbench.errors import ConfigError
 from qsmbench.envs import check_env_id
 from qsmbench.spec import RunSpec
 

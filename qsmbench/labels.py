@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from qsmbench.algorithms import ALGORITHMS
-from qsmbench.config import ConfigError
+from qsmbench.errors import ConfigError
 from qsmbench.plot_settings import FigureStyle
 from qsmbench.scores import DMC_PREFIX, Method
 from qsmbench.storage import RunFile

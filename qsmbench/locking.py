@@ -33,17 +33,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from qsmbench.config import ConfigError
-from qsmbench.storage import format_duration
+from qsmbench.errors import RunLocked
+from qsmbench.messages import format_duration
 
 LOCK_NAME = ".qsmbench.lock"
 HEARTBEAT_EVERY_S = 30.0  # seconds between rewrites of a held claim's record
 CLAIM_TIMEOUT_S = 300.0  # a claim of another host whose heartbeat is older than this was left by a dead holder
 HOLDER_VARIABLE = "QSMBENCH_HOLDER"  # names the holder in the record (the Ray driver sets it for its tasks)
-
-
-class RunLocked(ConfigError):
-    """Another live launcher holds this run directory's claim."""
 
 
 @dataclass(frozen=True)

@@ -25,23 +25,14 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from qsmbench.checkpoint import CheckpointError, checkpoint_info, checkpoint_path, checkpoint_ranges
-from qsmbench.config import ConfigError, RunConfig, did_you_mean
+from qsmbench.checkpoint import checkpoint_info, checkpoint_path, checkpoint_ranges
+from qsmbench.errors import CheckpointError, ConfigError, RunFileError
+from qsmbench.config import RunConfig, did_you_mean
 from qsmbench.grid import Grid
 from qsmbench.locking import read_claim
 from qsmbench.spec import RunSpec
-from qsmbench.storage import (
-    FINISHED,
-    RunFileError,
-    RunHeader,
-    format_duration,
-    path_safe,
-    plural,
-    read_run,
-    read_status,
-    run_dir,
-    run_path,
-)
+from qsmbench.storage import FINISHED, RunHeader, path_safe, read_run, read_status, run_dir, run_path
+from qsmbench.messages import format_duration, plural
 
 RUN_SETTINGS = ("steps", "eval_every", "eval_episodes")  # a complete file must match these to count as done
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from qsmbench.analysis import analyse
 from qsmbench.labels import check_labels
 from qsmbench.plot_settings import FigureStyle, PlotSettings, Progress
-from qsmbench.storage import plural, read_results
+from qsmbench.storage import read_results
+from qsmbench.messages import plural
 from qsmbench.tables import write_tables
 
 # Where `plot` writes into a results directory by default. The leading underscore keeps the figures out of

@@ -28,16 +28,13 @@ import torch
 from torch import Tensor, nn
 
 from qsmbench.algorithms import Agent, lookup
-from qsmbench.config import ConfigError, from_table
+from qsmbench.config import from_table
+from qsmbench.errors import PolicyError
 from qsmbench.envs import EnvDims
 from qsmbench.storage import RunHeader, replace_atomically
 
 POLICY_FORMAT = 1
 POLICY_DIR = "_policies"
-
-
-class PolicyError(ConfigError):
-    """A policy file that cannot be read, or policies that do not belong together: one line."""
 
 
 @dataclass(frozen=True)

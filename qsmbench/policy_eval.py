@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from qsmbench.config import ConfigError
+from qsmbench.errors import ConfigError
 from qsmbench.evaluation import Evaluator
 from qsmbench.algorithms import Agent
 from qsmbench.policies import POLICY_DIR, SavedPolicy, read_policy

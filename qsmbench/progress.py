@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from qsmbench.storage import format_duration
+from qsmbench.messages import format_duration
 
 
 class Reporter(Protocol):

@@ -26,12 +26,12 @@ from typing import Any
 
 import torch
 
-from qsmbench.config import ConfigError
+from qsmbench.errors import ConfigError
 from qsmbench.grid import Grid, load_grid
 from qsmbench.locking import HEARTBEAT_EVERY_S, HOLDER_VARIABLE, read_claim
 from qsmbench.plan import Job, format_plan, plan, select
 from qsmbench.reproduce import check_no_conflicts, train_jobs
-from qsmbench.storage import format_duration
+from qsmbench.messages import format_duration
 
 RETRIES = 3  # attempts after a worker dies (killed, out of memory, node lost); each resumes from the checkpoint
 POLL_S = 1.0  # seconds between the driver's looks at its tasks and their claims

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qsmbench.config import DEFAULT_CHECKPOINT_EVERY, ConfigError
+from qsmbench.config import DEFAULT_CHECKPOINT_EVERY
+from qsmbench.errors import CompleteRunError, ConfigError, RunLocked
 from qsmbench.grid import Grid
-from qsmbench.locking import RunLocked, claim_run_dir
+from qsmbench.locking import claim_run_dir
 from qsmbench.plan import Job, format_plan, plan, seed_list
 from qsmbench.plotting import FIGURES_DIR, PlotReport, plot_results
 from qsmbench.progress import make_reporter
-from qsmbench.storage import CompleteRunError, plural
+from qsmbench.messages import plural
 from qsmbench.trainer import Trainer, prepare
 
 

@@ -23,12 +23,13 @@ from pathlib import Path
 
 import torch
 
-from qsmbench.config import ConfigError
+from qsmbench.errors import ConfigError
 from qsmbench.divergence import seed_parameters
 from qsmbench.envs import EnvDims
 from qsmbench.replay import replay_bytes_per_seed_step
 from qsmbench.spec import RunSpec
-from qsmbench.storage import format_bytes, free_bytes, short_path
+from qsmbench.storage import free_bytes
+from qsmbench.messages import format_bytes, short_path
 
 FLOAT_BYTES = 4
 OPTIMIZER_COPIES = 3  # a gradient and Adam's two moments per learned value (targets have none: generous)

@@ -15,9 +15,10 @@ from typing import Literal
 import numpy as np
 
 from qsmbench.algorithms import ALGORITHMS
-from qsmbench.config import ConfigError
+from qsmbench.errors import ConfigError
 from qsmbench.plot_settings import Normalize
-from qsmbench.storage import OFFLINE_SCORE, RunFile, plural
+from qsmbench.storage import OFFLINE_SCORE, RunFile
+from qsmbench.messages import plural
 
 DMC_PREFIX = "dm_control/"
 DMC_MAX_RETURN = 1000.0

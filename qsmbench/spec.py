@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from qsmbench.algorithms import ALGORITHMS, Algorithm, resolve
-from qsmbench.config import ConfigError, OffPolicyConfig, RunConfig
+from qsmbench.config import OffPolicyConfig, RunConfig
+from qsmbench.errors import ConfigError
 
 
 @dataclass(frozen=True)

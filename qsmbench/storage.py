@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import re
 import tempfile
@@ -28,7 +27,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from qsmbench.config import ConfigError
+from qsmbench.errors import CompleteRunError, ConfigError, RunFileError
+from qsmbench.messages import format_bytes, plural, short_path
 
 METADATA_KEY = b"qsmbench"
 SCHEMA_VERSION = 2
@@ -37,14 +37,6 @@ STATUSES: tuple[str, ...] = get_args(Status)
 FINISHED = ("complete", "diverged")  # a seed with either status is a result, and training it again would repeat it
 REQUIRED_COLUMNS = ("task", "algo", "seed", "step", "eval_return")
 OFFLINE_SCORE = "eval_normalized_score"  # D4RL convention, 0-100
-
-
-class CompleteRunError(ConfigError):
-    """Writing would replace a complete run, and replacing was not asked for."""
-
-
-class RunFileError(ValueError):
-    """A file that cannot be used as a run file; the message says why, in one line."""
 
 
 # ------------------------------------------------------------------------------------------------ format
@@ -328,35 +320,6 @@ def _limit(directory: Path, name: str, fallback: int) -> int:
         return os.pathconf(directory, name)
     except (OSError, ValueError):
         return fallback
-
-
-def format_bytes(size: float) -> str:
-    """1234567 -> '1.23 MB', for messages."""
-    units = ("B", "KB", "MB", "GB", "TB", "PB", "EB")
-    exponent = min(int(math.log10(max(size, 1.0)) // 3), len(units) - 1)
-    return f"{size / 1000**exponent:.3g} {units[exponent]}"
-
-
-def format_duration(seconds: float) -> str:
-    """45 s, 12 min, 3.4 h or 12.5 days: one unit, rounded, as a message needs no more."""
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 120 * 60:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 72 * 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
-
-
-def plural(count: int, noun: str) -> str:
-    """`1 run`, `2 runs`, `0 runs`: a count and its noun, for every message (the nouns counted here take -s)."""
-    return f"{count} {noun}{'s' * (count != 1)}"
-
-
-def short_path(path: Path, keep: int = 60) -> str:
-    """A path short enough for a one-line message: its start and end around an ellipsis."""
-    text = str(path)
-    return text if len(text) <= keep else f"{text[: keep // 2]}...{text[-keep // 2 :]}"
 
 
 def check_can_write(paths: list[Path], overwrite: bool, resuming: bool = False) -> None:

@@ -16,7 +16,7 @@ from qsmbench.aggregates import Aggregate
 from qsmbench.bootstrap import MIN_SEEDS, Estimates, interval_estimates, iqm_and_mean
 from qsmbench.plot_settings import PlotSettings
 from qsmbench.scores import Group, Method, Scale, final_score
-from qsmbench.storage import plural
+from qsmbench.messages import plural
 
 COUNT_COLUMNS = ("tasks", "seeds", "incomplete", "diverged", "final_step", "last_evals")  # integers, empty where n/a
 TABLE_COLUMNS = (

@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 
-from qsmbench.config import ConfigError
+from qsmbench.errors import ConfigError
 from qsmbench.storage import EvalRow
 
 ROW_KEYS = ("task", "algo", "seed", "step")  # what identifies a row: the tag and the step say it already

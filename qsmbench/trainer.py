@@ -38,7 +38,6 @@ from torch import Tensor
 
 from qsmbench.algorithms import Agent
 from qsmbench.checkpoint import (
-    CheckpointError,
     CheckpointInfo,
     agent_state,
     check_belongs,
@@ -51,7 +50,7 @@ from qsmbench.checkpoint import (
     torch_rng_state,
     write_checkpoint,
 )
-from qsmbench.config import ConfigError
+from qsmbench.errors import CheckpointError, ConfigError
 from qsmbench.datasets import OfflineDataset, load_offline_dataset
 from qsmbench.divergence import CHECK_EVERY, DivergenceWatch
 from qsmbench.envs import EnvDims, env_dims, rng_state, set_rng_state

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import torch
 
-from qsmbench.config import ConfigError
+from qsmbench.errors import ConfigError
 from qsmbench.algorithms import Agent
 from qsmbench.policies import SavedPolicy
 from qsmbench.policy_eval import evaluator_for, play

@@ -26,8 +26,9 @@ import torch
 from gymnasium.envs.classic_control.pendulum import PendulumEnv
 from support import keeping_first_checkpoint, run_cli, small_overrides
 
-from qsmbench.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
-from qsmbench.envs import EnvBatch, EnvStateError
+from qsmbench.checkpoint import read_checkpoint, write_checkpoint
+from qsmbench.errors import CheckpointError, EnvStateError
+from qsmbench.envs import EnvBatch
 from qsmbench.plan import Job, split_at_checkpoints
 from qsmbench.spec import make_spec
 from qsmbench.config import RunConfig

@@ -8,7 +8,8 @@ import pytest
 
 from qsmbench.algorithms.sac import SACConfig
 from qsmbench.algorithms.td3 import TD3Config
-from qsmbench.config import ConfigError, RunConfig, apply_overrides, from_table
+from qsmbench.config import RunConfig, apply_overrides, from_table
+from qsmbench.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import torch
 from minari.data_collector import EpisodeBuffer
 from support import run_cli
 
-from qsmbench.config import ConfigError
+from qsmbench.errors import ConfigError
 from qsmbench.datasets import OfflineDataset, load_offline_dataset
 
 CPU = torch.device("cpu")

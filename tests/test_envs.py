@@ -6,8 +6,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from qsmbench.config import ConfigError
-from qsmbench.envs import EnvBatch, EnvError, env_dims, eval_env_seed, make_env
+from qsmbench.errors import ConfigError, EnvError
+from qsmbench.envs import EnvBatch, env_dims, eval_env_seed, make_env
 
 PENDULUM_TIME_LIMIT = 200
 

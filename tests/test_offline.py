@@ -15,7 +15,8 @@ import pytest
 from support import keeping_first_checkpoint, small_overrides
 
 from qsmbench.algorithms import ALGORITHMS
-from qsmbench.config import ConfigError, RunConfig
+from qsmbench.config import RunConfig
+from qsmbench.errors import ConfigError
 from qsmbench.progress import PlainReporter
 from qsmbench.spec import make_spec
 from qsmbench.storage import path_safe, read_run

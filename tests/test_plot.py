@@ -24,7 +24,7 @@ from qsmbench.aggregates import aggregate_cells
 from qsmbench.algorithms import ALGORITHMS
 from qsmbench.analysis import Analysis, analyse
 from qsmbench.bootstrap import aggregate_metrics, improvement, interval_estimates, iqm_and_mean, pooled
-from qsmbench.config import ConfigError
+from qsmbench.errors import ConfigError
 from qsmbench.plot_settings import FigureStyle, PlotSettings
 from qsmbench.plotting import FIGURES_DIR, PlotReport, plot_results
 from qsmbench.cli import parse_labels

@@ -20,14 +20,15 @@ import pandas as pd
 import pytest
 from support import run_cli
 
-from qsmbench.config import ConfigError
+from qsmbench.errors import ConfigError
 from qsmbench.grid import Grid, load_grid
 from qsmbench.locking import claim_run_dir, holder_label
 from qsmbench.plan import format_plan, plan, select
 from qsmbench.plotting import PlotReport
 from qsmbench.reproduce import run_grid, train_jobs
 from qsmbench.spec import RunSpec
-from qsmbench.storage import RunHeader, RunMetadata, format_duration, read_run, run_path, write_run
+from qsmbench.storage import RunHeader, RunMetadata, read_run, run_path, write_run
+from qsmbench.messages import format_duration
 
 ALGOS = {"qsm", "sac", "td3", "dql"}
 GYM_TASKS = {"Hopper-v4", "Walker2d-v4", "HalfCheetah-v4", "Ant-v4", "Humanoid-v4"}

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from qsmbench.config import ConfigError, RunConfig
+from qsmbench.config import RunConfig
+from qsmbench.errors import ConfigError
 from qsmbench.resources import estimate_memory, host_available_bytes, parameter_count
 from qsmbench.spec import make_spec
 from qsmbench.envs import env_dims

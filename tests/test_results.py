@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from qsmbench.config import ConfigError
+from qsmbench.errors import ConfigError
 from qsmbench.results import SkippedRunFileWarning, load
 from support import write_schema_1_results
 

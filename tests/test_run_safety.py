@@ -21,12 +21,13 @@ from gymnasium.envs.classic_control.pendulum import PendulumEnv
 
 from support import keeping_first_checkpoint, run_cli
 
-from qsmbench.config import ConfigError, RunConfig
-from qsmbench.locking import CLAIM_TIMEOUT_S, LOCK_NAME, ClaimRecord, RunLocked, claim_run_dir, read_claim, write_record
+from qsmbench.config import RunConfig
+from qsmbench.errors import CompleteRunError, ConfigError, RunLocked
+from qsmbench.locking import CLAIM_TIMEOUT_S, LOCK_NAME, ClaimRecord, claim_run_dir, read_claim, write_record
 from qsmbench.plan import on_disk
 from qsmbench.progress import PlainReporter
 from qsmbench.spec import RunSpec, make_spec
-from qsmbench.storage import CompleteRunError, read_run
+from qsmbench.storage import read_run
 from qsmbench.policies import policy_path
 from qsmbench.trainer import Trainer, prepare
 

@@ -14,12 +14,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from qsmbench.config import ConfigError
+from qsmbench.errors import ConfigError, RunFileError
 from qsmbench.storage import (
     METADATA_KEY,
     SCHEMA_VERSION,
     EvalRow,
-    RunFileError,
     RunFiles,
     RunHeader,
     RunMetadata,

@@ -14,7 +14,8 @@ import typer
 
 from qsmbench.cli import app
 from qsmbench.envs import make_env
-from qsmbench.storage import plural, read_run
+from qsmbench.storage import read_run
+from qsmbench.messages import plural
 from qsmbench.toy import (
     BANDIT_ID,
     MODE_SHARE,

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from qsmbench.config import ConfigError, RunConfig
+from qsmbench.config import RunConfig
+from qsmbench.errors import ConfigError
 from qsmbench.progress import PlainReporter
 from qsmbench.spec import RunSpec, make_spec
 from qsmbench.storage import read_run
