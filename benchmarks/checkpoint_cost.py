@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from qsmbench.checkpoint import write_checkpoint
-from qsmbench.config import RunConfig
 from qsmbench.progress import PlainReporter
 from qsmbench.replay import SeedBatchedReplay
 from qsmbench.spec import make_spec
 from qsmbench.messages import format_bytes
-from qsmbench.trainer import Trainer, prepare
+from qsmbench.training.loop import start
+from qsmbench.training.prepare import prepare
 
 
 def fill(replay: SeedBatchedReplay, transitions: int, episode: int = 1000) -> None:
@@ -53,17 +53,17 @@ def main() -> None:
 
 
 def measure(args: argparse.Namespace, out: Path) -> None:
-    run = RunConfig(env=args.env, seeds=args.seeds, steps=1_000_000, device="cpu", out=str(out))
-    prepared = prepare(make_spec(args.algo, run), overwrite=True)
-    trainer = Trainer(prepared, PlainReporter(args.algo, run.seed_values, run.steps))
-    replay = trainer.replay
+    spec = make_spec(args.algo, env=args.env, seeds=args.seeds, steps=1_000_000, device="cpu", out=str(out))
+    prepared = prepare(spec, overwrite=True)
+    trainer = start(prepared, PlainReporter(args.algo, spec.protocol.seed_values, spec.protocol.steps))
+    replay = trainer.parts.replay
     assert replay is not None
     for filled in sorted(args.filled):
         fill(replay, filled)
         trainer.step = filled
-        start = time.perf_counter()
+        began = time.perf_counter()
         write_checkpoint(prepared.checkpoint, *trainer.checkpoint_state())
-        seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - began
         size = os.path.getsize(prepared.checkpoint)
         print(f"{args.algo} {args.env} x {args.seeds} seeds, {filled:,} steps: checkpoint {format_bytes(size)}, "
               f"written in {seconds:.2f} s ({size / seconds / 1e6:.0f} MB/s)")

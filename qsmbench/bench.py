@@ -35,7 +35,7 @@ from qsmbench.envs import env_dims
 from qsmbench.nets import compile_networks
 from qsmbench.provenance import provenance
 from qsmbench.replay import SeedBatchedReplay
-from qsmbench.trainer import Collector
+from qsmbench.training.collector import Collector
 
 NO_KERNEL_OPS = {  # views, flag flips and bare allocations: no kernel is launched for them
     "aten::view", "aten::_unsafe_view", "aten::as_strided", "aten::reshape", "aten::expand", "aten::unsqueeze",

@@ -25,19 +25,16 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from qsmbench.config import NUMERICS
 from qsmbench.errors import CheckpointError
-from qsmbench.policies import network_state
+from qsmbench.algorithms.state import AgentStateError, check_parts, load_state
 from qsmbench.spec import RunSpec
 from qsmbench.storage import replace_atomically
 from qsmbench.messages import format_duration
 
 FORMAT_VERSION = 1
-# Run settings a resumed run may change: none changes what a seed learns. The variant label names the run's
-# directory, where its checkpoint lives, so it is compared by where the checkpoint is (and checkpoints written
-# before labels existed still resume).
-NOT_COMPARED = ("out", "device", "checkpoint_every", "env_workers", "eval_workers", "variant", "track", "track_every")
 
 
 @dataclass(frozen=True)
@@ -71,8 +68,12 @@ def checkpoint_ranges(run_dir: Path) -> list[tuple[int, int]]:
 
 
 def run_settings(spec: RunSpec, env_id: str, device: torch.device) -> dict[str, Any]:
-    """What must be equal for a checkpoint to continue a run, as JSON reads it back."""
-    run = {key: value for key, value in dataclasses.asdict(spec.run).items() if key not in NOT_COMPARED}
+    """What must be equal for a checkpoint to continue a run, as JSON reads it back: the whole protocol, the
+    execution settings that change the numbers (NUMERICS), the hyperparameters and the device type. The other
+    execution settings may change on resume; the variant label names the run's directory, where its checkpoint
+    lives, so it is compared by where the checkpoint is."""
+    numerics = {key: getattr(spec.execution, key) for key in NUMERICS}
+    run = {**dataclasses.asdict(spec.protocol), **numerics}
     settings = {
         "algo": spec.algo, "env_id": env_id, **run, **dataclasses.asdict(spec.config), "device type": device.type,
     }  # fmt: skip
@@ -141,37 +142,14 @@ def checkpoint_info(path: Path, settings: Mapping[str, Any] | None = None) -> Ch
 # ------------------------------------------------------------------------------------------------ agents
 
 
-def agent_state(agent: object) -> dict[str, Any]:
-    """Everything an agent learns or counts: its networks and free tensors (`policies.network_state`: targets,
-    EMA copies, SAC's log temperature), optimisers and integer counters. Every other attribute of an agent is
-    made from its config in its constructor (schedules, sampler options), so this is all it needs to go on."""
-    state = network_state(agent)
-    for name, value in vars(agent).items():
-        if isinstance(value, torch.optim.Optimizer):
-            state[name] = value.state_dict()
-        elif isinstance(value, int) and not isinstance(value, bool):
-            state[name] = value
-    return state
-
-
 def load_agent_state(agent: object, state: Mapping[str, Any]) -> None:
-    """Put `state` (from `agent_state` of the same algorithm and settings) into `agent`, in place, so the
-    optimisers keep their parameters; CheckpointError when its parts do not match the agent's."""
-    expected = agent_state(agent)
-    if set(expected) != set(state):
-        raise CheckpointError(f"the checkpoint's agent has parts {sorted(state)}, this one {sorted(expected)}")
+    """Put a checkpoint's agent `state` (`training_state` of the same algorithm and settings) into `agent`;
+    CheckpointError when its parts do not match the agent's."""
     try:
-        for name, saved in state.items():
-            value = getattr(agent, name)
-            if isinstance(value, (nn.Module, torch.optim.Optimizer)):
-                value.load_state_dict(saved)
-            elif isinstance(value, Tensor):
-                with torch.no_grad():
-                    value.copy_(saved)
-            else:
-                setattr(agent, name, int(saved))
-    except (RuntimeError, ValueError, KeyError, TypeError) as error:
-        raise CheckpointError(f"the checkpoint's agent does not fit this one ({str(error).splitlines()[0]})") from None
+        check_parts(agent, state)
+        load_state(agent, state)
+    except AgentStateError as error:
+        raise CheckpointError(f"the checkpoint's agent does not fit this one ({error})") from None
 
 
 def torch_rng_state(device: torch.device) -> dict[str, Tensor]:

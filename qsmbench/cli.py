@@ -27,7 +27,7 @@ from qsmbench.algorithms import ALGORITHMS, resolve
 from qsmbench.bench import append_results
 from qsmbench.bench import bench as measure
 from qsmbench.plot_settings import FigureStyle, PlotSettings
-from qsmbench.config import DEFAULT_CHECKPOINT_EVERY, DEFAULT_TRACK_EVERY, RunConfig, variant_label
+from qsmbench.config import DEFAULT_CHECKPOINT_EVERY, DEFAULT_TRACK_EVERY, variant_label
 from qsmbench.errors import ConfigError
 from qsmbench.envs import EXAMPLE_ENV_IDS, check_env_id
 from qsmbench.grid import load_grid
@@ -43,7 +43,8 @@ from qsmbench.storage import run_dir
 from qsmbench.messages import plural
 from qsmbench.stopping import Stopped
 from qsmbench.toy import register_bandit, run_toy, toy_grid, toy_specs
-from qsmbench.trainer import Trainer, check_compile_device, prepare, resolve_device
+from qsmbench.training.loop import train
+from qsmbench.training.prepare import check_compile_device, prepare, resolve_device
 from qsmbench.video import check_video_support, choose_renderer, record_videos
 
 EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 3, 130, 143
@@ -156,7 +157,9 @@ def run(
     """Train SEEDS seeds of ALGO on ENV (or offline on DATASET); write one Parquet learning curve per seed.
 
     An interrupted run with a checkpoint resumes from it when the same command is run again."""
-    run_config = RunConfig(
+    spec = make_spec(
+        algo,
+        set_,
         env=env,
         dataset=dataset,
         seeds=seeds,
@@ -174,26 +177,23 @@ def run(
         track=track,
         track_every=track_every,
     )
-    spec = make_spec(algo, run_config, set_)
     label = variant_label(set_, spec.config, spec.algorithm.config_cls()) if name is None else name
-    prepared = prepare(spec.with_run(variant=label), overwrite)
+    prepared = prepare(spec.with_settings(variant=label), overwrite)
     if prepared.resume:
         print(f"resuming from the checkpoint at {prepared.resume.describe()}", flush=True)
-    title = f"{algo} {run_config.task} ({plural(seeds, 'seed')}, {prepared.device.type})"
-    trainer = Trainer(prepared, make_reporter(title, run_config.seed_values, steps, quiet))
-    if note := trainer.claim.takeover_note():
-        print(note, file=sys.stderr)
+    title = f"{algo} {spec.protocol.task} ({plural(seeds, 'seed')}, {prepared.device.type})"
+    reporter = make_reporter(title, spec.protocol.seed_values, steps, quiet)
     try:
-        trainer.train()
+        outcome = train(prepared, reporter, on_takeover=lambda note: print(note, file=sys.stderr))
     except KeyboardInterrupt as interrupt:
         raise interrupted(interrupt, "every completed evaluation is on disk, marked interrupted") from None
-    files, divergences = trainer.files, trainer.watch.found
+    divergences = outcome.divergences
     last = [
-        "diverged" if divergence else f"{rows[-1].eval_return:.1f}" for rows, divergence in zip(files.rows, divergences)
+        "diverged" if divergence else f"{rows[-1].eval_return:.1f}" for rows, divergence in zip(outcome.rows, divergences)
     ]
     print(f"last evaluation return per seed: {' '.join(last)}")
-    print(f"learning curves: {prepared.paths[0].parent}/seed_<k>.parquet; policies: {prepared.run_dir / POLICY_DIR}")
-    diverged = [f"seed {seed} ({divergence})" for seed, divergence in zip(files.seeds, divergences) if divergence]
+    print(f"learning curves: {outcome.run_dir}/seed_<k>.parquet; policies: {outcome.run_dir / POLICY_DIR}")
+    diverged = [f"seed {seed} ({divergence})" for seed, divergence in zip(outcome.seeds, divergences) if divergence]
     if diverged:
         print(f"qsmbench: {len(diverged)} of {plural(seeds, 'seed')} diverged: {'; '.join(diverged)}", file=sys.stderr)
         raise typer.Exit(EXIT_DIVERGED)

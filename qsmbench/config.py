@@ -31,8 +31,13 @@ DEFAULT_TRACK_EVERY = 1_000  # steps between the tracked means of the update dia
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    """What to train on, for how long, and where the learning curves go (the algorithm is separate)."""
+class Protocol:
+    """What a run measures: the task, the seeds, the budget and the evaluation grid (the algorithm is separate).
+
+    These settings decide a seed's learning curve: runs compared in one figure, a checkpoint and the run
+    it continues, and a grid's finished seeds must agree on them (which ones each needs: TASK, SEEDS,
+    BUDGET below). How a run executes is `Execution`.
+    """
 
     env: str | None = None  # online: the Gymnasium id to train in
     dataset: str | None = None  # offline: the Minari dataset id to train from (evaluation uses its env)
@@ -41,16 +46,6 @@ class RunConfig:
     steps: int = 1_000_000
     eval_every: int = 10_000
     eval_episodes: int = 10
-    device: str = "auto"
-    out: str = "results"
-    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY  # steps between checkpoints; one is also written on a stop signal
-    tf32: bool = False  # CUDA float32 matmuls and convolutions in TF32 (10-bit mantissa): faster, and other numbers
-    compile: bool = False  # the agent's networks compiled with torch.compile (CUDA only)
-    env_workers: int = 0  # processes stepping the training envs (0: in the training process); results are the same
-    eval_workers: int = 0  # processes stepping the evaluation envs (0: in the training process); results are the same
-    variant: str = ""  # the run's label among runs of one algorithm on one task: --name, or its --set values
-    track: str | None = None  # an experiment tracker (one of TRACKERS) that also gets what the run files get
-    track_every: int = DEFAULT_TRACK_EVERY  # with `track`: steps between the logged means of the update diagnostics
 
     def __post_init__(self) -> None:
         require((self.env is None) != (self.dataset is None), "give either --env (online) or --dataset (offline)")
@@ -63,16 +58,6 @@ class RunConfig:
         require(self.steps >= 1, f"--steps must be at least 1, got {self.steps}")
         require(self.eval_every >= 1, f"--eval-every must be at least 1, got {self.eval_every}")
         require(self.eval_episodes >= 1, f"--eval-episodes must be at least 1, got {self.eval_episodes}")
-        require(self.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {self.device!r}")
-        require(self.checkpoint_every >= 1, f"--checkpoint-every must be at least 1, got {self.checkpoint_every}")
-        require(self.env_workers >= 0, f"--env-workers must be non-negative, got {self.env_workers}")
-        require(self.eval_workers >= 0, f"--eval-workers must be non-negative, got {self.eval_workers}")
-        require(
-            len(self.variant) <= MAX_VARIANT and self.variant.isprintable() and self.variant == self.variant.strip(),
-            f"--name must be printable, without leading or trailing spaces, and at most {MAX_VARIANT} characters",
-        )
-        require(self.track in (None, *TRACKERS), f"--track must be {' or '.join(TRACKERS)}, got {self.track!r}")
-        require(self.track_every >= 1, f"--track-every must be at least 1, got {self.track_every}")
 
     @property
     def task(self) -> str:
@@ -94,6 +79,57 @@ class RunConfig:
     def evaluations(self) -> int:
         """How many points the evaluation grid has."""
         return -(-self.steps // self.eval_every) + 1
+
+
+# Which protocol settings each comparison needs, defined once. A run file holds one seed, so it is compared
+# on BUDGET (a grid's finished seed, runs grouped in one figure); a checkpoint holds a whole batch of seeds,
+# so it is compared on every protocol setting and on NUMERICS; a grid file sets SEEDS and BUDGET for all its
+# tasks; a run's cost per step depends on its seed count and EVALUATION load.
+TASK = ("env", "dataset")
+SEEDS = ("seeds", "seed_start")
+EVALUATION = ("eval_every", "eval_episodes")
+BUDGET = ("steps", *EVALUATION)
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How and where a run executes: none of these settings changes what a seed learns, except NUMERICS
+    (`tf32` and `compile` round floats differently), so a run may resume with others (another device,
+    more workers, another checkpoint interval)."""
+
+    device: str = "auto"
+    out: str = "results"
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY  # steps between checkpoints; one is also written on a stop signal
+    tf32: bool = False  # CUDA float32 matmuls and convolutions in TF32 (10-bit mantissa): faster, and other numbers
+    compile: bool = False  # the agent's networks compiled with torch.compile (CUDA only)
+    env_workers: int = 0  # processes stepping the training envs (0: in the training process); results are the same
+    eval_workers: int = 0  # processes stepping the evaluation envs (0: in the training process); results are the same
+    variant: str = ""  # the run's label among runs of one algorithm on one task: --name, or its --set values
+    track: str | None = None  # an experiment tracker (one of TRACKERS) that also gets what the run files get
+    track_every: int = DEFAULT_TRACK_EVERY  # with `track`: steps between the logged means of the update diagnostics
+
+    def __post_init__(self) -> None:
+        require(self.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {self.device!r}")
+        require(self.checkpoint_every >= 1, f"--checkpoint-every must be at least 1, got {self.checkpoint_every}")
+        require(self.env_workers >= 0, f"--env-workers must be non-negative, got {self.env_workers}")
+        require(self.eval_workers >= 0, f"--eval-workers must be non-negative, got {self.eval_workers}")
+        require(
+            len(self.variant) <= MAX_VARIANT and self.variant.isprintable() and self.variant == self.variant.strip(),
+            f"--name must be printable, without leading or trailing spaces, and at most {MAX_VARIANT} characters",
+        )
+        require(self.track in (None, *TRACKERS), f"--track must be {' or '.join(TRACKERS)}, got {self.track!r}")
+        require(self.track_every >= 1, f"--track-every must be at least 1, got {self.track_every}")
+
+
+NUMERICS = ("tf32", "compile")  # execution settings that change a run's numbers: compared on resume
+
+
+def run_settings(protocol: Protocol, execution: Execution) -> dict[str, Any]:
+    """Both halves as one flat dict, in field order: a run file's `run_config`."""
+    return {**dataclasses.asdict(protocol), **dataclasses.asdict(execution)}
+
+
+RUN_SETTING_NAMES = tuple(f.name for cls in (Protocol, Execution) for f in dataclasses.fields(cls))
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,15 @@ optimisers and gradient clipping are per element or per seed), so the other seed
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor
 
 from qsmbench.algorithms import Agent
+from qsmbench.algorithms.state import seed_tensors
 from qsmbench.storage import Divergence
 
 CHECK_EVERY = 1000  # steps between device-side checks: one host read per interval
@@ -41,7 +45,7 @@ class DivergenceWatch:
         """Running sums of the diagnostics `{name: [seeds]}` and the agent's parameters, in one host read."""
         names = list(loss_sums)
         flags = [torch.isfinite(loss_sums[name]) for name in names]
-        parameters = seed_parameters(agent, len(self.live))
+        parameters = seed_tensors(agent, len(self.live))
         if parameters:
             names.append("parameters")
             seeds = len(self.live)
@@ -60,14 +64,10 @@ class DivergenceWatch:
     def all_dead(self) -> bool:
         return not self.live.any()
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"live": self.live.tolist(), "divergences": [dataclasses.asdict(d) if d else None for d in self.found]}
 
-def seed_parameters(agent: Agent, seeds: int) -> list[Tensor]:
-    """Every tensor the agent learns or keeps per seed: its networks' (targets and EMA copies included)
-    parameters and buffers, and free tensors such as SAC's log temperature; all have a leading seed axis."""
-    tensors: list[Tensor] = []
-    for value in vars(agent).values():
-        if isinstance(value, torch.nn.Module):
-            tensors += [*value.parameters(), *value.buffers()]
-        elif isinstance(value, Tensor):
-            tensors.append(value)
-    return [t for t in tensors if t.dim() >= 1 and t.shape[0] == seeds and t.is_floating_point()]
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.live[:] = state["live"]
+        self.found = [Divergence(**found) if found else None for found in state["divergences"]]
+

@@ -63,11 +63,11 @@ class Evaluator:
             running &= ~ended
         return returns.reshape(seeds, self.episodes), non_finite
 
-    def rng_states(self) -> list[dict[str, Any]]:
+    def state_dict(self) -> list[dict[str, Any]]:
         """Every evaluation env's generator state, seed-major: all an evaluation between two others needs."""
         return self.batch.rng_states()
 
-    def set_rng_states(self, states: list[dict[str, Any]]) -> None:
+    def load_state_dict(self, states: list[dict[str, Any]]) -> None:
         self.batch.set_rng_states(states)
 
     def close(self) -> None:

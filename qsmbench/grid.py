@@ -3,7 +3,7 @@
 A grid is a TOML file (a name such as `paper` selects qsmbench/data/grids/paper.toml; any path works
 too; the shipped file's header comment is the reference for the format). Its named scales
 (`[scales.smoke]`) replace parts of it. Every table is checked with the same code as the command
-line: the protocol keys are `RunConfig` fields, algorithm names and `overrides` go through
+line: the protocol keys are `Protocol` fields (SEEDS and BUDGET), algorithm names and `overrides` go through
 `algorithms.resolve` (as `--algo` and `--set` do), the `plot` table builds `PlotSettings`. So a grid
 that loads is a tuple of valid `RunSpec`s, one per (task, algorithm) pair with all its seeds.
 """
@@ -23,7 +23,11 @@ from qsmbench.algorithms import Algorithm, resolve
 from qsmbench.plot_settings import PlotSettings
 from qsmbench.config import (
     OffPolicyConfig,
-    RunConfig,
+    BUDGET,
+    EVALUATION,
+    SEEDS,
+    Execution,
+    Protocol,
     apply_overrides,
     check_value,
     did_you_mean,
@@ -37,8 +41,8 @@ from qsmbench.spec import RunSpec
 
 GRIDS = importlib.resources.files("qsmbench").joinpath("data/grids")
 Confidence = Literal["confirmed", "likely", "extension", "smoke"]
-PROTOCOL_KEYS = ("seeds", "seed_start", "steps", "eval_every", "eval_episodes")  # RunConfig fields, one value per grid
-TASK_PROTOCOL_KEYS = ("eval_every", "eval_episodes")  # protocol keys a task may set for its own jobs
+PROTOCOL_KEYS = (*SEEDS, *BUDGET)  # Protocol fields, one value per grid
+TASK_PROTOCOL_KEYS = EVALUATION  # protocol keys a task may set for its own jobs
 GRID_KEYS = ("description", "out", "algorithms", "overrides", "plot", "resources", "tasks", *PROTOCOL_KEYS)
 REQUIRED_KEYS = ("out", "algorithms", "tasks", "seeds", "steps", "eval_every", "eval_episodes")
 
@@ -92,13 +96,13 @@ class Grid:
 
     def resources_of(self, spec: RunSpec) -> JobResources:
         """The resources a job asks for: its task's, else the grid's."""
-        task = next(task for task in self.tasks if task.env == spec.run.env)
+        task = next(task for task in self.tasks if task.env == spec.protocol.env)
         return task.resources or self.resources
 
     @property
-    def protocol(self) -> RunConfig:
-        """The run settings every job shares (the first job's, with its env)."""
-        return self.specs[0].run
+    def protocol(self) -> Protocol:
+        """The protocol every job shares (the first job's, with its env)."""
+        return self.specs[0].protocol
 
 
 @contextmanager
@@ -164,10 +168,11 @@ def build_grid(name: str, scale: str, settings: Mapping[str, Any]) -> Grid:
     tasks = parse_tasks(settings["tasks"])
     algorithms = parse_algorithms(settings["algorithms"], settings.get("overrides", {}))
     protocol = {key: settings[key] for key in PROTOCOL_KEYS if key in settings}
-    from_table(RunConfig, {**protocol, "env": tasks[0].env, "out": out})  # the grid's own protocol first
+    from_table(Protocol, {**protocol, "env": tasks[0].env})  # the grid's own protocol first
+    execution = Execution(out=out)
     specs = tuple(
-        RunSpec(run, algorithm, apply_overrides(config, task.overrides.get(algorithm.name, ())))  # grid's, then task's
-        for task, run in zip(tasks, task_runs(tasks, protocol, out))
+        RunSpec(run, execution, algorithm, apply_overrides(config, task.overrides.get(algorithm.name, ())))  # grid's, then task's
+        for task, run in zip(tasks, task_protocols(tasks, protocol))
         for algorithm, config in algorithms
     )
     with located("plot"):
@@ -177,13 +182,13 @@ def build_grid(name: str, scale: str, settings: Mapping[str, Any]) -> Grid:
     return Grid(name, scale, description, Path(out), tasks, specs, plot, parse_resources(settings.get("resources", {})))
 
 
-def task_runs(tasks: tuple[Task, ...], protocol: Mapping[str, Any], out: str) -> list[RunConfig]:
-    """Each task's run settings: the grid's protocol with the task's own evaluation settings."""
+def task_protocols(tasks: tuple[Task, ...], protocol: Mapping[str, Any]) -> list[Protocol]:
+    """Each task's protocol: the grid's, with the task's own evaluation settings."""
     runs = []
     for index, task in enumerate(tasks):
         own = {key: getattr(task, key) for key in TASK_PROTOCOL_KEYS if getattr(task, key) is not None}
         with located(f"task {index + 1}"):
-            runs.append(from_table(RunConfig, {**protocol, **own, "env": task.env, "out": out}))
+            runs.append(from_table(Protocol, {**protocol, **own, "env": task.env}))
     return runs
 
 

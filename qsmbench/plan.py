@@ -27,19 +27,18 @@ import numpy as np
 
 from qsmbench.checkpoint import checkpoint_info, checkpoint_path, checkpoint_ranges
 from qsmbench.errors import CheckpointError, ConfigError, RunFileError
-from qsmbench.config import RunConfig, did_you_mean
+from qsmbench.config import BUDGET, EVALUATION, Protocol, did_you_mean
 from qsmbench.grid import Grid
 from qsmbench.locking import read_claim
 from qsmbench.spec import RunSpec
 from qsmbench.storage import FINISHED, RunHeader, path_safe, read_run, read_status, run_dir, run_path
 from qsmbench.messages import format_duration, plural
 
-RUN_SETTINGS = ("steps", "eval_every", "eval_episodes")  # a complete file must match these to count as done
 
 
 @dataclass(frozen=True)
 class Job:
-    """One (task, algorithm) pair of a grid: its spec (all seeds, results under `spec.run.out`) and what is on disk."""
+    """One (task, algorithm) pair of a grid: its spec (all seeds, results under `spec.execution.out`) and what is on disk."""
 
     spec: RunSpec
     done: tuple[int, ...] = ()  # seeds whose file is complete and was trained with these settings
@@ -50,7 +49,7 @@ class Job:
 
     @property
     def task(self) -> str:
-        return self.spec.run.task
+        return self.spec.protocol.task
 
     @property
     def id(self) -> str:
@@ -71,25 +70,25 @@ class Job:
 
     @property
     def pending_count(self) -> int:
-        return self.spec.run.seeds - len(self.done)
+        return self.spec.protocol.seeds - len(self.done)
 
     def blocks(self) -> list[tuple[int, int]]:
         """The pending seeds as (seed_start, seeds) runs of contiguous seed values.
 
         Computed from the done seeds, never by listing every seed: a grid may ask for millions.
         """
-        blocks, cursor = [], self.spec.run.seed_start
+        blocks, cursor = [], self.spec.protocol.seed_start
         for seed in sorted(self.done):
             if seed > cursor:
                 blocks.append((cursor, seed - cursor))
             cursor = seed + 1
-        end = self.spec.run.seed_start + self.spec.run.seeds
+        end = self.spec.protocol.seed_start + self.spec.protocol.seeds
         blocks = blocks + [(cursor, end - cursor)] if cursor < end else blocks
         return [piece for block in blocks for piece in split_at_checkpoints(block, self.resumable)]
 
     @property
     def env_steps_to_run(self) -> int:
-        return self.spec.run.steps * self.pending_count
+        return self.spec.protocol.steps * self.pending_count
 
     def block_seconds(self) -> list[float] | None:
         """Each pending block's time, one batched run of the steps it has left (a resumed one from its
@@ -97,7 +96,7 @@ class Job:
         if self.seconds_per_step is None:
             return None
         resumed = {(first, count): step for first, count, step in self.resumable}
-        return [(self.spec.run.steps - resumed.get(block, 0)) * self.seconds_per_step for block in self.blocks()]
+        return [(self.spec.protocol.steps - resumed.get(block, 0)) * self.seconds_per_step for block in self.blocks()]
 
     @property
     def seconds_to_run(self) -> float | None:
@@ -107,7 +106,7 @@ class Job:
     def pending_specs(self, device: str, checkpoint_every: int) -> list[RunSpec]:
         """One spec per block of pending seeds, on `device`."""
         return [
-            self.spec.with_run(seed_start=start, seeds=count, device=device, checkpoint_every=checkpoint_every)
+            self.spec.with_settings(seed_start=start, seeds=count, device=device, checkpoint_every=checkpoint_every)
             for start, count in self.blocks()
         ]
 
@@ -161,7 +160,7 @@ def plan(grid: Grid, out: Path) -> list[Job]:
     timings = measured_seconds_per_step(out)
     jobs = []
     for grid_spec in grid.specs:
-        spec = grid_spec.with_run(out=str(out))
+        spec = grid_spec.with_settings(out=str(out))
         jobs.append(Job(spec, **on_disk(spec), **timing_for(spec, timings)))
     return jobs
 
@@ -171,19 +170,19 @@ def on_disk(spec: RunSpec) -> dict[str, tuple[Any, ...]]:
     stat per seed)."""
     expected_config = jsonable(dataclasses.asdict(spec.config))
     done = []
-    directory = run_dir(spec.run.out, spec.run.task, spec.algo, spec.run.variant)
+    directory = run_dir(spec.execution.out, spec.protocol.task, spec.algo, spec.execution.variant)
     statuses = {
-        seed: read_status(run_path(spec.run.out, spec.run.task, spec.algo, seed, spec.run.variant))
-        for seed in existing_seeds(directory, spec.run.seed_start, spec.run.seeds)
+        seed: read_status(run_path(spec.execution.out, spec.protocol.task, spec.algo, seed, spec.execution.variant))
+        for seed in existing_seeds(directory, spec.protocol.seed_start, spec.protocol.seeds)
     }
     resumable, conflicts = resumable_blocks(spec, directory, statuses)  # an unreadable checkpoint is a conflict
     resuming = {seed for start, count, _ in resumable for seed in range(start, start + count) if seed in statuses}
     for seed, status in statuses.items():
-        path = run_path(spec.run.out, spec.run.task, spec.algo, seed, spec.run.variant)
+        path = run_path(spec.execution.out, spec.protocol.task, spec.algo, seed, spec.execution.variant)
         if status == "unreadable":
             conflicts.append(f"{path}: not a readable qsmbench run file")
         elif status in FINISHED and seed not in resuming:  # a diverged seed is a result: training it again repeats it
-            why = mismatch(read_run(path).metadata.header, spec.run, expected_config)
+            why = mismatch(read_run(path).metadata.header, spec.protocol, expected_config)
             if why:
                 conflicts.append(f"{path}: {status}, but trained with {why}")
             else:
@@ -197,7 +196,7 @@ def resumable_blocks(
     """The (seed_start, seeds, step) of the checkpoints of unfinished runs within the job's seeds, and the
     checkpoints that cannot be read. A checkpoint beside a complete file is left over from a run that
     finished (killed before it deleted it): it is ignored."""
-    first, end = spec.run.seed_start, spec.run.seed_start + spec.run.seeds
+    first, end = spec.protocol.seed_start, spec.protocol.seed_start + spec.protocol.seeds
     resumable, unreadable = [], []
     for start, count in checkpoint_ranges(run_dir):
         finished = any(statuses.get(seed) == "complete" for seed in range(start, start + count))
@@ -223,13 +222,15 @@ def jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def mismatch(header: RunHeader, run: RunConfig, expected_config: Mapping[str, Any]) -> str | None:
-    """Why a complete file does not count for a job with `run` and `expected_config` (as JSON reads it back),
-    or None. Keys missing on either side are not compared, so adding a hyperparameter to an algorithm does not
-    invalidate the runs already made."""
+def mismatch(header: RunHeader, protocol: Protocol, expected_config: Mapping[str, Any]) -> str | None:
+    """Why a complete file does not count for a job with `protocol` and `expected_config` (as JSON reads it
+    back), or None: its BUDGET and hyperparameters must be the job's. Hyperparameters missing on either side
+    are not compared, so adding one to an algorithm does not invalidate the runs already made."""
     stored_run, stored_config = header.run_config, header.algo_config
     differences = [
-        (key, stored_run.get(key), getattr(run, key)) for key in RUN_SETTINGS if stored_run.get(key) != getattr(run, key)
+        (key, stored_run.get(key), getattr(protocol, key))
+        for key in BUDGET
+        if stored_run.get(key) != getattr(protocol, key)
     ]
     differences += [
         (key, stored_config[key], value)
@@ -245,14 +246,15 @@ def mismatch(header: RunHeader, run: RunConfig, expected_config: Mapping[str, An
 Timings = Mapping[tuple[str, str, str], float]  # (task directory, algorithm, settings_key) -> seconds per step
 
 
-def settings_key(algo_config: Any, eval_every: Any, eval_episodes: Any, seeds: Any) -> str:
-    """What a run's cost per step depends on besides its task: hyperparameters, evaluation load, batch size."""
-    return json.dumps([algo_config, eval_every, eval_episodes, seeds], sort_keys=True, default=str)
+def settings_key(algo_config: Any, run_config: Mapping[str, Any]) -> str:
+    """What a run's cost per step depends on besides its task: hyperparameters, evaluation load (EVALUATION),
+    batch size (seeds)."""
+    load = [run_config.get(key) for key in (*EVALUATION, "seeds")]
+    return json.dumps([algo_config, *load], sort_keys=True, default=str)
 
 
 def spec_settings_key(spec: RunSpec) -> str:
-    run = spec.run
-    return settings_key(jsonable(dataclasses.asdict(spec.config)), run.eval_every, run.eval_episodes, run.seeds)
+    return settings_key(jsonable(dataclasses.asdict(spec.config)), dataclasses.asdict(spec.protocol))
 
 
 def measured_seconds_per_step(out: Path) -> Timings:
@@ -265,8 +267,7 @@ def measured_seconds_per_step(out: Path) -> Timings:
         except RunFileError:
             continue
         header, curve = run_file.metadata.header, run_file.curve
-        run = header.run_config
-        key = settings_key(header.algo_config, run.get("eval_every"), run.get("eval_episodes"), run.get("seeds"))
+        key = settings_key(header.algo_config, header.run_config)
         if len(curve) and curve["step"].iloc[-1] > 0:
             rate = float(curve["wall_time_s"].iloc[-1] / curve["step"].iloc[-1])
             rates.setdefault((path_safe(header.task), header.algo, key), []).append(rate)
@@ -276,7 +277,7 @@ def measured_seconds_per_step(out: Path) -> Timings:
 def timing_for(spec: RunSpec, timings: Timings) -> dict[str, Any]:
     """The closest measurement with the job's settings: on its own task, else the median over other tasks."""
     key = spec_settings_key(spec)
-    own = timings.get((path_safe(spec.run.task), spec.algo, key))
+    own = timings.get((path_safe(spec.protocol.task), spec.algo, key))
     if own is not None:
         return {"seconds_per_step": own, "timing_basis": "the same task, algorithm and settings"}
     others = [rate for (_, algo, other_key), rate in timings.items() if algo == spec.algo and other_key == key]
@@ -297,8 +298,8 @@ def format_plan(grid: Grid, jobs: list[Job], out: Path, workers: int = 1) -> str
         f"{'task':<32} {'algo':<5} {'seeds':<8} {'steps':>10}  status",
     ]
     for job in jobs:
-        seeds = seed_list([(job.spec.run.seed_start, job.spec.run.seeds)])
-        lines.append(f"{job.task:<32} {job.algo:<5} {seeds:<8} {job.spec.run.steps:>10,}  {job_status(job)}{claim_note(job, out)}")
+        seeds = seed_list([(job.spec.protocol.seed_start, job.spec.protocol.seeds)])
+        lines.append(f"{job.task:<32} {job.algo:<5} {seeds:<8} {job.spec.protocol.steps:>10,}  {job_status(job)}{claim_note(job, out)}")
     pending = [job for job in jobs if job.pending_count]
     lines.append(
         f"to run: {len(pending)} of {plural(len(jobs), 'job')}, {sum(job.env_steps_to_run for job in jobs):,} env steps "
@@ -315,7 +316,7 @@ def format_plan(grid: Grid, jobs: list[Job], out: Path, workers: int = 1) -> str
 def job_status(job: Job) -> str:
     resumes = "".join(f"; seeds {seed_list([(first, count)])} resume at step {step:,}" for first, count, step in job.resumable)
     if job.status == "partial":
-        done = f"{len(job.done)} of {plural(job.spec.run.seeds, 'seed')} complete"
+        done = f"{len(job.done)} of {plural(job.spec.protocol.seeds, 'seed')} complete"
         return f"partial ({done}; to run: {seed_list(job.blocks())}{resumes})"
     return job.status + (f" ({resumes[2:]})" if resumes else "")
 

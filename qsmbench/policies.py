@@ -25,9 +25,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from torch import Tensor, nn
 
 from qsmbench.algorithms import Agent, lookup
+from qsmbench.algorithms.state import AgentStateError, load_state, network_state, seed_slice, stack_seeds
 from qsmbench.config import from_table
 from qsmbench.errors import PolicyError
 from qsmbench.envs import EnvDims
@@ -52,25 +52,6 @@ class SavedPolicy:
 def policy_path(run_file: Path) -> Path:
     """`<run dir>/_policies/seed_<k>.pt` for the run file `<run dir>/seed_<k>.parquet`."""
     return run_file.parent / POLICY_DIR / f"{run_file.stem}.pt"
-
-
-def network_state(agent: object) -> dict[str, Any]:
-    """The agent's networks (state dicts) and free tensors, all seeds: what acting needs, without optimisers."""
-    state: dict[str, Any] = {}
-    for name, value in vars(agent).items():
-        if isinstance(value, nn.Module):
-            state[name] = value.state_dict()
-        elif isinstance(value, Tensor):
-            state[name] = value.detach()
-    return state
-
-
-def seed_slice(state: Mapping[str, Any], index: int) -> dict[str, Any]:
-    """Seed `index` of every tensor in `state` (their leading axis is the seed axis), kept as an axis of 1."""
-    return {
-        name: seed_slice(value, index) if isinstance(value, Mapping) else value[index : index + 1].detach().cpu().clone()
-        for name, value in state.items()
-    }
 
 
 def save_policies(
@@ -136,20 +117,8 @@ def load_agent(policies: Sequence[SavedPolicy], device: torch.device) -> Agent:
     seeds = [policy.seed for policy in policies]
     agent = algorithm.make_agent(first.dims.obs_dim, first.dims.act_dim, seeds, device, config)
     try:
-        for name, value in network_state(agent).items():
-            stacked = stack([policy.tensors[name] for policy in policies])
-            if isinstance(value, dict):
-                getattr(agent, name).load_state_dict(stacked)
-            else:
-                with torch.no_grad():
-                    value.copy_(stacked)
-    except (RuntimeError, KeyError, TypeError) as error:
-        raise PolicyError(f"{first.path} does not fit a {first.header.algo} agent ({str(error).splitlines()[0]})") from None
+        load_state(agent, {name: stack_seeds([policy.tensors[name] for policy in policies]) for name in network_state(agent)})
+    except (AgentStateError, KeyError) as error:
+        raise PolicyError(f"{first.path} does not fit a {first.header.algo} agent ({error})") from None
     return agent
 
-
-def stack(parts: Sequence[Any]) -> Any:
-    """Concatenate per-seed slices (tensors, or nested dicts of them) along the seed axis."""
-    if isinstance(parts[0], Mapping):
-        return {name: stack([part[name] for part in parts]) for name in parts[0]}
-    return torch.cat(list(parts))

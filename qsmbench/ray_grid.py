@@ -207,7 +207,7 @@ class Driver:
 
     def progress_line(self) -> str:
         running = {job_id: tracked for job_id, tracked in self.tracked.items() if tracked.pid is not None}
-        steps = ", ".join(f"{job_id} {tracked.step:,}/{tracked.job.spec.run.steps:,}" for job_id, tracked in running.items())
+        steps = ", ".join(f"{job_id} {tracked.step:,}/{tracked.job.spec.protocol.steps:,}" for job_id, tracked in running.items())
         return (
             f"jobs: {len(self.complete)} complete, {len(running)} running, {len(self.tracked) - len(running)} pending"
             f"{', ' + str(len(self.failed)) + ' failed' if self.failed else ''}"
@@ -224,7 +224,7 @@ class Driver:
         if not rates:
             return f"not yet known (heartbeats every {format_duration(HEARTBEAT_EVERY_S)})"
         rate = sum(rates) / len(rates)
-        left = sum(t.job.spec.run.steps - t.step for t in self.tracked.values())
+        left = sum(t.job.spec.protocol.steps - t.step for t in self.tracked.values())
         return format_duration(left / rate / max(len(running), 1))
 
     def cancel(self) -> None:

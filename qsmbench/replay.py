@@ -147,7 +147,7 @@ class SeedBatchedReplay:
 
     # -------------------------------------------------------------------------------------------- checkpoints
 
-    def state(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         """The filled part, compact copies on the CPU (a saved view would save its whole storage)."""
         filled = self.size
         stream_end = self.rows if self.size == self.capacity else int(self.head.max()) + 2
@@ -159,7 +159,7 @@ class SeedBatchedReplay:
             "reward": _compact(self.reward[:, :filled]), "terminated": _compact(self.terminated[:, :filled]),
         }  # fmt: skip
 
-    def load_state(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.position, self.size, filled = int(state["position"]), int(state["size"]), int(state["size"])
         if int(state["spare"]) != self.spare:
             self.spare = int(state["spare"])

@@ -20,7 +20,8 @@ from qsmbench.plan import Job, format_plan, plan, seed_list
 from qsmbench.plotting import FIGURES_DIR, PlotReport, plot_results
 from qsmbench.progress import make_reporter
 from qsmbench.messages import plural
-from qsmbench.trainer import Trainer, prepare
+from qsmbench.training.loop import train
+from qsmbench.training.prepare import prepare
 
 
 def run_grid(
@@ -76,22 +77,22 @@ def train_jobs(jobs: list[Job], device: str, quiet: bool, checkpoint_every: int)
             print(f"skipped: {done}", flush=True)
             skipped.append(str(done))
     for index, prepared in enumerate(runs, 1):
-        run = prepared.spec.run
-        seeds = seed_list([(run.seed_start, run.seeds)])
-        title = f"[{index}/{len(runs)}] {prepared.spec.algo} {run.task} seeds {seeds} ({prepared.device.type})"
+        protocol = prepared.spec.protocol
+        seeds = seed_list([(protocol.seed_start, protocol.seeds)])
+        title = f"[{index}/{len(runs)}] {prepared.spec.algo} {protocol.task} seeds {seeds} ({prepared.device.type})"
         print(title, flush=True)
         if prepared.resume:
             print(f"resuming from the checkpoint at {prepared.resume.describe()}", flush=True)
         try:
-            trainer = Trainer(prepared, make_reporter(title, run.seed_values, run.steps, quiet))
+            train(prepared, make_reporter(title, protocol.seed_values, protocol.steps, quiet), on_takeover=say)
         except (RunLocked, CompleteRunError) as taken:  # another launcher sharing `out` has it, or has done it
             print(f"skipped: {taken}", flush=True)
             skipped.append(str(taken))
-            continue
-        if note := trainer.claim.takeover_note():
-            print(note, flush=True)
-        trainer.train()
     return skipped
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
 
 
 def check_no_conflicts(jobs: list[Job]) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from qsmbench.errors import ConfigError
-from qsmbench.divergence import seed_parameters
+from qsmbench.algorithms.state import seed_tensors
 from qsmbench.envs import EnvDims
 from qsmbench.replay import replay_bytes_per_seed_step
 from qsmbench.spec import RunSpec
@@ -50,7 +50,7 @@ class MemoryEstimate:
 
 
 def estimate_memory(spec: RunSpec, dims: EnvDims, env_id: str) -> MemoryEstimate:
-    run, config = spec.run, spec.config
+    run, config = spec.protocol, spec.config
     seeds = run.seeds
     transition = 2 * dims.obs_dim + dims.act_dim + 2
     capacity = 0 if run.dataset else min(config.replay_capacity, run.steps)
@@ -72,7 +72,7 @@ def parameter_count(spec: RunSpec, dims: EnvDims) -> int:
     meta = torch.device("meta")
     with meta:
         agent = spec.algorithm.make_agent(dims.obs_dim, dims.act_dim, [0], meta, spec.config)
-    return sum(tensor.numel() for tensor in seed_parameters(agent, 1))
+    return sum(tensor.numel() for tensor in seed_tensors(agent, 1))
 
 
 def _hidden_widths(config: object) -> int:

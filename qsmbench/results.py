@@ -16,14 +16,14 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from qsmbench.config import RunConfig
+from qsmbench.config import RUN_SETTING_NAMES
 from qsmbench.storage import EvalRow, RunFile, read_results
 
-RUN_PREFIX = "run."  # run settings (RunConfig: steps, eval_every, ...), e.g. `run.steps`
+RUN_PREFIX = "run."  # run settings (Protocol and Execution: steps, eval_every, ...), e.g. `run.steps`
 HYPERPARAMETER_PREFIX = "hp."  # the algorithm's effective hyperparameters, e.g. `hp.batch_size`
 IDENTITY_COLUMNS = ("task", "algo", "variant", "seed", "status", "env_id", "dataset")
 CURVE_COLUMNS = tuple(f.name for f in dataclasses.fields(EvalRow) if f.name not in ("diagnostics", *IDENTITY_COLUMNS))
-RUN_SETTINGS = tuple(f.name for f in dataclasses.fields(RunConfig))
+RUN_SETTINGS = RUN_SETTING_NAMES
 
 
 class SkippedRunFileWarning(UserWarning):
@@ -35,7 +35,7 @@ def load(results_dir: str | Path) -> pd.DataFrame:
 
     Columns, in this order: what the run is (task, algo, variant, seed, status, env_id, dataset); the
     learning curve (step, eval_return, ... as in the run files); the algorithms' diagnostics, the union
-    over the files, sorted by name; the run settings as `run.<name>` (RunConfig order); the
+    over the files, sorted by name; the run settings as `run.<name>` (Protocol, then Execution order); the
     hyperparameters as `hp.<name>`, sorted by name (tuples such as hidden_sizes stay tuples). A value a
     run does not have is NaN. Files that cannot be used are skipped with a SkippedRunFileWarning each;
     ConfigError (one line) when none can be used.
@@ -64,7 +64,7 @@ def prefixed(prefix: str, settings: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def column_order(columns: pd.Index) -> list[str]:
-    """Identity, curve, diagnostics (sorted), run settings (RunConfig order, then any others sorted),
+    """Identity, curve, diagnostics (sorted), run settings (Protocol, then Execution order, then any others sorted),
     hyperparameters (sorted): an order that depends only on which columns exist."""
     present = set(columns)
     run_known = [f"{RUN_PREFIX}{name}" for name in RUN_SETTINGS]

@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 
 from qsmbench.algorithms import ALGORITHMS
+from qsmbench.config import BUDGET
 from qsmbench.errors import ConfigError
 from qsmbench.plot_settings import Normalize
 from qsmbench.storage import OFFLINE_SCORE, RunFile
@@ -162,13 +163,12 @@ def divergence(run: RunFile) -> str | None:
     return None
 
 
-BUDGET_FIELDS = ("steps", "eval_every", "eval_episodes")  # run_config fields that change a run's curve
 
 
 def training_settings(run: RunFile) -> dict[str, str]:
     """What must be equal for runs to be seeds of one group: hyperparameters and budget, as text."""
     header = run.metadata.header
-    values = {**header.algo_config, **{key: header.run_config.get(key) for key in BUDGET_FIELDS}}
+    values = {**header.algo_config, **{key: header.run_config.get(key) for key in BUDGET}}
     return {key: repr(value) for key, value in values.items()}
 
 

@@ -14,15 +14,16 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from qsmbench.algorithms import ALGORITHMS, Algorithm, resolve
-from qsmbench.config import OffPolicyConfig, RunConfig
+from qsmbench.config import Execution, OffPolicyConfig, Protocol, run_settings
 from qsmbench.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Run settings + algorithm registry entry + that algorithm's config."""
+    """What a run measures (protocol) + how it executes + algorithm registry entry + that algorithm's config."""
 
-    run: RunConfig
+    protocol: Protocol
+    execution: Execution
     algorithm: Algorithm
     config: OffPolicyConfig
 
@@ -32,15 +33,15 @@ class RunSpec:
                 f"{self.algorithm.name} takes a {self.algorithm.config_cls.__name__}, "
                 f"not a {type(self.config).__name__}"
             )
-        if self.run.dataset is not None and not self.algorithm.offline:
+        if self.protocol.dataset is not None and not self.algorithm.offline:
             offline = ", ".join(name for name, algorithm in ALGORITHMS.items() if algorithm.offline)
             raise ConfigError(
                 f"{self.algo} has no offline formulation, so it cannot train from --dataset (offline: {offline})"
             )
         warmup = self.config.warmup_steps
-        if self.run.dataset is None and self.run.steps <= warmup:  # offline runs have no warm-up
+        if self.protocol.dataset is None and self.protocol.steps <= warmup:  # offline runs have no warm-up
             raise ConfigError(
-                f"--steps {self.run.steps} is not above {self.algo}'s warmup_steps {warmup}: every step would be "
+                f"--steps {self.protocol.steps} is not above {self.algo}'s warmup_steps {warmup}: every step would be "
                 "random warm-up and nothing would be trained; give more --steps or --set warmup_steps=N"
             )
 
@@ -48,12 +49,28 @@ class RunSpec:
     def algo(self) -> str:
         return self.algorithm.name
 
-    def with_run(self, **changes: Any) -> RunSpec:
-        """The same spec with some run settings replaced (e.g. another `out`, device or block of seeds)."""
-        return dataclasses.replace(self, run=dataclasses.replace(self.run, **changes))
+    def with_settings(self, **changes: Any) -> RunSpec:
+        """The same spec with some protocol or execution settings replaced (another `out`, device, block of seeds)."""
+        protocol = {key: value for key, value in changes.items() if key in PROTOCOL_NAMES}
+        execution = {key: value for key, value in changes.items() if key not in PROTOCOL_NAMES}
+        return dataclasses.replace(
+            self,
+            protocol=dataclasses.replace(self.protocol, **protocol),
+            execution=dataclasses.replace(self.execution, **execution),
+        )
+
+    def run_settings(self) -> dict[str, Any]:
+        """Protocol and execution as one flat dict: what a run file records as `run_config`."""
+        return run_settings(self.protocol, self.execution)
 
 
-def make_spec(algo: str, run: RunConfig, overrides: Sequence[str] = ()) -> RunSpec:
-    """The spec of algorithm `algo` (by name) with `key=value` overrides of its defaults."""
+PROTOCOL_NAMES = frozenset(field.name for field in dataclasses.fields(Protocol))
+
+
+def make_spec(algo: str, overrides: Sequence[str] = (), **settings: Any) -> RunSpec:
+    """The spec of algorithm `algo` (by name) with `key=value` overrides of its defaults, and the run settings
+    given by name (any field of `Protocol` or `Execution`, e.g. env="Hopper-v4", seeds=10, device="cpu")."""
     algorithm, config = resolve(algo, overrides)
-    return RunSpec(run, algorithm, config)
+    protocol = Protocol(**{key: value for key, value in settings.items() if key in PROTOCOL_NAMES})
+    execution = Execution(**{key: value for key, value in settings.items() if key not in PROTOCOL_NAMES})
+    return RunSpec(protocol, execution, algorithm, config)

@@ -76,7 +76,7 @@ class RunHeader:
     env_id: str  # the environment evaluated in (offline: the dataset's)
     dataset: str | None = None
     ref_scores: tuple[float, float] | None = None  # the dataset's (random, expert) returns
-    run_config: Mapping[str, Any] = field(default_factory=dict)  # RunConfig as a dict
+    run_config: Mapping[str, Any] = field(default_factory=dict)  # Protocol and Execution as one dict (config.run_settings)
     algo_config: Mapping[str, Any] = field(default_factory=dict)  # the effective hyperparameters
     variant: str = ""  # the run's variant label ("" = none): run --name, or derived from its --set values
     provenance: Mapping[str, Any] = field(default_factory=dict)  # versions, commit, device, host, start time

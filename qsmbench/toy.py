@@ -24,7 +24,8 @@ from qsmbench.algorithms import resolve
 from qsmbench.grid import Grid, read_grid
 from qsmbench.progress import make_reporter
 from qsmbench.spec import RunSpec
-from qsmbench.trainer import Trainer, train
+from qsmbench.training.loop import Outcome, train
+from qsmbench.training.prepare import prepare
 
 BANDIT_ID = "qsmbench/MultimodalBandit-v0"
 TOY_GRID = importlib.resources.files("qsmbench").joinpath("data/toy.toml")
@@ -78,27 +79,28 @@ def toy_specs(
     An algorithm the grid does not list runs with its defaults. The warm-up is cut to half the steps
     when fewer steps are asked for, so every run learns.
     """
-    listed = {spec.algo: (spec.algorithm, spec.config, spec.run) for spec in grid.specs}
-    changes = {key: value for key, value in (("seeds", seeds), ("steps", steps), ("out", out)) if value is not None}
+    listed = {spec.algo: spec for spec in grid.specs}
+    first = grid.specs[0]
+    protocol = dataclasses.replace(first.protocol, **{k: v for k, v in (("seeds", seeds), ("steps", steps)) if v is not None})
+    execution = dataclasses.replace(first.execution, device="cpu", **({"out": out} if out is not None else {}))
     specs = []
     for name in algos or grid.algorithms:
-        algorithm, config, run = listed.get(name) or (*resolve(name, []), grid.protocol)
-        run = dataclasses.replace(run, device="cpu", **changes)
-        warmup = min(config.warmup_steps, run.steps // 2)
-        specs.append(RunSpec(run, algorithm, dataclasses.replace(config, warmup_steps=warmup)))
+        algorithm, config = (listed[name].algorithm, listed[name].config) if name in listed else resolve(name, [])
+        warmup = min(config.warmup_steps, protocol.steps // 2)
+        specs.append(RunSpec(protocol, execution, algorithm, dataclasses.replace(config, warmup_steps=warmup)))
     return specs
 
 
-def train_on_bandit(spec: RunSpec, quiet: bool) -> Trainer:
-    """Train one spec with the shared trainer; curves go under `spec.run.out` like any run's."""
-    return train(spec, make_reporter(f"toy {spec.algo}", spec.run.seed_values, spec.run.steps, quiet), overwrite=True)
+def train_on_bandit(spec: RunSpec, quiet: bool) -> Outcome:
+    """Train one spec with the shared trainer; curves go under `spec.execution.out` like any run's."""
+    reporter = make_reporter(f"toy {spec.algo}", spec.protocol.seed_values, spec.protocol.steps, quiet)
+    return train(prepare(spec, overwrite=True), reporter)
 
 
-def policy_samples(trainer: Trainer, count: int) -> np.ndarray:
+def policy_samples(outcome: Outcome, count: int) -> np.ndarray:
     """`[seeds, count, 2]` actions from the trained behaviour policy (its exploration included)."""
-    seeds = len(trainer.spec.run.seed_values)
-    obs = torch.zeros(seeds, count, 1, device=trainer.device)
-    return trainer.agent.act(obs, explore=True).cpu().numpy()
+    obs = torch.zeros(len(outcome.seeds), count, 1, device=outcome.device)
+    return outcome.agent.act(obs, explore=True).cpu().numpy()
 
 
 def changed_settings(spec: RunSpec) -> str:
@@ -146,6 +148,6 @@ def plot_samples(samples: dict[RunSpec, np.ndarray], path: Path) -> None:
 def run_toy(specs: Sequence[RunSpec], samples: int = 1000, quiet: bool = False) -> Path:
     """Train every spec on the bandit and save `<out of the first spec>/multimodal.png`."""
     drawn = {spec: policy_samples(train_on_bandit(spec, quiet), samples) for spec in specs}
-    path = Path(specs[0].run.out) / "multimodal.png"
+    path = Path(specs[0].execution.out) / "multimodal.png"
     plot_samples(drawn, path)
     return path

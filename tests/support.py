@@ -25,12 +25,13 @@ import torch
 
 from qsmbench.algorithms import ALGORITHMS, Agent
 from qsmbench.cli import main
-from qsmbench.config import OffPolicyConfig, RunConfig
+from qsmbench.config import OffPolicyConfig
 from qsmbench.progress import PlainReporter
 from qsmbench.replay import Batch
 from qsmbench.spec import make_spec
 from qsmbench.storage import read_run
-from qsmbench.trainer import train
+from qsmbench.training.loop import train
+from qsmbench.training.prepare import prepare
 
 CPU = torch.device("cpu")
 PENDULUM_SOLVED = -400.0  # a random policy scores about -1200 on Pendulum-v1, a solved one about -150
@@ -70,14 +71,15 @@ def small_overrides(algo: str) -> list[str]:
 
 
 def small_config(algo: str) -> OffPolicyConfig:
-    return make_spec(algo, RunConfig(env="Pendulum-v1"), small_overrides(algo)).config
+    return make_spec(algo, small_overrides(algo), env="Pendulum-v1").config
 
 
 def assert_learns_pendulum(algo: str, out: Path, steps: int, overrides: Sequence[str]) -> None:
     """Train 2 seeds on Pendulum-v1; the mean of their last two evaluations must beat PENDULUM_SOLVED."""
-    run = RunConfig(env="Pendulum-v1", seeds=2, steps=steps, eval_every=1000, eval_episodes=5, device="cpu", out=str(out))
-    trainer = train(make_spec(algo, run, overrides), PlainReporter(algo, run.seed_values, run.steps))
-    curves = [read_run(path).curve for path in trainer.files.paths]
+    spec = make_spec(algo, overrides, env="Pendulum-v1", seeds=2, steps=steps, eval_every=1000, eval_episodes=5,
+                     device="cpu", out=str(out))  # fmt: skip
+    outcome = train(prepare(spec), PlainReporter(algo, spec.protocol.seed_values, steps))
+    curves = [read_run(path).curve for path in outcome.paths]
     final = np.mean([curve["eval_return"].iloc[-2:].mean() for curve in curves])
     mean_curve = np.mean([curve["eval_return"].to_numpy() for curve in curves], axis=0).round()
     assert final > PENDULUM_SOLVED, f"{algo} did not learn Pendulum-v1: mean eval returns {mean_curve.tolist()}"

@@ -9,6 +9,7 @@ also killed for real, with SIGKILL, as its own process, and three are stopped by
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import shutil
@@ -30,8 +31,10 @@ from qsmbench.checkpoint import read_checkpoint, write_checkpoint
 from qsmbench.errors import CheckpointError, EnvStateError
 from qsmbench.envs import EnvBatch
 from qsmbench.plan import Job, split_at_checkpoints
+from qsmbench.progress import PlainReporter
 from qsmbench.spec import make_spec
-from qsmbench.config import RunConfig
+from qsmbench.training import loop
+from qsmbench.training.prepare import prepare
 from qsmbench.storage import path_safe, read_run, read_status
 
 ALGOS = ("sac", "td3", "qsm", "dql")
@@ -327,7 +330,7 @@ def test_an_env_that_does_not_replay_to_its_state_is_refused() -> None:
 
 def test_a_checkpointed_block_of_seeds_stays_one_block() -> None:
     """Seeds 2-5 have a checkpoint: the pending seeds 0-9 run as 0-1, 2-5 (resumed) and 6-9."""
-    spec = make_spec("sac", RunConfig(env="Pendulum-v1", seeds=10))
+    spec = make_spec("sac", env="Pendulum-v1", seeds=10)
     assert split_at_checkpoints((0, 10), ((2, 4, 300),)) == [(0, 2), (2, 4), (6, 4)]
     assert Job(spec, done=(8,), resumable=((2, 4, 300),)).blocks() == [(0, 2), (2, 4), (6, 2), (9, 1)]
 
@@ -351,3 +354,29 @@ def test_reproduce_resumes_an_interrupted_job(
     assert result.returncode == 0, result.stderr
     assert "resuming from the checkpoint at step " in result.stdout
     assert_same_rows(curves(out, algo, env), references.run(algo, env, capfd)[0])
+
+
+# The layout qsmbench 69990c5 wrote (before Protocol and Execution split RunConfig): a checkpoint, a run file or a
+# saved policy written by it must still resume, plot and evaluate, so the names in these files must not change.
+SETTINGS_69990C5 = ("algo", "env_id", "env", "dataset", "seeds", "seed_start", "steps", "eval_every", "eval_episodes",
+                    "tf32", "compile")  # then the hyperparameters, then "device type"  # fmt: skip
+DOCUMENT_69990C5 = {"provenance", "rows", "live", "divergences", "diagnostic_counts", "last_eval_step", "elapsed_s",
+                    "collector", "evaluation_rngs"}  # fmt: skip
+TENSORS_69990C5 = {"agent", "torch_rng", "diagnostic_sums", "replay"}
+RUN_CONFIG_69990C5 = ("env", "dataset", "seeds", "seed_start", "steps", "eval_every", "eval_episodes", "device", "out",
+                      "checkpoint_every", "tf32", "compile", "env_workers", "eval_workers", "variant", "track",
+                      "track_every")  # fmt: skip
+
+
+def test_checkpoints_and_run_files_keep_the_names_69990c5_wrote(tmp_path: Path) -> None:
+    spec = make_spec("sac", [*small_overrides("sac"), "warmup_steps=10"], env="Pendulum-v1", seeds=2, steps=20, eval_every=10,
+                     device="cpu", out=str(tmp_path))  # fmt: skip
+    trainer = loop.start(prepare(spec), PlainReporter("sac", [0, 1], 20))
+    try:
+        header, document, tensors = trainer.checkpoint_state()
+    finally:
+        trainer.claim.release()
+    hyperparameters = tuple(dataclasses.asdict(spec.config))
+    assert tuple(header["settings"]) == (*SETTINGS_69990C5, *hyperparameters, "device type")
+    assert set(document) == DOCUMENT_69990C5 and set(tensors) == TENSORS_69990C5
+    assert tuple(trainer.recorder.files.header.run_config) == RUN_CONFIG_69990C5

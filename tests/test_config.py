@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import pytest
 
 from qsmbench.algorithms.sac import SACConfig
 from qsmbench.algorithms.td3 import TD3Config
-from qsmbench.config import RunConfig, apply_overrides, from_table
+from qsmbench.config import BUDGET, NUMERICS, SEEDS, TASK, Execution, Protocol, apply_overrides, from_table
 from qsmbench.errors import ConfigError
+from qsmbench.spec import make_spec
 
 
 @dataclass(frozen=True)
@@ -217,9 +219,9 @@ def test_boundary_values_are_valid() -> None:
     ],
 )
 def test_run_config_validation(kwargs: dict[str, object], flag: str) -> None:
-    """Each invalid RunConfig value raises ConfigError naming the command-line flag."""
+    """Each invalid protocol or execution setting raises ConfigError naming the command-line flag."""
     with pytest.raises(ConfigError, match=flag):
-        RunConfig(**{"env": "Pendulum-v1", **kwargs})  # type: ignore[arg-type]
+        make_spec("sac", **{"env": "Pendulum-v1", **kwargs})
 
 
 @pytest.mark.parametrize(
@@ -288,13 +290,13 @@ def test_widths_too_large_to_count_are_refused(algo: str, assignment: str, fragm
 def test_seeds_beyond_64_bits_are_refused(seed_start: int, seeds: int) -> None:
     """Run files store seeds as int64: a larger seed used to fail at the first write (exit 1, a lock left behind)."""
     with pytest.raises(ConfigError, match="--seed-start"):
-        RunConfig(env="Pendulum-v1", seed_start=seed_start, seeds=seeds)
-    assert RunConfig(env="Pendulum-v1", seed_start=2**63 - 2, seeds=2).seed_values[-1] == 2**63 - 1
+        Protocol(env="Pendulum-v1", seed_start=seed_start, seeds=seeds)
+    assert Protocol(env="Pendulum-v1", seed_start=2**63 - 2, seeds=2).seed_values[-1] == 2**63 - 1
 
 
 def test_run_config_seed_values() -> None:
     """seed_values runs from seed_start for `seeds` seeds."""
-    assert RunConfig(env="Pendulum-v1", seeds=3, seed_start=5).seed_values == [5, 6, 7]
+    assert Protocol(env="Pendulum-v1", seeds=3, seed_start=5).seed_values == [5, 6, 7]
 
 
 @pytest.mark.parametrize(
@@ -310,14 +312,14 @@ def test_run_config_seed_values() -> None:
 )
 def test_eval_steps_grid(steps: int, eval_every: int, grid: list[int]) -> None:
     """Evaluations at step 0, every eval_every steps and at the last step, each exactly once."""
-    run = RunConfig(env="Pendulum-v1", steps=steps, eval_every=eval_every)
+    run = Protocol(env="Pendulum-v1", steps=steps, eval_every=eval_every)
     assert [step for step in range(steps + 2) if run.is_eval_step(step)] == grid
     assert run.evaluations == len(grid)
 
 
 def test_a_huge_step_budget_needs_no_grid_in_memory() -> None:
     """--steps 10**15 used to die building the evaluation grid as a list."""
-    run = RunConfig(env="Pendulum-v1", steps=10**15, eval_every=10_000)
+    run = Protocol(env="Pendulum-v1", steps=10**15, eval_every=10_000)
     assert run.evaluations == 10**11 + 1 and run.is_eval_step(10**15) and not run.is_eval_step(10**15 - 1)
 
 
@@ -329,8 +331,8 @@ def test_from_table_refuses_non_finite_floats() -> None:
 
 def test_from_table_checks_toml_types_like_overrides_do() -> None:
     """Grid files build configs through the same annotations: typed values pass, others are one-line errors."""
-    run = from_table(RunConfig, {"env": "Pendulum-v1", "seeds": 3, "steps": 10})
-    assert (run.env, run.seeds, run.steps, run.eval_every) == ("Pendulum-v1", 3, 10, RunConfig.eval_every)
+    run = from_table(Protocol, {"env": "Pendulum-v1", "seeds": 3, "steps": 10})
+    assert (run.env, run.seeds, run.steps, run.eval_every) == ("Pendulum-v1", 3, 10, Protocol.eval_every)
     assert from_table(SACConfig, {"hidden_sizes": [64, 64], "gamma": 1}).hidden_sizes == (64, 64)
     for table, fragment in [
         ({"env": "Pendulum-v1", "seeds": "3"}, "seeds must be an integer, got '3'"),
@@ -340,7 +342,7 @@ def test_from_table_checks_toml_types_like_overrides_do() -> None:
         ({"env": 3}, "env must be a string"),
     ]:
         with pytest.raises(ConfigError) as error:
-            from_table(RunConfig, table)
+            from_table(Protocol, table)
         assert fragment in str(error.value) and "\n" not in str(error.value)
 
 
@@ -350,3 +352,15 @@ def test_literal_fields_accept_only_their_values() -> None:
     assert apply_overrides(QSMConfig(), ["schedule=cosine"]).schedule == "cosine"
     with pytest.raises(ConfigError, match="schedule must be one of vp, linear, cosine, got 'cosin'"):
         apply_overrides(QSMConfig(), ["schedule=cosin"])
+
+
+def test_which_settings_must_match_is_defined_once() -> None:
+    """The protocol is exactly the task, the seeds and the budget; the settings that change numbers are execution
+    settings; and each half validates only its own fields (a device is not a protocol setting)."""
+    assert (*TASK, *SEEDS, *BUDGET) == tuple(field.name for field in dataclasses.fields(Protocol))
+    assert set(NUMERICS) < {field.name for field in dataclasses.fields(Execution)}
+    with pytest.raises(TypeError):
+        Protocol(env="Pendulum-v1", device="cpu")  # type: ignore[call-arg]
+    spec = make_spec("sac", env="Pendulum-v1", seeds=3, device="cpu", out="elsewhere")
+    assert (spec.protocol.seeds, spec.execution.device, spec.execution.out) == (3, "cpu", "elsewhere")
+    assert spec.with_settings(seeds=4, device="auto").protocol.seeds == 4

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import subprocess
@@ -15,26 +14,29 @@ import pytest
 from support import keeping_first_checkpoint, small_overrides
 
 from qsmbench.algorithms import ALGORITHMS
-from qsmbench.config import RunConfig
 from qsmbench.errors import ConfigError
 from qsmbench.progress import PlainReporter
 from qsmbench.spec import make_spec
 from qsmbench.storage import path_safe, read_run
-from qsmbench.trainer import Trainer, prepare, train
+from qsmbench.spec import RunSpec
+from qsmbench.training.loop import Trainer, start
+from qsmbench.training.prepare import prepare
 
 QSMBENCH = Path(sys.executable).parent / "qsmbench"
 OFFLINE = [name for name, algorithm in ALGORITHMS.items() if algorithm.offline]
 ONLINE_ONLY = [name for name, algorithm in ALGORITHMS.items() if not algorithm.offline]
 
 
-def offline_run(dataset_id: str, out: Path) -> RunConfig:
-    return RunConfig(dataset=dataset_id, seeds=2, steps=40, eval_every=20, eval_episodes=2, device="cpu", out=str(out))
+def offline_spec(algo: str, dataset_id: str, out: Path, overrides: list[str] = [], **settings: int) -> RunSpec:  # noqa: B006 - never mutated
+    return make_spec(algo, overrides, dataset=dataset_id, seeds=2, steps=40, eval_every=20, eval_episodes=2, device="cpu",
+                     out=str(out), **settings)  # fmt: skip
 
 
-def train_offline(algo: str, dataset_id: str, out: Path):
-    run = offline_run(dataset_id, out)
-    spec = make_spec(algo, run, [*small_overrides(algo), "batch_size=32"])
-    return train(spec, PlainReporter(algo, run.seed_values, run.steps))
+def train_offline(algo: str, dataset_id: str, out: Path) -> Trainer:
+    spec = offline_spec(algo, dataset_id, out, [*small_overrides(algo), "batch_size=32"])
+    trainer = start(prepare(spec), PlainReporter(algo, spec.protocol.seed_values, spec.protocol.steps))
+    trainer.train()
+    return trainer
 
 
 @pytest.mark.parametrize("algo", OFFLINE)
@@ -42,10 +44,10 @@ def test_offline_training_uses_the_dataset_and_records_normalised_scores(
     algo: str, minari_dataset: str, tmp_path: Path
 ) -> None:
     trainer = train_offline(algo, minari_dataset, tmp_path)
-    assert trainer.dataset is not None and trainer.collector is None
-    low, high = trainer.dataset.ref_scores
+    assert trainer.prepared.dataset is not None and trainer.parts.collector is None
+    low, high = trainer.prepared.dataset.ref_scores
     assert low < high
-    for seed, path in zip((0, 1), trainer.files.paths):
+    for seed, path in zip((0, 1), trainer.recorder.files.paths):
         assert path == tmp_path / path_safe(minari_dataset) / algo / f"seed_{seed}.parquet"
         run = read_run(path)
         curve, header = run.curve, run.metadata.header
@@ -63,19 +65,20 @@ def test_offline_training_uses_the_dataset_and_records_normalised_scores(
 def test_an_offline_run_resumes_exactly(minari_dataset: str, tmp_path: Path) -> None:
     """Offline there is no replay and no training env: the checkpoint's agent, generators and rows suffice."""
     algo = OFFLINE[0]
-    run = dataclasses.replace(offline_run(minari_dataset, tmp_path / "whole"), checkpoint_every=30)
-    spec = make_spec(algo, run, [*small_overrides(algo), "batch_size=32", "eval_candidates=2"])
-    whole = Trainer(prepare(spec), PlainReporter(algo, run.seed_values, run.steps))
+    spec = offline_spec(
+        algo, minari_dataset, tmp_path / "whole", [*small_overrides(algo), "batch_size=32", "eval_candidates=2"], checkpoint_every=30
+    )
+    whole = start(prepare(spec), PlainReporter(algo, spec.protocol.seed_values, spec.protocol.steps))
     with keeping_first_checkpoint(whole.prepared.checkpoint, tmp_path / "kept.pt"):
         whole.train()
-    resumed_spec = spec.with_run(out=str(tmp_path / "resumed"))
+    resumed_spec = spec.with_settings(out=str(tmp_path / "resumed"))
     checkpoint = prepare(resumed_spec).checkpoint
     checkpoint.parent.mkdir(parents=True)
     shutil.copyfile(tmp_path / "kept.pt", checkpoint)
-    resumed = Trainer(prepare(resumed_spec), PlainReporter(algo, run.seed_values, run.steps))
+    resumed = start(prepare(resumed_spec), PlainReporter(algo, spec.protocol.seed_values, spec.protocol.steps))
     assert resumed.resumed_from == 30
     resumed.train()
-    for got, want in zip(resumed.files.paths, whole.files.paths):
+    for got, want in zip(resumed.recorder.files.paths, whole.recorder.files.paths):
         timing = ["wall_time_s", "sps"]
         got_rows, want_rows = (read_run(path).curve.drop(columns=timing) for path in (got, want))
         pd.testing.assert_frame_equal(got_rows, want_rows, check_exact=True)
@@ -86,14 +89,14 @@ def test_offline_run_without_reference_scores_has_no_normalised_column(
 ) -> None:
     dataset_id = make_pendulum_dataset("qsmbench/pendulum/norefs-v0", ref_scores=None)
     trainer = train_offline(OFFLINE[0], dataset_id, tmp_path)
-    run = read_run(trainer.files.paths[0])
+    run = read_run(trainer.recorder.files.paths[0])
     assert "eval_normalized_score" not in run.curve.columns and run.metadata.header.ref_scores is None
 
 
 @pytest.mark.parametrize("algo", ONLINE_ONLY)
 def test_algorithms_without_an_offline_formulation_refuse_a_dataset(algo: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=f"{algo} has no offline formulation"):
-        make_spec(algo, offline_run("qsmbench/pendulum/random-v0", tmp_path))
+        offline_spec(algo, "qsmbench/pendulum/random-v0", tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 

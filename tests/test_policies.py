@@ -11,14 +11,14 @@ import pytest
 import torch
 from support import CPU, run_cli, small_overrides
 
-from qsmbench.config import RunConfig
 from qsmbench.evaluation import Evaluator
 from qsmbench.policies import load_agent, policy_path, read_policy
 from qsmbench.policy_eval import evaluate_policies, find_policies
 from qsmbench.progress import PlainReporter
 from qsmbench.spec import make_spec
 from qsmbench.storage import read_run, run_path
-from qsmbench.trainer import Trainer, prepare
+from qsmbench.training.loop import start
+from qsmbench.training.prepare import prepare
 from qsmbench.video import RENDERERS, choose_renderer
 
 STEPS, EVAL_EVERY, EPISODES = 300, 150, 2
@@ -105,9 +105,9 @@ def test_eval_refuses_bad_input_in_one_line(tmp_path: Path, capfd: pytest.Captur
 def test_a_run_started_over_leaves_no_old_policy(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     files = tiny_run(tmp_path, "td3", capfd)
     assert all(policy_path(file).exists() for file in files)
-    run = RunConfig(env="Pendulum-v1", seeds=2, steps=STEPS, eval_every=EVAL_EVERY, eval_episodes=EPISODES, device="cpu", out=str(tmp_path))
-    spec = make_spec("td3", run, [*small_overrides("td3"), "warmup_steps=100"])
-    trainer = Trainer(prepare(spec, overwrite=True), PlainReporter("td3", run.seed_values, STEPS))
+    spec = make_spec("td3", [*small_overrides("td3"), "warmup_steps=100"], env="Pendulum-v1", seeds=2, steps=STEPS,
+                     eval_every=EVAL_EVERY, eval_episodes=EPISODES, device="cpu", out=str(tmp_path))  # fmt: skip
+    trainer = start(prepare(spec, overwrite=True), PlainReporter("td3", spec.protocol.seed_values, STEPS))
     try:
         assert not any(policy_path(file).exists() for file in files)
     finally:

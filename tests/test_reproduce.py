@@ -112,13 +112,13 @@ def test_a_grid_expands_into_run_specs() -> None:
     """Each (task, algorithm) pair is a RunSpec: the registry entry, its config with the grid's overrides, the protocol."""
     grid = load_grid("paper", "smoke")
     assert all(isinstance(spec, RunSpec) for spec in grid.specs)
-    assert [(spec.run.task, spec.algo) for spec in grid.specs] == [
+    assert [(spec.protocol.task, spec.algo) for spec in grid.specs] == [
         (task, algo) for task in SMOKE_TASKS for algo in ("qsm", "sac", "td3", "dql")
     ]
     for spec in grid.specs:
         assert type(spec.config) is spec.algorithm.config_cls
         assert (spec.config.warmup_steps, spec.config.hidden_sizes) == (100, (32, 32))
-        assert (spec.run.seeds, spec.run.steps, spec.run.eval_every, spec.run.out) == (2, 300, 100, "results/paper-smoke")
+        assert (spec.protocol.seeds, spec.protocol.steps, spec.protocol.eval_every, spec.execution.out) == (2, 300, 100, "results/paper-smoke")
     assert grid.plot.reps == 100 and grid.plot.last_evals == 2
 
 
@@ -281,7 +281,7 @@ def test_the_plan_of_ten_million_seeds_takes_no_time(tmp_path: Path) -> None:
     """`--dry-run` with seeds = 10**7 hung listing every seed file; the plan reads only the files that exist."""
     grid = load_grid(write_grid(tmp_path, VALID_GRID.replace("seeds = 2", "seeds = 10_000_000")), "test")
     out = tmp_path / "results"
-    spec = grid.specs[0].with_run(out=str(out), seed_start=5, seeds=1)
+    spec = grid.specs[0].with_settings(out=str(out), seed_start=5, seeds=1)
     header = RunHeader("td3", "Pendulum-v1", "Pendulum-v1", run_config=dataclasses.asdict(spec.run),
                        algo_config=dataclasses.asdict(spec.config))  # fmt: skip
     write_run(run_path(out, "Pendulum-v1", "td3", 5), pd.DataFrame(), RunMetadata(header, 5, "complete"))
@@ -406,7 +406,7 @@ def test_a_task_overrides_an_algorithm_on_that_task_only(tmp_path: Path) -> None
         1,
     )
     grid = load_grid(write_grid(tmp_path, text), "test")
-    configs = {(spec.run.task, spec.algo): spec.config for spec in grid.specs}
+    configs = {(spec.protocol.task, spec.algo): spec.config for spec in grid.specs}
     assert configs["Pendulum-v1", "qsm"].alpha == 120 and configs["Hopper-v4", "qsm"].alpha == 50
     assert configs["Pendulum-v1", "td3"].batch_size == 64 and configs["Hopper-v4", "td3"].batch_size == 32
     assert configs["Pendulum-v1", "td3"].hidden_sizes == (32, 32), "the grid's overrides still apply"
@@ -466,10 +466,10 @@ def test_a_task_sets_its_own_evaluation_and_resources(tmp_path: Path) -> None:
         'source = "test"\n', 'source = "test"\neval_every = 150\neval_episodes = 3\nresources = { cpus = 2, gpus = 0.5 }\n', 1
     ).replace("[scales.test]", "[resources]\ngpus = 0.125\n\n[scales.test]")
     grid = load_grid(write_grid(tmp_path, text), "test")
-    runs = {spec.run.task: spec.run for spec in grid.specs}
+    runs = {spec.protocol.task: spec.run for spec in grid.specs}
     assert (runs["Pendulum-v1"].eval_every, runs["Pendulum-v1"].eval_episodes) == (150, 3)
     assert (runs["InvertedPendulum-v4"].eval_every, runs["InvertedPendulum-v4"].eval_episodes) == (100, 1)
-    resources = {spec.run.task: grid.resources_of(spec) for spec in grid.specs}
+    resources = {spec.protocol.task: grid.resources_of(spec) for spec in grid.specs}
     assert (resources["Pendulum-v1"].cpus, resources["Pendulum-v1"].gpus) == (2, 0.5)
     assert (resources["InvertedPendulum-v4"].cpus, resources["InvertedPendulum-v4"].gpus) == (1, 0.125)
 

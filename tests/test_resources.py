@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from qsmbench.config import RunConfig
 from qsmbench.errors import ConfigError
 from qsmbench.resources import estimate_memory, host_available_bytes, parameter_count
 from qsmbench.spec import make_spec
 from qsmbench.envs import env_dims
-from qsmbench.trainer import prepare
+from qsmbench.training.prepare import prepare
 
 
 @pytest.mark.parametrize(
@@ -29,8 +28,8 @@ from qsmbench.trainer import prepare
 def test_a_run_that_cannot_fit_is_refused_at_once(
     tmp_path: Path, algo: str, run: dict[str, int], overrides: list[str], largest: str
 ) -> None:
-    spec = make_spec(algo, RunConfig(env="Hopper-v4", seeds=run.get("seeds", 2), device="cpu", out=str(tmp_path),
-                                     eval_episodes=run.get("eval_episodes", 10)), overrides)  # fmt: skip
+    spec = make_spec(algo, overrides, env="Hopper-v4", seeds=run.get("seeds", 2), device="cpu", out=str(tmp_path),
+                     eval_episodes=run.get("eval_episodes", 10))  # fmt: skip
     start = time.perf_counter()
     with pytest.raises(ConfigError, match=rf"this run needs about .+ of host memory \({largest} .+\), but .+ is available"):
         prepare(spec)
@@ -41,14 +40,14 @@ def test_a_run_that_cannot_fit_is_refused_at_once(
 @pytest.mark.parametrize("algo", ["sac", "td3", "qsm", "dql"])
 def test_the_paper_protocol_fits_a_24_gb_machine_on_hopper(algo: str) -> None:
     """10 seeds, 1M steps, 10 evaluation episodes, official networks: an estimate well under 24 GB."""
-    spec = make_spec(algo, RunConfig(env="Hopper-v4", seeds=10), [])
+    spec = make_spec(algo, env="Hopper-v4", seeds=10)
     need = estimate_memory(spec, env_dims("Hopper-v4"), "Hopper-v4")
     assert 1e9 < sum(need.device.values()) + sum(need.host.values()) < 12e9
 
 
 def test_parameters_are_counted_without_being_allocated() -> None:
     """A 10^8-wide time embedding is counted (not allocated): QSM's first time layer alone has 10^8 x 128 weights."""
-    spec = make_spec("qsm", RunConfig(env="Hopper-v4"), ["time_features=1e8"])
+    spec = make_spec("qsm", ["time_features=1e8"], env="Hopper-v4")
     assert parameter_count(spec, env_dims("Hopper-v4")) > 1e10
 
 

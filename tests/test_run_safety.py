@@ -21,7 +21,6 @@ from gymnasium.envs.classic_control.pendulum import PendulumEnv
 
 from support import keeping_first_checkpoint, run_cli
 
-from qsmbench.config import RunConfig
 from qsmbench.errors import CompleteRunError, ConfigError, RunLocked
 from qsmbench.locking import CLAIM_TIMEOUT_S, LOCK_NAME, ClaimRecord, claim_run_dir, read_claim, write_record
 from qsmbench.plan import on_disk
@@ -29,7 +28,8 @@ from qsmbench.progress import PlainReporter
 from qsmbench.spec import RunSpec, make_spec
 from qsmbench.storage import read_run
 from qsmbench.policies import policy_path
-from qsmbench.trainer import Trainer, prepare
+from qsmbench.training.loop import Trainer, start
+from qsmbench.training.prepare import prepare
 
 SMALL = ["warmup_steps=50", "batch_size=16", "hidden_sizes=32,32"]
 FAULTY_SEED, FAULT_EVERY = 1, 50
@@ -64,15 +64,14 @@ def spec(
     out: Path, env: str = "Pendulum-v1", algo: str = "sac", steps: int = 200, seeds: int = 2, checkpoint_every: int = 50_000,
     **sets: Any,
 ) -> RunSpec:
-    run = RunConfig(
-        env=env, seeds=seeds, steps=steps, eval_every=100, eval_episodes=1, device="cpu", out=str(out),
-        checkpoint_every=checkpoint_every,
+    return make_spec(
+        algo, SMALL + [f"{key}={value}" for key, value in sets.items()], env=env, seeds=seeds, steps=steps, eval_every=100,
+        eval_episodes=1, device="cpu", out=str(out), checkpoint_every=checkpoint_every,
     )  # fmt: skip
-    return make_spec(algo, run, SMALL + [f"{key}={value}" for key, value in sets.items()])
 
 
 def trainer(run_spec: RunSpec, overwrite: bool = False) -> Trainer:
-    return Trainer(prepare(run_spec, overwrite), PlainReporter("test", run_spec.run.seed_values, run_spec.run.steps))
+    return start(prepare(run_spec, overwrite), PlainReporter("test", run_spec.protocol.seed_values, run_spec.protocol.steps))
 
 
 # ------------------------------------------------------------------------------------------------ one writer
@@ -86,10 +85,10 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path: Path) -> None:
     with pytest.raises(RunLocked, match=r"being written by a qsmbench run of .+ on host .+, pid \d+, step 0 of 60, heartbeat"):
         trainer(spec(tmp_path, steps=60))
     first.train()
-    files = {path: path.read_bytes() for path in first.files.paths}
+    files = {path: path.read_bytes() for path in first.recorder.files.paths}
     with pytest.raises(CompleteRunError, match="holds a finished run"):
-        Trainer(second, PlainReporter("test", [0, 1], 60))
-    assert {path: path.read_bytes() for path in first.files.paths} == files
+        start(second, PlainReporter("test", [0, 1], 60))
+    assert {path: path.read_bytes() for path in first.recorder.files.paths} == files
     assert all(read_run(path).status == "complete" for path in files)
 
 
@@ -190,15 +189,15 @@ def test_a_diverged_seed_is_recorded_and_the_others_finish_as_without_the_fault(
         faulty.train()
     clean = trainer(spec(tmp_path / "clean", env="qsmbench-test/CleanPendulum-v0", steps=300, seeds=3))
     clean.train()
-    runs = [read_run(path) for path in faulty.files.paths]
+    runs = [read_run(path) for path in faulty.recorder.files.paths]
     assert [run.status for run in runs] == ["complete", "diverged", "complete"]
-    assert [policy_path(path).exists() for path in faulty.files.paths] == [True, False, True]  # no policy of a NaN seed
+    assert [policy_path(path).exists() for path in faulty.recorder.files.paths] == [True, False, True]  # no policy of a NaN seed
     diverged = runs[FAULTY_SEED].metadata
     assert diverged.divergence is not None and (diverged.divergence.step, diverged.divergence.quantity) == (50, "reward")
     assert runs[FAULTY_SEED].curve["step"].tolist() == [0]
     timing = ["task", "wall_time_s", "sps"]
     for seed in (0, 2):
-        with_fault, without = runs[seed].curve.drop(columns=timing), read_run(clean.files.paths[seed]).curve.drop(columns=timing)
+        with_fault, without = runs[seed].curve.drop(columns=timing), read_run(clean.recorder.files.paths[seed]).curve.drop(columns=timing)
         assert with_fault["step"].tolist() == [0, 100, 200, 300]
         pd.testing.assert_frame_equal(with_fault, without)
         assert np.isfinite(with_fault.iloc[1:].select_dtypes("number").drop(columns="train_return")).all().all()
@@ -208,16 +207,16 @@ def test_a_diverged_seed_is_recorded_and_the_others_finish_as_without_the_fault(
 def assert_a_diverged_seed_does_not_block_resuming(finished: Trainer, checkpoint: Path, out: Path) -> None:
     """The run interrupted after its checkpoint at step 100 left seed 1's file diverged (a finished result):
     the grid keeps the seeds as one block to resume, and resuming gives the same rows and statuses."""
-    resumed_spec = finished.spec.with_run(out=str(out))
+    resumed_spec = finished.spec.with_settings(out=str(out))
     prepared = prepare(resumed_spec)
     prepared.run_dir.mkdir(parents=True)
     shutil.copyfile(checkpoint, prepared.checkpoint)
-    shutil.copyfile(finished.files.paths[FAULTY_SEED], prepared.run_dir / finished.files.paths[FAULTY_SEED].name)
+    shutil.copyfile(finished.recorder.files.paths[FAULTY_SEED], prepared.run_dir / finished.recorder.files.paths[FAULTY_SEED].name)
     assert on_disk(resumed_spec)["resumable"] == ((0, 3, 100),) and on_disk(resumed_spec)["done"] == ()
     resuming = trainer(resumed_spec)
     assert resuming.resumed_from == 100
     resuming.train()
-    for path, reference in zip(resuming.files.paths, finished.files.paths):
+    for path, reference in zip(resuming.recorder.files.paths, finished.recorder.files.paths):
         got, want = read_run(path), read_run(reference)
         assert got.status == want.status
         timing = ["wall_time_s", "sps"]
@@ -231,7 +230,7 @@ def test_every_seed_non_finite_ends_the_run_early_as_diverged(tmp_path: Path) ->
     run = trainer(blown_up)
     run.train()
     assert on_disk(blown_up) == {"done": (0, 1), "conflicts": (), "resumable": ()}, "a grid must count diverged seeds as done"
-    for path in run.files.paths:
+    for path in run.recorder.files.paths:
         stored = read_run(path)
         assert stored.status == "diverged" and stored.metadata.divergence is not None
         assert stored.metadata.divergence.step <= 1000

@@ -61,11 +61,11 @@ def test_the_demo_settings_are_data_in_its_grid_file() -> None:
     qsm = specs["qsm"].config
     assert (qsm.alpha, qsm.diffusion_steps, qsm.actor_lr, qsm.warmup_steps) == (1.0, 10, 1e-3, 500)
     assert changed_settings(specs["qsm"]) == "diffusion_steps=10, actor_lr=0.001, alpha=1"
-    assert all(spec.run.device == "cpu" and spec.run.steps == 4000 for spec in specs.values())
+    assert all(spec.execution.device == "cpu" and spec.protocol.steps == 4000 for spec in specs.values())
     short = toy_specs(toy_grid(), ["td3"], seeds=3, steps=200, out="elsewhere")[0]
-    assert (short.run.seeds, short.run.steps, short.run.out, short.config.warmup_steps) == (3, 200, "elsewhere", 100)
+    assert (short.protocol.seeds, short.protocol.steps, short.execution.out, short.config.warmup_steps) == (3, 200, "elsewhere", 100)
     unlisted = toy_specs(toy_grid("smoke"), ["td3"], steps=50)[0]  # td3's default warm-up is 10,000 steps
-    assert (unlisted.run.steps, unlisted.config.warmup_steps) == (50, 25)
+    assert (unlisted.protocol.steps, unlisted.config.warmup_steps) == (50, 25)
 
 
 def test_readme_and_toy_help_state_the_demo_defaults() -> None:

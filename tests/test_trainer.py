@@ -8,46 +8,46 @@ import numpy as np
 import pytest
 import torch
 
-from qsmbench.config import RunConfig
 from qsmbench.errors import ConfigError
 from qsmbench.progress import PlainReporter
 from qsmbench.spec import RunSpec, make_spec
 from qsmbench.storage import read_run
-from qsmbench.trainer import Trainer, prepare
+from qsmbench.training.loop import Trainer, start
+from qsmbench.training.prepare import prepare
 
 SMALL = ["warmup_steps=50", "batch_size=16", "hidden_sizes=32,32"]
 
 
 def small_spec(tmp_path: Path, algo: str, env: str, steps: int, eval_every: int) -> RunSpec:
-    run = RunConfig(env=env, seeds=2, steps=steps, eval_every=eval_every, eval_episodes=1, device="cpu", out=str(tmp_path))
-    return make_spec(algo, run, SMALL)
+    return make_spec(algo, SMALL, env=env, seeds=2, steps=steps, eval_every=eval_every, eval_episodes=1, device="cpu",
+                     out=str(tmp_path))  # fmt: skip
 
 
 def small_trainer(tmp_path: Path, algo: str, env: str, steps: int, eval_every: int) -> Trainer:
     spec = small_spec(tmp_path, algo, env, steps, eval_every)
-    return Trainer(prepare(spec), PlainReporter(algo, spec.run.seed_values, steps))
+    return start(prepare(spec), PlainReporter(algo, spec.protocol.seed_values, steps))
 
 
 def test_time_limit_truncations_are_stored_as_non_terminal(tmp_path: Path) -> None:
     """Pendulum-v1 never terminates, only truncates at 200 steps: replay must bootstrap through it."""
     trainer = small_trainer(tmp_path, "sac", "Pendulum-v1", steps=250, eval_every=250)
     trainer.train()
-    replay = trainer.transitions
+    replay = trainer.parts.transitions
     assert replay.size == 250
     stored = replay.transitions_at(torch.arange(250).expand(2, 250))
     assert torch.equal(stored.terminated, torch.zeros(2, 250))
     # the stored s' of the truncated step is the true final state, not the next episode's start
     assert not torch.equal(stored.next_obs[:, 199], stored.obs[:, 200])
     torch.testing.assert_close(stored.next_obs[:, 198], stored.obs[:, 199])
-    assert read_run(trainer.files.paths[0]).curve["train_episodes"].tolist() == [0, 1]
+    assert read_run(trainer.recorder.files.paths[0]).curve["train_episodes"].tolist() == [0, 1]
 
 
 def test_dm_control_run_writes_a_curve_per_seed(tmp_path: Path) -> None:
     """A DeepMind Control task trains end to end through shimmy with flattened observations."""
     trainer = small_trainer(tmp_path, "td3", "dm_control/cheetah-run-v0", steps=100, eval_every=50)
     trainer.train()
-    assert trainer.transitions.sample(5).obs.shape == (2, 5, 17)
-    for seed, path in zip((0, 1), trainer.files.paths):
+    assert trainer.parts.transitions.sample(5).obs.shape == (2, 5, 17)
+    for seed, path in zip((0, 1), trainer.recorder.files.paths):
         assert path == tmp_path / "dm_control-cheetah-run-v0" / "td3" / f"seed_{seed}.parquet"
         run = read_run(path)
         curve = run.curve
@@ -64,7 +64,7 @@ def test_seed_curves_are_the_same_run_after_run(tmp_path: Path) -> None:
     for attempt in ("a", "b"):
         trainer = small_trainer(tmp_path / attempt, "td3", "Pendulum-v1", steps=120, eval_every=60)
         trainer.train()
-        curves.append([read_run(path).curve["eval_return"].tolist() for path in trainer.files.paths])
+        curves.append([read_run(path).curve["eval_return"].tolist() for path in trainer.recorder.files.paths])
     assert curves[0] == curves[1]
     assert curves[0][0] != curves[0][1], "different seeds should not produce the same curve"
 
@@ -73,5 +73,5 @@ def test_a_spec_refuses_a_config_of_another_algorithm(tmp_path: Path) -> None:
     """The trainer builds the agent from the spec's own entry, so a mismatched pair must not exist at all."""
     sac, td3 = small_spec(tmp_path, "sac", "Pendulum-v1", 100, 100), small_spec(tmp_path, "td3", "Pendulum-v1", 100, 100)
     with pytest.raises(ConfigError, match="td3 takes a TD3Config, not a SACConfig"):
-        RunSpec(td3.run, td3.algorithm, sac.config)
+        RunSpec(td3.protocol, td3.execution, td3.algorithm, sac.config)
     assert list(tmp_path.iterdir()) == []
