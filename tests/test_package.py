@@ -41,3 +41,64 @@ def test_no_file_cites_a_path_outside_the_repository() -> None:
             if OUTSIDE_THE_REPO.search(line):
                 offenders.append(f"{name}:{number}: {line.strip()[:100]}")
     assert not offenders, "\n".join(offenders)
+
+
+MARKDOWN_LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
+FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+def markdown_prose(path: Path) -> list[str]:
+    """The lines of a Markdown file outside fenced code blocks, with inline code spans blanked."""
+    lines, fenced = [], False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if FENCE.match(line):
+            fenced = not fenced
+            continue
+        if not fenced:
+            lines.append(re.sub(r"`[^`]*`", lambda span: " " * len(span.group()), line))
+    return lines
+
+
+def heading_anchors(path: Path) -> set[str]:
+    """GitHub's anchors for a Markdown file's headings outside fenced code: lower case, punctuation
+    (backticks included) dropped, spaces as hyphens, a repeated anchor numbered `-1`, `-2`, ..."""
+    anchors: set[str] = set()
+    fenced = False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if FENCE.match(line):
+            fenced = not fenced
+        elif not fenced and (heading := re.match(r"#{1,6} (.*?)\s*$", line)):
+            slug = re.sub(r"[^\w\- ]", "", heading.group(1).lower()).replace(" ", "-")
+            anchor, n = slug, 0
+            while anchor in anchors:
+                n += 1
+                anchor = f"{slug}-{n}"
+            anchors.add(anchor)
+    return anchors
+
+
+def test_every_relative_link_in_the_docs_points_to_an_existing_file_and_heading() -> None:
+    """README.md and docs/*.md link each other (the README is a front door to the pages under docs/):
+    every relative link must name a file that exists and, with `#anchor`, a heading of that file."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        for line in markdown_prose(page):
+            for target in MARKDOWN_LINK.findall(line):
+                if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto: ...
+                    continue
+                name, _, anchor = target.partition("#")
+                linked = (page.parent / name).resolve() if name else page
+                if not linked.exists():
+                    broken.append(f"{page.relative_to(REPO)}: {target} (no such file)")
+                elif anchor and linked.suffix == ".md" and anchor not in heading_anchors(linked):
+                    broken.append(f"{page.relative_to(REPO)}: {target} (no such heading)")
+    assert not broken, "\n".join(broken)
+
+
+def test_the_readme_stays_a_front_door() -> None:
+    """The README keeps the two set-up commands and stays short; reference material lives in docs/."""
+    lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) < 230, f"README.md has {len(lines)} lines; move reference material to docs/"
+    commands = [line.split("#")[0].strip() for line in lines]
+    assert "make run" in commands and "make test" in commands

@@ -507,7 +507,7 @@ def texts(figure: Figure) -> list[str]:
 def test_plain_plot_of_a_task_without_reference_aggregates_its_raw_returns(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """The README's `qsmbench plot results/` on the default task, Pendulum-v1 (no reference score): `auto`
+    """docs/plotting.md's `qsmbench plot results/` on the default task, Pendulum-v1 (no reference score): `auto`
     aggregates its raw returns, so every figure is there, named after the task."""
     for algo in ("qsm", "sac", "td3"):
         for seed in range(3):

@@ -68,18 +68,18 @@ def test_the_demo_settings_are_data_in_its_grid_file() -> None:
     assert (unlisted.protocol.steps, unlisted.config.warmup_steps) == (50, 25)
 
 
-def test_readme_and_toy_help_state_the_demo_defaults() -> None:
-    """The README's account of `qsmbench toy` and its --help give the defaults of data/toy.toml (the README
-    said `qsm,sac,td3` once the grid file also ran Diffusion-QL)."""
+def test_docs_and_toy_help_state_the_demo_defaults() -> None:
+    """The account of `qsmbench toy` in docs/training.md and its --help give the defaults of data/toy.toml
+    (the README, where the account lived, said `qsm,sac,td3` once the grid file also ran Diffusion-QL)."""
     grid = toy_grid()
-    readme = " ".join((Path(__file__).parent.parent / "README.md").read_text().split())
+    page = " ".join((Path(__file__).parent.parent / "docs" / "training.md").read_text().split())
     said = (
         f"`qsmbench toy` trains each algorithm (default `{','.join(grid.algorithms)}`, {plural(grid.protocol.seeds, 'seed')} "
         f"each) for {grid.protocol.steps:,} one-step episodes"
     )
-    assert said in readme
+    assert said in page
     samples = inspect.signature(run_toy).parameters["samples"].default
-    assert f"then plots {samples:,} action samples" in readme and f"into `{grid.out}/multimodal.png`" in readme
+    assert f"then plots {samples:,} action samples" in page and f"into `{grid.out}/multimodal.png`" in page
     options = {param.name: param.help for param in typer.main.get_command(app).commands["toy"].params}  # type: ignore[attr-defined]
     assert "data/toy.toml" in options["algos"] and f"(default {grid.protocol.seeds})" in options["seeds"]
     assert f"(default {grid.protocol.steps})" in options["steps"] and f"(default {grid.out})" in options["out"]
