@@ -73,7 +73,7 @@ def test_evaluation_in_workers_gives_the_in_process_returns() -> None:
     start_worker_server()
     in_workers = Evaluator(ENV, SEEDS, EPISODES, CPU, workers=4)
     got = evaluate_twice(in_workers, agent)
-    assert in_workers.rng_states() == in_process.rng_states()  # what a checkpoint keeps
+    assert in_workers.state_dict() == in_process.state_dict()  # what a checkpoint keeps
     in_workers.close()
     in_process.close()
     assert not np.array_equal(expected[0], expected[1])
