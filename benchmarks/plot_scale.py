@@ -20,8 +20,10 @@ import pandas as pd
 
 from qsmbench.analysis import analyse
 from qsmbench.plot_settings import FigureStyle, PlotSettings
-from qsmbench.plotting import FIGURES_DIR
-from qsmbench.storage import RunHeader, RunMetadata, read_results, run_path, write_run
+from qsmbench.runs.layout import FIGURES_DIR, run_path
+from qsmbench.runs.format import RunHeader, RunMetadata
+from qsmbench.runs.read import read_results
+from qsmbench.runs.write import write_run
 from qsmbench.tables import write_tables
 
 ALGOS = ("qsm", "dql", "sac", "td3")

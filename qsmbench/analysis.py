@@ -45,7 +45,7 @@ from qsmbench.bootstrap import MIN_SEEDS, Estimates, interval_estimates, mean_ov
 from qsmbench.errors import ConfigError
 from qsmbench.plot_settings import PlotSettings, Progress
 from qsmbench.scores import Group, Method, Scale, build_groups, capped, final_steps, method_order, resolve_scale, scored_groups
-from qsmbench.storage import RunFile
+from qsmbench.runs.format import RunFile
 from qsmbench.messages import plural
 from qsmbench.tables import aggregate_rows, summary_table, task_rows
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +29,7 @@ from qsmbench.config import NUMERICS
 from qsmbench.errors import CheckpointError
 from qsmbench.algorithms.state import AgentStateError, check_parts, load_state
 from qsmbench.spec import RunSpec
-from qsmbench.storage import replace_atomically
+from qsmbench.runs.write import replace_atomically
 from qsmbench.messages import format_duration
 
 FORMAT_VERSION = 1
@@ -49,22 +47,6 @@ class CheckpointInfo:
     def describe(self) -> str:
         age = max(0.0, time.time() - self.written_at)
         return f"step {self.step:,} of {self.steps:,}, written {format_duration(age)} ago ({self.path})"
-
-
-def checkpoint_path(run_dir: Path, seed_start: int, seeds: int) -> Path:
-    return run_dir / f"checkpoint_seeds_{seed_start}-{seed_start + seeds - 1}.pt"
-
-
-def checkpoint_ranges(run_dir: Path) -> list[tuple[int, int]]:
-    """The (seed_start, seeds) of every checkpoint in `run_dir`, from the file names."""
-    if not run_dir.is_dir():
-        return []
-    ranges = []
-    for entry in os.scandir(run_dir):
-        match = re.fullmatch(r"checkpoint_seeds_(0|[1-9]\d*)-(0|[1-9]\d*)\.pt", entry.name)
-        if match and int(match[2]) >= int(match[1]):
-            ranges.append((int(match[1]), int(match[2]) - int(match[1]) + 1))
-    return sorted(ranges)
 
 
 def run_settings(spec: RunSpec, env_id: str, device: torch.device) -> dict[str, Any]:

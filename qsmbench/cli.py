@@ -32,14 +32,14 @@ from qsmbench.errors import ConfigError
 from qsmbench.envs import EXAMPLE_ENV_IDS, check_env_id
 from qsmbench.grid import load_grid
 from qsmbench.plan import format_job_list, format_plan, plan, select
-from qsmbench.plotting import FIGURES_DIR, PlotReport, plot_results
-from qsmbench.policies import POLICY_DIR, load_agent
+from qsmbench.plotting import PlotReport, plot_results
+from qsmbench.runs.layout import FIGURES_DIR, POLICY_DIR, run_dir
+from qsmbench.policies import load_agent
 from qsmbench.policy_eval import PolicyReturns, evaluate_policies, find_policies, parse_seeds
 from qsmbench.progress import make_reporter
 from qsmbench.ray_grid import run_on_ray
 from qsmbench.reproduce import plot_grid, plot_if_complete, run_grid, train_jobs
 from qsmbench.spec import make_spec
-from qsmbench.storage import run_dir
 from qsmbench.messages import plural
 from qsmbench.stopping import Stopped
 from qsmbench.toy import register_bandit, run_toy, toy_grid, toy_specs

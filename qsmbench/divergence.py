@@ -25,7 +25,7 @@ from torch import Tensor
 
 from qsmbench.algorithms import Agent
 from qsmbench.algorithms.state import seed_tensors
-from qsmbench.storage import Divergence
+from qsmbench.runs.format import Divergence
 
 CHECK_EVERY = 1000  # steps between device-side checks: one host read per interval
 

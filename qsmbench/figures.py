@@ -31,7 +31,7 @@ from qsmbench.analysis import Analysis  # noqa: E402
 from qsmbench.labels import method_label, task_label  # noqa: E402
 from qsmbench.plot_settings import FigureStyle, Progress  # noqa: E402
 from qsmbench.scores import Method, method_order  # noqa: E402
-from qsmbench.storage import path_safe
+from qsmbench.runs.layout import path_safe
 from qsmbench.messages import plural
 
 Color = tuple[float, float, float]

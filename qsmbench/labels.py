@@ -13,7 +13,7 @@ from qsmbench.algorithms import ALGORITHMS
 from qsmbench.errors import ConfigError
 from qsmbench.plot_settings import FigureStyle
 from qsmbench.scores import DMC_PREFIX, Method
-from qsmbench.storage import RunFile
+from qsmbench.runs.format import RunFile
 
 VERSION_SUFFIX = re.compile(r"-v\d+$")
 

@@ -35,8 +35,8 @@ from pathlib import Path
 
 from qsmbench.errors import RunLocked
 from qsmbench.messages import format_duration
+from qsmbench.runs.layout import lock_path
 
-LOCK_NAME = ".qsmbench.lock"
 HEARTBEAT_EVERY_S = 30.0  # seconds between rewrites of a held claim's record
 CLAIM_TIMEOUT_S = 300.0  # a claim of another host whose heartbeat is older than this was left by a dead holder
 HOLDER_VARIABLE = "QSMBENCH_HOLDER"  # names the holder in the record (the Ray driver sets it for its tasks)
@@ -153,7 +153,7 @@ class RunClaim:
 def claim_run_dir(directory: Path, steps: int = 0, heartbeat_every: float = HEARTBEAT_EVERY_S) -> RunClaim:
     """Claim the run directory (creating it) for a run of `steps`; RunLocked names the live holder."""
     directory.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    descriptor = os.open(lock_path(directory), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         take_flock(descriptor, directory)
         previous, now = read_record(descriptor), time.time()
@@ -201,7 +201,7 @@ def read_record(descriptor: int) -> ClaimRecord | None:
 def read_claim(directory: Path) -> ClaimRecord | None:
     """The claim record of a run directory, read without taking anything (for `--dry-run`)."""
     try:
-        descriptor = os.open(directory / LOCK_NAME, os.O_RDONLY)
+        descriptor = os.open(lock_path(directory), os.O_RDONLY)
     except OSError:
         return None
     try:

@@ -15,8 +15,6 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import json
-import os
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -25,13 +23,15 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from qsmbench.checkpoint import checkpoint_info, checkpoint_path, checkpoint_ranges
+from qsmbench.checkpoint import checkpoint_info
 from qsmbench.errors import CheckpointError, ConfigError, RunFileError
 from qsmbench.config import BUDGET, EVALUATION, Protocol, did_you_mean
 from qsmbench.grid import Grid
 from qsmbench.locking import read_claim
 from qsmbench.spec import RunSpec
-from qsmbench.storage import FINISHED, RunHeader, path_safe, read_run, read_status, run_dir, run_path
+from qsmbench.runs.format import FINISHED, RunHeader
+from qsmbench.runs.layout import checkpoint_path, checkpoint_ranges, path_safe, run_dir, run_files, run_path, seed_files
+from qsmbench.runs.read import read_run, read_status
 from qsmbench.messages import format_duration, plural
 
 
@@ -54,7 +54,11 @@ class Job:
     @property
     def id(self) -> str:
         """`<task>/<algo>`, the job's run directory under the results directory: stable across launchers."""
-        return f"{path_safe(self.task)}/{self.algo}"
+        return self.run_dir(Path()).as_posix()
+
+    def run_dir(self, out: Path) -> Path:
+        """The job's run directory under the results directory `out`."""
+        return run_dir(out, self.task, self.algo, self.spec.execution.variant)
 
     @property
     def algo(self) -> str:
@@ -173,7 +177,7 @@ def on_disk(spec: RunSpec) -> dict[str, tuple[Any, ...]]:
     directory = run_dir(spec.execution.out, spec.protocol.task, spec.algo, spec.execution.variant)
     statuses = {
         seed: read_status(run_path(spec.execution.out, spec.protocol.task, spec.algo, seed, spec.execution.variant))
-        for seed in existing_seeds(directory, spec.protocol.seed_start, spec.protocol.seeds)
+        for seed in seed_files(directory, spec.protocol.seed_start, spec.protocol.seeds)
     }
     resumable, conflicts = resumable_blocks(spec, directory, statuses)  # an unreadable checkpoint is a conflict
     resuming = {seed for start, count, _ in resumable for seed in range(start, start + count) if seed in statuses}
@@ -207,14 +211,6 @@ def resumable_blocks(
         except CheckpointError as error:
             unreadable.append(str(error))
     return resumable, unreadable
-
-
-def existing_seeds(run_dir: Path, seed_start: int, seeds: int) -> list[int]:
-    """The seeds in [seed_start, seed_start + seeds) that have a `seed_<k>.parquet` in `run_dir`, in order."""
-    if not run_dir.is_dir():
-        return []
-    found = (re.fullmatch(r"seed_(0|[1-9]\d*)\.parquet", entry.name) for entry in os.scandir(run_dir))
-    return sorted(seed for seed in (int(match[1]) for match in found if match) if seed_start <= seed < seed_start + seeds)
 
 
 def jsonable(value: Any) -> Any:
@@ -261,7 +257,7 @@ def measured_seconds_per_step(out: Path) -> Timings:
     """Wall time per run step, evaluations included, of the run files under `out`: the median per task
     directory, algorithm and settings (so a smoke run never times a paper run)."""
     rates: dict[tuple[str, str, str], list[float]] = {}
-    for path in sorted(out.glob("*/*/seed_*.parquet")):
+    for path in run_files(out):
         try:
             run_file = read_run(path)
         except RunFileError:
@@ -324,7 +320,7 @@ def job_status(job: Job) -> str:
 def claim_note(job: Job, out: Path) -> str:
     """'; claimed by <holder> (host, pid), step s of n, heartbeat t ago' for a job that is not complete and whose
     run directory holds a claim not released (see qsmbench.locking for when a claim no longer counts)."""
-    record = read_claim(out / job.id) if job.status != "complete" else None
+    record = read_claim(job.run_dir(out)) if job.status != "complete" else None
     return f"; {record.state(time.time())}" if record is not None and not record.released else ""
 
 

@@ -1,6 +1,6 @@
 """`qsmbench plot RESULTS_DIR`: tables and paper-ready figures from a tree of run files.
 
-Reading lives in qsmbench.storage, the computation in qsmbench.analysis and the drawing in qsmbench.figures;
+Reading lives in qsmbench.runs.read, the computation in qsmbench.analysis and the drawing in qsmbench.figures;
 this module only ties them together. matplotlib and rliable are imported on first use, so importing this
 module (as the CLI does) does not pay for them.
 """
@@ -13,14 +13,14 @@ from pathlib import Path
 from qsmbench.analysis import analyse
 from qsmbench.labels import check_labels
 from qsmbench.plot_settings import FigureStyle, PlotSettings, Progress
-from qsmbench.storage import read_results
+from qsmbench.runs.read import read_results
 from qsmbench.messages import plural
 from qsmbench.tables import write_tables
+from qsmbench.runs.layout import figures_dir
 
 # Where `plot` writes into a results directory by default. The leading underscore keeps the figures out of
 # pyarrow's dataset discovery (it skips names starting with "_" or "."), so `pd.read_parquet(results_dir)`
 # still reads only the run files of a plotted results directory.
-FIGURES_DIR = "_figures"
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def plot_results(
     say(f"read {plural(len(tree.runs), 'run')}")
     check_labels(style, tree.runs)
     analysis = analyse(tree.runs, settings, say)
-    out = Path(out_dir) if out_dir is not None else Path(results_dir) / FIGURES_DIR
+    out = Path(out_dir) if out_dir is not None else figures_dir(results_dir)
     files = write_tables(analysis.table, analysis.aggregates, settings, analysis.warnings, out)
 
     from qsmbench.figures import draw_figures  # matplotlib and rliable's plotting: seconds to import

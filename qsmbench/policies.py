@@ -31,10 +31,11 @@ from qsmbench.algorithms.state import AgentStateError, load_state, network_state
 from qsmbench.config import from_table
 from qsmbench.errors import PolicyError
 from qsmbench.envs import EnvDims
-from qsmbench.storage import RunHeader, replace_atomically
+from qsmbench.runs.format import RunHeader
+from qsmbench.runs.layout import policy_path
+from qsmbench.runs.write import replace_atomically
 
 POLICY_FORMAT = 1
-POLICY_DIR = "_policies"
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,6 @@ class SavedPolicy:
     step: int
     dims: EnvDims
     tensors: Mapping[str, Any]
-
-
-def policy_path(run_file: Path) -> Path:
-    """`<run dir>/_policies/seed_<k>.pt` for the run file `<run dir>/seed_<k>.parquet`."""
-    return run_file.parent / POLICY_DIR / f"{run_file.stem}.pt"
 
 
 def save_policies(

@@ -18,7 +18,8 @@ import torch
 from qsmbench.errors import ConfigError
 from qsmbench.evaluation import Evaluator
 from qsmbench.algorithms import Agent
-from qsmbench.policies import POLICY_DIR, SavedPolicy, read_policy
+from qsmbench.policies import SavedPolicy, read_policy
+from qsmbench.runs.layout import POLICY_DIR, policy_files
 
 EVAL_STREAM_SALT = 0x5A7ED  # `qsmbench eval`'s episodes and noise, apart from the training's evaluations
 
@@ -41,7 +42,7 @@ def find_policies(path: Path, seeds: Sequence[int] | None = None) -> list[list[S
     seed order; only `seeds` when given. ConfigError when there are none, or a seed asked for is missing."""
     if not path.exists():
         raise ConfigError(f"{path} does not exist")
-    files = sorted(path.rglob(f"{POLICY_DIR}/seed_*.pt")) if path.is_dir() else []
+    files = policy_files(path)
     if not files:
         raise ConfigError(
             f"no saved policies under {path}: a run saves them in <run dir>/{POLICY_DIR}/ when it completes"

@@ -173,7 +173,7 @@ class Driver:
 
     def follow(self, job_id: str, tracked: Tracked) -> None:
         """Notice from the job's claim that its task started, or that Ray retries it in a new worker."""
-        record = read_claim(self.out / job_id)
+        record = read_claim(tracked.job.run_dir(self.out))
         if record is None or record.released or record.holder != tracked.holder:
             return  # not yet taken by this driver's task
         if record.pid == tracked.pid:

@@ -17,11 +17,12 @@ from qsmbench.errors import CompleteRunError, ConfigError, RunLocked
 from qsmbench.grid import Grid
 from qsmbench.locking import claim_run_dir
 from qsmbench.plan import Job, format_plan, plan, seed_list
-from qsmbench.plotting import FIGURES_DIR, PlotReport, plot_results
+from qsmbench.plotting import PlotReport, plot_results
 from qsmbench.progress import make_reporter
 from qsmbench.messages import plural
 from qsmbench.training.loop import train
 from qsmbench.training.prepare import prepare
+from qsmbench.runs.layout import figures_dir
 
 
 def run_grid(
@@ -43,8 +44,8 @@ def plot_if_complete(grid: Grid, out: Path) -> PlotReport | None:
         print(f"not plotted yet: {describe_incomplete(unfinished, len(grid.specs))}; the launcher that finishes last plots")
         return None
     try:
-        with claim_run_dir(out / FIGURES_DIR):  # two launchers finishing at once must not write the same figures
-            return plot_results(out, grid.plot, out / FIGURES_DIR)
+        with claim_run_dir(figures_dir(out)):  # two launchers finishing at once must not write the same figures
+            return plot_results(out, grid.plot, figures_dir(out))
     except RunLocked:
         print("not plotted here: another launcher that finished at the same time is making the figures")
         return None
@@ -110,4 +111,4 @@ def plot_grid(grid: Grid, out: Path) -> PlotReport:
             f"{describe_incomplete(unfinished, len(grid.specs))}; plot once they are, or `qsmbench plot {out}` for "
             "what there is"
         )
-    return plot_results(out, grid.plot, out / FIGURES_DIR)
+    return plot_results(out, grid.plot, figures_dir(out))

@@ -28,7 +28,7 @@ from qsmbench.algorithms.state import seed_tensors
 from qsmbench.envs import EnvDims
 from qsmbench.replay import replay_bytes_per_seed_step
 from qsmbench.spec import RunSpec
-from qsmbench.storage import free_bytes
+from qsmbench.runs.write import free_bytes
 from qsmbench.messages import format_bytes, short_path
 
 FLOAT_BYTES = 4

@@ -17,7 +17,8 @@ from typing import Any, Mapping
 import pandas as pd
 
 from qsmbench.config import RUN_SETTING_NAMES
-from qsmbench.storage import EvalRow, RunFile, read_results
+from qsmbench.runs.format import EvalRow, RunFile
+from qsmbench.runs.read import read_results
 
 RUN_PREFIX = "run."  # run settings (Protocol and Execution: steps, eval_every, ...), e.g. `run.steps`
 HYPERPARAMETER_PREFIX = "hp."  # the algorithm's effective hyperparameters, e.g. `hp.batch_size`

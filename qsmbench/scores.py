@@ -18,7 +18,7 @@ from qsmbench.algorithms import ALGORITHMS
 from qsmbench.config import BUDGET
 from qsmbench.errors import ConfigError
 from qsmbench.plot_settings import Normalize
-from qsmbench.storage import OFFLINE_SCORE, RunFile
+from qsmbench.runs.format import OFFLINE_SCORE, RunFile
 from qsmbench.messages import plural
 
 DMC_PREFIX = "dm_control/"

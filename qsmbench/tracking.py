@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, Mapping, Protocol
 
 from qsmbench.errors import ConfigError
-from qsmbench.storage import EvalRow
+from qsmbench.runs.format import EvalRow
+from qsmbench.runs.layout import tensorboard_dir
 
 ROW_KEYS = ("task", "algo", "seed", "step")  # what identifies a row: the tag and the step say it already
 
@@ -109,17 +110,13 @@ def check_installed(tracker: str | None) -> None:
         raise ConfigError(f"--track {tracker} needs the {tracker} package: pip install 'qsmbench[track]'") from None
 
 
-TENSORBOARD_DIR = "_tensorboard"  # under --out; the underscore keeps pd.read_parquet(results_dir) off its event files
-
-
 def make_tracker(tracker: str | None, run_dir: Path, out: Path, seeds: list[int], first_step: int) -> Tracker:
     """The tracker `tracker` names (None: NoTracker) for the seeds `seeds` of the run in `run_dir` under `out`."""
-    seed_range = f"seeds_{seeds[0]}-{seeds[-1]}"
-    relative = run_dir.relative_to(out)  # <task>/<algo>
     if tracker == "tensorboard":
-        return TensorBoardTracker(out / TENSORBOARD_DIR / relative / seed_range, first_step)
+        return TensorBoardTracker(tensorboard_dir(out, run_dir, seeds), first_step)
     if tracker == "wandb":
-        return WandbTracker(name=f"{relative.as_posix()} {seed_range}", group=relative.as_posix())
+        group = run_dir.relative_to(out).as_posix()  # <task>/<algo>
+        return WandbTracker(name=f"{group} seeds_{seeds[0]}-{seeds[-1]}", group=group)
     return NoTracker()
 
 

@@ -29,7 +29,7 @@ from qsmbench.config import OffPolicyConfig
 from qsmbench.progress import PlainReporter
 from qsmbench.replay import Batch
 from qsmbench.spec import make_spec
-from qsmbench.storage import read_run
+from qsmbench.runs.read import read_run
 from qsmbench.training.loop import train
 from qsmbench.training.prepare import prepare
 

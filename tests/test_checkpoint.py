@@ -35,7 +35,8 @@ from qsmbench.progress import PlainReporter
 from qsmbench.spec import make_spec
 from qsmbench.training import loop
 from qsmbench.training.prepare import prepare
-from qsmbench.storage import path_safe, read_run, read_status
+from qsmbench.runs.layout import path_safe
+from qsmbench.runs.read import read_run, read_status
 
 ALGOS = ("sac", "td3", "qsm", "dql")
 ENVS = ("Pendulum-v1", "Hopper-v4", "dm_control/cartpole-swingup-v0")

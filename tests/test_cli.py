@@ -25,7 +25,9 @@ import typer
 import pandas as pd
 
 from qsmbench.cli import app
-from qsmbench.storage import RunHeader, RunMetadata, read_run, write_run
+from qsmbench.runs.format import RunHeader, RunMetadata
+from qsmbench.runs.read import read_run
+from qsmbench.runs.write import write_run
 from support import CliResult, run_cli
 
 QSMBENCH = Path(sys.executable).parent / "qsmbench"

@@ -17,7 +17,8 @@ from qsmbench.algorithms import ALGORITHMS
 from qsmbench.errors import ConfigError
 from qsmbench.progress import PlainReporter
 from qsmbench.spec import make_spec
-from qsmbench.storage import path_safe, read_run
+from qsmbench.runs.layout import path_safe
+from qsmbench.runs.read import read_run
 from qsmbench.spec import RunSpec
 from qsmbench.training.loop import Trainer, start
 from qsmbench.training.prepare import prepare

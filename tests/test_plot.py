@@ -26,23 +26,14 @@ from qsmbench.analysis import Analysis, analyse
 from qsmbench.bootstrap import aggregate_metrics, improvement, interval_estimates, iqm_and_mean, pooled
 from qsmbench.errors import ConfigError
 from qsmbench.plot_settings import FigureStyle, PlotSettings
-from qsmbench.plotting import FIGURES_DIR, PlotReport, plot_results
+from qsmbench.plotting import PlotReport, plot_results
+from qsmbench.runs.layout import FIGURES_DIR, path_safe, run_path
 from qsmbench.cli import parse_labels
 from qsmbench.labels import check_labels, task_title
 from qsmbench.scores import Method, algo_order, build_groups, scores_on
-from qsmbench.storage import (
-    OFFLINE_SCORE,
-    Divergence,
-    RunFile,
-    RunHeader,
-    RunMetadata,
-    Status,
-    read_results,
-    path_safe,
-    read_status,
-    run_path,
-    write_run,
-)
+from qsmbench.runs.format import Divergence, OFFLINE_SCORE, RunFile, RunHeader, RunMetadata, Status
+from qsmbench.runs.read import read_results, read_status
+from qsmbench.runs.write import write_run
 
 REPS = 200  # the default (2000) is for papers; 200 keeps this file fast and still exercises every bootstrap
 LAST_EVALS = 5

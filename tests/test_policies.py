@@ -12,11 +12,12 @@ import torch
 from support import CPU, run_cli, small_overrides
 
 from qsmbench.evaluation import Evaluator
-from qsmbench.policies import load_agent, policy_path, read_policy
+from qsmbench.policies import load_agent, read_policy
+from qsmbench.runs.layout import policy_path, run_path
 from qsmbench.policy_eval import evaluate_policies, find_policies
 from qsmbench.progress import PlainReporter
 from qsmbench.spec import make_spec
-from qsmbench.storage import read_run, run_path
+from qsmbench.runs.read import read_run
 from qsmbench.training.loop import start
 from qsmbench.training.prepare import prepare
 from qsmbench.video import RENDERERS, choose_renderer

@@ -20,7 +20,7 @@ from qsmbench.locking import claim_run_dir, read_claim
 from qsmbench.grid import load_grid
 from qsmbench.plan import plan
 from qsmbench.ray_grid import Driver
-from qsmbench.storage import read_run
+from qsmbench.runs.read import read_run
 from qsmbench.messages import format_duration
 
 GRID = """\

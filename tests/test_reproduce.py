@@ -27,7 +27,10 @@ from qsmbench.plan import format_plan, plan, select
 from qsmbench.plotting import PlotReport
 from qsmbench.reproduce import run_grid, train_jobs
 from qsmbench.spec import RunSpec
-from qsmbench.storage import RunHeader, RunMetadata, read_run, run_path, write_run
+from qsmbench.runs.format import RunHeader, RunMetadata
+from qsmbench.runs.layout import run_path
+from qsmbench.runs.read import read_run
+from qsmbench.runs.write import write_run
 from qsmbench.messages import format_duration
 
 ALGOS = {"qsm", "sac", "td3", "dql"}

@@ -22,12 +22,12 @@ from gymnasium.envs.classic_control.pendulum import PendulumEnv
 from support import keeping_first_checkpoint, run_cli
 
 from qsmbench.errors import CompleteRunError, ConfigError, RunLocked
-from qsmbench.locking import CLAIM_TIMEOUT_S, LOCK_NAME, ClaimRecord, claim_run_dir, read_claim, write_record
+from qsmbench.locking import CLAIM_TIMEOUT_S, ClaimRecord, claim_run_dir, read_claim, write_record
+from qsmbench.runs.layout import LOCK_NAME, policy_path
 from qsmbench.plan import on_disk
 from qsmbench.progress import PlainReporter
 from qsmbench.spec import RunSpec, make_spec
-from qsmbench.storage import read_run
-from qsmbench.policies import policy_path
+from qsmbench.runs.read import read_run
 from qsmbench.training.loop import Trainer, start
 from qsmbench.training.prepare import prepare
 

@@ -15,20 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from qsmbench.errors import ConfigError, RunFileError
-from qsmbench.storage import (
-    METADATA_KEY,
-    SCHEMA_VERSION,
-    EvalRow,
-    RunFiles,
-    RunHeader,
-    RunMetadata,
-    check_can_write,
-    read_results,
-    read_run,
-    read_status,
-    run_path,
-    write_run,
-)
+from qsmbench.runs.format import EvalRow, METADATA_KEY, RunHeader, RunMetadata, SCHEMA_VERSION
+from qsmbench.runs.layout import run_path
+from qsmbench.runs.read import read_results, read_run, read_status
+from qsmbench.runs.write import RunFiles, check_can_write, write_run
 
 HEADER = RunHeader(algo="sac", task="Pendulum-v1", env_id="Pendulum-v1", run_config={"steps": 200})
 

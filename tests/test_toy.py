@@ -14,7 +14,7 @@ import typer
 
 from qsmbench.cli import app
 from qsmbench.envs import make_env
-from qsmbench.storage import read_run
+from qsmbench.runs.read import read_run
 from qsmbench.messages import plural
 from qsmbench.toy import (
     BANDIT_ID,

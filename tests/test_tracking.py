@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from support import keeping_first_checkpoint, run_cli
 
-from qsmbench.storage import read_run
+from qsmbench.runs.read import read_run
 
 SEEDS = (0, 1)
 TIMING_COLUMNS = ["wall_time_s", "sps"]  # measured afresh by every run

@@ -11,7 +11,7 @@ import torch
 from qsmbench.errors import ConfigError
 from qsmbench.progress import PlainReporter
 from qsmbench.spec import RunSpec, make_spec
-from qsmbench.storage import read_run
+from qsmbench.runs.read import read_run
 from qsmbench.training.loop import Trainer, start
 from qsmbench.training.prepare import prepare
 

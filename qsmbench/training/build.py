@@ -16,7 +16,8 @@ from qsmbench.nets import compile_networks
 from qsmbench.progress import Reporter
 from qsmbench.provenance import provenance
 from qsmbench.replay import SeedBatchedReplay, Transitions
-from qsmbench.storage import RunFiles, RunHeader
+from qsmbench.runs.format import RunHeader
+from qsmbench.runs.write import RunFiles
 from qsmbench.training.collector import Collector
 from qsmbench.training.diagnostics import DiagnosticsMean
 from qsmbench.training.prepare import PreparedRun

@@ -50,7 +50,7 @@ from qsmbench.locking import RunClaim
 from qsmbench.policies import save_policies
 from qsmbench.progress import Reporter
 from qsmbench.stopping import StopSignals, Stopped
-from qsmbench.storage import Divergence, EvalRow
+from qsmbench.runs.format import Divergence, EvalRow
 from qsmbench.tracking import make_tracker
 from qsmbench.training.build import RunParts, build
 from qsmbench.training.prepare import PreparedRun

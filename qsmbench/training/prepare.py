@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from qsmbench.checkpoint import CheckpointInfo, checkpoint_info, checkpoint_path, run_settings
+from qsmbench.checkpoint import CheckpointInfo, checkpoint_info, run_settings
+from qsmbench.runs.layout import checkpoint_path, run_dir, run_path
 from qsmbench.datasets import OfflineDataset, load_offline_dataset
 from qsmbench.env_workers import start_worker_server
 from qsmbench.envs import EnvDims, env_dims
@@ -18,7 +19,7 @@ from qsmbench.locking import RunClaim, claim_run_dir
 from qsmbench.policies import remove_policies
 from qsmbench.resources import check_checkpoint_room, check_fits
 from qsmbench.spec import RunSpec
-from qsmbench.storage import check_can_write, check_out_dir, remove_stale_temporaries, run_dir, run_path
+from qsmbench.runs.write import check_can_write, check_out_dir, remove_stale_temporaries
 from qsmbench.tracking import check_installed
 
 

@@ -15,7 +15,8 @@ import numpy as np
 from qsmbench.datasets import OfflineDataset
 from qsmbench.progress import Reporter
 from qsmbench.spec import RunSpec
-from qsmbench.storage import Divergence, EvalRow, RunFiles, RunHeader, Status
+from qsmbench.runs.format import Divergence, EvalRow, RunHeader, Status
+from qsmbench.runs.write import RunFiles
 from qsmbench.tracking import NoTracker, Tracker, row_scalars, seed_scalars
 
 RESUME_KEYS = ("hostname", "device", "git_commit", "start_time")  # what each resume records in the files

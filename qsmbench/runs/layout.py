@@ -1,0 +1,111 @@
+"""Every path under a results directory, defined here and nowhere else.
+
+    <out>/
+      <task>/<algo>[.<variant>]/            run_dir: one directory per (task, algorithm, variant)
+        seed_<k>.parquet                    run_path: a seed's run file (qsmbench.runs.format)
+        .seed_<k>.parquet.<pid>.tmp         temporary_path: a write in progress, removed when stale
+        checkpoint_seeds_<a>-<b>.pt         checkpoint_path: an unfinished run's checkpoint
+        .qsmbench.lock                      lock_path: the directory's claim (qsmbench.runs.locking)
+        _policies/seed_<k>.pt               policy_path: a complete run's saved policies
+      _figures/                             figures_dir: `qsmbench plot`'s tables and figures
+      _tensorboard/<task>/<algo>[.<variant>]/seeds_<a>-<b>    tensorboard_dir: `run --track tensorboard`
+
+Names starting with `_` or `.` are skipped by pyarrow's dataset discovery, so `pd.read_parquet(out)`
+reads the run files and nothing else. A task id may hold `/` (`dm_control/cheetah-run-v0`): `path_safe`
+makes it one directory level.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+POLICY_DIR = "_policies"
+FIGURES_DIR = "_figures"
+TENSORBOARD_DIR = "_tensorboard"
+LOCK_NAME = ".qsmbench.lock"
+LONGEST_TEMPORARY = ".seed_0.parquet.0000000.tmp"  # for the path-length check of a run directory
+
+
+def path_safe(name: str) -> str:
+    """`dm_control/cheetah-run-v0` -> `dm_control-cheetah-run-v0`: one directory level per task."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name)
+
+
+def run_dir(out: str | Path, task: str, algo: str, variant: str = "") -> Path:
+    """`<out>/<task>/<algo>`, or `<algo>.<variant>` for a labelled variant: a directory per (task, algorithm, variant)."""
+    return Path(out) / path_safe(task) / (f"{algo}.{path_safe(variant)}" if variant else algo)
+
+
+def run_path(out: str | Path, task: str, algo: str, seed: int, variant: str = "") -> Path:
+    return run_dir(out, task, algo, variant) / f"seed_{seed}.parquet"
+
+
+def run_files(out: Path) -> list[Path]:
+    """The run files at their own depth under `out` (`<task>/<algo>/seed_<k>.parquet`), sorted; a quick listing
+    for timings, where `qsmbench.runs.read.run_file_paths` searches a whole tree."""
+    return sorted(out.glob("*/*/seed_*.parquet"))
+
+
+def seed_of(run_file: Path) -> int | None:
+    """The seed a run file's name says (`seed_<k>.parquet`), or None for another name."""
+    named = re.fullmatch(r"seed_(0|[1-9]\d*)\.parquet", run_file.name)
+    return int(named[1]) if named else None
+
+
+def seed_files(run_dir: Path, seed_start: int, seeds: int) -> list[int]:
+    """The seeds in [seed_start, seed_start + seeds) that have a run file in `run_dir`, in order (one listing)."""
+    if not run_dir.is_dir():
+        return []
+    found = (seed_of(Path(entry.name)) for entry in os.scandir(run_dir))
+    return sorted(seed for seed in found if seed is not None and seed_start <= seed < seed_start + seeds)
+
+
+def checkpoint_path(run_dir: Path, seed_start: int, seeds: int) -> Path:
+    return run_dir / f"checkpoint_seeds_{seed_start}-{seed_start + seeds - 1}.pt"
+
+
+def checkpoint_ranges(run_dir: Path) -> list[tuple[int, int]]:
+    """The (seed_start, seeds) of every checkpoint in `run_dir`, from the file names."""
+    if not run_dir.is_dir():
+        return []
+    ranges = []
+    for entry in os.scandir(run_dir):
+        match = re.fullmatch(r"checkpoint_seeds_(0|[1-9]\d*)-(0|[1-9]\d*)\.pt", entry.name)
+        if match and int(match[2]) >= int(match[1]):
+            ranges.append((int(match[1]), int(match[2]) - int(match[1]) + 1))
+    return sorted(ranges)
+
+
+def policy_path(run_file: Path) -> Path:
+    """`<run dir>/_policies/seed_<k>.pt` for the run file `<run dir>/seed_<k>.parquet`."""
+    return run_file.parent / POLICY_DIR / f"{run_file.stem}.pt"
+
+
+def policy_files(root: Path) -> list[Path]:
+    """Every saved policy under `root`, at any depth."""
+    return sorted(root.rglob(f"{POLICY_DIR}/seed_*.pt")) if root.is_dir() else []
+
+
+def lock_path(run_dir: Path) -> Path:
+    return run_dir / LOCK_NAME
+
+
+def figures_dir(out: str | Path) -> Path:
+    return Path(out) / FIGURES_DIR
+
+
+def tensorboard_dir(out: str | Path, run_dir: Path, seeds: list[int]) -> Path:
+    """`<out>/_tensorboard/<task>/<algo>/seeds_<a>-<b>` for the seeds `seeds` of the run in `run_dir`."""
+    return Path(out) / TENSORBOARD_DIR / run_dir.relative_to(out) / f"seeds_{seeds[0]}-{seeds[-1]}"
+
+
+def temporary_path(path: Path) -> Path:
+    """Where an atomic write of `path` by this process goes first: `.<name>.<pid>.tmp` beside it."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def stale_temporaries(run_dir: Path) -> list[Path]:
+    """The temporaries of run files and checkpoints in `run_dir`: stale when nobody holds the directory."""
+    return sorted([*run_dir.glob(".seed_*.parquet.*.tmp"), *run_dir.glob(".checkpoint_seeds_*.pt.*.tmp")])
