@@ -38,12 +38,12 @@ def explain(config_cls: type) -> list[tuple[str, Any, str, str]]:
 
 
 # Official code that defaults come from, as `setting` sources name it (repo@commit file; the module
-# docstrings of qsmbench.algorithms give the full paths).
-QSM_CODE = "Alescontrela/score_matching_rl@2e77893"
+# docstrings of qsmbench.algorithms give owners and full paths).
+QSM_CODE = "score_matching_rl@2e77893"
 QSM_CONFIG = f"{QSM_CODE} score_matching_config.py"
 QSM_TRAIN = f"{QSM_CODE} train_score_matching_online.py"
 QSM_LEARNER = f"{QSM_CODE} score_matching_learner.py"
-DQL_CODE = "Zhendong-Wang/Diffusion-Policies-for-Offline-RL@d871f5c"
+DQL_CODE = "Diffusion-Policies-for-Offline-RL@d871f5c"
 TD3_CODE = "sfujim/TD3@34770cc"
 
 
