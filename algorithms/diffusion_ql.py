@@ -35,7 +35,7 @@ from torch import Tensor
 
 from qsmbench.algorithms.contract import Algorithm
 from qsmbench.algorithms.updates import critic_step, optimizer_step, perturb, td_target
-from qsmbench.config import MAX_WIDTH, require
+from qsmbench.config import DQL_CODE, MAX_WIDTH, require, setting
 from qsmbench.diffusion import (
     DiffusionPolicyConfig, DiffusionSchedule, SamplerOptions, SinusoidalDenoiser, mish, reverse_chain,
 )
@@ -46,18 +46,50 @@ from qsmbench.replay import Batch
 
 @dataclass(frozen=True)
 class DiffusionQLConfig(DiffusionPolicyConfig):
-    hidden_sizes: tuple[int, ...] = (256, 256, 256)  # critics
-    actor_hidden_sizes: tuple[int, ...] = (256, 256, 256)
-    time_features: int = 16
-    time_hidden: int = 32
-    eta: float = 1.0  # weight of the normalised Q loss
-    bc_weight: float = 1.0  # weight of the noise-prediction (behaviour cloning) loss
-    max_grad_norm: float = 9.0  # per seed, both networks; the official value for hopper/halfcheetah-medium; 0 = off
-    ema_decay: float = 0.995
-    ema_every: int = 5
-    ema_start: int = 1000
-    explore_candidates: int = 1  # >1 picks the exploration action by softmax over Q, as in evaluation
-    eval_candidates: int = 50
+    hidden_sizes: tuple[int, ...] = setting(
+        (256, 256, 256), "hidden layer widths of each critic (Mish)", f"{DQL_CODE} agents/ql_diffusion.py: Critic"
+    )
+    actor_hidden_sizes: tuple[int, ...] = setting(
+        (256, 256, 256), "hidden layer widths of the denoiser eps_theta(s, a_t, t) (Mish)",
+        f"{DQL_CODE} agents/model.py: MLP",
+    )
+    time_features: int = setting(
+        16, "sinusoidal embedding width of the diffusion step t (even, at least 4)",
+        f"{DQL_CODE} agents/model.py: t_dim",
+    )
+    time_hidden: int = setting(
+        32, "hidden width of the MLP that encodes the time embedding", f"{DQL_CODE} agents/model.py: t_dim * 2"
+    )
+    eta: float = setting(
+        1.0, "weight of the normalised Q loss in the actor loss", f"{DQL_CODE} main.py: eta of the MuJoCo tasks"
+    )
+    bc_weight: float = setting(
+        1.0, "weight of the noise-prediction (behaviour cloning) loss; 0 drops it and keeps the rest",
+        f"{DQL_CODE} agents/ql_diffusion.py: actor_loss = bc_loss + eta q_loss",
+    )
+    max_grad_norm: float = setting(
+        9.0, "gradient-norm clip per seed, of both the actor and the critics; 0 turns it off",
+        f"{DQL_CODE} main.py: gn of hopper-medium and halfcheetah-medium (1 to 10 per task)",
+    )
+    ema_decay: float = setting(
+        0.995, "decay of the EMA actor that picks the critics' target actions",
+        f"{DQL_CODE} agents/ql_diffusion.py: ema_decay",
+    )
+    ema_every: int = setting(
+        5, "updates between the EMA actor's steps", f"{DQL_CODE} agents/ql_diffusion.py: update_ema_every"
+    )
+    ema_start: int = setting(
+        1000, "update from which the EMA actor moves (it keeps the initial weights until then)",
+        f"{DQL_CODE} agents/ql_diffusion.py: step_start_ema",
+    )
+    explore_candidates: int = setting(
+        1, "chain samples per exploration action; >1 picks one by softmax over Q, as evaluation does",
+        "qsmbench's choice, because the official code is offline and never explores: one sample, as QSM's code",
+    )
+    eval_candidates: int = setting(
+        50, "chain samples per evaluation action, one drawn with probability softmax(min_j Q'_j)",
+        f"{DQL_CODE} agents/ql_diffusion.py: sample_action",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from qsmbench.algorithms.contract import Algorithm
 from qsmbench.algorithms.updates import critic_step, optimizer_step, perturb, td_target
-from qsmbench.config import MAX_WIDTH, require, require_widths
+from qsmbench.config import MAX_WIDTH, QSM_CODE, QSM_CONFIG, QSM_LEARNER, require, require_widths, setting
 from qsmbench.diffusion import DiffusionPolicyConfig, DiffusionSchedule, FourierDenoiser, SamplerOptions, reverse_chain
 from qsmbench.nets import QEnsemble, frozen, seed_generators, soft_update_
 from qsmbench.noise import GLOBAL_NOISE, Noise
@@ -38,15 +38,36 @@ from qsmbench.replay import Batch
 
 @dataclass(frozen=True)
 class QSMConfig(DiffusionPolicyConfig):
-    hidden_sizes: tuple[int, ...] = (512, 512)  # critics
-    actor_hidden_sizes: tuple[int, ...] = (512, 512)
-    time_features: int = 64
-    time_feature_std: float = 0.2
-    time_hidden_sizes: tuple[int, ...] = (128, 128)
-    sampler_temperature: float = 1.0
-    alpha: float = 50.0  # M_q in the official code: scale of the matched Q-score
-    actor_lr_decay_steps: int = 2_000_000  # cosine decay of the actor's learning rate to 0
-    target_noise: float = 0.1
+    hidden_sizes: tuple[int, ...] = setting(
+        (512, 512), "hidden layer widths of each critic", f"{QSM_CONFIG}: critic_hidden_dims"
+    )
+    actor_hidden_sizes: tuple[int, ...] = setting(
+        (512, 512), "hidden layer widths of the denoiser eps_theta(s, a_t, t)", f"{QSM_CONFIG}: actor_hidden_dims"
+    )
+    time_features: int = setting(
+        64, "learnable Fourier features of the diffusion step t (even: cos and sin halves)", f"{QSM_LEARNER}: time_dim"
+    )
+    time_feature_std: float = setting(
+        0.2, "std of the initial frequencies of those Fourier features", f"{QSM_CODE} diffusion.py: normal(0.2)"
+    )
+    time_hidden_sizes: tuple[int, ...] = setting(
+        (128, 128), "hidden layer widths of the MLP that encodes the time features", f"{QSM_LEARNER}: cond_model_cls"
+    )
+    sampler_temperature: float = setting(
+        1.0, "scale of the noise of each reverse step (1: the DDPM sampler)", f"{QSM_LEARNER}: ddpm_temperature"
+    )
+    alpha: float = setting(
+        50.0, "M_q: scale of the matched Q-score, eps_theta -> -alpha grad_a Q; higher is greedier, lower keeps "
+        "more entropy", f"QSM paper and {QSM_CONFIG}: M_q (its note suggests 120 for quadruped-walk, humanoid-walk)",
+    )
+    actor_lr_decay_steps: int = setting(
+        2_000_000, "actor updates over which the actor's learning rate decays to 0 (cosine)",
+        f"{QSM_LEARNER}: decay_steps",
+    )
+    target_noise: float = setting(
+        0.1, "std of the Gaussian noise added to the next action in the critics' target (clipped to [-1, 1])",
+        f"{QSM_LEARNER}: update_q",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -25,24 +25,35 @@ from torch import Tensor
 
 from qsmbench.algorithms.contract import Algorithm
 from qsmbench.algorithms.updates import critic_step, optimizer_step, td_target
-from qsmbench.config import OffPolicyConfig, require
+from qsmbench.config import OffPolicyConfig, require, setting
 from qsmbench.nets import BatchedMLP, QEnsemble, frozen, seed_generators, soft_update_
 from qsmbench.noise import GLOBAL_NOISE, Noise
 from qsmbench.replay import Batch
 
 
 LOG_STD_LIMIT = 20.0  # past it exp() under- or overflows float32, and log pi becomes inf
+SAC_PAPER = "SAC paper (Haarnoja et al. 2018, arXiv 1812.05905, Table 1)"
 
 
 @dataclass(frozen=True)
 class SACConfig(OffPolicyConfig):
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    temperature_lr: float = 3e-4
-    init_temperature: float = 1.0
-    target_entropy: float | None = None  # None: -|A|
-    log_std_min: float = -5.0
-    log_std_max: float = 2.0
+    actor_lr: float = setting(3e-4, "Adam learning rate of the policy", SAC_PAPER)
+    critic_lr: float = setting(3e-4, "Adam learning rate of the twin critics", SAC_PAPER)
+    temperature_lr: float = setting(3e-4, "Adam learning rate of log alpha, the entropy temperature", SAC_PAPER)
+    init_temperature: float = setting(
+        1.0, "entropy temperature alpha at the start; tuned toward target_entropy from there",
+        "qsmbench's choice, because log alpha = 0 is where CleanRL's sac_continuous_action.py starts its autotune",
+    )
+    target_entropy: float | None = setting(
+        None, "policy entropy that the temperature tuning aims for; None: -|A| (minus the action dimension)",
+        f"{SAC_PAPER}: -dim(A)",
+    )
+    log_std_min: float = setting(
+        -5.0, "lower clamp of the policy's log standard deviation", "CleanRL sac_continuous_action.py: LOG_STD_MIN"
+    )
+    log_std_max: float = setting(
+        2.0, "upper clamp of the policy's log standard deviation", "CleanRL sac_continuous_action.py: LOG_STD_MAX"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from qsmbench.algorithms.contract import Algorithm
 from qsmbench.algorithms.updates import critic_step, optimizer_step, perturb, td_target
-from qsmbench.config import OffPolicyConfig, require
+from qsmbench.config import TD3_CODE, OffPolicyConfig, require, setting
 from qsmbench.nets import BatchedMLP, QEnsemble, frozen, seed_generators, soft_update_
 from qsmbench.noise import GLOBAL_NOISE, Noise
 from qsmbench.replay import Batch
@@ -30,12 +30,21 @@ from qsmbench.replay import Batch
 
 @dataclass(frozen=True)
 class TD3Config(OffPolicyConfig):
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    exploration_noise: float = 0.1
-    target_noise: float = 0.2
-    target_noise_clip: float = 0.5
-    policy_delay: int = 2
+    actor_lr: float = setting(3e-4, "Adam learning rate of the actor", f"{TD3_CODE} TD3.py")
+    critic_lr: float = setting(3e-4, "Adam learning rate of the twin critics", f"{TD3_CODE} TD3.py")
+    exploration_noise: float = setting(
+        0.1, "std of the Gaussian noise added to the actor's action when acting in training (actions in [-1, 1])",
+        f"{TD3_CODE} main.py: expl_noise",
+    )
+    target_noise: float = setting(
+        0.2, "std of the target policy smoothing noise on the next action", f"{TD3_CODE} main.py: policy_noise"
+    )
+    target_noise_clip: float = setting(
+        0.5, "the smoothing noise is clipped to [-c, c] with this c", f"{TD3_CODE} main.py: noise_clip"
+    )
+    policy_delay: int = setting(
+        2, "critic updates per actor update (and per target update)", f"{TD3_CODE} main.py: policy_freq"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -23,11 +23,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from qsmbench.algorithms import ALGORITHMS, resolve
+from qsmbench.algorithms import ALGORITHMS, lookup, resolve
 from qsmbench.bench import append_results
 from qsmbench.bench import bench as measure
 from qsmbench.plot_settings import FigureStyle, PlotSettings
-from qsmbench.config import DEFAULT_CHECKPOINT_EVERY, DEFAULT_TRACK_EVERY, variant_label
+from qsmbench.config import DEFAULT_CHECKPOINT_EVERY, DEFAULT_TRACK_EVERY, explain, variant_label
 from qsmbench.errors import ConfigError
 from qsmbench.envs import EXAMPLE_ENV_IDS, check_env_id
 from qsmbench.grid import load_grid
@@ -479,9 +479,30 @@ def parse_counts(option: str, text: str) -> list[int]:
 
 
 @app.command("list")
-def list_algorithms() -> None:
+def list_algorithms(
+    explain_algo: Annotated[
+        str | None,
+        typer.Option(
+            "--explain", metavar="ALGO",
+            help="Explain each hyperparameter of ALGO instead: its name, default, meaning and where the default "
+            "comes from.",
+        ),
+    ] = None,
+) -> None:
     """Show the algorithms with their default hyperparameters, and example environment ids."""
     console = Console()
+    if explain_algo is not None:
+        algorithm = lookup(explain_algo)
+        console.print(f"[bold]{algorithm.name}[/bold]: {algorithm.summary}")
+        table = Table(show_lines=True)
+        table.add_column("name", no_wrap=True)
+        table.add_column("default", no_wrap=True)
+        table.add_column("meaning", overflow="fold")
+        table.add_column("source", overflow="fold")
+        for name, default, meaning, source in explain(algorithm.config_cls):
+            table.add_row(name, repr(default), escape(meaning), escape(source))
+        console.print(table)
+        return
     for algorithm in ALGORITHMS.values():
         console.print(f"[bold]{algorithm.name}[/bold]: {algorithm.summary}")
         table = Table(show_header=False)

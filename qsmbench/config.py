@@ -19,6 +19,32 @@ from typing import Any, Mapping, Sequence, TypeVar
 from qsmbench.errors import ConfigError
 
 
+def setting(default: Any, help: str, source: str = "") -> Any:  # noqa: A002 - the word argparse and typer use
+    """A hyperparameter field that documents itself: its default, what it means (`help`) and where the
+    default comes from (`source`: the paper, the official code file, or "qsmbench's choice, because ...").
+    `qsmbench list --explain ALGO` prints them (`explain`); defaults are immutable (tuples, not lists)."""
+    return dataclasses.field(default=default, metadata={"help": help, "source": source})
+
+
+def explain(config_cls: type) -> list[tuple[str, Any, str, str]]:
+    """(name, default, help, source) of every field of a config dataclass, in field order. An inherited
+    field carries the metadata of the class that defines it (or last redefines its default)."""
+    return [
+        (f.name, f.default, f.metadata.get("help", ""), f.metadata.get("source", ""))
+        for f in dataclasses.fields(config_cls)
+    ]
+
+
+# Official code that defaults come from, as `setting` sources name it (repo@commit file; the module
+# docstrings of qsmbench.algorithms give owners and full paths).
+QSM_CODE = "score_matching_rl@2e77893"
+QSM_CONFIG = f"{QSM_CODE} score_matching_config.py"
+QSM_TRAIN = f"{QSM_CODE} train_score_matching_online.py"
+QSM_LEARNER = f"{QSM_CODE} score_matching_learner.py"
+DQL_CODE = "Diffusion-Policies-for-Offline-RL@d871f5c"
+TD3_CODE = "sfujim/TD3@34770cc"
+
+
 ConfigT = TypeVar("ConfigT")
 
 MAX_SEED = 2**63 - 1  # run files store seeds as int64
@@ -136,12 +162,27 @@ RUN_SETTING_NAMES = tuple(f.name for cls in (Protocol, Execution) for f in datac
 class OffPolicyConfig:
     """Settings shared by every replay-based algorithm (the QSM paper's protocol)."""
 
-    batch_size: int = 256
-    gamma: float = 0.99
-    tau: float = 0.005
-    warmup_steps: int = 10_000
-    replay_capacity: int = 1_000_000
-    hidden_sizes: tuple[int, ...] = (256, 256)
+    batch_size: int = setting(
+        256, "transitions per gradient update, per seed",
+        f"QSM paper protocol ({QSM_TRAIN}: batch_size); SAC's paper and {TD3_CODE} main.py use 256 too",
+    )
+    gamma: float = setting(0.99, "discount factor of future rewards", f"{QSM_CONFIG}: discount; the same in SAC and TD3")
+    tau: float = setting(
+        0.005, "Polyak rate of the target critics: each update moves them this fraction toward the critics",
+        f"{QSM_CONFIG}; the same in SAC and TD3",
+    )
+    warmup_steps: int = setting(
+        10_000, "uniform-random environment steps before the first update (online only; offline has none)",
+        f"QSM paper protocol, for every algorithm ({QSM_TRAIN}: start_training; TD3's main.py waits 25e3)",
+    )
+    replay_capacity: int = setting(
+        1_000_000, "transitions the replay buffer keeps per seed; the oldest are overwritten first",
+        f"QSM paper protocol ({QSM_TRAIN}: a buffer of max_steps); {TD3_CODE} utils.py: 1e6 too",
+    )
+    hidden_sizes: tuple[int, ...] = setting(
+        (256, 256), "hidden layer widths of the actor and of each critic",
+        f"SAC paper (Haarnoja et al. 2018: 2 layers of 256); {TD3_CODE} TD3.py",
+    )
 
     def __post_init__(self) -> None:
         require(self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}")

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from qsmbench.config import OffPolicyConfig, require, require_widths
+from qsmbench.config import DQL_CODE, QSM_CONFIG, QSM_LEARNER, OffPolicyConfig, require, require_widths, setting
 from qsmbench.nets import BatchedMLP
 from qsmbench.noise import GLOBAL_NOISE, Noise
 
@@ -28,12 +28,28 @@ SCHEDULES: tuple[ScheduleKind, ...] = ("vp", "linear", "cosine")
 class DiffusionPolicyConfig(OffPolicyConfig):
     """Settings every diffusion-policy algorithm has; each algorithm sets its own defaults."""
 
-    actor_hidden_sizes: tuple[int, ...] = (256, 256)
-    diffusion_steps: int = 5
-    schedule: ScheduleKind = "vp"
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    exploration_noise: float = 0.1
+    actor_hidden_sizes: tuple[int, ...] = setting(
+        (256, 256), "hidden layer widths of the denoiser eps_theta(s, a_t, t)",
+        "qsmbench's choice, because each algorithm sets its own official value (QSM 512-512, Diffusion-QL 3 x 256)",
+    )
+    diffusion_steps: int = setting(
+        5, "T: denoising steps of the reverse chain; every action costs T denoiser passes",
+        f"{QSM_CONFIG}: T; {DQL_CODE} main.py: --T",
+    )
+    schedule: ScheduleKind = setting(
+        "vp", "beta schedule of the diffusion: vp (variance preserving), linear or cosine",
+        f"{QSM_LEARNER}: beta_schedule; {DQL_CODE} main.py: --beta_schedule",
+    )
+    actor_lr: float = setting(
+        3e-4, "Adam learning rate of the denoiser", f"{QSM_CONFIG}; {DQL_CODE} main.py: lr of the MuJoCo tasks"
+    )
+    critic_lr: float = setting(
+        3e-4, "Adam learning rate of the twin critics", f"{QSM_CONFIG}; {DQL_CODE} main.py: lr of the MuJoCo tasks"
+    )
+    exploration_noise: float = setting(
+        0.1, "std of the Gaussian noise added to the chain's action when acting in training (actions in [-1, 1])",
+        f"{QSM_LEARNER}: sample_actions; for Diffusion-QL qsmbench's choice, because its offline code never explores",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

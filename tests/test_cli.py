@@ -7,6 +7,7 @@ short commands go through the same entry point in this process (`support.run_cli
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import importlib.metadata
 import math
@@ -24,6 +25,8 @@ import typer
 
 import pandas as pd
 
+from qsmbench.algorithms import ALGORITHMS
+from qsmbench.algorithms.qsm import QSMConfig
 from qsmbench.cli import app
 from qsmbench.runs.format import RunHeader, RunMetadata
 from qsmbench.runs.read import read_run
@@ -159,6 +162,92 @@ def test_list_shows_algorithms_and_example_envs(capfd: pytest.CaptureFixture[str
     for word in ("sac", "td3", "Pendulum-v1", "batch_size", "policy_delay", "target_entropy"):
         assert word in result.stdout, word
     assert "Traceback" not in result.stderr
+
+
+# Every algorithm's fields and defaults as `qsmbench list` printed them before the fields documented
+# themselves (issue 22): run files store dataclasses.asdict of the config and resume compares it.
+LISTED_DEFAULTS = {
+    "qsm": [
+        ("batch_size", "256"), ("gamma", "0.99"), ("tau", "0.005"), ("warmup_steps", "10000"),
+        ("replay_capacity", "1000000"), ("hidden_sizes", "(512, 512)"), ("actor_hidden_sizes", "(512, 512)"),
+        ("diffusion_steps", "5"), ("schedule", "'vp'"), ("actor_lr", "0.0003"), ("critic_lr", "0.0003"),
+        ("exploration_noise", "0.1"), ("time_features", "64"), ("time_feature_std", "0.2"),
+        ("time_hidden_sizes", "(128, 128)"), ("sampler_temperature", "1.0"), ("alpha", "50.0"),
+        ("actor_lr_decay_steps", "2000000"), ("target_noise", "0.1"),
+    ],
+    "dql": [
+        ("batch_size", "256"), ("gamma", "0.99"), ("tau", "0.005"), ("warmup_steps", "10000"),
+        ("replay_capacity", "1000000"), ("hidden_sizes", "(256, 256, 256)"),
+        ("actor_hidden_sizes", "(256, 256, 256)"), ("diffusion_steps", "5"), ("schedule", "'vp'"),
+        ("actor_lr", "0.0003"), ("critic_lr", "0.0003"), ("exploration_noise", "0.1"), ("time_features", "16"),
+        ("time_hidden", "32"), ("eta", "1.0"), ("bc_weight", "1.0"), ("max_grad_norm", "9.0"),
+        ("ema_decay", "0.995"), ("ema_every", "5"), ("ema_start", "1000"), ("explore_candidates", "1"),
+        ("eval_candidates", "50"),
+    ],
+    "sac": [
+        ("batch_size", "256"), ("gamma", "0.99"), ("tau", "0.005"), ("warmup_steps", "10000"),
+        ("replay_capacity", "1000000"), ("hidden_sizes", "(256, 256)"), ("actor_lr", "0.0003"),
+        ("critic_lr", "0.0003"), ("temperature_lr", "0.0003"), ("init_temperature", "1.0"),
+        ("target_entropy", "None"), ("log_std_min", "-5.0"), ("log_std_max", "2.0"),
+    ],
+    "td3": [
+        ("batch_size", "256"), ("gamma", "0.99"), ("tau", "0.005"), ("warmup_steps", "10000"),
+        ("replay_capacity", "1000000"), ("hidden_sizes", "(256, 256)"), ("actor_lr", "0.0003"),
+        ("critic_lr", "0.0003"), ("exploration_noise", "0.1"), ("target_noise", "0.2"),
+        ("target_noise_clip", "0.5"), ("policy_delay", "2"),
+    ],
+}  # fmt: skip
+
+
+def cells(line: str) -> list[str]:
+    """The stripped cells of one row of a rich table (its header row too), [] for a line that is no row."""
+    bar = line[:1]
+    return [cell.strip() for cell in line.split(bar)[1:-1]] if bar in ("│", "┃") else []
+
+
+def test_list_prints_the_same_fields_and_defaults_as_before(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`qsmbench list` without --explain: each algorithm's heading, then a two-column table of its fields
+    and defaults, in the order and with the values it printed before they documented themselves."""
+    monkeypatch.setenv("COLUMNS", "200")
+    result = run_cli(["list"], capfd)
+    assert result.returncode == 0, result.stderr
+    listed: dict[str, list[tuple[str, str]]] = {}
+    for line in result.stdout.splitlines():
+        if line.split(":")[0] in ALGORITHMS:
+            algo = line.split(":")[0]
+            listed[algo] = []
+        elif row := cells(line):
+            assert len(row) == 2, line
+            listed[algo].append((row[0], row[1]))
+    assert listed == LISTED_DEFAULTS
+    for name, rows in LISTED_DEFAULTS.items():  # what run files store
+        assert list(dataclasses.asdict(ALGORITHMS[name].config_cls()).items()) == [(k, eval(v)) for k, v in rows]
+
+
+def test_list_explain_shows_every_field_with_its_default_meaning_and_source(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`qsmbench list --explain qsm`: one table row per QSMConfig field, in field order, with its default,
+    its help and its source."""
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per row
+    result = run_cli(["list", "--explain", "qsm"], capfd)
+    assert result.returncode == 0, result.stderr
+    rows = [row for row in map(cells, result.stdout.splitlines()) if row]
+    assert rows[0] == ["name", "default", "meaning", "source"]
+    expected = [
+        [f.name, repr(getattr(QSMConfig(), f.name)), f.metadata["help"], f.metadata["source"]]
+        for f in dataclasses.fields(QSMConfig)
+    ]
+    assert rows[1:] == expected
+    assert all(meaning and source for _, _, meaning, source in expected)
+    assert "M_q" in dict((row[0], row[2]) for row in rows)["alpha"]
+
+
+def test_list_explain_of_an_unknown_algorithm_is_one_line_exit_2(capfd: pytest.CaptureFixture[str]) -> None:
+    line = assert_one_line_error(run_cli(["list", "--explain", "qsn"], capfd))
+    assert "unknown algorithm 'qsn'" in line and "did you mean 'qsm'" in line, line
 
 
 def test_version_prints_the_installed_version(capfd: pytest.CaptureFixture[str]) -> None:

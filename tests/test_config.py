@@ -7,9 +7,22 @@ from dataclasses import dataclass
 
 import pytest
 
+from qsmbench.algorithms import ALGORITHMS
+from qsmbench.algorithms.qsm import QSMConfig
 from qsmbench.algorithms.sac import SACConfig
 from qsmbench.algorithms.td3 import TD3Config
-from qsmbench.config import BUDGET, NUMERICS, SEEDS, TASK, Execution, Protocol, apply_overrides, from_table
+from qsmbench.config import (
+    BUDGET,
+    NUMERICS,
+    SEEDS,
+    TASK,
+    Execution,
+    OffPolicyConfig,
+    Protocol,
+    apply_overrides,
+    explain,
+    from_table,
+)
 from qsmbench.errors import ConfigError
 from qsmbench.spec import make_spec
 
@@ -364,3 +377,25 @@ def test_which_settings_must_match_is_defined_once() -> None:
     spec = make_spec("sac", env="Pendulum-v1", seeds=3, device="cpu", out="elsewhere")
     assert (spec.protocol.seeds, spec.execution.device, spec.execution.out) == (3, "cpu", "elsewhere")
     assert spec.with_settings(seeds=4, device="auto").protocol.seeds == 4
+
+
+def test_every_setting_of_every_algorithm_says_what_it_means_and_where_its_default_comes_from() -> None:
+    """`qsmbench list --explain` shows each field's help and source: none may be empty or missing (a field
+    written as a bare default, without `setting`, has neither)."""
+    for algorithm in ALGORITHMS.values():
+        rows = explain(algorithm.config_cls)
+        assert [row[0] for row in rows] == [f.name for f in dataclasses.fields(algorithm.config_cls)]
+        for name, _, meaning, source in rows:
+            assert meaning.strip(), f"{algorithm.name}.{name} has no help"
+            assert source.strip(), f"{algorithm.name}.{name} has no source"
+
+
+def test_explain_gives_each_default_and_the_defining_class_metadata() -> None:
+    """Defaults as the config has them; an inherited field explained by its defining class, a redefined
+    one (QSM's 512-wide critics) by the class that redefines it."""
+    config = QSMConfig()
+    rows = {name: (default, meaning, source) for name, default, meaning, source in explain(QSMConfig)}
+    assert {name: row[0] for name, row in rows.items()} == dataclasses.asdict(config)
+    base = {name: (default, meaning, source) for name, default, meaning, source in explain(OffPolicyConfig)}
+    assert rows["batch_size"] == base["batch_size"]
+    assert rows["hidden_sizes"][0] == (512, 512) and rows["hidden_sizes"][2] != base["hidden_sizes"][2]
