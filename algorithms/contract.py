@@ -15,7 +15,37 @@ from torch import Tensor
 
 from qsmbench.config import OffPolicyConfig
 from qsmbench.noise import GLOBAL_NOISE, Noise
-from qsmbench.replay import Batch
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Transitions with a leading seed axis: `[seeds, batch, ...]`.
+
+    `terminated` marks true terminal states only; a time-limit truncation is stored as not
+    terminated so that the target bootstraps through it.
+    """
+
+    obs: Tensor
+    action: Tensor
+    reward: Tensor
+    next_obs: Tensor
+    terminated: Tensor
+
+
+class Transitions(Protocol):
+    """Where updates draw their minibatches: the replay buffer online, the dataset offline."""
+
+    def sample(self, batch_size: int) -> Batch:
+        """`batch_size` transitions per seed, `[seeds, batch_size, ...]`, each seed from its own draw."""
+        ...
+
+
+@dataclass(frozen=True)
+class EnvDims:
+    """The sizes an agent is built for: its environment's observation and action dimensions."""
+
+    obs_dim: int
+    act_dim: int
 
 
 class Agent(Protocol):

@@ -41,7 +41,7 @@ from qsmbench.diffusion import (
 )
 from qsmbench.nets import QEnsemble, frozen, seed_generators, soft_update_
 from qsmbench.noise import GLOBAL_NOISE, Noise, categorical
-from qsmbench.replay import Batch
+from qsmbench.algorithms.contract import Batch
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from qsmbench.config import MAX_WIDTH, QSM_CODE, QSM_CONFIG, QSM_LEARNER, requir
 from qsmbench.diffusion import DiffusionPolicyConfig, DiffusionSchedule, FourierDenoiser, SamplerOptions, reverse_chain
 from qsmbench.nets import QEnsemble, frozen, seed_generators, soft_update_
 from qsmbench.noise import GLOBAL_NOISE, Noise
-from qsmbench.replay import Batch
+from qsmbench.algorithms.contract import Batch
 
 
 @dataclass(frozen=True)

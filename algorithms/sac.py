@@ -28,7 +28,7 @@ from qsmbench.algorithms.updates import critic_step, optimizer_step, td_target
 from qsmbench.config import OffPolicyConfig, require, setting
 from qsmbench.nets import BatchedMLP, QEnsemble, frozen, seed_generators, soft_update_
 from qsmbench.noise import GLOBAL_NOISE, Noise
-from qsmbench.replay import Batch
+from qsmbench.algorithms.contract import Batch
 
 
 LOG_STD_LIMIT = 20.0  # past it exp() under- or overflows float32, and log pi becomes inf

@@ -25,7 +25,7 @@ from qsmbench.algorithms.updates import critic_step, optimizer_step, perturb, td
 from qsmbench.config import TD3_CODE, OffPolicyConfig, require, setting
 from qsmbench.nets import BatchedMLP, QEnsemble, frozen, seed_generators, soft_update_
 from qsmbench.noise import GLOBAL_NOISE, Noise
-from qsmbench.replay import Batch
+from qsmbench.algorithms.contract import Batch
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from qsmbench.noise import GLOBAL_NOISE, Noise
-from qsmbench.replay import Batch
+from qsmbench.algorithms.contract import Batch
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer, per_seed_loss: Tensor, max_grad_norm: float = 0.0) -> None:

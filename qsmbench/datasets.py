@@ -34,7 +34,7 @@ from torch import Tensor
 
 from qsmbench.errors import ConfigError
 from qsmbench.envs import check_env_id
-from qsmbench.replay import Batch
+from qsmbench.algorithms.contract import Batch
 
 if TYPE_CHECKING:
     from minari import MinariDataset

@@ -26,14 +26,9 @@ import numpy as np
 
 from qsmbench.config import did_you_mean
 from qsmbench.errors import EnvError, EnvStateError
+from qsmbench.algorithms.contract import EnvDims
 
 EXAMPLE_ENV_IDS = ("Pendulum-v1", "Hopper-v4", "HalfCheetah-v4", "Walker2d-v4", "dm_control/cheetah-run-v0")
-
-
-@dataclass(frozen=True)
-class EnvDims:
-    obs_dim: int
-    act_dim: int
 
 
 def register_dm_control() -> None:

@@ -30,7 +30,7 @@ from qsmbench.algorithms import Agent, lookup
 from qsmbench.algorithms.state import AgentStateError, load_state, network_state, seed_slice, stack_seeds
 from qsmbench.config import from_table
 from qsmbench.errors import PolicyError
-from qsmbench.envs import EnvDims
+from qsmbench.algorithms.contract import EnvDims
 from qsmbench.runs.format import RunHeader
 from qsmbench.runs.layout import policy_path
 from qsmbench.runs.write import replace_atomically

@@ -19,35 +19,13 @@ Samples are exactly those of storing s and s' per transition.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-
-@dataclass(frozen=True)
-class Batch:
-    """Transitions with a leading seed axis: `[seeds, batch, ...]`.
-
-    `terminated` marks true terminal states only; a time-limit truncation is stored as not
-    terminated so that the target bootstraps through it.
-    """
-
-    obs: Tensor
-    action: Tensor
-    reward: Tensor
-    next_obs: Tensor
-    terminated: Tensor
-
-
-class Transitions(Protocol):
-    """Where updates draw their minibatches: the replay buffer online, the dataset offline."""
-
-    def sample(self, batch_size: int) -> Batch:
-        """`batch_size` transitions per seed, `[seeds, batch_size, ...]`, each seed from its own draw."""
-        ...
+from qsmbench.algorithms.contract import Batch
 
 
 def initial_spare(capacity: int) -> int:

@@ -25,7 +25,7 @@ import torch
 
 from qsmbench.errors import ConfigError
 from qsmbench.algorithms.state import seed_tensors
-from qsmbench.envs import EnvDims
+from qsmbench.algorithms.contract import EnvDims
 from qsmbench.replay import replay_bytes_per_seed_step
 from qsmbench.spec import RunSpec
 from qsmbench.runs.write import free_bytes

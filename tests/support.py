@@ -27,7 +27,7 @@ from qsmbench.algorithms import ALGORITHMS, Agent
 from qsmbench.cli import main
 from qsmbench.config import OffPolicyConfig
 from qsmbench.progress import PlainReporter
-from qsmbench.replay import Batch
+from qsmbench.algorithms.contract import Batch
 from qsmbench.spec import make_spec
 from qsmbench.runs.read import read_run
 from qsmbench.training.loop import train

@@ -13,7 +13,7 @@ import torch
 from support import CPU, make_batch, small_config
 
 from qsmbench.algorithms import ALGORITHMS
-from qsmbench.replay import Batch
+from qsmbench.algorithms.contract import Batch
 
 OBS_DIM, ACT_DIM = 3, 2
 REGISTRY = list(ALGORITHMS)

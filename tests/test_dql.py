@@ -11,7 +11,7 @@ from support import assert_learns_pendulum
 
 from qsmbench.algorithms.diffusion_ql import DiffusionQL, DiffusionQLConfig
 from qsmbench.diffusion import DiffusionSchedule
-from qsmbench.replay import Batch
+from qsmbench.algorithms.contract import Batch
 
 CPU = torch.device("cpu")
 OBS_DIM, ACT_DIM = 3, 2

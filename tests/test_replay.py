@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from qsmbench.replay import Batch, SeedBatchedReplay
+from qsmbench.replay import SeedBatchedReplay
+from qsmbench.algorithms.contract import Batch
 
 CPU = torch.device("cpu")
 

@@ -15,7 +15,8 @@ from qsmbench.evaluation import Evaluator
 from qsmbench.nets import compile_networks
 from qsmbench.progress import Reporter
 from qsmbench.provenance import provenance
-from qsmbench.replay import SeedBatchedReplay, Transitions
+from qsmbench.replay import SeedBatchedReplay
+from qsmbench.algorithms.contract import Transitions
 from qsmbench.runs.format import RunHeader
 from qsmbench.runs.write import RunFiles
 from qsmbench.training.collector import Collector

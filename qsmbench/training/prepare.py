@@ -13,7 +13,8 @@ from qsmbench.checkpoint import CheckpointInfo, checkpoint_info, run_settings
 from qsmbench.runs.layout import checkpoint_path, run_dir, run_path
 from qsmbench.datasets import OfflineDataset, load_offline_dataset
 from qsmbench.env_workers import start_worker_server
-from qsmbench.envs import EnvDims, env_dims
+from qsmbench.envs import env_dims
+from qsmbench.algorithms.contract import EnvDims
 from qsmbench.errors import ConfigError
 from qsmbench.locking import RunClaim, claim_run_dir
 from qsmbench.policies import remove_policies
