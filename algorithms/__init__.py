@@ -10,8 +10,8 @@ from typing import Sequence
 
 from qsmbench.algorithms import diffusion_ql, qsm, sac, td3
 from qsmbench.algorithms.contract import Agent, Algorithm
-from qsmbench.config import OffPolicyConfig, apply_overrides, did_you_mean
-from qsmbench.errors import ConfigError
+from qsmbench.core.config import OffPolicyConfig, apply_overrides, did_you_mean
+from qsmbench.core.errors import ConfigError
 
 # Registry order is the order of `qsmbench list`, of legends and of colours in every figure.
 ALGORITHMS: dict[str, Algorithm] = {

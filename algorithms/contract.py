@@ -13,8 +13,8 @@ from typing import Protocol, Sequence
 import torch
 from torch import Tensor
 
-from qsmbench.config import OffPolicyConfig
-from qsmbench.noise import GLOBAL_NOISE, Noise
+from qsmbench.core.config import OffPolicyConfig
+from qsmbench.algorithms.blocks.randomness import GLOBAL_NOISE, Noise
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Agent(Protocol):
         """Actions in [-1, 1], `[seeds, n, act_dim]`, for observations `[seeds, n, obs_dim]`.
 
         `explore=False` is the evaluation action (e.g. the mean for SAC, no noise for TD3). Every random
-        draw comes from `noise` (qsmbench.noise): evaluation passes one generator per seed.
+        draw comes from `noise` (qsmbench.algorithms.blocks.randomness): evaluation passes one generator per seed.
         """
         ...
 

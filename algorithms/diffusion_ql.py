@@ -34,13 +34,13 @@ import torch
 from torch import Tensor
 
 from qsmbench.algorithms.contract import Algorithm
-from qsmbench.algorithms.updates import critic_step, optimizer_step, perturb, td_target
-from qsmbench.config import DQL_CODE, MAX_WIDTH, require, setting
-from qsmbench.diffusion import (
+from qsmbench.algorithms.blocks.updates import critic_step, optimizer_step, perturb, td_target
+from qsmbench.core.config import DQL_CODE, MAX_WIDTH, require, setting
+from qsmbench.algorithms.blocks.diffusion import (
     DiffusionPolicyConfig, DiffusionSchedule, SamplerOptions, SinusoidalDenoiser, mish, reverse_chain,
 )
-from qsmbench.nets import QEnsemble, frozen, seed_generators, soft_update_
-from qsmbench.noise import GLOBAL_NOISE, Noise, categorical
+from qsmbench.algorithms.blocks.nets import QEnsemble, frozen, seed_generators, soft_update_
+from qsmbench.algorithms.blocks.randomness import GLOBAL_NOISE, Noise, categorical
 from qsmbench.algorithms.contract import Batch
 
 

@@ -28,11 +28,11 @@ import torch
 from torch import Tensor
 
 from qsmbench.algorithms.contract import Algorithm
-from qsmbench.algorithms.updates import critic_step, optimizer_step, perturb, td_target
-from qsmbench.config import MAX_WIDTH, QSM_CODE, QSM_CONFIG, QSM_LEARNER, require, require_widths, setting
-from qsmbench.diffusion import DiffusionPolicyConfig, DiffusionSchedule, FourierDenoiser, SamplerOptions, reverse_chain
-from qsmbench.nets import QEnsemble, frozen, seed_generators, soft_update_
-from qsmbench.noise import GLOBAL_NOISE, Noise
+from qsmbench.algorithms.blocks.updates import critic_step, optimizer_step, perturb, td_target
+from qsmbench.core.config import MAX_WIDTH, QSM_CODE, QSM_CONFIG, QSM_LEARNER, require, require_widths, setting
+from qsmbench.algorithms.blocks.diffusion import DiffusionPolicyConfig, DiffusionSchedule, FourierDenoiser, SamplerOptions, reverse_chain
+from qsmbench.algorithms.blocks.nets import QEnsemble, frozen, seed_generators, soft_update_
+from qsmbench.algorithms.blocks.randomness import GLOBAL_NOISE, Noise
 from qsmbench.algorithms.contract import Batch
 
 

@@ -21,10 +21,10 @@ import torch
 from torch import Tensor
 
 from qsmbench.algorithms.contract import Algorithm
-from qsmbench.algorithms.updates import critic_step, optimizer_step, perturb, td_target
-from qsmbench.config import TD3_CODE, OffPolicyConfig, require, setting
-from qsmbench.nets import BatchedMLP, QEnsemble, frozen, seed_generators, soft_update_
-from qsmbench.noise import GLOBAL_NOISE, Noise
+from qsmbench.algorithms.blocks.updates import critic_step, optimizer_step, perturb, td_target
+from qsmbench.core.config import TD3_CODE, OffPolicyConfig, require, setting
+from qsmbench.algorithms.blocks.nets import BatchedMLP, QEnsemble, frozen, seed_generators, soft_update_
+from qsmbench.algorithms.blocks.randomness import GLOBAL_NOISE, Noise
 from qsmbench.algorithms.contract import Batch
 
 

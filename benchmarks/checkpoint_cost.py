@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from qsmbench.checkpoint import write_checkpoint
-from qsmbench.progress import PlainReporter
-from qsmbench.replay import SeedBatchedReplay
-from qsmbench.spec import make_spec
-from qsmbench.messages import format_bytes
+from qsmbench.runs.checkpoint import write_checkpoint
+from qsmbench.training.progress import PlainReporter
+from qsmbench.training.replay import SeedBatchedReplay
+from qsmbench.runs.spec import make_spec
+from qsmbench.core.messages import format_bytes
 from qsmbench.training.loop import start
 from qsmbench.training.prepare import prepare
 

@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from qsmbench.analysis import analyse
-from qsmbench.plot_settings import FigureStyle, PlotSettings
+from qsmbench.analysis.pipeline import analyse
+from qsmbench.analysis.settings import FigureStyle, PlotSettings
 from qsmbench.runs.layout import FIGURES_DIR, run_path
 from qsmbench.runs.format import RunHeader, RunMetadata
 from qsmbench.runs.read import read_results
 from qsmbench.runs.write import write_run
-from qsmbench.tables import write_tables
+from qsmbench.analysis.tables import write_tables
 
 ALGOS = ("qsm", "dql", "sac", "td3")
 
@@ -64,7 +64,7 @@ def main() -> None:
         write_tables(analysis.table, analysis.aggregates, settings, analysis.warnings, root / FIGURES_DIR)
         draw_s = float("nan")
         if args.figures:
-            from qsmbench.figures import draw_figures
+            from qsmbench.analysis.figures import draw_figures
 
             start = time.perf_counter()
             draw_figures(analysis, FigureStyle(), root / FIGURES_DIR, lambda _message: None)

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from qsmbench.diffusion import DiffusionSchedule, SamplerOptions, reverse_chain
-from qsmbench.toy import bandit_reward, mass_near_optima
+from qsmbench.algorithms.blocks.diffusion import DiffusionSchedule, SamplerOptions, reverse_chain
+from qsmbench.tools.toy import bandit_reward, mass_near_optima
 
 
 def reward_gradient(action: np.ndarray, h: float = 1e-4) -> np.ndarray:

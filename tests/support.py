@@ -25,10 +25,10 @@ import torch
 
 from qsmbench.algorithms import ALGORITHMS, Agent
 from qsmbench.cli import main
-from qsmbench.config import OffPolicyConfig
-from qsmbench.progress import PlainReporter
+from qsmbench.core.config import OffPolicyConfig
+from qsmbench.training.progress import PlainReporter
 from qsmbench.algorithms.contract import Batch
-from qsmbench.spec import make_spec
+from qsmbench.runs.spec import make_spec
 from qsmbench.runs.read import read_run
 from qsmbench.training.loop import train
 from qsmbench.training.prepare import prepare

@@ -21,7 +21,7 @@ from typing import Any, Literal, Mapping, get_args
 
 import pandas as pd
 
-from qsmbench.errors import RunFileError
+from qsmbench.core.errors import RunFileError
 
 METADATA_KEY = b"qsmbench"
 SCHEMA_VERSION = 2

@@ -14,8 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from qsmbench.errors import ConfigError, RunFileError
-from qsmbench.messages import plural
+from qsmbench.core.errors import ConfigError, RunFileError
+from qsmbench.core.messages import plural
 from qsmbench.runs.format import METADATA_KEY, REQUIRED_COLUMNS, STATUSES, RunFile, RunMetadata
 
 

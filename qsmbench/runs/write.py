@@ -13,8 +13,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from qsmbench.errors import CompleteRunError, ConfigError
-from qsmbench.messages import format_bytes, short_path
+from qsmbench.core.errors import CompleteRunError, ConfigError
+from qsmbench.core.messages import format_bytes, short_path
 from qsmbench.runs.format import FINISHED, METADATA_KEY, Divergence, EvalRow, RunHeader, RunMetadata, Status
 from qsmbench.runs.layout import LONGEST_TEMPORARY, stale_temporaries, temporary_path
 from qsmbench.runs.read import read_status

@@ -10,12 +10,12 @@ import numpy as np
 import torch
 
 from qsmbench.algorithms import Agent
-from qsmbench.divergence import DivergenceWatch
-from qsmbench.evaluation import Evaluator
-from qsmbench.nets import compile_networks
-from qsmbench.progress import Reporter
-from qsmbench.provenance import provenance
-from qsmbench.replay import SeedBatchedReplay
+from qsmbench.training.divergence import DivergenceWatch
+from qsmbench.training.evaluation import Evaluator
+from qsmbench.algorithms.blocks.nets import compile_networks
+from qsmbench.training.progress import Reporter
+from qsmbench.training.provenance import provenance
+from qsmbench.training.replay import SeedBatchedReplay
 from qsmbench.algorithms.contract import Transitions
 from qsmbench.runs.format import RunHeader
 from qsmbench.runs.write import RunFiles

@@ -8,10 +8,10 @@ import numpy as np
 import torch
 
 from qsmbench.algorithms import Agent
-from qsmbench.divergence import DivergenceWatch
-from qsmbench.env_workers import make_env_batch
-from qsmbench.envs import rng_state, set_rng_state
-from qsmbench.replay import SeedBatchedReplay
+from qsmbench.training.divergence import DivergenceWatch
+from qsmbench.envs.workers import make_env_batch
+from qsmbench.envs.environments import rng_state, set_rng_state
+from qsmbench.training.replay import SeedBatchedReplay
 
 
 class Collector:

@@ -13,12 +13,12 @@ training device; diagnostics are averaged there and read back only at evaluation
 `--track`, every `--track-every` steps, from a second sum), so the per-step path has no host sync besides
 the action the CPU simulator needs.
 
-A run holds its run directory's claim from start to end (qsmbench.locking), its heartbeat carrying the
+A run holds its run directory's claim from start to end (qsmbench.runs.locking), its heartbeat carrying the
 step, and a seed that goes non-finite is recorded as diverged and stopped while the others go on
-(qsmbench.divergence).
+(qsmbench.training.divergence).
 
-Every `checkpoint_every` steps, and when a stop signal arrives (qsmbench.stopping), the loop writes the
-state of every part between two steps (`checkpoint_state`: each part's `state_dict`, qsmbench.checkpoint);
+Every `checkpoint_every` steps, and when a stop signal arrives (qsmbench.training.stopping), the loop writes the
+state of every part between two steps (`checkpoint_state`: each part's `state_dict`, qsmbench.runs.checkpoint);
 a run started again with the same settings finds it and goes on from there (`restore`), giving the rows it
 would have given uninterrupted, bit for bit on the same machine.
 """
@@ -36,7 +36,7 @@ import torch
 
 from qsmbench.algorithms import Agent
 from qsmbench.algorithms.state import training_state
-from qsmbench.checkpoint import (
+from qsmbench.runs.checkpoint import (
     check_belongs,
     load_agent_state,
     read_checkpoint,
@@ -44,14 +44,14 @@ from qsmbench.checkpoint import (
     torch_rng_state,
     write_checkpoint,
 )
-from qsmbench.divergence import CHECK_EVERY
-from qsmbench.errors import CheckpointError
-from qsmbench.locking import RunClaim
-from qsmbench.policies import save_policies
-from qsmbench.progress import Reporter
-from qsmbench.stopping import StopSignals, Stopped
+from qsmbench.training.divergence import CHECK_EVERY
+from qsmbench.core.errors import CheckpointError
+from qsmbench.runs.locking import RunClaim
+from qsmbench.runs.saved_policies import save_policies
+from qsmbench.training.progress import Reporter
+from qsmbench.training.stopping import StopSignals, Stopped
 from qsmbench.runs.format import Divergence, EvalRow
-from qsmbench.tracking import make_tracker
+from qsmbench.training.tracking import make_tracker
 from qsmbench.training.build import RunParts, build
 from qsmbench.training.prepare import PreparedRun
 
@@ -178,7 +178,7 @@ class Trainer:
 
     def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         """(header, document, tensors) of a checkpoint at `self.step`: every part's state_dict, under the names
-        qsmbench.checkpoint's format gives them."""
+        qsmbench.runs.checkpoint's format gives them."""
         parts = self.parts
         state = {
             **self.recorder.state_dict(),

@@ -9,19 +9,19 @@ from pathlib import Path
 
 import torch
 
-from qsmbench.checkpoint import CheckpointInfo, checkpoint_info, run_settings
+from qsmbench.runs.checkpoint import CheckpointInfo, checkpoint_info, run_settings
 from qsmbench.runs.layout import checkpoint_path, run_dir, run_path
-from qsmbench.datasets import OfflineDataset, load_offline_dataset
-from qsmbench.env_workers import start_worker_server
-from qsmbench.envs import env_dims
+from qsmbench.envs.datasets import OfflineDataset, load_offline_dataset
+from qsmbench.envs.workers import start_worker_server
+from qsmbench.envs.environments import env_dims
 from qsmbench.algorithms.contract import EnvDims
-from qsmbench.errors import ConfigError
-from qsmbench.locking import RunClaim, claim_run_dir
-from qsmbench.policies import remove_policies
-from qsmbench.resources import check_checkpoint_room, check_fits
-from qsmbench.spec import RunSpec
+from qsmbench.core.errors import ConfigError
+from qsmbench.runs.locking import RunClaim, claim_run_dir
+from qsmbench.runs.saved_policies import remove_policies
+from qsmbench.training.memory import check_checkpoint_room, check_fits
+from qsmbench.runs.spec import RunSpec
 from qsmbench.runs.write import check_can_write, check_out_dir, remove_stale_temporaries
-from qsmbench.tracking import check_installed
+from qsmbench.training.tracking import check_installed
 
 
 def resolve_device(name: str) -> torch.device:

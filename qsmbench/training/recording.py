@@ -12,12 +12,12 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from qsmbench.datasets import OfflineDataset
-from qsmbench.progress import Reporter
-from qsmbench.spec import RunSpec
+from qsmbench.envs.datasets import OfflineDataset
+from qsmbench.training.progress import Reporter
+from qsmbench.runs.spec import RunSpec
 from qsmbench.runs.format import Divergence, EvalRow, RunHeader, Status
 from qsmbench.runs.write import RunFiles
-from qsmbench.tracking import NoTracker, Tracker, row_scalars, seed_scalars
+from qsmbench.training.tracking import NoTracker, Tracker, row_scalars, seed_scalars
 
 RESUME_KEYS = ("hostname", "device", "git_commit", "start_time")  # what each resume records in the files
 

@@ -1,0 +1,326 @@
+"""Shared pieces of diffusion-model policies (QSM, Diffusion-QL): schedules, noising, sampling.
+
+A policy is a noise model `eps_theta(s, a_t, t)` over actions in [-1, 1] with T discrete steps,
+indexed t = 0 .. T-1 (t = 0 is the least noisy). Everything here carries the seed axis: states and
+actions are `[seeds, n, dim]`, step indices `[seeds, n]`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Literal, Protocol, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from qsmbench.core.config import DQL_CODE, QSM_CONFIG, QSM_LEARNER, OffPolicyConfig, require, require_widths, setting
+from qsmbench.algorithms.blocks.nets import BatchedMLP
+from qsmbench.algorithms.blocks.randomness import GLOBAL_NOISE, Noise
+
+ScheduleKind = Literal["vp", "linear", "cosine"]
+MAX_DIFFUSION_STEPS = 1000  # DDPM's own setting; beyond it a run would spend its life sampling
+SCHEDULES: tuple[ScheduleKind, ...] = ("vp", "linear", "cosine")
+
+
+@dataclass(frozen=True)
+class DiffusionPolicyConfig(OffPolicyConfig):
+    """Settings every diffusion-policy algorithm has; each algorithm sets its own defaults."""
+
+    actor_hidden_sizes: tuple[int, ...] = setting(
+        (256, 256), "hidden layer widths of the denoiser eps_theta(s, a_t, t)",
+        "qsmbench's choice, because each algorithm sets its own official value (QSM 512-512, Diffusion-QL 3 x 256)",
+    )
+    diffusion_steps: int = setting(
+        5, "T: denoising steps of the reverse chain; every action costs T denoiser passes",
+        f"{QSM_CONFIG}: T; {DQL_CODE} main.py: --T",
+    )
+    schedule: ScheduleKind = setting(
+        "vp", "beta schedule of the diffusion: vp (variance preserving), linear or cosine",
+        f"{QSM_LEARNER}: beta_schedule; {DQL_CODE} main.py: --beta_schedule",
+    )
+    actor_lr: float = setting(
+        3e-4, "Adam learning rate of the denoiser", f"{QSM_CONFIG}; {DQL_CODE} main.py: lr of the MuJoCo tasks"
+    )
+    critic_lr: float = setting(
+        3e-4, "Adam learning rate of the twin critics", f"{QSM_CONFIG}; {DQL_CODE} main.py: lr of the MuJoCo tasks"
+    )
+    exploration_noise: float = setting(
+        0.1, "std of the Gaussian noise added to the chain's action when acting in training (actions in [-1, 1])",
+        f"{QSM_LEARNER}: sample_actions; for Diffusion-QL qsmbench's choice, because its offline code never explores",
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(
+            1 <= self.diffusion_steps <= MAX_DIFFUSION_STEPS,
+            f"diffusion_steps must lie in [1, {MAX_DIFFUSION_STEPS}] (every action runs that many denoiser passes; "
+            f"QSM and Diffusion-QL use 5), got {self.diffusion_steps}",
+        )
+        require_widths("actor_hidden_sizes", self.actor_hidden_sizes)
+        require(self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        require(min(self.actor_lr, self.critic_lr) > 0, "learning rates must be positive")
+        require(self.exploration_noise >= 0, "exploration_noise must be non-negative")
+
+
+def vp_betas(steps: int, beta_min: float = 0.1, beta_max: float = 10.0) -> Tensor:
+    """The variance-preserving schedule of IDQL, QSM and Diffusion-QL, discretised to `steps`.
+
+    Schedules are made in float64 on the CPU whatever the default device (resources.py builds agents on
+    `meta`): the reverse steps' coefficients are read from them as floats."""
+    k = torch.arange(1, steps + 1, dtype=torch.float64, device="cpu")
+    alphas = torch.exp(-beta_min / steps - 0.5 * (beta_max - beta_min) * (2 * k - 1) / steps**2)
+    return 1.0 - alphas
+
+
+def linear_betas(steps: int, beta_start: float = 1e-4, beta_end: float = 2e-2) -> Tensor:
+    return torch.linspace(beta_start, beta_end, steps, dtype=torch.float64, device="cpu")
+
+
+def cosine_betas(steps: int, s: float = 0.008) -> Tensor:
+    """Nichol and Dhariwal's cosine schedule, betas clipped at 0.999."""
+    x = torch.linspace(0, steps, steps + 1, dtype=torch.float64, device="cpu")
+    alpha_hat = torch.cos(((x / steps) + s) / (1 + s) * math.pi * 0.5) ** 2
+    alpha_hat = alpha_hat / alpha_hat[0]
+    return (1 - alpha_hat[1:] / alpha_hat[:-1]).clamp(max=0.999)
+
+
+@dataclass(frozen=True)
+class ReverseStep:
+    """The coefficients of one reverse step `a_i -> a_{i-1}` as Python floats, computed once in float64, so
+    that sampling does no arithmetic on 0-d schedule tensors (each such op is a kernel launch on a GPU)."""
+
+    action_scale: float  # mean = action_scale a - eps_scale eps  (DDPM's eps form)
+    eps_scale: float
+    denoised_action_scale: float  # a_0 = denoised_action_scale a - denoised_eps_scale eps  (predicted clean action)
+    denoised_eps_scale: float
+    posterior_denoised_scale: float  # mean = posterior_denoised_scale a_0 + posterior_action_scale a
+    posterior_action_scale: float
+    beta_std: float  # sqrt(beta_i): the noise of QSM's sampler
+    posterior_std: float  # sqrt(posterior variance): Diffusion-QL's
+
+
+@dataclass(frozen=True)
+class DiffusionSchedule:
+    """The DDPM quantities of one beta schedule, as float32 tensors `[T]` on the training device, and each
+    reverse step's coefficients as floats (`reverse[i]`)."""
+
+    betas: Tensor
+    alphas: Tensor
+    alpha_hats: Tensor
+    alpha_hats_prev: Tensor
+    reverse: tuple[ReverseStep, ...]
+
+    @classmethod
+    def make(cls, kind: ScheduleKind, steps: int, device: torch.device) -> DiffusionSchedule:
+        betas = {"vp": vp_betas, "linear": linear_betas, "cosine": cosine_betas}[kind](steps)
+        alphas = 1.0 - betas
+        alpha_hats = torch.cumprod(alphas, dim=0)
+        alpha_hats_prev = torch.cat([torch.ones(1, dtype=torch.float64, device="cpu"), alpha_hats[:-1]])
+        as_float = lambda x: x.to(device=device, dtype=torch.float32)  # noqa: E731
+        reverse = tuple(reverse_step_coefficients(*map(float, values)) for values in zip(betas, alpha_hats, alpha_hats_prev))
+        return cls(as_float(betas), as_float(alphas), as_float(alpha_hats), as_float(alpha_hats_prev), reverse)
+
+    @property
+    def steps(self) -> int:
+        return self.betas.shape[0]
+
+    @property
+    def posterior_variance(self) -> Tensor:
+        """Variance of q(a_{t-1} | a_t, a_0): `beta_t (1 - alpha_hat_{t-1}) / (1 - alpha_hat_t)`, `[T]`."""
+        return self.betas * (1 - self.alpha_hats_prev) / (1 - self.alpha_hats)
+
+    def noise(self, action: Tensor, t: Tensor, xi: Tensor) -> Tensor:
+        """Forward process: `a_t = sqrt(alpha_hat_t) a + sqrt(1 - alpha_hat_t) xi` for step indices `t`."""
+        alpha_hat = self.alpha_hats[t].unsqueeze(-1)
+        return alpha_hat.sqrt() * action + (1.0 - alpha_hat).sqrt() * xi
+
+
+def reverse_step_coefficients(beta: float, alpha_hat: float, alpha_hat_prev: float) -> ReverseStep:
+    """DDPM's reverse step (Ho et al. 2020, eqs. 7 and 11) for one step of the schedule, in float64."""
+    alpha = 1.0 - beta
+    return ReverseStep(
+        action_scale=1.0 / math.sqrt(alpha),
+        eps_scale=beta / (math.sqrt(1.0 - alpha_hat) * math.sqrt(alpha)),
+        denoised_action_scale=1.0 / math.sqrt(alpha_hat),
+        denoised_eps_scale=math.sqrt(1.0 - alpha_hat) / math.sqrt(alpha_hat),
+        posterior_denoised_scale=beta * math.sqrt(alpha_hat_prev) / (1.0 - alpha_hat),
+        posterior_action_scale=(1.0 - alpha_hat_prev) * math.sqrt(alpha) / (1.0 - alpha_hat),
+        beta_std=math.sqrt(max(beta, 1e-20)),
+        posterior_std=math.sqrt(max(beta * (1.0 - alpha_hat_prev) / (1.0 - alpha_hat), 1e-20)),
+    )
+
+
+ChainStep = Callable[[Tensor, int], Tensor]  # eps_theta(s, a_i, i) for the fixed states of one chain
+
+
+class NoiseModel(Protocol):
+    """A denoiser `eps_theta(s, a_t, t)`. Calling it takes a step per sample (the training losses);
+    `chain` gives the T steps of one chain on fixed states, with what does not change along the chain
+    computed once (`conditioned_chain`)."""
+
+    def __call__(self, obs: Tensor, noisy_action: Tensor, t: Tensor) -> Tensor: ...
+
+    def time_code(self, t: Tensor) -> Tensor: ...
+
+    def chain(self, obs: Tensor, codes: Tensor) -> ChainStep: ...
+
+
+def conditioned_chain(mlp: BatchedMLP, layout: dict[str, int], obs: Tensor, codes: Tensor) -> ChainStep:
+    """`eps(a_i, i)` of an MLP whose input is the concatenation `layout` (name -> width) of "action", "obs"
+    and "time" parts. Its first layer is linear, so it splits into one product per part: the states' part
+    (with the bias) is computed once per chain, every step's time-code part (`codes`, `[S, T, width]`)
+    once per chain, and only the action's part per step, fused with its additions (`baddbmm`; a denoiser's
+    weights are `[S, in, out]`). The samples are those of the concatenated input up to float rounding; a
+    step costs an `act_dim`-wide product and two operators instead of the whole input's product and three.
+    """
+    first = mlp.layers[0]
+    weights = dict(zip(layout, first.weight.split(list(layout.values()), dim=-2)))
+    states = torch.matmul(obs, weights["obs"]) + first.bias  # [S, n, hidden]
+    times = torch.matmul(codes, weights["time"])  # [S, T, hidden]
+
+    def eps(action: Tensor, i: int) -> Tensor:
+        return mlp.from_first_layer(torch.baddbmm(states + times[:, i : i + 1], action, weights["action"]))
+
+    return eps
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    """How the reverse chain steps; each algorithm's official code picks its own.
+
+    QSM: variance beta_t, clip to [-1, 1] after every step, no gradients.
+    Diffusion-QL: posterior variance, clip only the predicted clean action, gradients through the chain.
+    """
+
+    posterior_variance: bool = False
+    clip_every_step: bool = True
+    clip_denoised: bool = False
+    temperature: float = 1.0
+    grad: bool = False
+
+
+def reverse_chain(
+    eps_model: NoiseModel,
+    schedule: DiffusionSchedule,
+    obs: Tensor,
+    act_dim: int,
+    options: SamplerOptions,
+    noise: Noise = GLOBAL_NOISE,
+) -> Tensor:
+    """Sample actions `[seeds, n, act_dim]` in [-1, 1] for states `[seeds, n, obs_dim]`: T denoising calls,
+    every random draw from `noise`.
+
+    The T time codes are computed in one pass before the loop (every sample of a chain step shares its t),
+    and the denoiser's parts that depend only on the states and the step once per chain (`NoiseModel.chain`).
+    """
+    with torch.set_grad_enabled(options.grad and torch.is_grad_enabled()):
+        seeds, steps = obs.shape[0], schedule.steps
+        codes = eps_model.time_code(torch.arange(steps, device=obs.device).expand(seeds, steps))  # [S, T, width]
+        eps = eps_model.chain(obs, codes)
+        action = noise.normal((*obs.shape[:-1], act_dim), obs.device)
+        for i in reversed(range(steps)):
+            action = reverse_step(eps(action, i), action, i, schedule, options, noise)
+        return action.clamp(-1.0, 1.0)
+
+
+def reverse_step(
+    eps: Tensor, action: Tensor, i: int, schedule: DiffusionSchedule, options: SamplerOptions, noise: Noise = GLOBAL_NOISE
+) -> Tensor:
+    """One step `a_i -> a_{i-1}` of the DDPM reverse process (the step index `i` is a Python int)."""
+    step = schedule.reverse[i]
+    if options.clip_denoised:
+        denoised = (step.denoised_action_scale * action - step.denoised_eps_scale * eps).clamp(-1.0, 1.0)
+        mean = step.posterior_denoised_scale * denoised + step.posterior_action_scale * action
+    else:
+        mean = step.action_scale * action - step.eps_scale * eps
+    if i > 0:
+        std = step.posterior_std if options.posterior_variance else step.beta_std
+        mean = mean + (std * options.temperature) * noise.normal(action.shape, action.device)
+    return mean.clamp(-1.0, 1.0) if options.clip_every_step else mean
+
+
+def mish(x: Tensor) -> Tensor:
+    return x * torch.tanh(F.softplus(x))
+
+
+class FourierTimeFeatures(nn.Module):
+    """Learnable Fourier features of the integer step: `[cos 2 pi t w, sin 2 pi t w]`, w ~ N(0, std^2) per seed."""
+
+    def __init__(self, features: int, std: float, generators: Sequence[torch.Generator]):
+        super().__init__()
+        weights = [torch.randn(1, features // 2, generator=g) * std for g in generators]
+        self.weight = nn.Parameter(torch.stack(weights))
+
+    def forward(self, t: Tensor) -> Tensor:
+        angles = 2 * math.pi * torch.matmul(t.float().unsqueeze(-1), self.weight)
+        return torch.cat([angles.cos(), angles.sin()], dim=-1)
+
+
+def sinusoidal_time_features(t: Tensor, features: int) -> Tensor:
+    """Fixed transformer-style features of the integer step (Diffusion-QL): `[sin, cos]`."""
+    half = features // 2
+    frequencies = torch.exp(-math.log(10000) * torch.arange(half, device=t.device) / (half - 1))
+    angles = t.float().unsqueeze(-1) * frequencies
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class FourierDenoiser(nn.Module):
+    """QSM's noise model: Fourier time features -> time MLP, then MLP([a_t, s, time code]) -> eps."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden_sizes: Sequence[int],
+        time_features: int,
+        time_feature_std: float,
+        time_hidden_sizes: Sequence[int],
+        generators: Sequence[torch.Generator],
+    ):
+        super().__init__()
+        self.time_features = FourierTimeFeatures(time_features, time_feature_std, generators)
+        time_width = time_hidden_sizes[-1]
+        self.time_mlp = BatchedMLP(
+            time_features, time_hidden_sizes[:-1], time_width, generators, activation=mish, init="xavier"
+        )
+        self.layout = {"action": act_dim, "obs": obs_dim, "time": time_width}  # the MLP's input, in order
+        self.mlp = BatchedMLP(sum(self.layout.values()), hidden_sizes, act_dim, generators, activation=mish, init="xavier")
+
+    def forward(self, obs: Tensor, noisy_action: Tensor, t: Tensor) -> Tensor:
+        return self.mlp(torch.cat([noisy_action, obs, self.time_code(t)], dim=-1))
+
+    def time_code(self, t: Tensor) -> Tensor:
+        return self.time_mlp(self.time_features(t))
+
+    def chain(self, obs: Tensor, codes: Tensor) -> ChainStep:
+        return conditioned_chain(self.mlp, self.layout, obs, codes)
+
+
+class SinusoidalDenoiser(nn.Module):
+    """Diffusion-QL's noise model: sinusoidal time features -> Linear, Mish, Linear; MLP([a_t, time, s]) -> eps."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden_sizes: Sequence[int],
+        time_features: int,
+        time_hidden: int,
+        generators: Sequence[torch.Generator],
+    ):
+        super().__init__()
+        self.time_features = time_features
+        self.time_mlp = BatchedMLP(time_features, (time_hidden,), time_features, generators, activation=mish)
+        self.layout = {"action": act_dim, "time": time_features, "obs": obs_dim}  # the MLP's input, in order
+        self.mlp = BatchedMLP(sum(self.layout.values()), hidden_sizes, act_dim, generators, activation=mish)
+
+    def forward(self, obs: Tensor, noisy_action: Tensor, t: Tensor) -> Tensor:
+        return self.mlp(torch.cat([noisy_action, self.time_code(t), obs], dim=-1))
+
+    def time_code(self, t: Tensor) -> Tensor:
+        return self.time_mlp(sinusoidal_time_features(t, self.time_features))
+
+    def chain(self, obs: Tensor, codes: Tensor) -> ChainStep:
+        return conditioned_chain(self.mlp, self.layout, obs, codes)

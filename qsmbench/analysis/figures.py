@@ -1,0 +1,298 @@
+"""Figures of `qsmbench plot`, drawn from a finished `Analysis`: PNG (200 dpi) and PDF, Agg backend.
+
+Each method keeps one colour in every figure (colour-blind palette: the registered algorithms in the
+registry's order, then variants and unregistered algorithms), methods and tasks are shown by their display
+names (qsmbench.analysis.labels), an interval too thin to see is marked, and every title (unless
+`FigureStyle.titles` is off) says what is shown, over how many seeds, and which interval.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")  # files only, also on machines without a display
+
+import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
+import seaborn as sns  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+from rliable import plot_utils  # noqa: E402
+
+from qsmbench.analysis.aggregates import Aggregate  # noqa: E402
+from qsmbench.algorithms import ALGORITHMS  # noqa: E402
+from qsmbench.analysis.pipeline import Analysis  # noqa: E402
+from qsmbench.analysis.labels import method_label, task_label  # noqa: E402
+from qsmbench.analysis.settings import FigureStyle, Progress  # noqa: E402
+from qsmbench.analysis.scores import Method, method_order  # noqa: E402
+from qsmbench.runs.layout import path_safe
+from qsmbench.core.messages import plural
+
+Color = tuple[float, float, float]
+
+PNG_DPI = 200
+STYLE = {
+    "font.size": 11,
+    "axes.titlesize": 12,
+    "axes.labelsize": 11,
+    "legend.fontsize": 11,
+    "figure.titlesize": 13,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "pdf.fonttype": 42,  # TrueType in PDFs: submission systems reject Type 3 fonts
+}
+BAND_ALPHA = 0.2
+MIN_BAR_WIDTH = 0.02  # of the x axis: a narrower interval bar (zero width: all resamples equal) gets a mark
+THIN_BAR_MARKER = "D"
+PAIR_SEPARATOR = "\t"  # between the two labels of a pair for rliable; labels may hold commas, not tabs
+
+
+@dataclass(frozen=True)
+class Look:
+    """What every figure shares: the colour and label of each method, the user's style."""
+
+    colors: dict[Method, Color]
+    style: FigureStyle
+
+    def label(self, method: Method) -> str:
+        return method_label(method, self.style)
+
+    def sized(self, default: tuple[float, float]) -> tuple[float, float]:
+        return self.style.figsize or default
+
+
+def draw_figures(analysis: Analysis, style: FigureStyle, out_dir: Path, progress: Progress) -> list[Path]:
+    """Write every figure of `make_figures` as PNG and PDF into `out_dir`; returns the files."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    progress(f"drawing figures ({len(analysis.groups)} learning curves)")
+    with plt.rc_context(STYLE):
+        paths = []
+        for name, figure in make_figures(analysis, style).items():
+            progress(f"saving {name} (PNG and PDF)")
+            paths += save(figure, out_dir / name)
+        return paths
+
+
+def make_figures(analysis: Analysis, style: FigureStyle) -> dict[str, Figure]:
+    """Every figure that the analysis supports (the analysis warns about those it does not), open, by file name.
+
+    Aggregates per task (raw returns of tasks without a common scale) are one figure each, named after the task.
+    """
+    look = Look(method_colors(method_order(group.method for group in analysis.groups)), style)
+    figures: dict[str, Figure] = {}
+    with plt.rc_context(STYLE):
+        figures["learning_curves"] = learning_curves(analysis, look)
+        for result in analysis.aggregates:
+            suffix = f"_{path_safe(result.tasks[0])}" if analysis.scale == "per_task" else ""
+            figures[f"aggregate_scores{suffix}"] = aggregate_scores(result, look)
+            if result.curve is not None:
+                xlabel = steps_label(all(g.offline for g in analysis.groups if g.task in result.tasks))
+                figures[f"sample_efficiency{suffix}"] = sample_efficiency(result, xlabel, look)
+            figures[f"performance_profile{suffix}"] = performance_profile(result, look)
+            if result.improvement.points:
+                figures[f"probability_of_improvement{suffix}"] = probability_of_improvement(result, look)
+    return figures
+
+
+def method_colors(methods: list[Method]) -> dict[Method, Color]:
+    """Fixed colours for the registered algorithms, whichever are shown; the next ones, in order, for
+    variants and unregistered algorithms."""
+    palette = sns.color_palette("colorblind", 10)
+    fixed = [Method(algo) for algo in ALGORITHMS]
+    slots = {method: i for i, method in enumerate([*fixed, *(m for m in methods if m not in fixed)])}
+    return {method: palette[slots[method] % len(palette)] for method in methods}
+
+
+def save(figure: Figure, stem: Path) -> list[Path]:
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    figure.savefig(paths[0], dpi=PNG_DPI, bbox_inches="tight")
+    figure.savefig(paths[1], bbox_inches="tight")
+    plt.close(figure)
+    return paths
+
+
+def scale_label(result: Aggregate) -> str:
+    """`normalised score (return / 1000)`: the score and what its values mean."""
+    return f"{result.score_name} ({result.score_meaning})" if result.score_meaning else result.score_name
+
+
+def count_text(counts: list[int]) -> str:
+    """'5' or '3-5': the number of seeds behind a figure."""
+    low, high = min(counts), max(counts)
+    return f"{low}" if low == high else f"{low}\u2013{high}"
+
+
+def steps_label(offline: bool) -> str:
+    """Offline runs count gradient steps on a fixed dataset; online runs count environment steps."""
+    return "Training steps" if offline else "Environment steps"
+
+
+def step_text(value: float, _position: object = None) -> str:
+    """Axis ticks in environment steps: 250k, 1M."""
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
+
+
+def tasks_text(result: Aggregate, look: Look) -> str:
+    """'Cheetah Run' for one task, '3 tasks' for several."""
+    return task_label(result.tasks[0], look.style) if len(result.tasks) == 1 else plural(len(result.tasks), "task")
+
+
+def learning_curves(analysis: Analysis, look: Look) -> Figure:
+    """One panel per task: each method's mean evaluation return over seeds with a 95% bootstrap band."""
+    tasks = sorted({group.task for group in analysis.groups})
+    columns = min(3, len(tasks))
+    rows = math.ceil(len(tasks) / columns)
+    figsize = look.sized((4.8 * columns, 3.6 * rows))
+    figure, axes = plt.subplots(rows, columns, figsize=figsize, squeeze=False, layout="constrained")
+    for ax, task in zip(axes.flat, tasks):
+        for group in (g for g in analysis.groups if g.task == task):
+            mean = analysis.curve_bands.points[task, group.method]
+            low, high = analysis.curve_bands.intervals[task, group.method]
+            color = look.colors[group.method]
+            ax.plot(group.steps, mean, color=color, linewidth=2, label=look.label(group.method))
+            ax.fill_between(group.steps, low, high, color=color, alpha=BAND_ALPHA, linewidth=0)
+        offline = all(g.offline for g in analysis.groups if g.task == task)
+        ax.set(title=task_label(task, look.style), xlabel=steps_label(offline), ylabel="Evaluation return")
+        ax.xaxis.set_major_formatter(FuncFormatter(step_text))
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(tasks) :]:
+        ax.set_visible(False)
+    handles = {look.label(method): plt.Line2D([], [], color=color, linewidth=2) for method, color in look.colors.items()}
+    figure.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=len(handles), frameon=False)
+    if look.style.titles:
+        seeds = count_text([len(group.seeds) for group in analysis.groups])
+        figure.suptitle(f"Evaluation return: mean over {seeds} seeds, 95% bootstrap CI")
+    return figure
+
+
+def aggregate_scores(result: Aggregate, look: Look) -> Figure:
+    """rliable's interval-estimate plot: median, IQM, mean (and optimality gap) of the final scores.
+
+    rliable sizes the figure by the number of methods and uses poster-size fonts, which collide for two or
+    three methods; the size, fonts and labels are set again here and laid out with tight_layout. rliable
+    keys the rows by the names it shows, so the estimates are passed under the methods' labels.
+    """
+    methods = result.methods[::-1]  # rliable draws the first at the bottom
+    labels = [look.label(method) for method in methods]
+    figure, axes = plot_utils.plot_interval_estimates(
+        {look.label(method): result.metrics.points[method] for method in methods},
+        {look.label(method): result.metrics.intervals[method] for method in methods},
+        metric_names=result.metric_names,
+        algorithms=labels,
+        colors={look.label(method): look.colors[method] for method in methods},
+        xlabel="",
+        max_ticks=2,  # more labels of raw returns such as -1450 run into each other in a 2-inch panel
+    )
+    figure.set_size_inches(*look.sized((3.2 * len(result.metric_names), 1.9 + 0.45 * len(methods))))
+    for ax in np.atleast_1d(axes):
+        ax.tick_params(axis="x", labelsize="medium")
+        ax.tick_params(axis="y", labelsize="large")
+        ax.title.set_fontsize("large")
+        mark_thin_bars(ax)
+    figure.supxlabel(f"Final {scale_label(result)}")
+    if look.style.titles:
+        figure.suptitle(
+            f"Aggregate final {result.score_name} over {tasks_text(result, look)}, {result.runs} runs per task\n"
+            "point estimate (black) and 95% stratified bootstrap CI"
+        )
+    figure.tight_layout()
+    return figure
+
+
+def mark_thin_bars(ax: Axes) -> None:
+    """A diamond in the bar's colour on every interval bar narrower than MIN_BAR_WIDTH of the axis: a
+    zero-width interval (every resample equal, e.g. P = 1) otherwise draws nothing in its method's colour.
+    Not clipped, so a mark at the axis' end (P = 0 or 1) shows whole."""
+    low, high = ax.get_xlim()
+    for bar in ax.patches:
+        if isinstance(bar, Rectangle) and bar.get_width() < MIN_BAR_WIDTH * (high - low):
+            center_x, center_y = bar.get_x() + bar.get_width() / 2, bar.get_y() + bar.get_height() / 2
+            color = bar.get_facecolor()[:3]
+            ax.plot(center_x, center_y, marker=THIN_BAR_MARKER, markersize=9, color=color, clip_on=False, zorder=3)
+
+
+def sample_efficiency(result: Aggregate, xlabel: str, look: Look) -> Figure:
+    """rliable's IQM-over-steps curve."""
+    assert result.curve is not None
+    figure, ax = plt.subplots(figsize=look.sized((7, 4.5)), layout="constrained")
+    plot_utils.plot_sample_efficiency_curve(
+        result.curve_steps,
+        {look.label(method): result.curve.points[method] for method in result.methods},
+        {look.label(method): result.curve.intervals[method] for method in result.methods},
+        algorithms=[look.label(method) for method in result.methods],
+        colors={look.label(method): look.colors[method] for method in result.methods},
+        xlabel=xlabel,
+        ylabel=f"IQM {result.score_name}",
+        ax=ax,
+        labelsize="large",
+        ticklabelsize="large",
+        marker="",
+    )
+    ax.xaxis.set_major_formatter(FuncFormatter(step_text))
+    ax.legend(loc="best", frameon=False)
+    if look.style.titles:
+        meaning = f"; {result.score_meaning}" if result.score_meaning else ""
+        ax.set_title(
+            f"IQM of {result.score_name} over {tasks_text(result, look)}, {result.runs} seeds per task\n"
+            f"95% stratified bootstrap CI{meaning}"
+        )
+    return figure
+
+
+def performance_profile(result: Aggregate, look: Look) -> Figure:
+    """rliable's score distribution: the fraction of runs whose final score exceeds each threshold tau."""
+    figure, ax = plt.subplots(figsize=look.sized((7, 4.5)), layout="constrained")
+    plot_utils.plot_performance_profiles(
+        {look.label(method): result.profiles.points[method] for method in result.methods},
+        result.taus,
+        performance_profile_cis={look.label(method): result.profiles.intervals[method] for method in result.methods},
+        colors={look.label(method): look.colors[method] for method in result.methods},
+        xlabel=f"Final {scale_label(result)} \u03c4",
+        ylabel="Fraction of runs with score > \u03c4",
+        ax=ax,
+        labelsize="large",
+        ticklabelsize="large",
+    )
+    ax.legend(loc="best", frameon=False)
+    if look.style.titles:
+        ax.set_title(
+            f"Performance profile: final {result.score_name}, {tasks_text(result, look)} \u00d7 {result.runs} runs\n"
+            "95% stratified bootstrap CI"
+        )
+    return figure
+
+
+def probability_of_improvement(result: Aggregate, look: Look) -> Figure:
+    """rliable's P(reference > baseline) bars, one per baseline, coloured by the baseline."""
+    reference = look.label(result.reference)
+    baselines = list(result.improvement.points)[::-1]  # rliable draws the first at the bottom
+    pairs = {f"{reference}{PAIR_SEPARATOR}{look.label(baseline)}": baseline for baseline in baselines}
+    figure, ax = plt.subplots(figsize=look.sized((6, 1.2 + 0.6 * len(pairs))), layout="constrained")
+    plot_utils.plot_probability_of_improvement(
+        {pair: result.improvement.points[baseline] for pair, baseline in pairs.items()},
+        {pair: result.improvement.intervals[baseline] for pair, baseline in pairs.items()},
+        pair_separator=PAIR_SEPARATOR,
+        ax=ax,
+        colors=[look.colors[baseline] for baseline in baselines],
+        xlabel=f"P({reference} > baseline)",
+        left_ylabel="",
+        right_ylabel="",
+        labelsize="large",
+        ticklabelsize="large",
+    )
+    mark_thin_bars(ax)
+    if look.style.titles:
+        ax.set_title(
+            f"Probability of improvement of {reference} over each baseline\n"
+            f"final scores on {tasks_text(result, look)}, {result.runs} runs per task, 95% stratified bootstrap CI"
+        )
+    return figure

@@ -1,0 +1,63 @@
+"""`qsmbench plot RESULTS_DIR`: tables and paper-ready figures from a tree of run files.
+
+Reading lives in qsmbench.runs.read, the computation in qsmbench.analysis.pipeline and the drawing in qsmbench.analysis.figures;
+this module only ties them together. matplotlib and rliable are imported on first use, so importing this
+module (as the CLI does) does not pay for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from qsmbench.analysis.pipeline import analyse
+from qsmbench.analysis.labels import check_labels
+from qsmbench.analysis.settings import FigureStyle, PlotSettings, Progress
+from qsmbench.runs.read import read_results
+from qsmbench.core.messages import plural
+from qsmbench.analysis.tables import write_tables
+from qsmbench.runs.layout import figures_dir
+
+# Where `plot` writes into a results directory by default. The leading underscore keeps the figures out of
+# pyarrow's dataset discovery (it skips names starting with "_" or "."), so `pd.read_parquet(results_dir)`
+# still reads only the run files of a plotted results directory.
+
+
+@dataclass(frozen=True)
+class PlotReport:
+    """What `plot_results` wrote and what the user should know about."""
+
+    out_dir: Path
+    files: list[Path]  # tables, then figures (each as PNG and PDF)
+    warnings: list[str]  # files skipped, incomplete runs, tasks left out, figures skipped, ...
+    skipped: list[Path]  # run files that could not be used
+
+
+def plot_results(
+    results_dir: Path,
+    settings: PlotSettings = PlotSettings(),
+    out_dir: Path | None = None,
+    progress: Progress | None = None,
+    style: FigureStyle = FigureStyle(),
+) -> PlotReport:
+    """Read every run file under `results_dir` and write summary.csv, summary.md and the figures.
+
+    `out_dir` defaults to RESULTS_DIR/_figures (FIGURES_DIR). `settings` holds every choice behind the numbers (see
+    PlotSettings); with the same settings, two calls on the same files give identical CIs. `progress`, when
+    given, is called with a short message before each stage that may take a while. `style` names and sizes
+    the figures (labels, titles, size) and changes no number.
+    Raises ConfigError, before writing anything, when there is no readable run or a setting does not fit
+    the results (runs of one group trained differently, an unknown --reference or --label).
+    """
+    say = progress or (lambda _message: None)
+    tree = read_results(Path(results_dir), say)
+    say(f"read {plural(len(tree.runs), 'run')}")
+    check_labels(style, tree.runs)
+    analysis = analyse(tree.runs, settings, say)
+    out = Path(out_dir) if out_dir is not None else figures_dir(results_dir)
+    files = write_tables(analysis.table, analysis.aggregates, settings, analysis.warnings, out)
+
+    from qsmbench.analysis.figures import draw_figures  # matplotlib and rliable's plotting: seconds to import
+
+    files += draw_figures(analysis, style, out, say)
+    return PlotReport(out, files, tree.warnings + analysis.warnings, tree.skipped)

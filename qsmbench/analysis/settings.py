@@ -1,0 +1,53 @@
+"""The choices behind every number that `qsmbench plot` writes, and how its figures are labelled.
+
+A module of its own because every stage of the plot reads them (scores, bootstrap, aggregates, tables,
+figures) and the command line and grid files build them: defined below all of those, it causes no import
+cycle, and the command line gets them without importing matplotlib.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+from qsmbench.core.config import require
+
+Normalize = Literal["auto", "reference", "none"]
+Progress = Callable[[str], None]  # called with a short message before each stage that may take a while
+
+
+@dataclass(frozen=True)
+class PlotSettings:
+    """The choices behind every number in the tables and figures."""
+
+    # auto: "reference" when every task has reference scores, else raw returns aggregated one task at a time;
+    # reference: fixed reference scores (tasks without one are left out of the aggregates); none: raw returns
+    normalize: Normalize = "auto"
+    last_evals: int = 5  # a run's final score is the mean of its last `last_evals` evaluations after step 0
+    reps: int = 2000  # bootstrap resamples
+    seed: int = 0  # NumPy seed set before each bootstrap
+    reference: str = ""  # P(improvement) of this method over each other one; "" = the first in the registry's order
+
+    def __post_init__(self) -> None:
+        choices = ", ".join(get_args(Normalize))
+        require(self.normalize in get_args(Normalize), f"normalize must be one of {choices}, got {self.normalize!r}")
+        require(self.last_evals >= 1, f"last_evals must be at least 1, got {self.last_evals}")
+        require(self.reps >= 1, f"reps must be at least 1, got {self.reps}")
+        require(self.reference == self.reference.strip(), f"reference must be a method's name, got {self.reference!r}")
+
+
+@dataclass(frozen=True)
+class FigureStyle:
+    """How the figures name and size things; changes no number."""
+
+    labels: Mapping[str, str] = field(default_factory=dict)  # algorithm or task id -> the name figures show
+    titles: bool = True  # the title above each figure that says what is shown, over how many seeds
+    figsize: tuple[float, float] | None = None  # inches, for every figure; None: sized by its content
+
+    def __post_init__(self) -> None:
+        for key, text in self.labels.items():
+            require(key.strip() != "" and text.strip() != "", f"a label needs a name and a text, got {key!r}={text!r}")
+        if self.figsize is not None:
+            width, height = self.figsize
+            require(0 < width <= 100 and 0 < height <= 100, f"figsize must be two sizes in (0, 100] inches, got {width},{height}")

@@ -1,0 +1,65 @@
+"""`qsmbench eval`: the saved policies of runs on fresh seeded episodes, as a table, and videos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from qsmbench.core.errors import ConfigError
+from qsmbench.runs.layout import run_dir
+from qsmbench.runs.saved_policies import load_agent
+from qsmbench.tools.evaluate import PolicyReturns, evaluate_policies, find_policies, parse_seeds
+from qsmbench.tools.toy import register_bandit
+from qsmbench.training.prepare import resolve_device
+from qsmbench.tools.video import check_video_support, choose_renderer, record_videos
+
+
+def eval_command(
+    path: Annotated[Path, typer.Argument(help="A run directory, or a results directory searched at any depth.")],
+    episodes: Annotated[int, typer.Option(help="Fresh evaluation episodes per seed.")] = 10,
+    seeds: Annotated[str | None, typer.Option(help="Seeds to evaluate, e.g. 0,2,5-7 (default: all saved).")] = None,
+    eval_seed: Annotated[int, typer.Option(help="Which fresh episodes: another value, other episodes.")] = 0,
+    video: Annotated[
+        Path | None, typer.Option(help="Also film each seed's first --video-episodes episodes as MP4s here.")
+    ] = None,
+    video_episodes: Annotated[int, typer.Option(help="Episodes filmed per seed with --video.")] = 1,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Evaluate the saved policies of the runs under PATH on fresh seeded episodes, and print a table."""
+    if min(episodes, video_episodes) < 1 or eval_seed < 0:
+        raise ConfigError("--episodes and --video-episodes must be at least 1, --eval-seed non-negative")
+    runs = find_policies(path, parse_seeds(seeds) if seeds is not None else None)
+    register_bandit()  # the toy demo's runs save policies too; its env is registered by qsmbench only
+    if video is not None:
+        check_video_support()
+        for env_id in sorted({policies[0].header.env_id for policies in runs}):
+            choose_renderer(env_id)
+    torch_device = resolve_device(device)
+    agents = [load_agent(policies, torch_device) for policies in runs]
+    results = [evaluate_policies(policies, agent, episodes, eval_seed, torch_device) for policies, agent in zip(runs, agents)]
+    Console().print(returns_table(results, episodes, eval_seed))
+    if video is None:
+        return
+    for policies, agent in zip(runs, agents):
+        header = policies[0].header
+        directory = run_dir(video, header.task, header.algo, header.variant)
+        directory.mkdir(parents=True, exist_ok=True)
+        files = record_videos(policies, agent, video_episodes, eval_seed, directory, torch_device)
+        print(f"videos: {len(files)} in {directory}")
+
+
+def returns_table(results: list[PolicyReturns], episodes: int, eval_seed: int) -> Table:
+    """One row per seed (mean and standard deviation over its episodes), and each run's mean over seeds."""
+    table = Table("task", "algorithm", "seed", "step", "return", "std", title=f"qsmbench eval: {episodes} episodes per seed, eval seed {eval_seed}")
+    for result in results:
+        header = result.policies[0].header
+        for policy, returns in zip(result.policies, result.returns):
+            table.add_row(header.task, escape(result.label), str(policy.seed), f"{policy.step:,}", f"{returns.mean():.1f}", f"{returns.std():.1f}")
+        if len(result.policies) > 1:
+            table.add_row(header.task, escape(result.label), "mean", "", f"{result.returns.mean(axis=1).mean():.1f}", "", style="bold")
+    return table

@@ -1,0 +1,91 @@
+"""`qsmbench plot`: tables and figures of a results tree, and the parsing of its figure options."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from qsmbench.analysis.settings import FigureStyle, PlotSettings
+from qsmbench.core.errors import ConfigError
+from qsmbench.analysis.report import plot_results
+from qsmbench.runs.layout import FIGURES_DIR
+from qsmbench.core.messages import plural
+
+
+def plot(
+    results_dir: Annotated[Path, typer.Argument(help="Directory of run files, searched at any depth.")],
+    out: Annotated[Path | None, typer.Option(help=f"Output directory (default: RESULTS_DIR/{FIGURES_DIR}).")] = None,
+    normalize: Annotated[
+        str,
+        typer.Option(
+            help="auto: reference scores when every task has them, else raw returns aggregated per task; "
+            "reference: fixed reference scores (D4RL, DMC return / 1000); none: raw returns across tasks."
+        ),
+    ] = PlotSettings.normalize,
+    last_evals: Annotated[
+        int, typer.Option(help="A run's final score: mean of its last N evaluations (never step 0).")
+    ] = PlotSettings.last_evals,
+    reps: Annotated[int, typer.Option(help="Bootstrap resamples for every confidence interval.")] = PlotSettings.reps,
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            help="Probability of improvement of this method over each other one: an algorithm (qsm) or a variant "
+            "(qsm\\[alpha=120]); default: the first in the registry's order.",
+            metavar="METHOD",
+        ),
+    ] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option(
+            help='Show algorithm, variant or task NAME as TEXT in the figures (repeatable), e.g. qsm="QSM (ours)".',
+            metavar="NAME=TEXT",
+        ),
+    ] = None,
+    titles: Annotated[bool, typer.Option(help="A title above each figure saying what it shows.")] = FigureStyle.titles,
+    figsize: Annotated[
+        str | None, typer.Option(help="The size of every figure in inches (default: sized by its content).", metavar="W,H")
+    ] = None,
+) -> None:
+    """Tables (summary.csv, summary.md) and figures with rliable: IQM, curves, profiles, P(improvement)."""
+    settings = PlotSettings(
+        normalize=normalize, last_evals=last_evals, reps=reps, reference=reference or ""  # type: ignore[arg-type]
+    )
+    style = FigureStyle(labels=parse_labels(label or []), titles=titles, figsize=parse_figsize(figsize))
+    console = Console(stderr=True)
+    with console.status("qsmbench plot: reading runs") as status:
+        say = lambda message: status.update(f"qsmbench plot: {message}")  # noqa: E731
+        report = plot_results(results_dir, settings, out, progress=say, style=style)
+    for warning in report.warnings:
+        print(f"qsmbench: warning: {warning}", file=sys.stderr)
+    print(f"tables and figures: {report.out_dir} (summary.md, summary.csv, {plural(len(report.files) - 2, 'figure file')})")
+
+
+def parse_labels(given: list[str]) -> dict[str, str]:
+    """`--label qsm="QSM (ours)"` -> {"qsm": "QSM (ours)"}; a variant's name keeps its `=`:
+    `--label "qsm[alpha=120]=QSM, alpha 120"` -> {"qsm[alpha=120]": "QSM, alpha 120"}. A name given twice is refused."""
+    labels: dict[str, str] = {}
+    for item in given:
+        match = re.fullmatch(r"\s*([^=\[\]]+(?:\[[^\]]*\])?)\s*=(.*)", item, flags=re.S)
+        if not match:
+            raise ConfigError(f"--label {item!r}: expected NAME=TEXT, e.g. qsm=\"QSM (ours)\"")
+        name, text = match[1].strip(), match[2].strip()
+        if name in labels:
+            raise ConfigError(f"--label {name} is given twice")
+        labels[name] = text
+    return labels
+
+
+def parse_figsize(given: str | None) -> tuple[float, float] | None:
+    """`--figsize 6,4` -> (6.0, 4.0) inches."""
+    if given is None:
+        return None
+    try:
+        width, height = (float(part) for part in given.split(","))
+    except ValueError:
+        raise ConfigError(f"--figsize {given!r}: expected W,H in inches, e.g. 6,4") from None
+    return width, height

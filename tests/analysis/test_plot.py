@@ -1,0 +1,677 @@
+"""`qsmbench plot` (qsmbench.analysis.report and the modules it runs) on real run files with known values."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import matplotlib.image
+import matplotlib.patches
+import matplotlib.text
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from matplotlib.figure import Figure
+from support import run_cli
+from scipy.stats import trim_mean
+
+from qsmbench.analysis import figures
+from qsmbench.analysis.aggregates import aggregate_cells
+from qsmbench.algorithms import ALGORITHMS
+from qsmbench.analysis.pipeline import Analysis, analyse
+from qsmbench.analysis.bootstrap import aggregate_metrics, improvement, interval_estimates, iqm_and_mean, pooled
+from qsmbench.core.errors import ConfigError
+from qsmbench.analysis.settings import FigureStyle, PlotSettings
+from qsmbench.analysis.report import PlotReport, plot_results
+from qsmbench.runs.layout import FIGURES_DIR, path_safe, run_path
+from qsmbench.cli.plot import parse_labels
+from qsmbench.analysis.labels import check_labels, task_title
+from qsmbench.analysis.scores import Method, algo_order, build_groups, scores_on
+from qsmbench.runs.format import Divergence, OFFLINE_SCORE, RunFile, RunHeader, RunMetadata, Status
+from qsmbench.runs.read import read_results, read_status
+from qsmbench.runs.write import write_run
+
+REPS = 200  # the default (2000) is for papers; 200 keeps this file fast and still exercises every bootstrap
+LAST_EVALS = 5
+STEPS = list(range(0, 8001, 1000))  # 9 evaluations, so the last 5 differ from "all"
+SEEDS = 6
+HOPPER = "Hopper-v4"
+CHEETAH = "dm_control/cheetah-run-v0"
+NO_REFERENCE = "Pendulum-v1"
+HOPPER_RANDOM, HOPPER_EXPERT = -20.272305, 3234.3  # D4RL, typed here independently of the data file
+FIGURES = ("learning_curves", "aggregate_scores", "sample_efficiency", "performance_profile", "probability_of_improvement")
+SCALE = {HOPPER: 3000.0, CHEETAH: 800.0, NO_REFERENCE: -200.0}
+QUALITY = {"qsm": 1.0, "sac": 0.8, "td3": 0.6}  # the synthetic fixture's algorithms; any other gets 0.5
+
+
+def curve(task: str, algo: str, seed: int, steps: list[int]) -> list[float]:
+    """A noisy rising learning curve, different for every task, algo and seed."""
+    quality = QUALITY.get(algo, 0.5)
+    rng = np.random.default_rng([seed, len(task), len(algo), int(quality * 10)])
+    progress = np.array(steps, dtype=float) / STEPS[-1]
+    scale = SCALE.get(task, 1000.0)
+    return list(scale * quality * progress + rng.normal(0.0, 0.05 * abs(scale), len(steps)))
+
+
+def write_seed(
+    root: Path,
+    task: str,
+    algo: str,
+    seed: int,
+    steps: list[int] = STEPS,
+    status: Status = "complete",
+    variant: str = "",
+    algo_config: dict[str, Any] | None = None,
+    budget: int | None = None,
+    **extra: list[float],
+) -> list[float]:
+    """Write one run file as the trainer does (a variant's in `<algo>.<variant>`); return its evaluation returns."""
+    returns = curve(task, algo, seed, steps)
+    rows: list[dict[str, Any]] = []
+    for i, (step, value) in enumerate(zip(steps, returns)):
+        rows.append(
+            {
+                "task": task, "algo": algo, "seed": seed, "step": step, "eval_return": value, "eval_return_std": 1.0,
+                "train_return": value, "train_episodes": i, "wall_time_s": float(i), "sps": 100.0,
+                **{column: values[i] for column, values in extra.items()},
+            }
+        )  # fmt: skip
+    header = RunHeader(
+        algo=algo, task=task, env_id=task, run_config={"steps": budget or steps[-1]}, algo_config=algo_config or {}, variant=variant
+    )
+    path = run_path(root, task, f"{algo}.{path_safe(variant)}" if variant else algo, seed)
+    write_run(path, pd.DataFrame(rows), RunMetadata(header, seed, status))
+    return returns
+
+
+def final(returns: list[float], last: int = LAST_EVALS) -> float:
+    return float(np.mean(returns[-last:]))
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[tuple[str, str], np.ndarray]]:
+    """Two tasks with references and one without, qsm/sac/td3 x 6 seeds; the expected final returns."""
+    root = tmp_path_factory.mktemp("results")
+    finals: dict[tuple[str, str], np.ndarray] = {}
+    for task in (HOPPER, CHEETAH, NO_REFERENCE):
+        for algo in QUALITY:
+            finals[task, algo] = np.array([final(write_seed(root, task, algo, seed)) for seed in range(SEEDS)])
+    return root, finals
+
+
+@pytest.fixture(scope="module")
+def plotted(synthetic: tuple[Path, Any]) -> tuple[PlotReport, list[str]]:
+    messages: list[str] = []
+    return plot_results(synthetic[0], PlotSettings(normalize="reference", reps=REPS), progress=messages.append), messages
+
+
+def summary(report: PlotReport) -> pd.DataFrame:
+    return pd.read_csv(report.out_dir / "summary.csv")
+
+
+def test_summary_equals_an_independent_computation(synthetic: Any, plotted: tuple[PlotReport, list[str]]) -> None:
+    (_, finals), (report, messages) = synthetic, plotted
+    table = summary(report)
+    assert report.out_dir == synthetic[0] / "_figures" and not report.skipped
+    assert any("bootstrapping" in message for message in messages)
+    normalised: dict[str, list[np.ndarray]] = {algo: [] for algo in QUALITY}
+    for (task, algo), values in finals.items():
+        row = table[(table.scope == "task") & (table.task == task) & (table.algo == algo) & (table.score == "return")]
+        assert len(row) == 1
+        row = row.iloc[0]
+        assert (row.seeds, row.final_step, row.last_evals, row.incomplete) == (SEEDS, STEPS[-1], LAST_EVALS, 0)
+        assert row.iqm == pytest.approx(trim_mean(values, 0.25))
+        assert row["mean"] == pytest.approx(values.mean())
+        assert row.iqm_ci_low <= row.iqm <= row.iqm_ci_high and row.mean_ci_low < row["mean"] < row.mean_ci_high
+        if task != NO_REFERENCE:
+            scores = (values - HOPPER_RANDOM) / (HOPPER_EXPERT - HOPPER_RANDOM) if task == HOPPER else values / 1000
+            normalised[algo].append(scores)
+            norm = table[(table.scope == "task") & (table.task == task) & (table.algo == algo) & (table.score == "normalised")]
+            assert norm.iloc[0].iqm == pytest.approx(trim_mean(scores, 0.25))
+    aggregate = table[table.scope == "aggregate"].set_index("algo")
+    assert list(aggregate.index) == ["qsm", "sac", "td3"]
+    for algo, per_task in normalised.items():
+        scores = np.stack(per_task, axis=1)  # [seeds, tasks]
+        assert aggregate.loc[algo, "iqm"] == pytest.approx(trim_mean(scores, 0.25, axis=None))
+        assert aggregate.loc[algo, "mean"] == pytest.approx(scores.mean())
+        assert aggregate.loc[algo, "median"] == pytest.approx(np.median(scores.mean(axis=0)))
+        assert aggregate.loc[algo, "optimality_gap"] == pytest.approx(np.mean(1 - np.minimum(scores, 1)))
+        assert aggregate.loc[algo, "tasks"] == 2
+    markdown = (report.out_dir / "summary.md").read_text()
+    assert f"last {LAST_EVALS} evaluations" in markdown and "## Aggregate over 2 tasks" in markdown
+
+
+def test_same_inputs_give_identical_cis(synthetic: Any, plotted: tuple[PlotReport, list[str]], tmp_path: Path) -> None:
+    np.random.seed(123)
+    expected_draw = np.random.rand()
+    np.random.seed(123)
+    again = plot_results(synthetic[0], PlotSettings(normalize="reference", reps=REPS), out_dir=tmp_path)
+    assert np.random.rand() == expected_draw  # the caller's global generator is left as it was
+    first, second = summary(plotted[0]), summary(again)
+    pd.testing.assert_frame_equal(first, second)
+    assert (first.iqm_ci_high > first.iqm_ci_low).all()  # real intervals, not points
+    assert inspect.signature(plot_results).parameters["settings"].default.reps == 2000
+
+
+def test_figures_are_real_images_and_pdfs(plotted: tuple[PlotReport, list[str]]) -> None:
+    report = plotted[0]
+    for name in FIGURES:
+        png, pdf = report.out_dir / f"{name}.png", report.out_dir / f"{name}.pdf"
+        assert png in report.files and pdf in report.files
+        image = matplotlib.image.imread(png)
+        height, width = image.shape[:2]
+        assert 300 <= height <= 4000 and 500 <= width <= 5000, (name, image.shape)
+        assert image[..., :3].std() > 0.05, name  # not blank
+        assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 5000
+
+
+def test_task_without_reference_is_kept_out_of_aggregates(plotted: tuple[PlotReport, list[str]]) -> None:
+    report = plotted[0]
+    table = summary(report)
+    assert any(NO_REFERENCE in warning and "aggregate" in warning for warning in report.warnings)
+    rows = table[table.task == NO_REFERENCE]
+    assert set(rows.score) == {"return"} and set(rows.algo) == set(QUALITY)
+    assert not table[table.scope == "aggregate"].task.str.contains(NO_REFERENCE).any()
+
+
+def test_unusable_files_are_named_and_skipped(tmp_path: Path) -> None:
+    for algo in ("sac", "td3"):
+        for seed in range(3):
+            write_seed(tmp_path, HOPPER, algo, seed)
+    garbage = tmp_path / "garbage.parquet"
+    garbage.write_bytes(b"this is not parquet" * 10)
+    foreign = tmp_path / "deep" / "er" / "foreign.parquet"
+    foreign.parent.mkdir(parents=True)
+    pq.write_table(pa.table({"step": [0, 1000], "eval_return": [1.0, 2.0]}), foreign)
+    report = plot_results(tmp_path, PlotSettings(reps=50))
+    assert sorted(report.skipped) == sorted([garbage, foreign])
+    for bad in (garbage, foreign):
+        assert any(str(bad) in warning for warning in report.warnings), report.warnings
+    assert set(summary(report).algo) == {"sac", "td3"}
+    assert matplotlib.image.imread(report.out_dir / "learning_curves.png").size > 0
+    assert (report.out_dir / "aggregate_scores.pdf").exists()
+
+
+def test_missing_empty_or_unreadable_directory_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        plot_results(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="no run files"):
+        plot_results(tmp_path)
+    (tmp_path / "broken.parquet").write_bytes(b"\x00" * 64)
+    with pytest.raises(ConfigError, match="readable"):
+        plot_results(tmp_path)
+    with pytest.raises(ConfigError, match="normalize"):
+        PlotSettings(normalize="minmax")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="reference"):
+        PlotSettings(reference=" qsm")
+
+
+def test_different_lengths_are_aligned_and_incomplete_runs_reported(tmp_path: Path) -> None:
+    """sac seed 3 was interrupted at 5000 steps and qsm ran to 10000: final scores compare at 5000."""
+    sac = [write_seed(tmp_path, HOPPER, "sac", seed) for seed in range(3)]
+    sac.append(write_seed(tmp_path, HOPPER, "sac", 3, steps=STEPS[:6], status="interrupted", budget=STEPS[-1]))
+    qsm = [write_seed(tmp_path, HOPPER, "qsm", seed, steps=list(range(0, 10001, 1000))) for seed in range(4)]
+    groups = {group.algo: group for group in build_groups(read_results(tmp_path).runs)[0]}
+    assert list(groups["sac"].steps) == STEPS[:6] and groups["sac"].returns.shape == (4, 6)
+    assert list(groups["qsm"].steps) == list(range(0, 10001, 1000))
+    report = plot_results(tmp_path, PlotSettings(reps=50))
+    assert any("incomplete" in w and "sac" in w and "3 (interrupted)" in w for w in report.warnings), report.warnings
+    assert any("qsm ran to 10000" in warning for warning in report.warnings)
+    table = summary(report)
+    rows = table[(table.scope == "task") & (table.score == "return")].set_index("algo")
+    assert (rows.final_step == 5000).all() and rows.loc["sac", "incomplete"] == 1
+    assert rows.loc["sac", "mean"] == pytest.approx(np.mean([final(returns[:6]) for returns in sac]))
+    assert rows.loc["qsm", "mean"] == pytest.approx(np.mean([final(returns[:6]) for returns in qsm]))
+
+
+def test_diverged_and_non_finite_seeds_are_left_out_named_and_counted(tmp_path: Path) -> None:
+    """sac seed 1 diverged (its status says where) and seed 2, from an older version, holds a NaN return:
+    neither enters a number, both are named in a warning and counted in the table, and no nan is printed."""
+    kept = [write_seed(tmp_path, HOPPER, "sac", seed) for seed in (0, 3)]
+    for seed in (0, 1):
+        write_seed(tmp_path, HOPPER, "qsm", seed)
+    header = RunHeader(algo="sac", task=HOPPER, env_id=HOPPER, run_config={"steps": STEPS[-1]})
+    rows = pd.DataFrame({"task": HOPPER, "algo": "sac", "seed": 1, "step": STEPS[:3], "eval_return": [1.0, 2.0, 3.0]})
+    diverged = RunMetadata(header, 1, "diverged", None, Divergence(2500, "critic_loss"))
+    write_run(run_path(tmp_path, HOPPER, "sac", 1), rows, diverged)
+    write_seed(tmp_path, HOPPER, "sac", 2)
+    nan_file = run_path(tmp_path, HOPPER, "sac", 2)
+    stored = pq.read_table(nan_file)
+    with_nan = stored.column("eval_return").to_numpy().copy()
+    with_nan[-1] = np.nan
+    column = stored.schema.get_field_index("eval_return")
+    pq.write_table(stored.set_column(column, "eval_return", pa.array(with_nan)), nan_file)  # keeps the metadata
+    report = plot_results(tmp_path, PlotSettings(reps=50))
+    (warning,) = [w for w in report.warnings if "diverged" in w]
+    assert warning.startswith(f"{HOPPER} / sac: 2 of 4 seeds diverged, left out:")
+    assert "seed 1 (non-finite critic_loss at step 2500)" in warning and "seed 2 (non-finite evaluation values)" in warning
+    row = summary(report).query("scope == 'task' and algo == 'sac' and score == 'return'").iloc[0]
+    assert (row.seeds, row.diverged) == (2, 2)
+    assert row["mean"] == pytest.approx(np.mean([final(returns) for returns in kept]))
+    markdown = (report.out_dir / "summary.md").read_text()
+    assert "| 2 (fewer than 3: CI not meaningful; 2 diverged, left out) |" in markdown and "nan" not in markdown.lower() and "inf" not in markdown
+
+
+def test_a_group_mixing_configurations_is_refused_in_one_line(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Seeds 0-1 and 2 of one task and algorithm were trained with different critic_lr and budgets: plot stops
+    with exit 2 and one line naming the settings and two of the files, before writing anything."""
+    for seed, critic_lr, steps in ((0, 3e-4, STEPS), (1, 3e-4, STEPS), (2, 1e-3, STEPS[:4])):
+        write_seed(tmp_path / "results", HOPPER, "sac", seed, steps=steps, algo_config={"critic_lr": critic_lr})
+    result = run_cli(["plot", str(tmp_path / "results"), "--out", str(tmp_path / "figures")], capfd)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    first, third = run_path(tmp_path / "results", HOPPER, "sac", 0), run_path(tmp_path / "results", HOPPER, "sac", 2)
+    assert lines[0] == (
+        f"qsmbench: error: {HOPPER} / sac: {first} and {third} were trained with different settings "
+        "(critic_lr 0.0003 vs 0.001, steps 8000 vs 3000); give one of them its own name (qsmbench run --name LABEL) "
+        "to plot them as separate variants"
+    )
+    assert not (tmp_path / "figures").exists()
+
+
+def test_many_diverged_seeds_are_named_in_one_short_warning() -> None:
+    """Of 12 diverged seeds ten are named and the rest counted."""
+    runs = []
+    for seed in range(14):
+        header = RunHeader(algo="sac", task=HOPPER, env_id=HOPPER, run_config={"steps": 2})
+        status, where = ("diverged", Divergence(1, "actor_loss")) if seed < 12 else ("complete", None)
+        curve = pd.DataFrame({"task": HOPPER, "algo": "sac", "seed": seed, "step": [0, 1, 2], "eval_return": 1.0})
+        runs.append(RunFile(Path(f"seed_{seed}.parquet"), RunMetadata(header, seed, status, None, where), curve))
+    (diverged,) = build_groups(runs)[1]
+    assert diverged.endswith("seed 9 (non-finite actor_loss at step 1) and 2 more") and "seed 10" not in diverged
+
+
+def test_reading_follows_directory_links_once_and_checks_seeds(tmp_path: Path) -> None:
+    """A run directory linked in is read (a link to an ancestor does not loop); a zero-row file is
+    'no evaluations yet'; seed_0 copied to seed_1 is skipped, and its status reads as unreadable."""
+    root, elsewhere = tmp_path / "results", tmp_path / "elsewhere"
+    write_seed(root, HOPPER, "sac", 0)
+    write_seed(elsewhere, HOPPER, "td3", 0)
+    (root / HOPPER / "td3").symlink_to(elsewhere / HOPPER / "td3")
+    (root / HOPPER / "loop").symlink_to(root)
+    header = RunHeader(algo="qsm", task=HOPPER, env_id=HOPPER)
+    write_run(run_path(root, HOPPER, "qsm", 0), pd.DataFrame(), RunMetadata(header, 0, "running"))
+    copy = run_path(root, HOPPER, "sac", 1)
+    copy.write_bytes(run_path(root, HOPPER, "sac", 0).read_bytes())
+    tree = read_results(root)
+    assert sorted((run.algo, run.seed) for run in tree.runs) == [("sac", 0), ("td3", 0)]
+    assert sorted(tree.skipped) == sorted([run_path(root, HOPPER, "qsm", 0), copy])
+    assert any("qsm/seed_0.parquet: no evaluations yet" in w for w in tree.warnings), tree.warnings
+    assert any("sac/seed_1.parquet: its metadata is seed 0, but its name says seed 1" in w for w in tree.warnings)
+    assert read_status(copy) == "unreadable" and read_status(run_path(root, HOPPER, "sac", 0)) == "complete"
+
+
+def test_the_vectorised_bootstrap_agrees_with_rliable() -> None:
+    """Points equal rliable's exactly; CIs agree within Monte Carlo error (they use other random draws):
+    aggregate metrics, one task's IQM and mean, performance profile and probability of improvement on
+    [10 runs, 3 tasks]."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(0.6, 0.3, (10, 3)), rng.normal(0.45, 0.3, (10, 3))
+    settings, reps = PlotSettings(reps=1000), 1000
+    taus = np.linspace(0.0, 1.0, 5)
+    rliable_metrics = [metrics.aggregate_median, metrics.aggregate_iqm, metrics.aggregate_mean, metrics.aggregate_optimality_gap]
+    ours = [
+        interval_estimates({"x": x}, aggregate_metrics(True)[1], settings),
+        interval_estimates({"x": x[:, :1]}, iqm_and_mean, settings),
+        interval_estimates({"x": x}, lambda scores: (pooled(scores)[..., None] > taus).mean(axis=1), settings),
+        interval_estimates({"x": (x, y)}, improvement, settings),
+    ]
+    np.random.seed(0)  # rliable 1.2 draws from NumPy's global generator
+    theirs = [
+        rly.get_interval_estimates({"x": x}, lambda s: np.array([f(s) for f in rliable_metrics]), reps=reps),
+        rly.get_interval_estimates({"x": x[:, :1]}, lambda s: np.array([metrics.aggregate_iqm(s), metrics.aggregate_mean(s)]), reps=reps),
+        rly.create_performance_profile({"x": x}, taus, reps=reps),
+        rly.get_interval_estimates({"x": (x, y)}, metrics.probability_of_improvement, reps=reps),
+    ]
+    for mine, (points, intervals) in zip(ours, theirs):
+        np.testing.assert_allclose(mine.points["x"], points["x"])
+        expected = np.asarray(intervals["x"]).reshape(mine.intervals["x"].shape)  # rliable keeps a unit axis for scalars
+        width = np.maximum(expected[1] - expected[0], 0.05)
+        assert np.all(np.abs(mine.intervals["x"] - expected) <= 0.2 * width), (mine.intervals["x"], expected)
+
+
+def test_normalisation_rules(tmp_path: Path) -> None:
+    """Offline runs use their D4RL score / 100, DeepMind Control / 1000; "none" keeps raw returns."""
+    offline = "hopper-medium-v2"
+    write_seed(tmp_path, offline, "qsm", 0, eval_normalized_score=[10.0 * i for i in range(len(STEPS))])
+    write_seed(tmp_path, CHEETAH, "qsm", 0)
+    runs = read_results(tmp_path).runs
+    groups = {group.task: group for group in build_groups(runs)[0]}
+    np.testing.assert_allclose(groups[offline].normalised, [[0.1 * i for i in range(len(STEPS))]])
+    np.testing.assert_allclose(groups[CHEETAH].normalised, groups[CHEETAH].returns / 1000)
+    for group in groups.values():
+        np.testing.assert_array_equal(scores_on(group, "none"), group.returns)
+        np.testing.assert_array_equal(scores_on(group, "reference"), group.normalised)
+
+
+def test_aggregates_use_a_complete_task_by_algorithm_matrix(tmp_path: Path) -> None:
+    """td3 ran on one of two tasks: td3 leaves the aggregates, not the task; a task without reference too."""
+    for task in (HOPPER, CHEETAH, NO_REFERENCE):
+        for algo in ("qsm", "sac"):
+            write_seed(tmp_path, task, algo, 0)
+    write_seed(tmp_path, HOPPER, "td3", 0)
+    tasks, methods, warnings = aggregate_cells(build_groups(read_results(tmp_path).runs)[0], "reference")
+    assert (tasks, methods) == (sorted([HOPPER, CHEETAH]), [Method("qsm"), Method("sac")])
+    assert any(w.startswith("td3 left out") for w in warnings) and any(NO_REFERENCE in w for w in warnings)
+
+
+def test_results_written_by_schema_1_are_plotted(results_v1: Path, tmp_path: Path) -> None:
+    """Run files of the previous format (an `env` column and metadata key) plot as before: three groups of 2 seeds."""
+    report = plot_results(results_v1, PlotSettings(normalize="reference", reps=50), out_dir=tmp_path)
+    assert not report.skipped and (tmp_path / "summary.md").exists() and (tmp_path / "learning_curves.png").exists()
+    table = summary(report)
+    tasks = table[table.scope == "task"]
+    returns = tasks[tasks.score == "return"].set_index(["task", "algo"])
+    offline = "qsmbench/pendulum/random-v0"
+    assert sorted(returns.index) == [("Pendulum-v1", "sac"), ("Pendulum-v1", "td3"), (offline, "dql")]
+    assert (returns.seeds == 2).all() and (returns.incomplete == 0).all()
+    assert returns.loc[("Pendulum-v1", "sac"), "final_step"] == 200 and returns.loc[(offline, "dql"), "final_step"] == 40
+    files = sorted((results_v1 / "qsmbench-pendulum-random-v0" / "dql").glob("seed_*.parquet"))
+    scores = np.array([pq.read_table(path).column(OFFLINE_SCORE).to_numpy()[1:].mean() / 100 for path in files])  # not step 0
+    assert len(scores) == 2
+    normalised = tasks[tasks.score == "normalised"]
+    assert list(zip(normalised.task, normalised.algo)) == [(offline, "dql")]  # Pendulum-v1 has no reference
+    assert normalised.iloc[0]["mean"] == pytest.approx(scores.mean())
+    assert normalised.iloc[0].iqm == pytest.approx(trim_mean(scores, 0.25))
+    aggregate = table[table.scope == "aggregate"]
+    assert list(zip(aggregate.task, aggregate.algo)) == [(offline, "dql")]
+    assert aggregate.iloc[0]["mean"] == pytest.approx(scores.mean())
+
+
+def drawn(analysis: Analysis, style: FigureStyle = FigureStyle()) -> dict[str, Figure]:
+    """The figures that `plot` would save of `analysis`, by name, open."""
+    return figures.make_figures(analysis, style)
+
+
+def analysed(root: Path, **settings: Any) -> Analysis:
+    return analyse(read_results(root).runs, PlotSettings(reps=50, **settings), lambda _message: None)
+
+
+def legend_texts(figure: Figure) -> list[str]:
+    return [text.get_text() for text in figure.legends[0].get_texts()]
+
+
+def close_all(kept: dict[str, Figure]) -> None:
+    for figure in kept.values():
+        plt.close(figure)
+
+
+def test_variants_are_separate_groups_labelled_in_table_and_figures(
+    tmp_path: Path
+) -> None:
+    """qsm with alpha=50 and alpha=120, dql with bc_weight=0 and 1 (different configs, same task): four groups of
+    3 seeds beside sac, each its own row and line; a variant can be the probability-of-improvement reference."""
+    variants = {("qsm", "alpha=50"): {"alpha": 50}, ("qsm", "alpha=120"): {"alpha": 120},
+                ("dql", "bc_weight=0"): {"bc_weight": 0.0}, ("dql", "bc_weight=1"): {"bc_weight": 1.0},
+                ("sac", ""): {}}  # fmt: skip
+    finals = {}
+    for (algo, variant), config in variants.items():
+        runs = [write_seed(tmp_path, HOPPER, algo, seed, variant=variant, algo_config=config) for seed in range(3)]
+        finals[algo, variant] = np.mean([final(returns) for returns in runs])
+    report = plot_results(tmp_path, PlotSettings(reps=50), out_dir=tmp_path / "figures")
+    rows = summary(report).fillna({"variant": ""}).query("scope == 'task' and score == 'return'")
+    assert sorted(zip(rows.algo, rows.variant)) == sorted(variants) and (rows.seeds == 3).all()
+    for (algo, variant), expected in finals.items():
+        assert rows[(rows.algo == algo) & (rows.variant == variant)].iloc[0]["mean"] == pytest.approx(expected)
+    assert "| Hopper-v4 | qsm[alpha=120] | 3 |" in (report.out_dir / "summary.md").read_text()
+    analysis = analysed(tmp_path, reference="qsm[alpha=120]")
+    assert list(analysis.aggregates[0].improvement.points) == [
+        Method("qsm", "alpha=50"), Method("dql", "bc_weight=0"), Method("dql", "bc_weight=1"), Method("sac")
+    ]
+    kept = drawn(analysis)
+    assert legend_texts(kept["learning_curves"]) == [
+        "QSM [alpha=120]", "QSM [alpha=50]", "Diffusion-QL [bc_weight=0]", "Diffusion-QL [bc_weight=1]", "SAC"
+    ]
+    assert kept["probability_of_improvement"].axes[0].get_xlabel() == "P(QSM [alpha=120] > baseline)"
+    close_all(kept)
+    style = FigureStyle(labels=parse_labels(["qsm[alpha=120]=QSM, alpha 120", "qsm=QSM (ours)"]))
+    check_labels(style, read_results(tmp_path).runs)  # a variant's label names a method that is there
+    kept = drawn(analysis, style)
+    assert legend_texts(kept["learning_curves"])[:2] == ["QSM, alpha 120", "QSM (ours) [alpha=50]"]
+    close_all(kept)
+    with pytest.raises(ConfigError, match=r"--label qsm\[alpha=7\]: no algorithm, variant or task"):
+        check_labels(FigureStyle(labels=parse_labels(["qsm[alpha=7]=Q"])), read_results(tmp_path).runs)
+
+
+def test_final_scores_never_count_step_0(tmp_path: Path) -> None:
+    """Evaluated at 0, 1000 and 2000 with --last-evals 5: the final score is the mean at 1000 and 2000, with a
+    warning; a run evaluated at step 0 only has no final score (and does not shorten the others' budget)."""
+    returns = {seed: write_seed(tmp_path, HOPPER, "sac", seed, steps=[0, 1000, 2000]) for seed in range(3)}
+    write_seed(tmp_path, HOPPER, "td3", 0, steps=[0], status="running", budget=2000)
+    report = plot_results(tmp_path, PlotSettings(reps=50))
+    rows = summary(report).query("scope == 'task' and score == 'return'").set_index("algo")
+    assert list(rows.index) == ["sac"] and rows.loc["sac", "final_step"] == 2000
+    assert rows.loc["sac", "mean"] == pytest.approx(np.mean([np.mean(values[1:]) for values in returns.values()]))
+    assert (
+        f"{HOPPER} / sac: its final score averages 2 evaluations, fewer than --last-evals 5 (step 0, the untrained "
+        "policy, never counts)"
+    ) in report.warnings
+    assert f"{HOPPER} / td3: no evaluation after step 0, so no final score; shown as a learning curve only" in report.warnings
+
+
+def test_fewer_than_three_seeds_are_warned_about_and_marked(tmp_path: Path) -> None:
+    for algo, seeds in (("sac", 2), ("td3", 3)):
+        for seed in range(seeds):
+            write_seed(tmp_path, HOPPER, algo, seed)
+    report = plot_results(tmp_path, PlotSettings(reps=50))
+    assert [w for w in report.warnings if "fewer than 3" in w] == [
+        f"{HOPPER} / sac: 2 seeds, fewer than 3: its confidence intervals are not meaningful"
+    ]
+    markdown = (report.out_dir / "summary.md").read_text()
+    assert f"| {HOPPER} | sac | 2 (fewer than 3: CI not meaningful) |" in markdown
+    assert f"| {HOPPER} | td3 | 3 |" in markdown
+    assert "2 runs per task and method. Stratified bootstrap over runs within each task. Fewer than 3 runs" in markdown
+
+
+def test_deepmind_control_scores_are_labelled_return_over_1000(tmp_path: Path) -> None:
+    for algo in ("qsm", "sac"):
+        for seed in range(3):
+            write_seed(tmp_path, CHEETAH, algo, seed)
+    analysis = analysed(tmp_path)
+    assert analysis.scale == "reference"
+    kept = drawn(analysis)
+    labels = [kept["aggregate_scores"]._supxlabel.get_text(), kept["performance_profile"].axes[0].get_xlabel()]
+    assert labels == ["Final normalised score (return / 1000)", "Final normalised score (return / 1000) \u03c4"]
+    assert all("expert" not in text for figure in kept.values() for text in texts(figure))
+    close_all(kept)
+    both = tmp_path / "both"
+    for algo in ("qsm", "sac"):
+        for task in (CHEETAH, HOPPER):
+            write_seed(both, task, algo, 0)
+    assert analysed(both).aggregates[0].score_meaning == (
+        "Gymnasium: 0 = random, 1 = expert; DeepMind Control: return / 1000"
+    )
+
+
+def texts(figure: Figure) -> list[str]:
+    """Every text drawn in a figure: titles, labels, ticks, legends."""
+    return [artist.get_text() for artist in figure.findobj(matplotlib.text.Text)]
+
+
+def test_plain_plot_of_a_task_without_reference_aggregates_its_raw_returns(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """docs/plotting.md's `qsmbench plot results/` on the default task, Pendulum-v1 (no reference score): `auto`
+    aggregates its raw returns, so every figure is there, named after the task."""
+    for algo in ("qsm", "sac", "td3"):
+        for seed in range(3):
+            write_seed(tmp_path / "results", NO_REFERENCE, algo, seed)
+    result = run_cli(["plot", str(tmp_path / "results"), "--reps", "50"], capfd)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"qsmbench: warning: {NO_REFERENCE} has no reference scores: aggregates are on raw returns, one task at a "
+        "time (--normalize auto; --normalize reference leaves such tasks out instead)"
+    ]
+    out = tmp_path / "results" / FIGURES_DIR
+    for name in FIGURES[1:]:
+        assert (out / f"{name}_{NO_REFERENCE}.png").stat().st_size > 0, name
+    table = pd.read_csv(out / "summary.csv").query("scope == 'aggregate'")
+    assert list(table.algo) == ["qsm", "sac", "td3"] and set(table.score) == {"return"} and set(table.task) == {NO_REFERENCE}
+    assert "## Aggregate over 1 task: final return" in (out / "summary.md").read_text()
+
+
+def test_figures_show_display_names_and_take_labels_titles_and_size(
+    synthetic: Any, tmp_path: Path
+) -> None:
+    analysis = analysed(synthetic[0], normalize="reference")
+    kept = drawn(analysis)
+    curves = kept["learning_curves"]
+    assert legend_texts(curves) == ["QSM", "SAC", "TD3"]
+    assert [ax.get_title() for ax in curves.axes[:3]] == ["Hopper", "Pendulum", "Cheetah Run"]
+    assert curves._suptitle is not None and kept["sample_efficiency"].axes[0].get_title()
+    close_all(kept)
+    style = FigureStyle(labels={"qsm": "QSM (ours)", CHEETAH: "Cheetah"}, titles=False, figsize=(6.0, 4.0))
+    kept = drawn(analysis, style)
+    curves = kept["learning_curves"]
+    assert legend_texts(curves) == ["QSM (ours)", "SAC", "TD3"] and curves.axes[2].get_title() == "Cheetah"
+    assert "QSM (ours)" in [label.get_text() for label in kept["aggregate_scores"].axes[0].get_yticklabels()]
+    assert curves._suptitle is None and kept["aggregate_scores"]._suptitle is None
+    assert all(not ax.get_title() for name in ("sample_efficiency", "performance_profile", "probability_of_improvement")
+               for ax in kept[name].axes)  # fmt: skip
+    assert all(tuple(figure.get_size_inches()) == (6.0, 4.0) for figure in kept.values())
+    close_all(kept)
+
+
+@pytest.mark.parametrize(
+    ("task", "title"),
+    [("dm_control/cheetah-run-v0", "Cheetah Run"), ("Hopper-v4", "Hopper"), ("HalfCheetah-v4", "HalfCheetah"),
+     ("mujoco/hopper/medium-v0", "Mujoco Hopper Medium"), ("dm_control/quadruped-walk-v0", "Quadruped Walk")],
+)  # fmt: skip
+def test_task_titles(task: str, title: str) -> None:
+    assert task_title(task) == title
+
+
+def test_figure_options_on_the_command_line(synthetic: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """--label, --no-titles and --figsize are accepted; malformed ones and unknown names are one-line errors."""
+    root = str(synthetic[0])
+    good = ["--label", 'qsm=QSM (ours)', "--label", f"{CHEETAH}=Cheetah", "--no-titles", "--figsize", "6,4"]
+    result = run_cli(["plot", root, "--out", str(tmp_path / "good"), "--reps", "20", "--normalize", "reference", *good], capfd)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "good" / "learning_curves.png").exists()
+    for options, message in (
+        (["--label", "qsm"], "--label 'qsm': expected NAME=TEXT"),
+        (["--label", "sacc=SAC"], "--label sacc: no algorithm, variant or task of that name in the results"),
+        (["--label", "qsm=A", "--label", "sac=A"], "--label: qsm and sac would both be shown as 'A'"),
+        (["--figsize", "6"], "--figsize '6': expected W,H in inches"),
+        (["--figsize", "0,4"], "figsize must be two sizes in (0, 100] inches"),
+        (["--normalize", "minmax"], "normalize must be one of auto, reference, none"),
+    ):
+        result = run_cli(["plot", root, "--out", str(tmp_path / "bad"), *options], capfd)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 2 and len(lines) == 1 and message in lines[0], (options, result.stderr)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_zero_width_intervals_still_show_in_their_colour(tmp_path: Path) -> None:
+    """Every seed of a method scores the same, and qsm always beats sac: each interval (and P = 1) has zero
+    width, and each bar gets a diamond in its method's colour, drawn whole even at the axis' end."""
+    for algo, level in (("qsm", 2000.0), ("sac", 1000.0)):
+        for seed in range(3):
+            path = run_path(tmp_path, HOPPER, algo, seed)
+            header = RunHeader(algo=algo, task=HOPPER, env_id=HOPPER, run_config={"steps": STEPS[-1]})
+            rows = pd.DataFrame({"task": HOPPER, "algo": algo, "seed": seed, "step": STEPS, "eval_return": level})
+            write_run(path, rows, RunMetadata(header, seed, "complete"))
+    analysis = analysed(tmp_path)
+    result = analysis.aggregates[0]
+    assert np.ptp(result.metrics.intervals[Method("qsm")], axis=0).max() == 0
+    assert result.improvement.points[Method("sac")] == 1.0
+    colors = figures.method_colors([Method("qsm"), Method("sac")])
+    kept = drawn(analysis)
+    for name, shown in (("aggregate_scores", ["sac", "qsm"]), ("probability_of_improvement", ["sac"])):
+        ax = kept[name].axes[0]
+        marks = [line for line in ax.lines if line.get_marker() == figures.THIN_BAR_MARKER]
+        assert [tuple(mark.get_color()) for mark in marks] == [colors[Method(algo)] for algo in shown], name
+        assert all(not mark.get_clip_on() for mark in marks)
+    close_all(kept)
+
+
+def test_aggregate_tick_labels_of_raw_returns_do_not_collide(tmp_path: Path) -> None:
+    """Raw Pendulum returns (about -1450) in a 6x4-inch figure of three panels: four tick labels per panel ran
+    into each other ("-1500-1450-1400-1350")."""
+    for algo, level in (("qsm", -1420.0), ("sac", -1440.0), ("td3", -1460.0)):
+        for seed in range(3):
+            header = RunHeader(algo=algo, task="Pendulum-v1", env_id="Pendulum-v1", run_config={"steps": STEPS[-1]})
+            returns = level + 40.0 * np.sin(seed + np.arange(len(STEPS)))
+            rows = pd.DataFrame({"task": "Pendulum-v1", "algo": algo, "seed": seed, "step": STEPS, "eval_return": returns})
+            write_run(run_path(tmp_path, "Pendulum-v1", algo, seed), rows, RunMetadata(header, seed, "complete"))
+    kept = drawn(analysed(tmp_path), FigureStyle(figsize=(6.0, 4.0)))
+    figure = kept["aggregate_scores_Pendulum-v1"]
+    renderer = figure.canvas.get_renderer()
+    for ax in figure.axes:
+        boxes = [label.get_window_extent(renderer) for label in ax.get_xticklabels() if label.get_text()]
+        assert len(boxes) >= 2
+        assert all(left.x1 <= right.x0 for left, right in zip(boxes, boxes[1:])), [label.get_text() for label in ax.get_xticklabels()]
+    close_all(kept)
+
+
+def test_probability_of_improvement_of_any_reference(
+    synthetic: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`reference` picks the method compared with each other one (by default the registry's first); a name
+    with no runs is a one-line error; a method present but not in the aggregates gives a note and no figure."""
+    runs = read_results(synthetic[0]).runs
+    by_default = analyse(runs, PlotSettings(normalize="reference", reps=50), lambda _message: None).aggregates[0]
+    of_sac = analyse(runs, PlotSettings(normalize="reference", reps=50, reference="sac"), lambda _message: None)
+    assert list(by_default.improvement.points) == [Method("sac"), Method("td3")]
+    assert list(of_sac.aggregates[0].improvement.points) == [Method("qsm"), Method("td3")]
+    p_sac_qsm, p_qsm_sac = of_sac.aggregates[0].improvement.points[Method("qsm")], by_default.improvement.points[Method("sac")]
+    assert p_sac_qsm == pytest.approx(1 - p_qsm_sac) and p_sac_qsm < 0.5  # qsm's curves are the better ones
+    figure = drawn(of_sac)["probability_of_improvement"]
+    assert figure.axes[0].get_xlabel() == "P(SAC > baseline)" and "of SAC over" in figure.axes[0].get_title()
+    plt.close(figure)
+    result = run_cli(["plot", str(synthetic[0]), "--out", str(tmp_path / "absent"), "--reference", "abc_new"], capfd)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0] == "qsmbench: error: --reference abc_new: no runs of it here; choose from qsm, sac, td3"
+    assert not (tmp_path / "absent").exists()
+    for algo in ("qsm", "sac"):
+        write_seed(tmp_path / "runs", HOPPER, algo, 0)
+    write_seed(tmp_path / "runs", NO_REFERENCE, "td3", 0)
+    outside = analyse(read_results(tmp_path / "runs").runs, PlotSettings(normalize="reference", reps=20, reference="td3"), print)
+    assert "probability of improvement skipped: no td3 runs in the aggregates" in outside.warnings
+    kept = drawn(outside)
+    assert "probability_of_improvement" not in kept and "performance_profile" in kept
+    for made in kept.values():
+        plt.close(made)
+
+
+def test_algorithms_are_ordered_by_the_registry_then_alphabetically(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Legends, table rows and colours follow `ALGORITHMS`; algorithms it does not know come after, by name."""
+    monkeypatch.setitem(ALGORITHMS, "zz_registered", ALGORITHMS["sac"])  # a new registry entry, last in the registry
+    names = ["zzz_new", "td3", "abc_new", "zz_registered", "qsm", "sac", "dql"]
+    expected = [*(name for name in ALGORITHMS if name in names), "abc_new", "zzz_new"]
+    assert expected[:5] == ["qsm", "dql", "sac", "td3", "zz_registered"]
+    assert algo_order(names) == expected
+    for algo in names:
+        write_seed(tmp_path, HOPPER, algo, 0)
+    assert [group.algo for group in build_groups(read_results(tmp_path).runs)[0]] == expected
+    colors = figures.method_colors([Method(algo) for algo in expected])
+    shown = [Method("abc_new"), Method("td3")]
+    assert figures.method_colors(shown) == {method: colors[method] for method in shown}
+    assert len(set(colors.values())) == len(expected)
+
+
+def test_cli_plot_writes_tables_and_reports_where(synthetic, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """The command: exit 0, the output directory named on stdout, warnings one per line on stderr."""
+    root, _ = synthetic
+    out = tmp_path / "figures"
+    result = run_cli(["plot", str(root), "--out", str(out), "--reps", "100", "--normalize", "reference"], capfd)
+    assert result.returncode == 0, result.stderr
+    assert str(out) in result.stdout
+    assert (out / "summary.md").exists() and (out / "learning_curves.png").exists()
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_plot_of_a_missing_directory_is_one_line(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    result = run_cli(["plot", str(tmp_path / "nothing")], capfd)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("qsmbench: error:"), result.stderr

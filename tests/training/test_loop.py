@@ -1,0 +1,77 @@
+"""The training loop on real environments: what reaches replay and what reaches the run files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from qsmbench.core.errors import ConfigError
+from qsmbench.training.progress import PlainReporter
+from qsmbench.runs.spec import RunSpec, make_spec
+from qsmbench.runs.read import read_run
+from qsmbench.training.loop import Trainer, start
+from qsmbench.training.prepare import prepare
+
+SMALL = ["warmup_steps=50", "batch_size=16", "hidden_sizes=32,32"]
+
+
+def small_spec(tmp_path: Path, algo: str, env: str, steps: int, eval_every: int) -> RunSpec:
+    return make_spec(algo, SMALL, env=env, seeds=2, steps=steps, eval_every=eval_every, eval_episodes=1, device="cpu",
+                     out=str(tmp_path))  # fmt: skip
+
+
+def small_trainer(tmp_path: Path, algo: str, env: str, steps: int, eval_every: int) -> Trainer:
+    spec = small_spec(tmp_path, algo, env, steps, eval_every)
+    return start(prepare(spec), PlainReporter(algo, spec.protocol.seed_values, steps))
+
+
+def test_time_limit_truncations_are_stored_as_non_terminal(tmp_path: Path) -> None:
+    """Pendulum-v1 never terminates, only truncates at 200 steps: replay must bootstrap through it."""
+    trainer = small_trainer(tmp_path, "sac", "Pendulum-v1", steps=250, eval_every=250)
+    trainer.train()
+    replay = trainer.parts.transitions
+    assert replay.size == 250
+    stored = replay.transitions_at(torch.arange(250).expand(2, 250))
+    assert torch.equal(stored.terminated, torch.zeros(2, 250))
+    # the stored s' of the truncated step is the true final state, not the next episode's start
+    assert not torch.equal(stored.next_obs[:, 199], stored.obs[:, 200])
+    torch.testing.assert_close(stored.next_obs[:, 198], stored.obs[:, 199])
+    assert read_run(trainer.recorder.files.paths[0]).curve["train_episodes"].tolist() == [0, 1]
+
+
+def test_dm_control_run_writes_a_curve_per_seed(tmp_path: Path) -> None:
+    """A DeepMind Control task trains end to end through shimmy with flattened observations."""
+    trainer = small_trainer(tmp_path, "td3", "dm_control/cheetah-run-v0", steps=100, eval_every=50)
+    trainer.train()
+    assert trainer.parts.transitions.sample(5).obs.shape == (2, 5, 17)
+    for seed, path in zip((0, 1), trainer.recorder.files.paths):
+        assert path == tmp_path / "dm_control-cheetah-run-v0" / "td3" / f"seed_{seed}.parquet"
+        run = read_run(path)
+        curve = run.curve
+        assert run.status == "complete" and run.seed == seed
+        assert run.metadata.header.env_id == run.task == "dm_control/cheetah-run-v0"
+        assert curve["step"].tolist() == [0, 50, 100]
+        assert np.isfinite(curve["eval_return"]).all()
+        assert np.isfinite(curve["critic_loss"].iloc[-1])
+
+
+def test_seed_curves_are_the_same_run_after_run(tmp_path: Path) -> None:
+    """On the CPU a run is reproducible: the same command gives the same learning curves."""
+    curves = []
+    for attempt in ("a", "b"):
+        trainer = small_trainer(tmp_path / attempt, "td3", "Pendulum-v1", steps=120, eval_every=60)
+        trainer.train()
+        curves.append([read_run(path).curve["eval_return"].tolist() for path in trainer.recorder.files.paths])
+    assert curves[0] == curves[1]
+    assert curves[0][0] != curves[0][1], "different seeds should not produce the same curve"
+
+
+def test_a_spec_refuses_a_config_of_another_algorithm(tmp_path: Path) -> None:
+    """The trainer builds the agent from the spec's own entry, so a mismatched pair must not exist at all."""
+    sac, td3 = small_spec(tmp_path, "sac", "Pendulum-v1", 100, 100), small_spec(tmp_path, "td3", "Pendulum-v1", 100, 100)
+    with pytest.raises(ConfigError, match="td3 takes a TD3Config, not a SACConfig"):
+        RunSpec(td3.protocol, td3.execution, td3.algorithm, sac.config)
+    assert list(tmp_path.iterdir()) == []
