@@ -6,7 +6,7 @@ would clash with an unrelated, widely installed PyPI package of that name.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from qsmbench.algorithms import diffusion_ql, qsm, sac, td3
 from qsmbench.algorithms.contract import Agent, Algorithm

@@ -7,14 +7,15 @@ each with a leading seed axis, and it hands back actions and per-seed diagnostic
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
-from qsmbench.core.config import OffPolicyConfig
 from qsmbench.algorithms.blocks.randomness import GLOBAL_NOISE, Noise
+from qsmbench.core.config import OffPolicyConfig
 
 
 @dataclass(frozen=True)

@@ -27,21 +27,25 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor
 
-from qsmbench.algorithms.contract import Algorithm
-from qsmbench.algorithms.blocks.updates import critic_step, optimizer_step, perturb, td_target
-from qsmbench.core.config import DQL_CODE, MAX_WIDTH, require, setting
 from qsmbench.algorithms.blocks.diffusion import (
-    DiffusionPolicyConfig, DiffusionSchedule, SamplerOptions, SinusoidalDenoiser, mish, reverse_chain,
+    DiffusionPolicyConfig,
+    DiffusionSchedule,
+    SamplerOptions,
+    SinusoidalDenoiser,
+    mish,
+    reverse_chain,
 )
 from qsmbench.algorithms.blocks.nets import QEnsemble, frozen, seed_generators, soft_update_
 from qsmbench.algorithms.blocks.randomness import GLOBAL_NOISE, Noise, categorical
-from qsmbench.algorithms.contract import Batch
+from qsmbench.algorithms.blocks.updates import critic_step, optimizer_step, perturb, td_target
+from qsmbench.algorithms.contract import Algorithm, Batch
+from qsmbench.core.config import DQL_CODE, MAX_WIDTH, require, setting
 
 
 @dataclass(frozen=True)

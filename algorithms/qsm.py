@@ -21,19 +21,24 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor
 
-from qsmbench.algorithms.contract import Algorithm
-from qsmbench.algorithms.blocks.updates import critic_step, optimizer_step, perturb, td_target
-from qsmbench.core.config import MAX_WIDTH, QSM_CODE, QSM_CONFIG, QSM_LEARNER, require, require_widths, setting
-from qsmbench.algorithms.blocks.diffusion import DiffusionPolicyConfig, DiffusionSchedule, FourierDenoiser, SamplerOptions, reverse_chain
+from qsmbench.algorithms.blocks.diffusion import (
+    DiffusionPolicyConfig,
+    DiffusionSchedule,
+    FourierDenoiser,
+    SamplerOptions,
+    reverse_chain,
+)
 from qsmbench.algorithms.blocks.nets import QEnsemble, frozen, seed_generators, soft_update_
 from qsmbench.algorithms.blocks.randomness import GLOBAL_NOISE, Noise
-from qsmbench.algorithms.contract import Batch
+from qsmbench.algorithms.blocks.updates import critic_step, optimizer_step, perturb, td_target
+from qsmbench.algorithms.contract import Algorithm, Batch
+from qsmbench.core.config import MAX_WIDTH, QSM_CODE, QSM_CONFIG, QSM_LEARNER, require, require_widths, setting
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,7 @@ class QSM:
         self.denoiser = FourierDenoiser(
             obs_dim, act_dim, config.actor_hidden_sizes, config.time_features, config.time_feature_std,
             config.time_hidden_sizes, generators,
-        ).to(device)  # fmt: skip
+        ).to(device)
         self.critic = QEnsemble(obs_dim, act_dim, config.hidden_sizes, generators, init="xavier").to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.schedule = DiffusionSchedule.make(config.schedule, config.diffusion_steps, device)

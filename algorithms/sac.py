@@ -16,20 +16,18 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from qsmbench.algorithms.contract import Algorithm
-from qsmbench.algorithms.blocks.updates import critic_step, optimizer_step, td_target
-from qsmbench.core.config import OffPolicyConfig, require, setting
 from qsmbench.algorithms.blocks.nets import BatchedMLP, QEnsemble, frozen, seed_generators, soft_update_
 from qsmbench.algorithms.blocks.randomness import GLOBAL_NOISE, Noise
-from qsmbench.algorithms.contract import Batch
-
+from qsmbench.algorithms.blocks.updates import critic_step, optimizer_step, td_target
+from qsmbench.algorithms.contract import Algorithm, Batch
+from qsmbench.core.config import OffPolicyConfig, require, setting
 
 LOG_STD_LIMIT = 20.0  # past it exp() under- or overflows float32, and log pi becomes inf
 SAC_PAPER = "SAC paper (Haarnoja et al. 2018, arXiv 1812.05905, Table 1)"

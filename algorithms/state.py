@@ -8,7 +8,8 @@ to act (`network_state`) or to go on training (`training_state`). Every tensor h
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn

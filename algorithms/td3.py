@@ -14,18 +14,17 @@ Exploration adds N(0, sigma_explore^2) to mu(s). Losses are batch means summed o
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor
 
-from qsmbench.algorithms.contract import Algorithm
-from qsmbench.algorithms.blocks.updates import critic_step, optimizer_step, perturb, td_target
-from qsmbench.core.config import TD3_CODE, OffPolicyConfig, require, setting
 from qsmbench.algorithms.blocks.nets import BatchedMLP, QEnsemble, frozen, seed_generators, soft_update_
 from qsmbench.algorithms.blocks.randomness import GLOBAL_NOISE, Noise
-from qsmbench.algorithms.contract import Batch
+from qsmbench.algorithms.blocks.updates import critic_step, optimizer_step, perturb, td_target
+from qsmbench.algorithms.contract import Algorithm, Batch
+from qsmbench.core.config import TD3_CODE, OffPolicyConfig, require, setting
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from qsmbench.runs.checkpoint import write_checkpoint
-from qsmbench.training.progress import PlainReporter
-from qsmbench.training.replay import SeedBatchedReplay
-from qsmbench.runs.spec import make_spec
 from qsmbench.core.messages import format_bytes
+from qsmbench.runs.checkpoint import write_checkpoint
+from qsmbench.runs.spec import make_spec
 from qsmbench.training.loop import start
 from qsmbench.training.prepare import prepare
+from qsmbench.training.progress import PlainReporter
+from qsmbench.training.replay import SeedBatchedReplay
 
 
 def fill(replay: SeedBatchedReplay, transitions: int, episode: int = 1000) -> None:

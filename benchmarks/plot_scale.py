@@ -20,11 +20,11 @@ import pandas as pd
 
 from qsmbench.analysis.pipeline import analyse
 from qsmbench.analysis.settings import FigureStyle, PlotSettings
-from qsmbench.runs.layout import FIGURES_DIR, run_path
+from qsmbench.analysis.tables import write_tables
 from qsmbench.runs.format import RunHeader, RunMetadata
+from qsmbench.runs.layout import FIGURES_DIR, run_path
 from qsmbench.runs.read import read_results
 from qsmbench.runs.write import write_run
-from qsmbench.analysis.tables import write_tables
 
 ALGOS = ("qsm", "dql", "sac", "td3")
 

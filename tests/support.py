@@ -13,9 +13,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -24,14 +25,14 @@ import pytest
 import torch
 
 from qsmbench.algorithms import ALGORITHMS, Agent
+from qsmbench.algorithms.contract import Batch
 from qsmbench.cli import main
 from qsmbench.core.config import OffPolicyConfig
-from qsmbench.training.progress import PlainReporter
-from qsmbench.algorithms.contract import Batch
-from qsmbench.runs.spec import make_spec
 from qsmbench.runs.read import read_run
+from qsmbench.runs.spec import make_spec
 from qsmbench.training.loop import train
 from qsmbench.training.prepare import prepare
+from qsmbench.training.progress import PlainReporter
 
 CPU = torch.device("cpu")
 PENDULUM_SOLVED = -400.0  # a random policy scores about -1200 on Pendulum-v1, a solved one about -150
@@ -77,7 +78,7 @@ def small_config(algo: str) -> OffPolicyConfig:
 def assert_learns_pendulum(algo: str, out: Path, steps: int, overrides: Sequence[str]) -> None:
     """Train 2 seeds on Pendulum-v1; the mean of their last two evaluations must beat PENDULUM_SOLVED."""
     spec = make_spec(algo, overrides, env="Pendulum-v1", seeds=2, steps=steps, eval_every=1000, eval_episodes=5,
-                     device="cpu", out=str(out))  # fmt: skip
+                     device="cpu", out=str(out))
     outcome = train(prepare(spec), PlainReporter(algo, spec.protocol.seed_values, steps))
     curves = [read_run(path).curve for path in outcome.paths]
     final = np.mean([curve["eval_return"].iloc[-2:].mean() for curve in curves])
@@ -129,7 +130,7 @@ def write_schema_1_results(root: Path) -> None:
     at 0/20/40, with `eval_normalized_score`), two seeds each.
     """
     runs = [("Pendulum-v1", "sac", "Pendulum-v1", None, 100), ("Pendulum-v1", "td3", "Pendulum-v1", None, 100),
-            (SCHEMA_1_DATASET, "dql", "Pendulum-v1", SCHEMA_1_DATASET, 20)]  # fmt: skip
+            (SCHEMA_1_DATASET, "dql", "Pendulum-v1", SCHEMA_1_DATASET, 20)]
     for task, algo, env_id, dataset, every in runs:
         for seed in (0, 1):
             rng = np.random.default_rng([seed, len(algo), every])
@@ -138,13 +139,13 @@ def write_schema_1_results(root: Path) -> None:
             columns: dict[str, Any] = {
                 "algo": [algo] * 3, "env": [task] * 3, "seed": [seed] * 3, "step": steps, "eval_return": returns,
                 "eval_return_std": [0.0] * 3,
-            }  # fmt: skip
+            }
             if dataset:
                 columns["eval_normalized_score"] = 100 * (returns - SCHEMA_1_REFS[0]) / (SCHEMA_1_REFS[1] - SCHEMA_1_REFS[0])
             columns |= {
                 "train_return": [float("nan")] * 3, "train_episodes": [0, 0, 0], "wall_time_s": [0.0, 0.5, 1.0],
                 "sps": [float("nan"), 100.0, 100.0], "critic_loss": [float("nan"), 1.0, 0.5],
-            }  # fmt: skip
+            }
             document = {
                 "schema_version": 1, "algo": algo, "env": env_id, "task": task, "dataset": dataset,
                 "ref_scores": list(SCHEMA_1_REFS) if dataset else None,
@@ -155,7 +156,7 @@ def write_schema_1_results(root: Path) -> None:
                 "git_commit": "155e41c15acd3ad744807df6e06f5cf6657310a9", "device": "cpu", "cpu": "AMD EPYC",
                 "platform": "Linux", "hostname": "vm", "start_time": "2026-11-22T08:28:23+00:00",
                 "seed": seed, "status": "complete", "error": None,
-            }  # fmt: skip
+            }
             table = pa.table(columns).replace_schema_metadata({b"qsmbench": json.dumps(document).encode()})
             path = root / task.replace("/", "-") / algo / f"seed_{seed}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)

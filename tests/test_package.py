@@ -24,7 +24,7 @@ def test_algorithms_import_as_qsmbench_algorithms_beside_an_unrelated_algorithms
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=tmp_path, env={"PYTHONPATH": str(tmp_path / "site"), "PATH": ""},
         capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "the unrelated algorithms package | qsm,dql,sac,td3"
 

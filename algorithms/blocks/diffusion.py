@@ -8,16 +8,17 @@ actions are `[seeds, n, dim]`, step indices `[seeds, n]`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Literal, Protocol, Sequence
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from qsmbench.core.config import DQL_CODE, QSM_CONFIG, QSM_LEARNER, OffPolicyConfig, require, require_widths, setting
 from qsmbench.algorithms.blocks.nets import BatchedMLP
 from qsmbench.algorithms.blocks.randomness import GLOBAL_NOISE, Noise
+from qsmbench.core.config import DQL_CODE, QSM_CONFIG, QSM_LEARNER, OffPolicyConfig, require, require_widths, setting
 
 ScheduleKind = Literal["vp", "linear", "cosine"]
 MAX_DIFFUSION_STEPS = 1000  # DDPM's own setting; beyond it a run would spend its life sampling
@@ -118,7 +119,7 @@ class DiffusionSchedule:
         alphas = 1.0 - betas
         alpha_hats = torch.cumprod(alphas, dim=0)
         alpha_hats_prev = torch.cat([torch.ones(1, dtype=torch.float64, device="cpu"), alpha_hats[:-1]])
-        as_float = lambda x: x.to(device=device, dtype=torch.float32)  # noqa: E731
+        as_float = lambda x: x.to(device=device, dtype=torch.float32)
         reverse = tuple(reverse_step_coefficients(*map(float, values)) for values in zip(betas, alpha_hats, alpha_hats_prev))
         return cls(as_float(betas), as_float(alphas), as_float(alpha_hats), as_float(alpha_hats_prev), reverse)
 

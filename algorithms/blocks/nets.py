@@ -11,7 +11,8 @@ import contextlib
 import itertools
 import math
 import zlib
-from typing import Any, Callable, Iterator, Literal, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -85,7 +86,7 @@ class BatchedMLP(nn.Module):
         sizes = [in_features, *hidden_sizes, out_features]
         self.activation = activation
         self.layers = nn.ModuleList(
-            BatchedLinear(n_in, n_out, generators, ensemble, init) for n_in, n_out in zip(sizes[:-1], sizes[1:])
+            BatchedLinear(n_in, n_out, generators, ensemble, init) for n_in, n_out in itertools.pairwise(sizes)
         )
 
     def forward(self, x: Tensor) -> Tensor:

@@ -9,7 +9,8 @@ change what a seed learns), and a resumed run needs no evaluation generator stat
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -53,7 +54,7 @@ class SeedNoise:
                 int(np.random.SeedSequence([seed, EVALUATION_SALT, *stream, step]).generate_state(1)[0])
             )
             for seed in seeds
-        ])  # fmt: skip
+        ])
 
     def normal(self, shape: Sequence[int], device: torch.device) -> Tensor:
         return self._draw(torch.randn, shape, device)

@@ -7,7 +7,7 @@ the gradient it would get alone; clipping, when asked for, is per seed too.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn

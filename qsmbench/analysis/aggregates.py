@@ -20,8 +20,8 @@ from qsmbench.analysis.bootstrap import (
     performance_profiles,
     probability_of_improvement,
 )
-from qsmbench.analysis.settings import PlotSettings, Progress
 from qsmbench.analysis.scores import Group, Method, Scale, final_score, method_order, reference_meaning, scores_on
+from qsmbench.analysis.settings import PlotSettings, Progress
 from qsmbench.core.messages import plural
 
 CURVE_POINTS = 30  # points of the aggregate IQM-over-steps curve; each costs one bootstrap statistic
@@ -104,7 +104,7 @@ def aggregate(
     if any(len(cell[task, method].seeds) > runs for task in tasks for method in methods):
         warnings.append(f"aggregates use the first {plural(runs, 'seed')} of every task and method (rliable needs equal counts)")
     members = {method: [cell[task, method] for task in tasks] for method in methods}
-    scores = {(g.task, g.method): scores_on(g, scale)[:runs] for gs in members.values() for g in gs}  # type: ignore[index]
+    scores = {(g.task, g.method): scores_on(g, scale)[:runs] for gs in members.values() for g in gs}
     last = settings.last_evals
     finals: dict[Hashable, np.ndarray] = {
         method: np.stack([final_score(scores[g.task, method], g.steps, final_at[g.task], last) for g in gs], axis=1)

@@ -24,11 +24,10 @@ its own scores, and the same inputs always give the same CIs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
-
-import math
 
 import numpy as np
 
@@ -151,7 +150,7 @@ def performance_profiles(
     if normalised:  # show the whole 0-to-1 range
         low, high = min(0.0, low), max(1.0, high)
     taus = np.linspace(low, high, PROFILE_POINTS)
-    profile = lambda scores: (pooled(scores)[..., None] > taus).mean(axis=1)  # noqa: E731
+    profile = lambda scores: (pooled(scores)[..., None] > taus).mean(axis=1)
     return taus, interval_estimates(finals, profile, settings)
 
 

@@ -17,22 +17,22 @@ import numpy as np
 
 matplotlib.use("Agg")  # files only, also on machines without a display
 
-import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
-import seaborn as sns  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
-from rliable import plot_utils  # noqa: E402
+import matplotlib.pyplot as plt
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import FuncFormatter
+from rliable import plot_utils
 
-from qsmbench.analysis.aggregates import Aggregate  # noqa: E402
-from qsmbench.algorithms import ALGORITHMS  # noqa: E402
-from qsmbench.analysis.pipeline import Analysis  # noqa: E402
-from qsmbench.analysis.labels import method_label, task_label  # noqa: E402
-from qsmbench.analysis.settings import FigureStyle, Progress  # noqa: E402
-from qsmbench.analysis.scores import Method, method_order  # noqa: E402
-from qsmbench.runs.layout import path_safe
+from qsmbench.algorithms import ALGORITHMS
+from qsmbench.analysis.aggregates import Aggregate
+from qsmbench.analysis.labels import method_label, task_label
+from qsmbench.analysis.pipeline import Analysis
+from qsmbench.analysis.scores import Method, method_order
+from qsmbench.analysis.settings import FigureStyle, Progress
 from qsmbench.core.messages import plural
+from qsmbench.runs.layout import path_safe
 
 Color = tuple[float, float, float]
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 
 from qsmbench.algorithms import ALGORITHMS
-from qsmbench.core.errors import ConfigError
-from qsmbench.analysis.settings import FigureStyle
 from qsmbench.analysis.scores import DMC_PREFIX, Method
+from qsmbench.analysis.settings import FigureStyle
+from qsmbench.core.errors import ConfigError
 from qsmbench.runs.format import RunFile
 
 VERSION_SUFFIX = re.compile(r"-v\d+$")

@@ -42,12 +42,22 @@ import pandas as pd
 
 from qsmbench.analysis.aggregates import Aggregate, aggregates
 from qsmbench.analysis.bootstrap import MIN_SEEDS, Estimates, interval_estimates, mean_over_runs
-from qsmbench.core.errors import ConfigError
+from qsmbench.analysis.scores import (
+    Group,
+    Method,
+    Scale,
+    build_groups,
+    capped,
+    final_steps,
+    method_order,
+    resolve_scale,
+    scored_groups,
+)
 from qsmbench.analysis.settings import PlotSettings, Progress
-from qsmbench.analysis.scores import Group, Method, Scale, build_groups, capped, final_steps, method_order, resolve_scale, scored_groups
-from qsmbench.runs.format import RunFile
-from qsmbench.core.messages import plural
 from qsmbench.analysis.tables import aggregate_rows, summary_table, task_rows
+from qsmbench.core.errors import ConfigError
+from qsmbench.core.messages import plural
+from qsmbench.runs.format import RunFile
 
 
 @dataclass(frozen=True)

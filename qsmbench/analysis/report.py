@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from qsmbench.analysis.pipeline import analyse
 from qsmbench.analysis.labels import check_labels
+from qsmbench.analysis.pipeline import analyse
 from qsmbench.analysis.settings import FigureStyle, PlotSettings, Progress
-from qsmbench.runs.read import read_results
-from qsmbench.core.messages import plural
 from qsmbench.analysis.tables import write_tables
+from qsmbench.core.messages import plural
 from qsmbench.runs.layout import figures_dir
+from qsmbench.runs.read import read_results
 
 # Where `plot` writes into a results directory by default. The leading underscore keeps the figures out of
 # pyarrow's dataset discovery (it skips names starting with "_" or "."), so `pd.read_parquet(results_dir)`

@@ -15,11 +15,11 @@ from typing import Literal
 import numpy as np
 
 from qsmbench.algorithms import ALGORITHMS
+from qsmbench.analysis.settings import Normalize
 from qsmbench.core.config import BUDGET
 from qsmbench.core.errors import ConfigError
-from qsmbench.analysis.settings import Normalize
-from qsmbench.runs.format import OFFLINE_SCORE, RunFile
 from qsmbench.core.messages import plural
+from qsmbench.runs.format import OFFLINE_SCORE, RunFile
 
 DMC_PREFIX = "dm_control/"
 DMC_MAX_RETURN = 1000.0

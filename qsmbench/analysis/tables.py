@@ -14,8 +14,8 @@ import pandas as pd
 
 from qsmbench.analysis.aggregates import Aggregate
 from qsmbench.analysis.bootstrap import MIN_SEEDS, Estimates, interval_estimates, iqm_and_mean
-from qsmbench.analysis.settings import PlotSettings
 from qsmbench.analysis.scores import Group, Method, Scale, final_score
+from qsmbench.analysis.settings import PlotSettings
 from qsmbench.core.messages import plural
 
 COUNT_COLUMNS = ("tasks", "seeds", "incomplete", "diverged", "final_step", "last_evals")  # integers, empty where n/a
@@ -23,7 +23,7 @@ TABLE_COLUMNS = (
     "scope", "task", "algo", "variant", "score", "tasks", "seeds", "incomplete", "diverged", "final_step", "last_evals",
     "iqm", "iqm_ci_low", "iqm_ci_high", "mean", "mean_ci_low", "mean_ci_high",
     "median", "median_ci_low", "median_ci_high", "optimality_gap", "optimality_gap_ci_low", "optimality_gap_ci_high",
-)  # fmt: skip
+)
 
 
 def summary_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -51,7 +51,7 @@ def task_rows(groups: list[Group], final_at: dict[str, int], scale: Scale, setti
                 "final_step": final_at[task], "last_evals": settings.last_evals,
                 **estimate_columns(["iqm", "mean"], estimates, (task, method, score)),
             }
-        )  # fmt: skip
+        )
     return rows
 
 
@@ -74,7 +74,7 @@ def aggregate_rows(result: Aggregate, settings: PlotSettings) -> list[dict[str, 
             "last_evals": settings.last_evals, **estimate_columns(columns, result.metrics, method),
         }
         for method in result.methods
-    ]  # fmt: skip
+    ]
 
 
 def estimate_columns(names: list[str], estimates: Estimates, key: Hashable) -> dict[str, float]:
@@ -104,7 +104,8 @@ def markdown(table: pd.DataFrame, results: list[Aggregate], settings: PlotSettin
         f"Final score of a run: the mean of its last {plural(settings.last_evals, 'evaluation')} after step 0 and at or before "
         "the final step, the last evaluation step that every method on the task reached. IQM (interquartile mean) "
         f"and mean over seeds with 95% stratified bootstrap confidence intervals (percentile, "
-        f"{plural(settings.reps, 'resample')}, seed {settings.seed}); with fewer than {MIN_SEEDS} seeds they are not meaningful. Normalised "
+        f"{plural(settings.reps, 'resample')}, seed {settings.seed}); with fewer than {MIN_SEEDS} seeds they are not meaningful. "
+        "Normalised "
         "score, on fixed references: Gymnasium MuJoCo (R - random) / (expert - random), 0 = random, 1 = expert; "
         "DeepMind Control return / 1000; offline runs D4RL normalised score / 100.",
     ]

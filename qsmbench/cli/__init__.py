@@ -50,7 +50,7 @@ def main() -> None:
         sys.exit(error.exit_code)
     except typer.Abort as abort:  # Ctrl-C or SIGTERM outside a run: nothing was being written
         sys.exit(EXIT_TERMINATED if isinstance(abort.__cause__, Terminated) else EXIT_INTERRUPTED)
-    except Exception as error:  # noqa: BLE001 - one line here; the traceback is in the run files
+    except Exception as error:
         print(f"qsmbench: run failed: {type(error).__name__}: {error}", file=sys.stderr)
         sys.exit(EXIT_FAILED)
     sys.exit(code if isinstance(code, int) else 0)

@@ -7,8 +7,6 @@ from typing import Annotated
 
 import typer
 
-
-
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,

@@ -10,11 +10,11 @@ from rich.console import Console
 from rich.table import Table
 
 from qsmbench.algorithms import resolve
+from qsmbench.core.errors import ConfigError
+from qsmbench.core.messages import plural
+from qsmbench.envs.environments import check_env_id
 from qsmbench.tools.bench import append_results
 from qsmbench.tools.bench import bench as measure
-from qsmbench.core.errors import ConfigError
-from qsmbench.envs.environments import check_env_id
-from qsmbench.core.messages import plural
 from qsmbench.training.prepare import check_compile_device, resolve_device
 
 
@@ -41,17 +41,18 @@ def bench_command(
     check_compile_device(compile, torch_device)
     results = []
     table = Table("algo", "seeds", "env/s", "act/s", "update/s", "loop/s", "seed-steps/s", "ops/update", "ops/act",
-                  title=f"qsmbench bench: {env} on {torch_device.type} (per second: batched steps and calls)")  # fmt: skip
+                  title=f"qsmbench bench: {env} on {torch_device.type} (per second: batched steps and calls)")
     modes = [False, True] if compile else [False]  # eager, then compiled
     for name, compiled in [(name, compiled) for name in names for compiled in modes]:
         for count in counts:
             result = measure(name, env, count, calls, torch_device, compiled)
             results.append(result)
             table.add_row(
-                f"{name} (compiled)" if compiled else name, str(count), f"{result.env_sps:,.0f}", f"{result.act_per_s:,.0f}", f"{result.update_per_s:,.1f}",
+                f"{name} (compiled)" if compiled else name, str(count), f"{result.env_sps:,.0f}", f"{result.act_per_s:,.0f}",
+                f"{result.update_per_s:,.1f}",
                 f"{result.loop_sps:,.1f}", f"{result.loop_sps * count:,.1f}", f"{result.update_operators:,.0f}",
                 f"{result.act_operators:,.0f}",
-            )  # fmt: skip
+            )
     Console().print(table)
     append_results(out, results, torch_device)
     print(f"appended {plural(len(results), 'result')} to {out}")

@@ -15,8 +15,8 @@ from qsmbench.runs.layout import run_dir
 from qsmbench.runs.saved_policies import load_agent
 from qsmbench.tools.evaluate import PolicyReturns, evaluate_policies, find_policies, parse_seeds
 from qsmbench.tools.toy import register_bandit
-from qsmbench.training.prepare import resolve_device
 from qsmbench.tools.video import check_video_support, choose_renderer, record_videos
+from qsmbench.training.prepare import resolve_device
 
 
 def eval_command(
@@ -55,11 +55,13 @@ def eval_command(
 
 def returns_table(results: list[PolicyReturns], episodes: int, eval_seed: int) -> Table:
     """One row per seed (mean and standard deviation over its episodes), and each run's mean over seeds."""
-    table = Table("task", "algorithm", "seed", "step", "return", "std", title=f"qsmbench eval: {episodes} episodes per seed, eval seed {eval_seed}")
+    title = f"qsmbench eval: {episodes} episodes per seed, eval seed {eval_seed}"
+    table = Table("task", "algorithm", "seed", "step", "return", "std", title=title)
     for result in results:
         header = result.policies[0].header
         for policy, returns in zip(result.policies, result.returns):
-            table.add_row(header.task, escape(result.label), str(policy.seed), f"{policy.step:,}", f"{returns.mean():.1f}", f"{returns.std():.1f}")
+            mean, std = f"{returns.mean():.1f}", f"{returns.std():.1f}"
+            table.add_row(header.task, escape(result.label), str(policy.seed), f"{policy.step:,}", mean, std)
         if len(result.policies) > 1:
             table.add_row(header.task, escape(result.label), "mean", "", f"{result.returns.mean(axis=1).mean():.1f}", "", style="bold")
     return table

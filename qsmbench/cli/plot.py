@@ -10,11 +10,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from qsmbench.analysis.report import plot_results
 from qsmbench.analysis.settings import FigureStyle, PlotSettings
 from qsmbench.core.errors import ConfigError
-from qsmbench.analysis.report import plot_results
-from qsmbench.runs.layout import FIGURES_DIR
 from qsmbench.core.messages import plural
+from qsmbench.runs.layout import FIGURES_DIR
 
 
 def plot(
@@ -53,12 +53,12 @@ def plot(
 ) -> None:
     """Tables (summary.csv, summary.md) and figures with rliable: IQM, curves, profiles, P(improvement)."""
     settings = PlotSettings(
-        normalize=normalize, last_evals=last_evals, reps=reps, reference=reference or ""  # type: ignore[arg-type]
+        normalize=normalize, last_evals=last_evals, reps=reps, reference=reference or ""
     )
     style = FigureStyle(labels=parse_labels(label or []), titles=titles, figsize=parse_figsize(figsize))
     console = Console(stderr=True)
     with console.status("qsmbench plot: reading runs") as status:
-        say = lambda message: status.update(f"qsmbench plot: {message}")  # noqa: E731
+        say = lambda message: status.update(f"qsmbench plot: {message}")
         report = plot_results(results_dir, settings, out, progress=say, style=style)
     for warning in report.warnings:
         print(f"qsmbench: warning: {warning}", file=sys.stderr)

@@ -8,15 +8,15 @@ from typing import Annotated
 
 import typer
 
+from qsmbench.analysis.report import PlotReport
+from qsmbench.cli.exits import EXIT_FAILED, interrupted
 from qsmbench.core.config import DEFAULT_CHECKPOINT_EVERY
 from qsmbench.core.errors import ConfigError
-from qsmbench.grid.files import load_grid
-from qsmbench.grid.plan import format_job_list, format_plan, plan, select
-from qsmbench.analysis.report import PlotReport
-from qsmbench.grid.ray import run_on_ray
-from qsmbench.grid.local import plot_grid, plot_if_complete, run_grid, train_jobs
 from qsmbench.core.messages import plural
-from qsmbench.cli.exits import EXIT_FAILED, interrupted
+from qsmbench.grid.files import load_grid
+from qsmbench.grid.local import plot_grid, plot_if_complete, run_grid, train_jobs
+from qsmbench.grid.plan import format_job_list, format_plan, plan, select
+from qsmbench.grid.ray import run_on_ray
 
 
 def reproduce(

@@ -8,14 +8,14 @@ from typing import Annotated
 
 import typer
 
+from qsmbench.cli.exits import EXIT_DIVERGED, interrupted
 from qsmbench.core.config import DEFAULT_CHECKPOINT_EVERY, DEFAULT_TRACK_EVERY, variant_label
-from qsmbench.runs.layout import POLICY_DIR
-from qsmbench.training.progress import make_reporter
-from qsmbench.runs.spec import make_spec
 from qsmbench.core.messages import plural
+from qsmbench.runs.layout import POLICY_DIR
+from qsmbench.runs.spec import make_spec
 from qsmbench.training.loop import train
 from qsmbench.training.prepare import prepare
-from qsmbench.cli.exits import EXIT_DIVERGED, interrupted
+from qsmbench.training.progress import make_reporter
 
 
 def run(

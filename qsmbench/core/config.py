@@ -13,13 +13,14 @@ import difflib
 import math
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from qsmbench.core.errors import ConfigError
 
 
-def setting(default: Any, help: str, source: str = "") -> Any:  # noqa: A002 - the word argparse and typer use
+def setting(default: Any, help: str, source: str = "") -> Any:
     """A hyperparameter field that documents itself: its default, what it means (`help`) and where the
     default comes from (`source`: the paper, the official code file, or "qsmbench's choice, because ...").
     `qsmbench list --explain ALGO` prints them (`explain`); defaults are immutable (tuples, not lists)."""
@@ -211,7 +212,7 @@ def require_float32(config: object) -> None:
     """Every float setting of a config within float32's range: a larger one is inf from the first step
     (or crashes the op that receives it); a merely huge one, such as a learning rate of 1e30, is allowed
     and shows up as a diverged run."""
-    for field in dataclasses.fields(config):  # type: ignore[arg-type]
+    for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         if isinstance(value, float):
             within = abs(value) <= FLOAT32_MAX
@@ -228,7 +229,7 @@ def apply_overrides(config: ConfigT, assignments: Sequence[str]) -> ConfigT:
         if not sep or not key:
             raise ConfigError(f"--set expects key=value, got {assignment!r}")
         changes[key] = parse_value(key, text.strip(), hints[known_key(key, hints)])
-    return dataclasses.replace(config, **changes)  # type: ignore[type-var]
+    return dataclasses.replace(config, **changes)
 
 
 def variant_label(assignments: Sequence[str], config: object, defaults: object) -> str:
@@ -248,7 +249,7 @@ def from_table(cls: type[ConfigT], table: Mapping[str, Any]) -> ConfigT:
     """
     hints = field_types(cls)
     values = {known_key(key, hints): check_value(key, value, hints[key]) for key, value in table.items()}
-    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for field in dataclasses.fields(cls):
         has_default = field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
         require(has_default or field.name in values or not field.init, f"missing key {field.name!r}")
     return cls(**values)

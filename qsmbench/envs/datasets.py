@@ -22,7 +22,6 @@ import contextlib
 import json
 import logging
 import math
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,9 +31,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from qsmbench.algorithms.contract import Batch
 from qsmbench.core.errors import ConfigError
 from qsmbench.envs.environments import check_env_id
-from qsmbench.algorithms.contract import Batch
 
 if TYPE_CHECKING:
     from minari import MinariDataset
@@ -147,7 +146,7 @@ def _open_dataset(dataset_id: str) -> MinariDataset:
     _checked_metadata(dataset_id, path / "data" / "metadata.json")
     try:
         return minari.load_dataset(dataset_id)
-    except Exception as error:  # noqa: BLE001 - any unreadable dataset is reported as one line
+    except Exception as error:
         raise ConfigError(f"cannot read Minari dataset {dataset_id!r} at {path}: {_first_line(error)}") from None
 
 
@@ -194,13 +193,13 @@ def _download(dataset_id: str, root: Path) -> None:
     from minari import download_dataset
 
     with contextlib.suppress(ImportError):  # the hub client resets its logger when its API loads: load it first
-        from huggingface_hub import HfApi  # noqa: F401
+        from huggingface_hub import HfApi  # noqa: F401 - imported for its side effect on the logger
     hub_logger = logging.getLogger("huggingface_hub")
     level = hub_logger.level
     hub_logger.setLevel(logging.ERROR)  # its retry warnings would break the one-line error
     try:
         download_dataset(dataset_id)
-    except Exception as error:  # noqa: BLE001 - see the docstring
+    except Exception as error:
         raise ConfigError(
             f"Minari dataset {dataset_id!r} is not on disk under {root} and could not be downloaded "
             f"({_first_line(error)}); on a machine with network run `minari download {dataset_id}` "

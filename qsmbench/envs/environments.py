@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from qsmbench.algorithms.contract import EnvDims
 from qsmbench.core.config import did_you_mean
 from qsmbench.core.errors import EnvError, EnvStateError
-from qsmbench.algorithms.contract import EnvDims
 
 EXAMPLE_ENV_IDS = ("Pendulum-v1", "Hopper-v4", "HalfCheetah-v4", "Walker2d-v4", "dm_control/cheetah-run-v0")
 
@@ -57,7 +58,7 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
         warnings.filterwarnings("ignore", message=".*is out of date.*")  # v4 ids are what the papers used
         try:
             env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))  # not every env takes one
-        except Exception as error:  # noqa: BLE001 - any construction failure is reported as one line
+        except Exception as error:
             raise EnvError(f"cannot create environment {env_id!r}: {error}") from None
     if not isinstance(env.action_space, gym.spaces.Box):
         env.close()

@@ -15,17 +15,20 @@ when it is gone.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
 import multiprocessing
 import signal
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from qsmbench.envs.environments import EnvBatch, StepResult
 from qsmbench.core.errors import EnvStateError
+from qsmbench.envs.environments import EnvBatch, StepResult
 
 CLOSE_TIMEOUT_S = 10.0
 
@@ -52,7 +55,7 @@ def serve(connection: Connection, env_id: str, seeds: list[int]) -> None:
         return  # the trainer is gone
     except EnvStateError as error:
         connection.send(("raise", error))
-    except BaseException as error:  # noqa: BLE001 - reported to the trainer, which fails the run with it
+    except BaseException as error:
         connection.send(("error", "".join(traceback.format_exception_only(error)).strip()))
 
 
@@ -79,7 +82,7 @@ class EnvPool:
 
     def __init__(self, env_id: str, seeds: list[int], workers: int):
         bounds = np.linspace(0, len(seeds), min(workers, len(seeds)) + 1).round().astype(int)
-        self.groups = [slice(int(start), int(end)) for start, end in zip(bounds[:-1], bounds[1:])]
+        self.groups = [slice(int(start), int(end)) for start, end in itertools.pairwise(bounds)]
         self.size = len(seeds)
         context = worker_context()
         self.connections: list[Connection] = []
@@ -110,7 +113,7 @@ class EnvPool:
         return StepResult(**{
             field.name: np.concatenate([getattr(result, field.name) for result in results])
             for field in dataclasses.fields(StepResult)
-        })  # fmt: skip
+        })
 
     def step_without_reset(self, actions: np.ndarray, running: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         results = self._call("step_without_reset", lambda group: (actions[group], running[group]))
@@ -133,10 +136,8 @@ class EnvPool:
     def _call(self, method: str, arguments: Callable[[slice], tuple[Any, ...]]) -> list[Any]:
         """Run `method` on every worker's batch with its group's `arguments`; their results in member order."""
         for connection, group in zip(self.connections, self.groups):
-            try:
+            with contextlib.suppress(OSError):  # a dead worker: reported by _gather
                 connection.send((method, arguments(group)))
-            except OSError:
-                pass  # a dead worker: reported by _gather
         return self._gather()
 
     def _gather(self) -> list[Any]:
@@ -161,10 +162,8 @@ class EnvPool:
 
     def close(self) -> None:
         for connection in self.connections:
-            try:
+            with contextlib.suppress(OSError):
                 connection.send(("close", ()))
-            except OSError:
-                pass
             connection.close()
         for process in self.processes:
             process.join(CLOSE_TIMEOUT_S)

@@ -13,20 +13,21 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import tomllib
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, Iterator, Literal, Mapping
+from typing import Any, Literal
 
 from qsmbench.algorithms import Algorithm, resolve
 from qsmbench.analysis.settings import PlotSettings
 from qsmbench.core.config import (
-    OffPolicyConfig,
     BUDGET,
     EVALUATION,
     SEEDS,
     Execution,
+    OffPolicyConfig,
     Protocol,
     apply_overrides,
     check_value,
@@ -230,7 +231,7 @@ def parse_algorithms(names: Any, overrides: Any) -> list[tuple[Algorithm, OffPol
     require(len(set(names)) == len(names), "algorithms lists an algorithm twice")
     require(isinstance(overrides, dict), f"overrides must be a table, got {overrides!r}")
     resolved = {}
-    for algo, assignments in {**dict.fromkeys(names, []), **overrides}.items():
+    for algo, assignments in {**{key: [] for key in names}, **overrides}.items():
         with located(f"overrides.{algo}" if algo in overrides else "algorithms"):
             resolved[algo] = resolve(algo, check_value(algo, assignments, tuple[str, ...]))
     return [resolved[name] for name in names]

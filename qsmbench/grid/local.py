@@ -12,17 +12,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from qsmbench.analysis.report import PlotReport, plot_results
 from qsmbench.core.config import DEFAULT_CHECKPOINT_EVERY
 from qsmbench.core.errors import CompleteRunError, ConfigError, RunLocked
-from qsmbench.grid.files import Grid
-from qsmbench.runs.locking import claim_run_dir
-from qsmbench.grid.plan import Job, format_plan, plan, seed_list
-from qsmbench.analysis.report import PlotReport, plot_results
-from qsmbench.training.progress import make_reporter
 from qsmbench.core.messages import plural
+from qsmbench.grid.files import Grid
+from qsmbench.grid.plan import Job, format_plan, plan, seed_list
+from qsmbench.runs.layout import figures_dir
+from qsmbench.runs.locking import claim_run_dir
 from qsmbench.training.loop import train
 from qsmbench.training.prepare import prepare
-from qsmbench.runs.layout import figures_dir
+from qsmbench.training.progress import make_reporter
 
 
 def run_grid(

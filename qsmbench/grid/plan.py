@@ -4,7 +4,7 @@ Resuming is per seed file. A seed is done when its file is complete and was trai
 (steps, evaluation grid, hyperparameters). A job with every seed done is skipped; otherwise only its missing
 seeds are trained, one batched run per contiguous block of seed values (seed_start), so a complete file is
 never replaced. Seeds share the random streams of their batch, so a seed retrained in a smaller batch is a
-statistically, not bitwise, equal run (see README, Seeds). A file that is complete but was trained with other
+statistically, not bitwise, equal run (docs/training.md, "What a run does"). A file that is complete but was trained with other
 settings, or is not a readable run, is a conflict: nothing trains until it is moved away or another --out is
 given. A block of seeds with a checkpoint (an interrupted run) is kept as one block and resumes from it; its
 diverged seeds are part of that run, not done on their own.
@@ -14,26 +14,27 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import itertools
 import json
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
-from qsmbench.runs.checkpoint import checkpoint_info
-from qsmbench.core.errors import CheckpointError, ConfigError, RunFileError
 from qsmbench.core.config import BUDGET, EVALUATION, Protocol, did_you_mean
+from qsmbench.core.errors import CheckpointError, ConfigError, RunFileError
+from qsmbench.core.messages import format_duration, plural
 from qsmbench.grid.files import Grid
-from qsmbench.runs.locking import read_claim
-from qsmbench.runs.spec import RunSpec
+from qsmbench.runs.checkpoint import checkpoint_info
 from qsmbench.runs.format import FINISHED, RunHeader
 from qsmbench.runs.layout import checkpoint_path, checkpoint_ranges, path_safe, run_dir, run_files, run_path, seed_files
+from qsmbench.runs.locking import read_claim
 from qsmbench.runs.read import read_run, read_status
-from qsmbench.core.messages import format_duration, plural
-
+from qsmbench.runs.spec import RunSpec
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class Job:
                 blocks.append((cursor, seed - cursor))
             cursor = seed + 1
         end = self.spec.protocol.seed_start + self.spec.protocol.seeds
-        blocks = blocks + [(cursor, end - cursor)] if cursor < end else blocks
+        blocks = [*blocks, (cursor, end - cursor)] if cursor < end else blocks
         return [piece for block in blocks for piece in split_at_checkpoints(block, self.resumable)]
 
     @property
@@ -156,7 +157,7 @@ def split_at_checkpoints(block: tuple[int, int], resumable: tuple[tuple[int, int
     start, end = block[0], block[0] + block[1]
     edges = (edge for first, count, _ in resumable for edge in (first, first + count) if start < edge < end)
     cuts = sorted({start, end, *edges})
-    return [(low, high - low) for low, high in zip(cuts[:-1], cuts[1:])]
+    return [(low, high - low) for low, high in itertools.pairwise(cuts)]
 
 
 def plan(grid: Grid, out: Path) -> list[Job]:

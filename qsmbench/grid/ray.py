@@ -27,11 +27,11 @@ from typing import Any
 import torch
 
 from qsmbench.core.errors import ConfigError
-from qsmbench.grid.files import Grid, load_grid
-from qsmbench.runs.locking import HEARTBEAT_EVERY_S, HOLDER_VARIABLE, read_claim
-from qsmbench.grid.plan import Job, format_plan, plan, select
-from qsmbench.grid.local import check_no_conflicts, train_jobs
 from qsmbench.core.messages import format_duration
+from qsmbench.grid.files import Grid, load_grid
+from qsmbench.grid.local import check_no_conflicts, train_jobs
+from qsmbench.grid.plan import Job, format_plan, plan, select
+from qsmbench.runs.locking import HEARTBEAT_EVERY_S, HOLDER_VARIABLE, read_claim
 
 RETRIES = 3  # attempts after a worker dies (killed, out of memory, node lost); each resumes from the checkpoint
 POLL_S = 1.0  # seconds between the driver's looks at its tasks and their claims
@@ -120,7 +120,7 @@ class Driver:
     def __init__(
         self, ray: Any, grid: Grid, jobs: list[Job], out: Path, grid_source: str, device: str,
         checkpoint_every: int, has_gpus: bool,
-    ):  # fmt: skip
+    ):
         self.ray, self.grid, self.out, self.has_gpus = ray, grid, out, has_gpus
         self.grid_source = grid_source if grid_source == grid.name else str(Path(grid_source).resolve())
         self.device, self.checkpoint_every = device, checkpoint_every
@@ -148,7 +148,7 @@ class Driver:
         call = JobCall(
             self.grid_source, self.grid.scale, str(self.out.resolve()), tracked.job.id, self.device,
             self.checkpoint_every, resources.cpus, tracked.holder,
-        )  # fmt: skip
+        )
         task = self.ray.remote(train_job).options(num_cpus=resources.cpus, num_gpus=gpus, max_retries=RETRIES)
         tracked.ref, tracked.retry_at = task.remote(call), None
 
@@ -183,7 +183,7 @@ class Driver:
             print(f"started {job_id} (host {record.host}, pid {record.pid})", flush=True)
         else:
             print(f"{job_id}: its worker (pid {tracked.pid}) was lost; Ray retried it as pid {record.pid}, "
-                  "resuming from its checkpoint", flush=True)  # fmt: skip
+                  "resuming from its checkpoint", flush=True)
         tracked.pid = record.pid
         tracked.first = tracked.last = (record.heartbeat, record.step)
 

@@ -18,19 +18,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from qsmbench.algorithms.state import AgentStateError, check_parts, load_state
 from qsmbench.core.config import NUMERICS
 from qsmbench.core.errors import CheckpointError
-from qsmbench.algorithms.state import AgentStateError, check_parts, load_state
+from qsmbench.core.messages import format_duration
 from qsmbench.runs.spec import RunSpec
 from qsmbench.runs.write import replace_atomically
-from qsmbench.core.messages import format_duration
 
 FORMAT_VERSION = 1
 
@@ -58,7 +59,7 @@ def run_settings(spec: RunSpec, env_id: str, device: torch.device) -> dict[str, 
     run = {**dataclasses.asdict(spec.protocol), **numerics}
     settings = {
         "algo": spec.algo, "env_id": env_id, **run, **dataclasses.asdict(spec.config), "device type": device.type,
-    }  # fmt: skip
+    }
     return json.loads(json.dumps(settings))
 
 
@@ -107,7 +108,7 @@ def read_checkpoint(path: Path, header_only: bool = False) -> dict[str, Any]:
             checkpoint["document"] = json.loads(checkpoint["document"])
     except CheckpointError:
         raise
-    except Exception as error:  # noqa: BLE001 - a damaged or hostile file of any kind is one line
+    except Exception as error:
         reason = (str(error).splitlines() or [type(error).__name__])[0][:200]
         raise CheckpointError(f"{path} is not a readable checkpoint ({reason}); pass --overwrite to start over") from None
     return checkpoint

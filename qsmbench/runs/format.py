@@ -15,9 +15,10 @@ column held the task and its metadata's `env` key the environment id. Readers ac
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, get_args
+from typing import Any, Literal, get_args
 
 import pandas as pd
 
@@ -101,7 +102,7 @@ class RunMetadata:
             "schema_version": SCHEMA_VERSION, **header, **provenance,
             "seed": self.seed, "status": self.status, "error": self.error,
             "divergence": dataclasses.asdict(self.divergence) if self.divergence else None,
-        }  # fmt: skip
+        }
 
     @classmethod
     def from_document(cls, document: Any) -> RunMetadata:

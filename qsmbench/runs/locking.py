@@ -22,10 +22,11 @@ another process waits to open it would let two processes lock two different file
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
-import getpass
 import fcntl
+import getpass
 import json
 import os
 import socket
@@ -111,7 +112,7 @@ class RunClaim:
     def __init__(
         self, directory: Path, descriptor: int, record: ClaimRecord, taken_over: ClaimRecord | None,
         heartbeat_every: float,
-    ):  # fmt: skip
+    ):
         self.directory, self.descriptor, self.record = directory, descriptor, record
         self.taken_over, self.heartbeat_every = taken_over, heartbeat_every
         self.last_beat = time.monotonic()
@@ -129,10 +130,8 @@ class RunClaim:
 
     def release(self) -> None:
         if self.descriptor >= 0:
-            try:
+            with contextlib.suppress(OSError):  # the claim is given up by closing, whatever the record says
                 self._write(dataclasses.replace(self.record, heartbeat=time.time(), released=True))
-            except OSError:
-                pass  # the claim is given up by closing, whatever the record says
             os.close(self.descriptor)  # closing the last descriptor releases the flock
             self.descriptor = -1
 

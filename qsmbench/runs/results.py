@@ -1,7 +1,7 @@
 """Results as data: every evaluation of every seed file under a directory, as one pandas DataFrame.
 
 For notebooks and scripts (`qsmbench.runs.results.load("results")`): the run files are read and checked by
-`storage.read_results`, as `qsmbench plot` reads them, so both see the same runs. Seed files of different
+`qsmbench.runs.read.read_results`, as `qsmbench plot` reads them, so both see the same runs. Seed files of different
 algorithms log different diagnostics; the frame has the union of them (NaN where a run has none), and its
 columns come in one order whatever files are read, so code written against it keeps working as runs are
 added.
@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -52,7 +53,7 @@ def run_frame(run: RunFile) -> pd.DataFrame:
     """One seed file's rows with what the file says about the run as constant columns."""
     header = run.metadata.header
     identity = {"task": run.task, "algo": run.algo, "variant": header.variant, "seed": run.seed,
-                "status": run.status, "env_id": header.env_id, "dataset": header.dataset}  # fmt: skip
+                "status": run.status, "env_id": header.env_id, "dataset": header.dataset}
     constants = {**identity, **prefixed(RUN_PREFIX, header.run_config), **prefixed(HYPERPARAMETER_PREFIX, header.algo_config)}
     curve = run.curve.drop(columns=[name for name in identity if name in run.curve.columns])
     return curve.assign(**{name: [value] * len(curve) for name, value in constants.items()})

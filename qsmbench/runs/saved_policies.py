@@ -19,18 +19,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from qsmbench.algorithms import Agent, lookup
+from qsmbench.algorithms.contract import EnvDims
 from qsmbench.algorithms.state import AgentStateError, load_state, network_state, seed_slice, stack_seeds
 from qsmbench.core.config import from_table
 from qsmbench.core.errors import PolicyError
-from qsmbench.algorithms.contract import EnvDims
 from qsmbench.runs.format import RunHeader
 from qsmbench.runs.layout import policy_path
 from qsmbench.runs.write import replace_atomically
@@ -61,7 +62,7 @@ def save_policies(
         seed = int(run_file.stem.removeprefix("seed_"))
         document = {
             "header": dataclasses.asdict(header), "seed": seed, "step": step, "dims": dataclasses.asdict(dims),
-        }  # fmt: skip
+        }
         policy = {"format": POLICY_FORMAT, "document": json.dumps(document, default=str), "tensors": seed_slice(state, index)}
         path = policy_path(run_file)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -89,10 +90,10 @@ def read_policy(path: Path) -> SavedPolicy:
         return SavedPolicy(
             path, RunHeader(**header), int(document["seed"]), int(document["step"]), EnvDims(**document["dims"]),
             policy["tensors"],
-        )  # fmt: skip
+        )
     except PolicyError:
         raise
-    except Exception as error:  # noqa: BLE001 - a damaged or hostile file of any kind is one line
+    except Exception as error:
         reason = (str(error).splitlines() or [type(error).__name__])[0][:200]
         raise PolicyError(f"{path} is not a readable qsmbench policy ({reason})") from None
 
@@ -106,7 +107,7 @@ def load_agent(policies: Sequence[SavedPolicy], device: torch.device) -> Agent:
     for other in policies[1:]:
         if (other.header.algo, other.header.task, other.header.algo_config, other.dims) != (
             first.header.algo, first.header.task, first.header.algo_config, first.dims,
-        ):  # fmt: skip
+        ):
             raise PolicyError(f"{other.path} and {first.path} are policies of different runs")
     algorithm = lookup(first.header.algo)
     config = from_table(algorithm.config_cls, first.header.algo_config)

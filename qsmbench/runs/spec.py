@@ -10,8 +10,9 @@ spec that exists is a consistent one.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from qsmbench.algorithms import ALGORITHMS, Algorithm, resolve
 from qsmbench.core.config import Execution, OffPolicyConfig, Protocol, run_settings

@@ -21,28 +21,28 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
 from qsmbench.algorithms import Agent, resolve
-from qsmbench.training.divergence import DivergenceWatch
-from qsmbench.envs.environments import env_dims
 from qsmbench.algorithms.blocks.nets import compile_networks
+from qsmbench.envs.environments import env_dims
+from qsmbench.training.collector import Collector
+from qsmbench.training.divergence import DivergenceWatch
 from qsmbench.training.provenance import provenance
 from qsmbench.training.replay import SeedBatchedReplay
-from qsmbench.training.collector import Collector
 
 NO_KERNEL_OPS = {  # views, flag flips and bare allocations: no kernel is launched for them
     "aten::view", "aten::_unsafe_view", "aten::as_strided", "aten::reshape", "aten::expand", "aten::unsqueeze",
     "aten::squeeze", "aten::transpose", "aten::t", "aten::permute", "aten::select", "aten::slice", "aten::detach",
     "aten::alias", "aten::lift_fresh", "aten::numpy_T", "aten::unbind", "aten::split", "aten::chunk", "aten::narrow",
     "aten::resolve_conj", "aten::resolve_neg", "aten::empty", "aten::empty_like", "aten::empty_strided",
-}  # fmt: skip
+}
 FILL_STEPS = 2_000  # random transitions in the replay before updates are timed
 
 
@@ -124,14 +124,14 @@ def bench(algo: str, env_id: str, seeds: int, calls: int, device: torch.device, 
         for step in range(FILL_STEPS):  # the warm-up: random actions fill the replay
             collector.collect(step)
         obs = torch.as_tensor(collector.envs.obs, device=device).unsqueeze(1)
-        update = lambda: agent.update(replay.sample(config.batch_size))  # noqa: E731
-        act = lambda: agent.act(obs, explore=True)  # noqa: E731
-        loop = lambda: (collector.collect(FILL_STEPS), update())  # noqa: E731  (past the warm-up: the agent acts)
+        update = lambda: agent.update(replay.sample(config.batch_size))
+        act = lambda: agent.act(obs, explore=True)
+        loop = lambda: (collector.collect(FILL_STEPS), update())
         return BenchResult(
             algo, env_id, seeds, str(device), env_sps, per_second(act, calls, device),
             per_second(update, calls, device), per_second(loop, calls, device),
             operators_per_call(update), operators_per_call(act), compiled,
-        )  # fmt: skip
+        )
     finally:
         collector.close()
 

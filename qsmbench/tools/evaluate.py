@@ -8,18 +8,18 @@ the policies' own randomness (QSM's chain, Diffusion-QL's candidates) is per see
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
-from qsmbench.core.errors import ConfigError
-from qsmbench.training.evaluation import Evaluator
 from qsmbench.algorithms import Agent
-from qsmbench.runs.saved_policies import SavedPolicy, read_policy
+from qsmbench.core.errors import ConfigError
 from qsmbench.runs.layout import POLICY_DIR, policy_files
+from qsmbench.runs.saved_policies import SavedPolicy, read_policy
+from qsmbench.training.evaluation import Evaluator
 
 EVAL_STREAM_SALT = 0x5A7ED  # `qsmbench eval`'s episodes and noise, apart from the training's evaluations
 

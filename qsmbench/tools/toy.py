@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -22,10 +23,10 @@ import torch
 
 from qsmbench.algorithms import resolve
 from qsmbench.grid.files import Grid, read_grid
-from qsmbench.training.progress import make_reporter
 from qsmbench.runs.spec import RunSpec
 from qsmbench.training.loop import Outcome, train
 from qsmbench.training.prepare import prepare
+from qsmbench.training.progress import make_reporter
 
 BANDIT_ID = "qsmbench/MultimodalBandit-v0"
 TOY_GRID = importlib.resources.files("qsmbench").joinpath("data/toy.toml")

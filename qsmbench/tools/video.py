@@ -13,13 +13,13 @@ import os
 import subprocess
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
-from qsmbench.core.errors import ConfigError
 from qsmbench.algorithms import Agent
+from qsmbench.core.errors import ConfigError
 from qsmbench.runs.saved_policies import SavedPolicy
 from qsmbench.tools.evaluate import evaluator_for, play
 
@@ -49,7 +49,7 @@ def choose_renderer(env_id: str) -> str:
             probe = subprocess.run(
                 [sys.executable, "-c", PROBE, env_id], env={**os.environ, **renderer_environment(name)},
                 capture_output=True, text=True, timeout=PROBE_TIMEOUT_S,
-            )  # fmt: skip
+            )
         except subprocess.TimeoutExpired:
             reasons.append(f"{name}: no frame within {PROBE_TIMEOUT_S} s")
             continue
@@ -71,7 +71,7 @@ def last_line(text: str) -> str:
 def check_video_support() -> None:
     """RecordVideo writes MP4s with moviepy, an optional dependency: one line when it is missing."""
     try:
-        import moviepy  # noqa: F401
+        import moviepy  # noqa: F401 - imported only to learn whether it is installed
     except ImportError:
         raise ConfigError("--video needs moviepy: pip install 'qsmbench[video]'") from None
 

@@ -10,19 +10,19 @@ import numpy as np
 import torch
 
 from qsmbench.algorithms import Agent
-from qsmbench.training.divergence import DivergenceWatch
-from qsmbench.training.evaluation import Evaluator
 from qsmbench.algorithms.blocks.nets import compile_networks
-from qsmbench.training.progress import Reporter
-from qsmbench.training.provenance import provenance
-from qsmbench.training.replay import SeedBatchedReplay
 from qsmbench.algorithms.contract import Transitions
 from qsmbench.runs.format import RunHeader
 from qsmbench.runs.write import RunFiles
 from qsmbench.training.collector import Collector
 from qsmbench.training.diagnostics import DiagnosticsMean
+from qsmbench.training.divergence import DivergenceWatch
+from qsmbench.training.evaluation import Evaluator
 from qsmbench.training.prepare import PreparedRun
+from qsmbench.training.progress import Reporter
+from qsmbench.training.provenance import provenance
 from qsmbench.training.recording import Recorder
+from qsmbench.training.replay import SeedBatchedReplay
 
 
 @dataclass

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 
 from qsmbench.algorithms import Agent
-from qsmbench.training.divergence import DivergenceWatch
-from qsmbench.envs.workers import make_env_batch
 from qsmbench.envs.environments import rng_state, set_rng_state
+from qsmbench.envs.workers import make_env_batch
+from qsmbench.training.divergence import DivergenceWatch
 from qsmbench.training.replay import SeedBatchedReplay
 
 

@@ -11,15 +11,16 @@ returns.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from qsmbench.algorithms import Agent
-from qsmbench.envs.workers import make_env_batch
-from qsmbench.envs.environments import EnvBatch, eval_env_seed
 from qsmbench.algorithms.blocks.randomness import SeedNoise
+from qsmbench.envs.environments import EnvBatch, eval_env_seed
+from qsmbench.envs.workers import make_env_batch
 
 
 class Evaluator:

@@ -28,14 +28,16 @@ from __future__ import annotations
 import dataclasses
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from qsmbench.algorithms import Agent
 from qsmbench.algorithms.state import training_state
+from qsmbench.core.errors import CheckpointError
 from qsmbench.runs.checkpoint import (
     check_belongs,
     load_agent_state,
@@ -44,16 +46,15 @@ from qsmbench.runs.checkpoint import (
     torch_rng_state,
     write_checkpoint,
 )
-from qsmbench.training.divergence import CHECK_EVERY
-from qsmbench.core.errors import CheckpointError
+from qsmbench.runs.format import Divergence, EvalRow
 from qsmbench.runs.locking import RunClaim
 from qsmbench.runs.saved_policies import save_policies
-from qsmbench.training.progress import Reporter
-from qsmbench.training.stopping import StopSignals, Stopped
-from qsmbench.runs.format import Divergence, EvalRow
-from qsmbench.training.tracking import make_tracker
 from qsmbench.training.build import RunParts, build
+from qsmbench.training.divergence import CHECK_EVERY
 from qsmbench.training.prepare import PreparedRun
+from qsmbench.training.progress import Reporter
+from qsmbench.training.stopping import Stopped, StopSignals
+from qsmbench.training.tracking import make_tracker
 
 TENSOR_KEYS = ("agent", "torch_rng", "diagnostic_sums", "replay")  # a checkpoint's tensors; the rest is its JSON document
 

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import torch
 
-from qsmbench.core.errors import ConfigError
-from qsmbench.algorithms.state import seed_tensors
 from qsmbench.algorithms.contract import EnvDims
-from qsmbench.training.replay import replay_bytes_per_seed_step
+from qsmbench.algorithms.state import seed_tensors
+from qsmbench.core.errors import ConfigError
+from qsmbench.core.messages import format_bytes, short_path
 from qsmbench.runs.spec import RunSpec
 from qsmbench.runs.write import free_bytes
-from qsmbench.core.messages import format_bytes, short_path
+from qsmbench.training.replay import replay_bytes_per_seed_step
 
 FLOAT_BYTES = 4
 OPTIMIZER_COPIES = 3  # a gradient and Adam's two moments per learned value (targets have none: generous)

@@ -9,18 +9,18 @@ from pathlib import Path
 
 import torch
 
-from qsmbench.runs.checkpoint import CheckpointInfo, checkpoint_info, run_settings
-from qsmbench.runs.layout import checkpoint_path, run_dir, run_path
-from qsmbench.envs.datasets import OfflineDataset, load_offline_dataset
-from qsmbench.envs.workers import start_worker_server
-from qsmbench.envs.environments import env_dims
 from qsmbench.algorithms.contract import EnvDims
 from qsmbench.core.errors import ConfigError
+from qsmbench.envs.datasets import OfflineDataset, load_offline_dataset
+from qsmbench.envs.environments import env_dims
+from qsmbench.envs.workers import start_worker_server
+from qsmbench.runs.checkpoint import CheckpointInfo, checkpoint_info, run_settings
+from qsmbench.runs.layout import checkpoint_path, run_dir, run_path
 from qsmbench.runs.locking import RunClaim, claim_run_dir
 from qsmbench.runs.saved_policies import remove_policies
-from qsmbench.training.memory import check_checkpoint_room, check_fits
 from qsmbench.runs.spec import RunSpec
 from qsmbench.runs.write import check_can_write, check_out_dir, remove_stale_temporaries
+from qsmbench.training.memory import check_checkpoint_room, check_fits
 from qsmbench.training.tracking import check_installed
 
 

@@ -66,5 +66,5 @@ def provenance(device: torch.device) -> dict[str, object]:
         "cpu": cpu_model(),
         "platform": platform.platform(),
         "hostname": platform.node(),
-        "start_time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "start_time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }

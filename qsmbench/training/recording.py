@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from qsmbench.envs.datasets import OfflineDataset
-from qsmbench.training.progress import Reporter
-from qsmbench.runs.spec import RunSpec
 from qsmbench.runs.format import Divergence, EvalRow, RunHeader, Status
+from qsmbench.runs.spec import RunSpec
 from qsmbench.runs.write import RunFiles
+from qsmbench.training.progress import Reporter
 from qsmbench.training.tracking import NoTracker, Tracker, row_scalars, seed_scalars
 
 RESUME_KEYS = ("hostname", "device", "git_commit", "start_time")  # what each resume records in the files

@@ -135,7 +135,7 @@ class SeedBatchedReplay:
             "stream": _compact(self.stream[:, : min(stream_end, self.rows)]),
             "obs_row": _compact(self.obs_row[:, :filled]), "action": _compact(self.action[:, :filled]),
             "reward": _compact(self.reward[:, :filled]), "terminated": _compact(self.terminated[:, :filled]),
-        }  # fmt: skip
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.position, self.size, filled = int(state["position"]), int(state["size"]), int(state["size"])

@@ -45,7 +45,7 @@ class StopSignals:
 
     def __exit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
+            signal.signal(signum, handler)
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.received is None:

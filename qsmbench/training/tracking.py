@@ -24,8 +24,9 @@ import importlib
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 from qsmbench.core.errors import ConfigError
 from qsmbench.runs.format import EvalRow

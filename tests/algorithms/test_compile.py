@@ -10,7 +10,8 @@ with inductor and run where a GPU is present.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -23,7 +24,7 @@ ALGOS = ("sac", "td3", "qsm", "dql")
 OBS_DIM, ACT_DIM, SEEDS, UPDATES = 3, 2, [0, 1], 7
 
 
-def agent_config(algo: str):  # noqa: ANN201 - each algorithm's own config class
+def agent_config(algo: str):
     """Small networks; Diffusion-QL's EMA starts at update 3 and moves every 2, so the run crosses it."""
     config = dataclasses.replace(small_config(algo), batch_size=16)
     if algo == "dql":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -32,7 +32,7 @@ def test_vp_schedule_for_five_steps_matches_the_official_numbers() -> None:
 
 @pytest.mark.parametrize("kind", ["vp", "linear", "cosine"])
 def test_schedules_add_noise_monotonically(kind: str) -> None:
-    schedule = DiffusionSchedule.make(kind, 20, CPU)  # type: ignore[arg-type]
+    schedule = DiffusionSchedule.make(kind, 20, CPU)
     assert schedule.steps == 20
     assert ((schedule.betas > 0) & (schedule.betas < 1)).all()
     assert (schedule.alpha_hats[1:] < schedule.alpha_hats[:-1]).all()
@@ -115,7 +115,8 @@ def ddpm_chain(denoiser: torch.nn.Module, schedule: DiffusionSchedule, obs: torc
     action = torch.randn(*obs.shape[:-1], 2)
     for i in reversed(range(schedule.steps)):
         eps = denoiser(obs, action, torch.full(obs.shape[:-1], i))
-        beta, alpha, alpha_hat, alpha_hat_prev = (x[i] for x in (schedule.betas, schedule.alphas, schedule.alpha_hats, schedule.alpha_hats_prev))
+        coefficients = (schedule.betas, schedule.alphas, schedule.alpha_hats, schedule.alpha_hats_prev)
+        beta, alpha, alpha_hat, alpha_hat_prev = (x[i] for x in coefficients)
         if options.clip_denoised:
             denoised = ((action - (1 - alpha_hat).sqrt() * eps) / alpha_hat.sqrt()).clamp(-1, 1)
             mean = (beta * alpha_hat_prev.sqrt() * denoised + (1 - alpha_hat_prev) * alpha.sqrt() * action) / (1 - alpha_hat)

@@ -9,9 +9,9 @@ import pytest
 import torch
 from support import assert_learns_pendulum
 
-from qsmbench.algorithms.diffusion_ql import DiffusionQL, DiffusionQLConfig
 from qsmbench.algorithms.blocks.diffusion import DiffusionSchedule
 from qsmbench.algorithms.contract import Batch
+from qsmbench.algorithms.diffusion_ql import DiffusionQL, DiffusionQLConfig
 
 CPU = torch.device("cpu")
 OBS_DIM, ACT_DIM = 3, 2

@@ -10,8 +10,8 @@ import torch
 from support import assert_learns_pendulum
 from torch import Tensor, nn
 
-from qsmbench.algorithms.qsm import QSM, QSMConfig
 from qsmbench.algorithms.contract import Batch
+from qsmbench.algorithms.qsm import QSM, QSMConfig
 
 CPU = torch.device("cpu")
 SMALL = QSMConfig(hidden_sizes=(32, 32), actor_hidden_sizes=(64, 64), time_hidden_sizes=(16, 16), time_features=16)

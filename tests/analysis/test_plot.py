@@ -3,35 +3,36 @@
 from __future__ import annotations
 
 import inspect
+import itertools
 from pathlib import Path
 from typing import Any
 
 import matplotlib.image
 import matplotlib.patches
-import matplotlib.text
 import matplotlib.pyplot as plt
+import matplotlib.text
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from matplotlib.figure import Figure
-from support import run_cli
 from scipy.stats import trim_mean
+from support import run_cli
 
+from qsmbench.algorithms import ALGORITHMS
 from qsmbench.analysis import figures
 from qsmbench.analysis.aggregates import aggregate_cells
-from qsmbench.algorithms import ALGORITHMS
-from qsmbench.analysis.pipeline import Analysis, analyse
 from qsmbench.analysis.bootstrap import aggregate_metrics, improvement, interval_estimates, iqm_and_mean, pooled
-from qsmbench.core.errors import ConfigError
-from qsmbench.analysis.settings import FigureStyle, PlotSettings
-from qsmbench.analysis.report import PlotReport, plot_results
-from qsmbench.runs.layout import FIGURES_DIR, path_safe, run_path
-from qsmbench.cli.plot import parse_labels
 from qsmbench.analysis.labels import check_labels, task_title
+from qsmbench.analysis.pipeline import Analysis, analyse
+from qsmbench.analysis.report import PlotReport, plot_results
 from qsmbench.analysis.scores import Method, algo_order, build_groups, scores_on
-from qsmbench.runs.format import Divergence, OFFLINE_SCORE, RunFile, RunHeader, RunMetadata, Status
+from qsmbench.analysis.settings import FigureStyle, PlotSettings
+from qsmbench.cli.plot import parse_labels
+from qsmbench.core.errors import ConfigError
+from qsmbench.runs.format import OFFLINE_SCORE, Divergence, RunFile, RunHeader, RunMetadata, Status
+from qsmbench.runs.layout import FIGURES_DIR, path_safe, run_path
 from qsmbench.runs.read import read_results, read_status
 from qsmbench.runs.write import write_run
 
@@ -79,7 +80,7 @@ def write_seed(
                 "train_return": value, "train_episodes": i, "wall_time_s": float(i), "sps": 100.0,
                 **{column: values[i] for column, values in extra.items()},
             }
-        )  # fmt: skip
+        )
     header = RunHeader(
         algo=algo, task=task, env_id=task, run_config={"steps": budget or steps[-1]}, algo_config=algo_config or {}, variant=variant
     )
@@ -205,7 +206,7 @@ def test_missing_empty_or_unreadable_directory_is_a_config_error(tmp_path: Path)
     with pytest.raises(ConfigError, match="readable"):
         plot_results(tmp_path)
     with pytest.raises(ConfigError, match="normalize"):
-        PlotSettings(normalize="minmax")  # type: ignore[arg-type]
+        PlotSettings(normalize="minmax")
     with pytest.raises(ConfigError, match="reference"):
         PlotSettings(reference=" qsm")
 
@@ -253,7 +254,8 @@ def test_diverged_and_non_finite_seeds_are_left_out_named_and_counted(tmp_path: 
     assert (row.seeds, row.diverged) == (2, 2)
     assert row["mean"] == pytest.approx(np.mean([final(returns) for returns in kept]))
     markdown = (report.out_dir / "summary.md").read_text()
-    assert "| 2 (fewer than 3: CI not meaningful; 2 diverged, left out) |" in markdown and "nan" not in markdown.lower() and "inf" not in markdown
+    assert "| 2 (fewer than 3: CI not meaningful; 2 diverged, left out) |" in markdown
+    assert "nan" not in markdown.lower() and "inf" not in markdown
 
 
 def test_a_group_mixing_configurations_is_refused_in_one_line(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
@@ -410,7 +412,7 @@ def test_variants_are_separate_groups_labelled_in_table_and_figures(
     3 seeds beside sac, each its own row and line; a variant can be the probability-of-improvement reference."""
     variants = {("qsm", "alpha=50"): {"alpha": 50}, ("qsm", "alpha=120"): {"alpha": 120},
                 ("dql", "bc_weight=0"): {"bc_weight": 0.0}, ("dql", "bc_weight=1"): {"bc_weight": 1.0},
-                ("sac", ""): {}}  # fmt: skip
+                ("sac", ""): {}}
     finals = {}
     for (algo, variant), config in variants.items():
         runs = [write_seed(tmp_path, HOPPER, algo, seed, variant=variant, algo_config=config) for seed in range(3)]
@@ -534,7 +536,7 @@ def test_figures_show_display_names_and_take_labels_titles_and_size(
     assert "QSM (ours)" in [label.get_text() for label in kept["aggregate_scores"].axes[0].get_yticklabels()]
     assert curves._suptitle is None and kept["aggregate_scores"]._suptitle is None
     assert all(not ax.get_title() for name in ("sample_efficiency", "performance_profile", "probability_of_improvement")
-               for ax in kept[name].axes)  # fmt: skip
+               for ax in kept[name].axes)
     assert all(tuple(figure.get_size_inches()) == (6.0, 4.0) for figure in kept.values())
     close_all(kept)
 
@@ -543,7 +545,7 @@ def test_figures_show_display_names_and_take_labels_titles_and_size(
     ("task", "title"),
     [("dm_control/cheetah-run-v0", "Cheetah Run"), ("Hopper-v4", "Hopper"), ("HalfCheetah-v4", "HalfCheetah"),
      ("mujoco/hopper/medium-v0", "Mujoco Hopper Medium"), ("dm_control/quadruped-walk-v0", "Quadruped Walk")],
-)  # fmt: skip
+)
 def test_task_titles(task: str, title: str) -> None:
     assert task_title(task) == title
 
@@ -607,7 +609,7 @@ def test_aggregate_tick_labels_of_raw_returns_do_not_collide(tmp_path: Path) -> 
     for ax in figure.axes:
         boxes = [label.get_window_extent(renderer) for label in ax.get_xticklabels() if label.get_text()]
         assert len(boxes) >= 2
-        assert all(left.x1 <= right.x0 for left, right in zip(boxes, boxes[1:])), [label.get_text() for label in ax.get_xticklabels()]
+        assert all(left.x1 <= right.x0 for left, right in itertools.pairwise(boxes)), [label.get_text() for label in ax.get_xticklabels()]
     close_all(kept)
 
 

@@ -19,11 +19,11 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import typer
-
-import pandas as pd
+from support import CliResult, run_cli
 
 from qsmbench.algorithms import ALGORITHMS
 from qsmbench.algorithms.qsm import QSMConfig
@@ -31,7 +31,6 @@ from qsmbench.cli import app
 from qsmbench.runs.format import RunHeader, RunMetadata
 from qsmbench.runs.read import read_run
 from qsmbench.runs.write import write_run
-from support import CliResult, run_cli
 
 QSMBENCH = Path(sys.executable).parent / "qsmbench"
 SHORT_TIMEOUT_S = 120  # start-up is ~3 s alone, but the 2-core machine may be shared
@@ -40,11 +39,11 @@ E2E_SEEDS = 2
 E2E_ARGS = [
     "run", "--algo", "td3", "--env", "Pendulum-v1", "--seeds", str(E2E_SEEDS), "--steps", "300",
     "--eval-every", "100", "--eval-episodes", "2", "--set", "warmup_steps=100", "--set", "batch_size=32", "--name", "",
-]  # fmt: skip
+]
 E2E_COLUMNS = (
     "algo", "task", "seed", "step", "eval_return", "eval_return_std", "train_return", "train_episodes",
     "wall_time_s", "sps", "critic_loss", "q_mean",
-)  # fmt: skip
+)
 
 
 def cli_env() -> dict[str, str]:
@@ -103,7 +102,7 @@ def seed_files(out: Path, env: str = "Pendulum-v1", algo: str = "td3", seeds: in
     ids=[
         "algo", "env", "seeds0", "steps0", "set-malformed", "set-key", "set-value", "seeds-abc", "tf32-cpu", "workers",
         "env-workers", "compile-cpu", "steps-at-warmup", "steps-below-warmup",
-    ],  # fmt: skip
+    ],
 )
 def test_bad_input_is_one_line_exit_2_and_touches_no_files(
     tmp_path: Path, args: list[str], fragments: list[str], capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
@@ -146,7 +145,7 @@ def test_a_run_whose_seeds_diverge_says_so_and_exits_3(tmp_path: Path, capfd: py
     """`--set critic_lr=1e30` used to finish with NaN everywhere, status complete and exit 0."""
     out = tmp_path / "r"
     args = ["run", "--algo", "td3", "--env", "Pendulum-v1", "--seeds", "2", "--steps", "200", "--eval-every", "100",
-            "--eval-episodes", "1", "--set", "warmup_steps=50", "--set", "critic_lr=1e30", "--name", "", "--out", str(out), "--quiet"]  # fmt: skip
+            "--eval-episodes", "1", "--set", "warmup_steps=50", "--set", "critic_lr=1e30", "--name", "", "--out", str(out), "--quiet"]
     result = run_cli(args, capfd)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 3 and len(lines) == 1, result.stderr
@@ -196,7 +195,7 @@ LISTED_DEFAULTS = {
         ("critic_lr", "0.0003"), ("exploration_noise", "0.1"), ("target_noise", "0.2"),
         ("target_noise_clip", "0.5"), ("policy_delay", "2"),
     ],
-}  # fmt: skip
+}
 
 
 def cells(line: str) -> list[str]:
@@ -256,7 +255,7 @@ def test_version_prints_the_installed_version(capfd: pytest.CaptureFixture[str])
     assert result.stdout == f"qsmbench {importlib.metadata.version('qsmbench')}\n"
 
 
-COMMANDS = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+COMMANDS = sorted(typer.main.get_command(app).commands)
 
 
 @pytest.mark.parametrize("command", ["", *COMMANDS])
@@ -271,7 +270,7 @@ def test_help_fits_80_columns_and_shows_every_word_whole(
     assert result.returncode == 0, result.stderr
     assert max(len(line) for line in result.stdout.splitlines()) <= 80, result.stdout
     group = typer.main.get_command(app)
-    shown = group.commands[command] if command else group  # type: ignore[attr-defined]
+    shown = group.commands[command] if command else group
     texts = [shown.help or "", *(getattr(param, "help", None) or "" for param in shown.params)]
     words = [word.replace("\\[", "[") for text in texts for word in text.split()]  # rich markup escapes, shown bare
     cut = [word for word in words if word not in result.stdout]
@@ -344,7 +343,7 @@ def test_e2e_metadata(e2e_out: Path) -> None:
             assert provenance["device"] == "cpu"
         assert isinstance(provenance["cpu"], str) and provenance["cpu"]
         started = datetime.datetime.fromisoformat(provenance["start_time"])
-        assert abs((datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()) < 3600
+        assert abs((datetime.datetime.now(datetime.UTC) - started).total_seconds()) < 3600
 
 
 def test_rerun_without_overwrite_refuses_and_keeps_files(e2e_out: Path, capfd: pytest.CaptureFixture[str]) -> None:
@@ -397,7 +396,7 @@ def test_sigusr2_prints_the_stacks_and_the_run_goes_on(tmp_path: Path) -> None:
     args = [
         "run", "--algo", "td3", "--env", "Pendulum-v1", "--seeds", "1", "--steps", "100000", "--eval-every", "100",
         "--eval-episodes", "1", "--set", "warmup_steps=100", "--name", "", "--out", str(out), "--quiet",
-    ]  # fmt: skip
+    ]
     with open(tmp_path / "stderr.txt", "w") as stderr:
         process = subprocess.Popen(
             [str(QSMBENCH), *args], cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=stderr
@@ -429,7 +428,7 @@ def test_ctrl_c_or_sigterm_exits_and_keeps_every_evaluation(tmp_path: Path, stop
         "run", "--algo", "td3", "--env", "Pendulum-v1", "--seeds", str(E2E_SEEDS), "--steps", "100000",
         "--eval-every", "100", "--eval-episodes", "2", "--set", "warmup_steps=100", "--set", "batch_size=32",
         "--name", "", "--out", str(out), "--quiet",
-    ]  # fmt: skip
+    ]
     first = seed_files(out)[0]
     with open(tmp_path / "stdout.txt", "w") as stdout, open(tmp_path / "stderr.txt", "w") as stderr:
         process = subprocess.Popen(

@@ -373,7 +373,7 @@ def test_which_settings_must_match_is_defined_once() -> None:
     assert (*TASK, *SEEDS, *BUDGET) == tuple(field.name for field in dataclasses.fields(Protocol))
     assert set(NUMERICS) < {field.name for field in dataclasses.fields(Execution)}
     with pytest.raises(TypeError):
-        Protocol(env="Pendulum-v1", device="cpu")  # type: ignore[call-arg]
+        Protocol(env="Pendulum-v1", device="cpu")
     spec = make_spec("sac", env="Pendulum-v1", seeds=3, device="cpu", out="elsewhere")
     assert (spec.protocol.seeds, spec.execution.device, spec.execution.out) == (3, "cpu", "elsewhere")
     assert spec.with_settings(seeds=4, device="auto").protocol.seeds == 4

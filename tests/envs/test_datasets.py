@@ -9,8 +9,8 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import gymnasium as gym
 import minari
@@ -216,7 +216,7 @@ def test_a_dataset_recorded_in_an_unknown_environment_is_refused(make_pendulum_d
      ("ref_max_score", 10**400, "ref_max_score that is not a finite number: '1000"),
      ("ref_max_score", None, None)],
     ids=["text", "overflows-float", "missing"],
-)  # fmt: skip
+)
 def test_a_non_numeric_reference_score_is_refused_by_name(
     make_pendulum_dataset: Callable[..., str], field: str, value: object, message: str | None
 ) -> None:
@@ -234,7 +234,7 @@ def test_a_non_numeric_reference_score_is_refused_by_name(
     [("metadata", r"metadata.json is not readable JSON \(RecursionError"),
      ("env_spec", "records an environment spec without an id")],
     ids=["metadata", "env_spec"],
-)  # fmt: skip
+)
 def test_absurdly_nested_metadata_is_refused_by_name(
     make_pendulum_dataset: Callable[..., str], nested: str, message: str
 ) -> None:

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import torch
 
-from qsmbench.algorithms.qsm import QSM, QSMConfig
-from qsmbench.envs.workers import EnvPool, EnvWorkerError, start_worker_server
-from qsmbench.envs.environments import EnvBatch, eval_env_seed
-from qsmbench.training.evaluation import Evaluator
 from qsmbench.algorithms.blocks.randomness import GLOBAL_NOISE, SeedNoise, categorical
+from qsmbench.algorithms.qsm import QSM, QSMConfig
+from qsmbench.envs.environments import EnvBatch, eval_env_seed
+from qsmbench.envs.workers import EnvPool, EnvWorkerError, start_worker_server
+from qsmbench.training.evaluation import Evaluator
 
 CPU = torch.device("cpu")
 ENV, SEEDS, EPISODES = "Hopper-v4", [4, 5, 6], 2  # Hopper's episodes end at different steps: resets mid-run

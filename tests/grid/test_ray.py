@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 from support import run_cli
 
-from qsmbench.runs.locking import claim_run_dir, read_claim
+from qsmbench.core.messages import format_duration
 from qsmbench.grid.files import load_grid
 from qsmbench.grid.plan import plan
 from qsmbench.grid.ray import Driver
+from qsmbench.runs.locking import claim_run_dir, read_claim
 from qsmbench.runs.read import read_run
-from qsmbench.core.messages import format_duration
 
 GRID = """\
 out = "unused"
@@ -54,7 +54,7 @@ def start_driver(tmp_path: Path, steps: int, more_tasks: str = "") -> tuple[subp
     grid.write_text(GRID.format(steps=steps, more_tasks=more_tasks))
     out = tmp_path / "results"
     command = [sys.executable, "-c", "from qsmbench.cli import main; main()", "reproduce", str(grid), "--scale", "test",
-               "--out", str(out), "--device", "cpu", "--ray", "local", "--checkpoint-every", str(CHECKPOINT_EVERY)]  # fmt: skip
+               "--out", str(out), "--device", "cpu", "--ray", "local", "--checkpoint-every", str(CHECKPOINT_EVERY)]
     driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return driver, out
 

@@ -17,8 +17,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,16 +27,16 @@ import torch
 from gymnasium.envs.classic_control.pendulum import PendulumEnv
 from support import keeping_first_checkpoint, run_cli, small_overrides
 
-from qsmbench.runs.checkpoint import read_checkpoint, write_checkpoint
 from qsmbench.core.errors import CheckpointError, EnvStateError
 from qsmbench.envs.environments import EnvBatch
 from qsmbench.grid.plan import Job, split_at_checkpoints
-from qsmbench.training.progress import PlainReporter
+from qsmbench.runs.checkpoint import read_checkpoint, write_checkpoint
+from qsmbench.runs.layout import path_safe
+from qsmbench.runs.read import read_run, read_status
 from qsmbench.runs.spec import make_spec
 from qsmbench.training import loop
 from qsmbench.training.prepare import prepare
-from qsmbench.runs.layout import path_safe
-from qsmbench.runs.read import read_run, read_status
+from qsmbench.training.progress import PlainReporter
 
 ALGOS = ("sac", "td3", "qsm", "dql")
 ENVS = ("Pendulum-v1", "Hopper-v4", "dm_control/cartpole-swingup-v0")
@@ -54,7 +54,7 @@ def run_args(algo: str, env: str, out: Path, *extra: str) -> list[str]:
         "run", "--algo", algo, "--env", env, "--seeds", "2", "--steps", "200", "--eval-every", eval_every,
         "--eval-episodes", "1", "--device", "cpu", "--quiet", "--checkpoint-every", str(CHECKPOINT_EVERY),
         "--out", str(out), "--name", "", *(item for override in sets for item in ("--set", override)), *extra,
-    ]  # fmt: skip
+    ]
 
 
 def run_dir(out: Path, algo: str, env: str) -> Path:
@@ -310,7 +310,7 @@ def test_writing_a_checkpoint_replaces_the_file_in_one_step(tmp_path: Path) -> N
 class UnseededPendulum(PendulumEnv):
     """A Pendulum whose start state comes from numpy's global generator, which no env state records."""
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None):  # type: ignore[no-untyped-def]
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         self.state = np.random.uniform(-1.0, 1.0, 2)
         self.last_u = None
@@ -360,18 +360,18 @@ def test_reproduce_resumes_an_interrupted_job(
 # The layout qsmbench 69990c5 wrote (before Protocol and Execution split RunConfig): a checkpoint, a run file or a
 # saved policy written by it must still resume, plot and evaluate, so the names in these files must not change.
 SETTINGS_69990C5 = ("algo", "env_id", "env", "dataset", "seeds", "seed_start", "steps", "eval_every", "eval_episodes",
-                    "tf32", "compile")  # then the hyperparameters, then "device type"  # fmt: skip
+                    "tf32", "compile")  # then the hyperparameters, then "device type"
 DOCUMENT_69990C5 = {"provenance", "rows", "live", "divergences", "diagnostic_counts", "last_eval_step", "elapsed_s",
-                    "collector", "evaluation_rngs"}  # fmt: skip
+                    "collector", "evaluation_rngs"}
 TENSORS_69990C5 = {"agent", "torch_rng", "diagnostic_sums", "replay"}
 RUN_CONFIG_69990C5 = ("env", "dataset", "seeds", "seed_start", "steps", "eval_every", "eval_episodes", "device", "out",
                       "checkpoint_every", "tf32", "compile", "env_workers", "eval_workers", "variant", "track",
-                      "track_every")  # fmt: skip
+                      "track_every")
 
 
 def test_checkpoints_and_run_files_keep_the_names_69990c5_wrote(tmp_path: Path) -> None:
     spec = make_spec("sac", [*small_overrides("sac"), "warmup_steps=10"], env="Pendulum-v1", seeds=2, steps=20, eval_every=10,
-                     device="cpu", out=str(tmp_path))  # fmt: skip
+                     device="cpu", out=str(tmp_path))
     trainer = loop.start(prepare(spec), PlainReporter("sac", [0, 1], 20))
     try:
         header, document, tensors = trainer.checkpoint_state()

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from support import write_schema_1_results
 
 from qsmbench.core.errors import ConfigError
 from qsmbench.runs.results import SkippedRunFileWarning, load
-from support import write_schema_1_results
 
 QSMBENCH = Path(sys.executable).parent / "qsmbench"
 ALGOS = {"sac": [], "qsm": ["actor_hidden_sizes=32,32", "time_hidden_sizes=16,16", "diffusion_steps=2"]}
@@ -41,7 +41,7 @@ def plotted(tmp_path_factory: pytest.TempPathFactory) -> Path:
         settings = [f"warmup_steps={WARMUP}", "batch_size=32", "hidden_sizes=32,32", *sets]
         qsmbench(["run", "--algo", algo, "--env", "Pendulum-v1", "--seeds", str(SEEDS), "--steps", str(STEPS),
                   "--eval-every", str(EVAL_EVERY), "--eval-episodes", "1", "--out", "results", "--quiet",
-                  "--name", "", *(part for setting in settings for part in ("--set", setting))], root)  # fmt: skip
+                  "--name", "", *(part for setting in settings for part in ("--set", setting))], root)
     qsmbench(["plot", "results", "--normalize", "none", "--reps", "20"], root)
     return root / "results"
 

@@ -1,4 +1,4 @@
-"""Run files (qsmbench.storage): the typed format, both schemas, paths, atomic rewrites, overwrite protection."""
+"""Run files (qsmbench.runs: layout, format, write, read): the typed format, both schemas, paths, atomic rewrites, overwrite protection."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from qsmbench.core.errors import ConfigError, RunFileError
-from qsmbench.runs.format import EvalRow, METADATA_KEY, RunHeader, RunMetadata, SCHEMA_VERSION
+from qsmbench.runs.format import METADATA_KEY, SCHEMA_VERSION, EvalRow, RunHeader, RunMetadata
 from qsmbench.runs.layout import run_path
 from qsmbench.runs.read import read_results, read_run, read_status
 from qsmbench.runs.write import RunFiles, check_can_write, write_run
@@ -32,11 +32,11 @@ def make_rows(seed: int, steps: list[int], task: str = "Pendulum-v1") -> list[Ev
             sps=float("nan") if i == 0 else 250.0, diagnostics={"critic_loss": 0.5 / i} if i else {},
         )
         for i, step in enumerate(steps)
-    ]  # fmt: skip
+    ]
 
 
 def write_rows(path: Path, rows: list[EvalRow], status: str = "running", header: RunHeader = HEADER) -> None:
-    write_run(path, pd.DataFrame([row.columns() for row in rows]), RunMetadata(header, rows[0].seed, status))  # type: ignore[arg-type]
+    write_run(path, pd.DataFrame([row.columns() for row in rows]), RunMetadata(header, rows[0].seed, status))
 
 
 def test_run_files_round_trip_rows_and_metadata(tmp_path: Path) -> None:
@@ -45,7 +45,7 @@ def test_run_files_round_trip_rows_and_metadata(tmp_path: Path) -> None:
     header = RunHeader(
         algo="td3", task="Pendulum-v1", env_id="Pendulum-v1", run_config={"seeds": 2},
         algo_config={"batch_size": 32, "hidden_sizes": (64, 64)}, provenance={"hostname": "box", "device": "cpu"},
-    )  # fmt: skip
+    )
     paths = [run_path(tmp_path, "Pendulum-v1", "td3", seed) for seed in seeds]
     files = RunFiles(paths, seeds, header)
     rows = {seed: make_rows(seed, [0, 100, 200]) for seed in seeds}
@@ -164,7 +164,7 @@ def test_rows_read_back_one_per_step_in_step_order(tmp_path: Path) -> None:
      ({"status": "complete", "algo": "a", "seed": 0}, "lacks task, env_id"),
      (["not", "an", "object"], "not a JSON object")],
     ids=["status", "keys", "type"],
-)  # fmt: skip
+)
 def test_malformed_metadata_is_a_run_file_error(tmp_path: Path, document: Any, fragment: str) -> None:
     path = tmp_path / "seed_0.parquet"
     table = pa.table({"step": [0]}).replace_schema_metadata({METADATA_KEY: json.dumps(document).encode()})

@@ -11,16 +11,16 @@ import pytest
 import torch
 from support import CPU, run_cli, small_overrides
 
-from qsmbench.training.evaluation import Evaluator
-from qsmbench.runs.saved_policies import load_agent, read_policy
 from qsmbench.runs.layout import policy_path, run_path
-from qsmbench.tools.evaluate import evaluate_policies, find_policies
-from qsmbench.training.progress import PlainReporter
-from qsmbench.runs.spec import make_spec
 from qsmbench.runs.read import read_run
+from qsmbench.runs.saved_policies import load_agent, read_policy
+from qsmbench.runs.spec import make_spec
+from qsmbench.tools.evaluate import evaluate_policies, find_policies
+from qsmbench.tools.video import RENDERERS, choose_renderer
+from qsmbench.training.evaluation import Evaluator
 from qsmbench.training.loop import start
 from qsmbench.training.prepare import prepare
-from qsmbench.tools.video import RENDERERS, choose_renderer
+from qsmbench.training.progress import PlainReporter
 
 STEPS, EVAL_EVERY, EPISODES = 300, 150, 2
 
@@ -33,7 +33,7 @@ def tiny_run(out: Path, algo: str, capfd: pytest.CaptureFixture[str], *extra: st
          str(EVAL_EVERY), "--eval-episodes", str(EPISODES), "--device", "cpu", "--out", str(out), "--quiet",
          "--name", "", *overrides, *extra],
         capfd,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr
     return [run_path(out, "Pendulum-v1", algo, seed) for seed in (0, 1)]
 
@@ -107,7 +107,7 @@ def test_a_run_started_over_leaves_no_old_policy(tmp_path: Path, capfd: pytest.C
     files = tiny_run(tmp_path, "td3", capfd)
     assert all(policy_path(file).exists() for file in files)
     spec = make_spec("td3", [*small_overrides("td3"), "warmup_steps=100"], env="Pendulum-v1", seeds=2, steps=STEPS,
-                     eval_every=EVAL_EVERY, eval_episodes=EPISODES, device="cpu", out=str(tmp_path))  # fmt: skip
+                     eval_every=EVAL_EVERY, eval_episodes=EPISODES, device="cpu", out=str(tmp_path))
     trainer = start(prepare(spec, overwrite=True), PlainReporter("td3", spec.protocol.seed_values, STEPS))
     try:
         assert not any(policy_path(file).exists() for file in files)
@@ -117,7 +117,7 @@ def test_a_run_started_over_leaves_no_old_policy(tmp_path: Path, capfd: pytest.C
 
 def test_run_name_and_set_values_label_a_variant(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     args = ["run", "--algo", "td3", "--env", "Pendulum-v1", "--seeds", "1", "--steps", "20", "--eval-every", "20",
-            "--eval-episodes", "1", "--device", "cpu", "--out", str(tmp_path), "--quiet"]  # fmt: skip
+            "--eval-episodes", "1", "--device", "cpu", "--out", str(tmp_path), "--quiet"]
     derived = run_cli([*args, "--set", "warmup_steps = 10", "--set", "hidden_sizes=16, 16"], capfd)
     named = run_cli([*args, "--set", "warmup_steps=10", "--set", "hidden_sizes=16,16", "--name", "small nets"], capfd)
     assert derived.returncode == named.returncode == 0, derived.stderr + named.stderr
@@ -137,7 +137,7 @@ def test_eval_films_episodes(tmp_path: Path, capfd: pytest.CaptureFixture[str], 
         monkeypatch.delenv(name, raising=False)  # restored after the test: --video sets them for its process
     tiny_run(tmp_path / "runs", "sac", capfd)
     result = run_cli(["eval", str(tmp_path / "runs"), "--episodes", "1", "--video", str(tmp_path / "videos"),
-                      "--video-episodes", "2", "--device", "cpu"], capfd)  # fmt: skip
+                      "--video-episodes", "2", "--device", "cpu"], capfd)
     assert result.returncode == 0, result.stderr
     videos = sorted((tmp_path / "videos" / "Pendulum-v1" / "sac").glob("*.mp4"))
     assert [video.name for video in videos] == [f"seed_{k}-episode-{j}.mp4" for k in (0, 1) for j in (0, 1)]
@@ -145,18 +145,20 @@ def test_eval_films_episodes(tmp_path: Path, capfd: pytest.CaptureFixture[str], 
     assert frames.shape[0] >= 200 and frames.std() > 0  # a frame per step of the 200-step episode
 
 
-def test_eval_films_mujoco_where_a_renderer_works(tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_eval_films_mujoco_where_a_renderer_works(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("moviepy", reason="the video extra (moviepy) is not installed")
     for name in ("MUJOCO_GL", "PYOPENGL_PLATFORM", "SDL_VIDEODRIVER", "SDL_AUDIODRIVER"):
         monkeypatch.delenv(name, raising=False)
     try:
         renderer = choose_renderer("Hopper-v4")
-    except Exception as error:  # noqa: BLE001 - the reason is the skip message
+    except Exception as error:
         pytest.skip(f"no MuJoCo renderer ({', '.join(RENDERERS)}) works on this machine: {error}")
     assert renderer in RENDERERS
     args = ["run", "--algo", "td3", "--env", "Hopper-v4", "--seeds", "1", "--steps", "40", "--eval-every", "40",
             "--eval-episodes", "1", "--device", "cpu", "--out", str(tmp_path), "--quiet", "--name", "",
-            "--set", "warmup_steps=20", "--set", "hidden_sizes=16,16"]  # fmt: skip
+            "--set", "warmup_steps=20", "--set", "hidden_sizes=16,16"]
     assert run_cli(args, capfd).returncode == 0
     result = run_cli(["eval", str(tmp_path / "Hopper-v4"), "--episodes", "1", "--video", str(tmp_path / "videos")], capfd)
     assert result.returncode == 0, result.stderr

@@ -36,7 +36,7 @@ def test_bench_appends_one_measurement_per_algorithm_and_seed_count(tmp_path: Pa
     [(["--seeds", "0"], "--seeds needs whole numbers of at least 1"), (["--seeds", "one"], "--seeds must be comma-separated"),
      (["--algos", "ppo"], "unknown algorithm 'ppo'"), (["--env", "Hoper-v4"], "Hoper-v4"), (["--calls", "0"], "--calls at least 1"),
      (["--compile", "--device", "cpu"], "--compile is for CUDA")],
-)  # fmt: skip
+)
 def test_bad_bench_options_are_one_line(args: list[str], said: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     result = run_cli(["bench", "--out", str(tmp_path / "bench.jsonl"), *args], capfd)
     assert result.returncode == 2 and said in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -13,9 +13,9 @@ import pytest
 import typer
 
 from qsmbench.cli import app
+from qsmbench.core.messages import plural
 from qsmbench.envs.environments import make_env
 from qsmbench.runs.read import read_run
-from qsmbench.core.messages import plural
 from qsmbench.tools.toy import (
     BANDIT_ID,
     MODE_SHARE,
@@ -80,7 +80,7 @@ def test_docs_and_toy_help_state_the_demo_defaults() -> None:
     assert said in page
     samples = inspect.signature(run_toy).parameters["samples"].default
     assert f"then plots {samples:,} action samples" in page and f"into `{grid.out}/multimodal.png`" in page
-    options = {param.name: param.help for param in typer.main.get_command(app).commands["toy"].params}  # type: ignore[attr-defined]
+    options = {param.name: param.help for param in typer.main.get_command(app).commands["toy"].params}
     assert "data/toy.toml" in options["algos"] and f"(default {grid.protocol.seeds})" in options["seeds"]
     assert f"(default {grid.protocol.steps})" in options["steps"] and f"(default {grid.out})" in options["out"]
 
@@ -97,7 +97,7 @@ def test_toy_trains_each_algorithm_and_draws_the_figure(tmp_path: Path) -> None:
     evaluated = subprocess.run(  # a fresh process, where only qsmbench can register the bandit
         [str(Path(sys.executable).parent / "qsmbench"), "eval", str(tmp_path), "--episodes", "2", "--device", "cpu"],
         capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    )
     assert evaluated.returncode == 0 and "qsmbench-MultimodalBandit-v0" not in evaluated.stderr, evaluated.stderr
     assert evaluated.stdout.count("qsmbench/MultimodalBandit-v0") >= 2, evaluated.stdout
 

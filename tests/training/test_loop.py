@@ -9,18 +9,18 @@ import pytest
 import torch
 
 from qsmbench.core.errors import ConfigError
-from qsmbench.training.progress import PlainReporter
-from qsmbench.runs.spec import RunSpec, make_spec
 from qsmbench.runs.read import read_run
+from qsmbench.runs.spec import RunSpec, make_spec
 from qsmbench.training.loop import Trainer, start
 from qsmbench.training.prepare import prepare
+from qsmbench.training.progress import PlainReporter
 
 SMALL = ["warmup_steps=50", "batch_size=16", "hidden_sizes=32,32"]
 
 
 def small_spec(tmp_path: Path, algo: str, env: str, steps: int, eval_every: int) -> RunSpec:
     return make_spec(algo, SMALL, env=env, seeds=2, steps=steps, eval_every=eval_every, eval_episodes=1, device="cpu",
-                     out=str(tmp_path))  # fmt: skip
+                     out=str(tmp_path))
 
 
 def small_trainer(tmp_path: Path, algo: str, env: str, steps: int, eval_every: int) -> Trainer:

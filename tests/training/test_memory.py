@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from qsmbench.core.errors import ConfigError
-from qsmbench.training.memory import estimate_memory, host_available_bytes, parameter_count
-from qsmbench.runs.spec import make_spec
 from qsmbench.envs.environments import env_dims
+from qsmbench.runs.spec import make_spec
+from qsmbench.training.memory import estimate_memory, host_available_bytes, parameter_count
 from qsmbench.training.prepare import prepare
 
 
@@ -29,7 +29,7 @@ def test_a_run_that_cannot_fit_is_refused_at_once(
     tmp_path: Path, algo: str, run: dict[str, int], overrides: list[str], largest: str
 ) -> None:
     spec = make_spec(algo, overrides, env="Hopper-v4", seeds=run.get("seeds", 2), device="cpu", out=str(tmp_path),
-                     eval_episodes=run.get("eval_episodes", 10))  # fmt: skip
+                     eval_episodes=run.get("eval_episodes", 10))
     start = time.perf_counter()
     with pytest.raises(ConfigError, match=rf"this run needs about .+ of host memory \({largest} .+\), but .+ is available"):
         prepare(spec)

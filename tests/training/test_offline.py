@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,22 +16,21 @@ from support import keeping_first_checkpoint, small_overrides
 
 from qsmbench.algorithms import ALGORITHMS
 from qsmbench.core.errors import ConfigError
-from qsmbench.training.progress import PlainReporter
-from qsmbench.runs.spec import make_spec
 from qsmbench.runs.layout import path_safe
 from qsmbench.runs.read import read_run
-from qsmbench.runs.spec import RunSpec
+from qsmbench.runs.spec import RunSpec, make_spec
 from qsmbench.training.loop import Trainer, start
 from qsmbench.training.prepare import prepare
+from qsmbench.training.progress import PlainReporter
 
 QSMBENCH = Path(sys.executable).parent / "qsmbench"
 OFFLINE = [name for name, algorithm in ALGORITHMS.items() if algorithm.offline]
 ONLINE_ONLY = [name for name, algorithm in ALGORITHMS.items() if not algorithm.offline]
 
 
-def offline_spec(algo: str, dataset_id: str, out: Path, overrides: list[str] = [], **settings: int) -> RunSpec:  # noqa: B006 - never mutated
+def offline_spec(algo: str, dataset_id: str, out: Path, overrides: Sequence[str] = (), **settings: int) -> RunSpec:
     return make_spec(algo, overrides, dataset=dataset_id, seeds=2, steps=40, eval_every=20, eval_episodes=2, device="cpu",
-                     out=str(out), **settings)  # fmt: skip
+                     out=str(out), **settings)
 
 
 def train_offline(algo: str, dataset_id: str, out: Path) -> Trainer:

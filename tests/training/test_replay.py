@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from qsmbench.training.replay import SeedBatchedReplay
 from qsmbench.algorithms.contract import Batch
+from qsmbench.training.replay import SeedBatchedReplay
 
 CPU = torch.device("cpu")
 

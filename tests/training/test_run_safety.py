@@ -18,18 +18,17 @@ import numpy as np
 import pandas as pd
 import pytest
 from gymnasium.envs.classic_control.pendulum import PendulumEnv
-
 from support import keeping_first_checkpoint, run_cli
 
 from qsmbench.core.errors import CompleteRunError, ConfigError, RunLocked
-from qsmbench.runs.locking import CLAIM_TIMEOUT_S, ClaimRecord, claim_run_dir, read_claim, write_record
-from qsmbench.runs.layout import LOCK_NAME, policy_path
 from qsmbench.grid.plan import on_disk
-from qsmbench.training.progress import PlainReporter
-from qsmbench.runs.spec import RunSpec, make_spec
+from qsmbench.runs.layout import LOCK_NAME, policy_path
+from qsmbench.runs.locking import CLAIM_TIMEOUT_S, ClaimRecord, claim_run_dir, read_claim, write_record
 from qsmbench.runs.read import read_run
+from qsmbench.runs.spec import RunSpec, make_spec
 from qsmbench.training.loop import Trainer, start
 from qsmbench.training.prepare import prepare
+from qsmbench.training.progress import PlainReporter
 
 SMALL = ["warmup_steps=50", "batch_size=16", "hidden_sizes=32,32"]
 FAULTY_SEED, FAULT_EVERY = 1, 50
@@ -67,7 +66,7 @@ def spec(
     return make_spec(
         algo, SMALL + [f"{key}={value}" for key, value in sets.items()], env=env, seeds=seeds, steps=steps, eval_every=100,
         eval_episodes=1, device="cpu", out=str(out), checkpoint_every=checkpoint_every,
-    )  # fmt: skip
+    )
 
 
 def trainer(run_spec: RunSpec, overwrite: bool = False) -> Trainer:
@@ -98,7 +97,7 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path: Path) -> None:
         [sys.executable, "-c", "import sys, time; from pathlib import Path; from qsmbench.runs.locking import claim_run_dir; "
          "claim = claim_run_dir(Path(sys.argv[1])); print('held', flush=True); time.sleep(120)", str(tmp_path)],
         stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         with pytest.raises(RunLocked, match=f"pid {holder.pid}, heartbeat"):
@@ -129,7 +128,7 @@ def test_a_live_claim_of_another_host_holds_even_where_flock_is_per_host(tmp_pat
     the directory, so the second launcher is refused with one line naming the holder, and nothing is written."""
     other_host_claim(tmp_path / "Pendulum-v1" / "sac", heartbeat_age_s=10)
     result = run_cli(["run", "--algo", "sac", "--env", "Pendulum-v1", "--seeds", "1", "--steps", "100", "--eval-every", "50",
-                      "--eval-episodes", "1", "--set", "warmup_steps=50", "--name", "", "--out", str(tmp_path)], capfd)  # fmt: skip
+                      "--eval-episodes", "1", "--set", "warmup_steps=50", "--name", "", "--out", str(tmp_path)], capfd)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert re.search(r"claimed by slurm job 7_3 on host node-elsewhere, pid 4242, step 70 of 500, heartbeat 1\d s ago", result.stderr)
     assert sorted(path.name for path in (tmp_path / "Pendulum-v1" / "sac").iterdir()) == [LOCK_NAME]
@@ -143,7 +142,7 @@ def test_a_claim_whose_holder_died_is_taken_over_after_the_timeout(tmp_path: Pat
     stale = read_claim(run_dir)
     assert stale is not None and "taken over by the next launcher" in stale.state(time.time())
     result = run_cli(["run", "--algo", "sac", "--env", "Pendulum-v1", "--seeds", "1", "--steps", "100", "--eval-every", "50",
-                      "--eval-episodes", "1", "--set", "warmup_steps=50", "--name", "", "--out", str(tmp_path), "--quiet"], capfd)  # fmt: skip
+                      "--eval-episodes", "1", "--set", "warmup_steps=50", "--name", "", "--out", str(tmp_path), "--quiet"], capfd)
     assert result.returncode == 0, result.stderr
     assert f"took over {run_dir} from slurm job 7_3 on host node-elsewhere, pid 4242, step 70 of 500" in result.stderr
     assert read_run(run_dir / "seed_0.parquet").status == "complete"

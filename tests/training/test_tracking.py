@@ -11,8 +11,9 @@ import json
 import shutil
 import struct
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,7 @@ def run_args(out: Path, *extra: str) -> list[str]:
         "run", "--algo", "td3", "--env", "Pendulum-v1", "--seeds", "2", "--steps", "200", "--eval-every", "100",
         "--eval-episodes", "1", "--device", "cpu", "--quiet", "--out", str(out), "--set", "warmup_steps=50",
         "--set", "batch_size=32", "--set", "hidden_sizes=32,32", "--name", "", *extra,
-    ]  # fmt: skip
+    ]
 
 
 def curves(out: Path) -> list[pd.DataFrame]:
@@ -107,7 +108,8 @@ def test_resume_ignores_the_tracking_settings_and_tensorboard_drops_the_redone_s
         for got, want in zip(without_timing(curves(out)), without_timing(curves(reference))):
             pd.testing.assert_frame_equal(got, want, check_exact=True)
     scalars, configs = tensorboard_scalars(tmp_path / "tracked")
-    assert [json.loads(config.removeprefix("```json\n").removesuffix("\n```"))["run_config"]["track_every"] for config in configs] == [50, 25]
+    documents = [json.loads(config.removeprefix("```json\n").removesuffix("\n```")) for config in configs]
+    assert [document["run_config"]["track_every"] for document in documents] == [50, 25]
     assert [step for step, _ in scalars["seed_0/diagnostics/critic_loss"]] == [75, 100, 125, 150, 175, 200]
     assert [step for step, _ in scalars["seed_1/eval_return"]] == [0, 100, 200]
 
