@@ -40,7 +40,11 @@ REPRODUCE_FLAGS ?=
 reproduce-paper: $(STAMP)
 	$(BIN)/qsmbench reproduce paper $(REPRODUCE_FLAGS)
 
+# Lint (ruff), the import layers (import-linter: core -> algorithms -> envs | runs -> training -> analysis : grid :
+# tools -> cli, see pyproject.toml), then the tests.
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 clean:
