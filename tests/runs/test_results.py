@@ -21,6 +21,7 @@ from qsmbench.core.errors import ConfigError
 from qsmbench.runs.results import SkippedRunFileWarning, load
 
 QSMBENCH = Path(sys.executable).parent / "qsmbench"
+REPO_RESULTS_README = Path(__file__).parents[2] / "results" / "_README.md"  # the one file of results/ in git
 ALGOS = {"sac": [], "qsm": ["actor_hidden_sizes=32,32", "time_hidden_sizes=16,16", "diffusion_steps=2"]}
 SEEDS, STEPS, EVAL_EVERY = 2, 150, 50
 EVALUATIONS = STEPS // EVAL_EVERY + 1  # at 0, 50, 100, 150
@@ -35,8 +36,11 @@ def qsmbench(args: list[str], cwd: Path) -> None:
 
 @pytest.fixture(scope="module")
 def plotted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """results/ after `qsmbench run` of SAC and QSM (Pendulum-v1, 2 seeds, 150 steps) and `qsmbench plot`."""
+    """results/ after `qsmbench run` of SAC and QSM (Pendulum-v1, 2 seeds, 150 steps) and `qsmbench plot`, in a
+    results/ that holds the repository's own _README.md first, as a fresh clone's does."""
     root = tmp_path_factory.mktemp("results-as-data")
+    (root / "results").mkdir()
+    shutil.copy(REPO_RESULTS_README, root / "results")
     for algo, sets in ALGOS.items():
         settings = [f"warmup_steps={WARMUP}", "batch_size=32", "hidden_sizes=32,32", *sets]
         qsmbench(["run", "--algo", algo, "--env", "Pendulum-v1", "--seeds", str(SEEDS), "--steps", str(STEPS),
@@ -86,6 +90,7 @@ def test_pd_read_parquet_reads_a_plotted_results_dir(plotted: Path) -> None:
     so a diagnostic only other algorithms log is dropped: `load` keeps them."""
     frame = pd.read_parquet(plotted)
     assert (plotted / "_figures" / "summary.md").is_file() and not (plotted / "figures").exists()
+    assert (plotted / "_README.md").is_file() and "results/" in REPO_RESULTS_README.read_text()
     assert len(frame) == len(ALGOS) * SEEDS * EVALUATIONS
     assert set(frame["algo"]) == set(ALGOS) and set(frame["seed"]) == set(range(SEEDS))
     assert {"step", "eval_return", "critic_loss"} <= set(frame.columns)
