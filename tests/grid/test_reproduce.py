@@ -102,7 +102,7 @@ def test_paper_grid_expands_to_every_task_algorithm_pair(tmp_path: Path) -> None
     assert all(task.source for task in grid.tasks)
     assert sorted((job.task, job.algo) for job in jobs) == sorted((task, algo) for task in tasks for algo in ALGOS)
     for job in jobs:
-        run = job.spec.run
+        run = job.spec.protocol
         assert (run.seed_start, run.seeds, run.steps, run.eval_every, run.eval_episodes) == (0, 10, 1_000_000, 10_000, 10)
         assert job.spec.config == job.spec.algorithm.config_cls() and job.status == "to run"  # official defaults
     assert grid.out == Path("results/paper")
@@ -286,7 +286,7 @@ def test_the_plan_of_ten_million_seeds_takes_no_time(tmp_path: Path) -> None:
     grid = load_grid(write_grid(tmp_path, VALID_GRID.replace("seeds = 2", "seeds = 10_000_000")), "test")
     out = tmp_path / "results"
     spec = grid.specs[0].with_settings(out=str(out), seed_start=5, seeds=1)
-    header = RunHeader("td3", "Pendulum-v1", "Pendulum-v1", run_config=dataclasses.asdict(spec.run),
+    header = RunHeader("td3", "Pendulum-v1", "Pendulum-v1", run_config=spec.run_settings(),
                        algo_config=dataclasses.asdict(spec.config))
     write_run(run_path(out, "Pendulum-v1", "td3", 5), pd.DataFrame(), RunMetadata(header, 5, "complete"))
     (job,) = plan(grid, out)
@@ -470,7 +470,7 @@ def test_a_task_sets_its_own_evaluation_and_resources(tmp_path: Path) -> None:
         'source = "test"\n', 'source = "test"\neval_every = 150\neval_episodes = 3\nresources = { cpus = 2, gpus = 0.5 }\n', 1
     ).replace("[scales.test]", "[resources]\ngpus = 0.125\n\n[scales.test]")
     grid = load_grid(write_grid(tmp_path, text), "test")
-    runs = {spec.protocol.task: spec.run for spec in grid.specs}
+    runs = {spec.protocol.task: spec.protocol for spec in grid.specs}
     assert (runs["Pendulum-v1"].eval_every, runs["Pendulum-v1"].eval_episodes) == (150, 3)
     assert (runs["InvertedPendulum-v4"].eval_every, runs["InvertedPendulum-v4"].eval_episodes) == (100, 1)
     resources = {spec.protocol.task: grid.resources_of(spec) for spec in grid.specs}

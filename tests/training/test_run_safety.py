@@ -234,7 +234,7 @@ def test_every_seed_non_finite_ends_the_run_early_as_diverged(tmp_path: Path) ->
         assert stored.status == "diverged" and stored.metadata.divergence is not None
         assert stored.metadata.divergence.step <= 1000
         assert np.isfinite(stored.curve.iloc[1:].select_dtypes("number").drop(columns="train_return")).all().all()
-    assert run.last_eval_step <= 1000, "a run whose seeds are all dead must stop"
+    assert run.recorder.last_eval_step <= 1000, "a run whose seeds are all dead must stop"
 
 
 # ------------------------------------------------------------------------------------------------ output directory
