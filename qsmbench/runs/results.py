@@ -25,7 +25,6 @@ RUN_PREFIX = "run."  # run settings (Protocol and Execution: steps, eval_every, 
 HYPERPARAMETER_PREFIX = "hp."  # the algorithm's effective hyperparameters, e.g. `hp.batch_size`
 IDENTITY_COLUMNS = ("task", "algo", "variant", "seed", "status", "env_id", "dataset")
 CURVE_COLUMNS = tuple(f.name for f in dataclasses.fields(EvalRow) if f.name not in ("diagnostics", *IDENTITY_COLUMNS))
-RUN_SETTINGS = RUN_SETTING_NAMES
 
 
 class SkippedRunFileWarning(UserWarning):
@@ -69,7 +68,7 @@ def column_order(columns: pd.Index) -> list[str]:
     """Identity, curve, diagnostics (sorted), run settings (Protocol, then Execution order, then any others sorted),
     hyperparameters (sorted): an order that depends only on which columns exist."""
     present = set(columns)
-    run_known = [f"{RUN_PREFIX}{name}" for name in RUN_SETTINGS]
+    run_known = [f"{RUN_PREFIX}{name}" for name in RUN_SETTING_NAMES]
     fixed = [name for name in (*IDENTITY_COLUMNS, *CURVE_COLUMNS) if name in present]
     run_settings = [name for name in run_known if name in present]
     run_settings += sorted(name for name in present if name.startswith(RUN_PREFIX) and name not in run_known)
