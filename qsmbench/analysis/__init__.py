@@ -1,0 +1,1 @@
+"""A results tree as tables and figures (`qsmbench plot`): scores, bootstrap statistics, aggregates, drawing."""

@@ -1,0 +1,1 @@
+"""The words everything else uses: settings (Protocol, Execution, algorithm configs), errors, message helpers."""

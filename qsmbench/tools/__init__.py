@@ -1,0 +1,1 @@
+"""Tools around runs: evaluating and filming saved policies, measuring speed, the multimodality demo."""
