@@ -11,12 +11,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from qsmbench.core.errors import ConfigError
-from qsmbench.runs.layout import run_dir
-from qsmbench.runs.saved_policies import load_agent
-from qsmbench.tools.evaluate import PolicyReturns, evaluate_policies, find_policies, parse_seeds
+from qsmbench.tools.evaluate import PolicyReturns, evaluate_runs, find_policies, load_runs, parse_seeds
 from qsmbench.tools.toy import register_bandit
-from qsmbench.tools.video import check_video_support, choose_renderer, record_videos
-from qsmbench.training.prepare import resolve_device
+from qsmbench.tools.video import check_can_film, film_runs
 
 
 def eval_command(
@@ -36,21 +33,12 @@ def eval_command(
     runs = find_policies(path, parse_seeds(seeds) if seeds is not None else None)
     register_bandit()  # the toy demo's runs save policies too; its env is registered by qsmbench only
     if video is not None:
-        check_video_support()
-        for env_id in sorted({policies[0].header.env_id for policies in runs}):
-            choose_renderer(env_id)
-    torch_device = resolve_device(device)
-    agents = [load_agent(policies, torch_device) for policies in runs]
-    results = [evaluate_policies(policies, agent, episodes, eval_seed, torch_device) for policies, agent in zip(runs, agents)]
-    Console().print(returns_table(results, episodes, eval_seed))
-    if video is None:
-        return
-    for policies, agent in zip(runs, agents):
-        header = policies[0].header
-        directory = run_dir(video, header.task, header.algo, header.variant)
-        directory.mkdir(parents=True, exist_ok=True)
-        files = record_videos(policies, agent, video_episodes, eval_seed, directory, torch_device)
-        print(f"videos: {len(files)} in {directory}")
+        check_can_film(runs)
+    loaded = load_runs(runs, device)
+    Console().print(returns_table(evaluate_runs(loaded, episodes, eval_seed), episodes, eval_seed))
+    if video is not None:
+        for directory, files in film_runs(loaded, video, video_episodes, eval_seed):
+            print(f"videos: {len(files)} in {directory}")
 
 
 def returns_table(results: list[PolicyReturns], episodes: int, eval_seed: int) -> Table:

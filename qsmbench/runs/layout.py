@@ -83,6 +83,17 @@ def policy_path(run_file: Path) -> Path:
     return run_file.parent / POLICY_DIR / f"{run_file.stem}.pt"
 
 
+def policy_seed(policy_file: Path) -> int | None:
+    """The seed a saved policy's name says (`seed_<k>.pt`), or None for another name."""
+    named = re.fullmatch(r"seed_(\d+)\.pt", policy_file.name)
+    return int(named[1]) if named else None
+
+
+def policy_run_dir(policy_file: Path) -> Path:
+    """The run directory a saved policy belongs to."""
+    return policy_file.parent.parent
+
+
 def policy_files(root: Path) -> list[Path]:
     """Every saved policy under `root`, at any depth."""
     return sorted(root.rglob(f"{POLICY_DIR}/seed_*.pt")) if root.is_dir() else []

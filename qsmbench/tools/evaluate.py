@@ -17,9 +17,10 @@ import torch
 
 from qsmbench.algorithms import Agent
 from qsmbench.core.errors import ConfigError
-from qsmbench.runs.layout import POLICY_DIR, policy_files
-from qsmbench.runs.saved_policies import SavedPolicy, read_policy
+from qsmbench.runs.layout import POLICY_DIR, policy_files, policy_run_dir, policy_seed
+from qsmbench.runs.saved_policies import SavedPolicy, load_agent, read_policy
 from qsmbench.training.evaluation import Evaluator
+from qsmbench.training.prepare import resolve_device
 
 EVAL_STREAM_SALT = 0x5A7ED  # `qsmbench eval`'s episodes and noise, apart from the training's evaluations
 
@@ -37,6 +38,29 @@ class PolicyReturns:
         return f"{header.algo} [{header.variant}]" if header.variant else header.algo
 
 
+@dataclass(frozen=True)
+class LoadedRuns:
+    """The saved policies of each run under a path, each run's seeds stacked into one agent again."""
+
+    runs: list[list[SavedPolicy]]
+    agents: list[Agent]
+    device: torch.device
+
+
+def load_runs(runs: list[list[SavedPolicy]], device: str) -> LoadedRuns:
+    """The runs' saved policies (`find_policies`) as one agent per run, on `device`."""
+    torch_device = resolve_device(device)
+    return LoadedRuns(runs, [load_agent(policies, torch_device) for policies in runs], torch_device)
+
+
+def evaluate_runs(loaded: LoadedRuns, episodes: int, eval_seed: int) -> list[PolicyReturns]:
+    """Each run's returns on `episodes` fresh episodes per seed (`eval_seed`'s stream)."""
+    return [
+        evaluate_policies(policies, agent, episodes, eval_seed, loaded.device)
+        for policies, agent in zip(loaded.runs, loaded.agents)
+    ]
+
+
 def find_policies(path: Path, seeds: Sequence[int] | None = None) -> list[list[SavedPolicy]]:
     """The saved policies under `path` (a run directory or a results tree), one list per run directory, in
     seed order; only `seeds` when given. ConfigError when there are none, or a seed asked for is missing."""
@@ -49,17 +73,12 @@ def find_policies(path: Path, seeds: Sequence[int] | None = None) -> list[list[S
         )
     runs: dict[Path, list[SavedPolicy]] = {}
     for file in files:
-        if seeds is None or seed_of(file) in seeds:
-            runs.setdefault(file.parent.parent, []).append(read_policy(file))
+        if seeds is None or policy_seed(file) in seeds:
+            runs.setdefault(policy_run_dir(file), []).append(read_policy(file))
     found = {policy.seed for policies in runs.values() for policy in policies}
     if missing := sorted(set(seeds or ()) - found):
         raise ConfigError(f"no saved policy of seed {', '.join(map(str, missing))} under {path}")
     return [sorted(policies, key=lambda policy: policy.seed) for _, policies in sorted(runs.items())]
-
-
-def seed_of(file: Path) -> int | None:
-    match = re.fullmatch(r"seed_(\d+)\.pt", file.name)
-    return int(match[1]) if match else None
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -13,15 +13,16 @@ import os
 import subprocess
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
 
 from qsmbench.algorithms import Agent
 from qsmbench.core.errors import ConfigError
+from qsmbench.runs.layout import run_dir
 from qsmbench.runs.saved_policies import SavedPolicy
-from qsmbench.tools.evaluate import evaluator_for, play
+from qsmbench.tools.evaluate import LoadedRuns, evaluator_for, play
 
 RENDERERS = ("egl", "osmesa")
 PROBE_TIMEOUT_S = 120
@@ -93,3 +94,20 @@ def record_videos(
         ]
     play(agent, policies, evaluator)
     return [(directory / f"{name}-episode-0.mp4").replace(directory / f"{name}.mp4") for name in names]
+
+
+def film_runs(loaded: LoadedRuns, video_dir: Path, episodes: int, eval_seed: int) -> Iterator[tuple[Path, list[Path]]]:
+    """Film each run's seeds into `<video_dir>/<task>/<algo>[.<variant>]/`; yields each directory and its files
+    as it is done (filming is slow)."""
+    for policies, agent in zip(loaded.runs, loaded.agents):
+        header = policies[0].header
+        directory = run_dir(video_dir, header.task, header.algo, header.variant)
+        directory.mkdir(parents=True, exist_ok=True)
+        yield directory, record_videos(policies, agent, episodes, eval_seed, directory, loaded.device)
+
+
+def check_can_film(runs: list[list[SavedPolicy]]) -> None:
+    """moviepy installed and a renderer for every run's environment (`find_policies`), before anything is evaluated."""
+    check_video_support()
+    for env_id in sorted({policies[0].header.env_id for policies in runs}):
+        choose_renderer(env_id)
