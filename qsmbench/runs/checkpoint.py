@@ -50,7 +50,7 @@ class CheckpointInfo:
         return f"step {self.step:,} of {self.steps:,}, written {format_duration(age)} ago ({self.path})"
 
 
-def run_settings(spec: RunSpec, env_id: str, device: torch.device) -> dict[str, Any]:
+def resume_settings(spec: RunSpec, env_id: str, device: torch.device) -> dict[str, Any]:
     """What must be equal for a checkpoint to continue a run, as JSON reads it back: the whole protocol, the
     execution settings that change the numbers (NUMERICS), the hyperparameters and the device type. The other
     execution settings may change on resume; the variant label names the run's directory, where its checkpoint

@@ -1,7 +1,7 @@
 """A run specification: the one object that says what a run is.
 
 `qsmbench run`, the grid of `qsmbench reproduce`, the toy demo, the benchmarks and the tests all
-build a `RunSpec` and hand it to `trainer.prepare`; nothing else assembles a run. Building one
+build a `RunSpec` and hand it to `qsmbench.training.prepare.prepare`; nothing else assembles a run. Building one
 checks that its parts belong together (the config is the algorithm's own, and an offline run
 uses an algorithm with an offline formulation, and an online run trains beyond its random warm-up), so a
 spec that exists is a consistent one.

@@ -14,7 +14,7 @@ from qsmbench.core.errors import ConfigError
 from qsmbench.envs.datasets import OfflineDataset, load_offline_dataset
 from qsmbench.envs.environments import env_dims
 from qsmbench.envs.workers import start_worker_server
-from qsmbench.runs.checkpoint import CheckpointInfo, checkpoint_info, run_settings
+from qsmbench.runs.checkpoint import CheckpointInfo, checkpoint_info, resume_settings
 from qsmbench.runs.layout import checkpoint_path, run_dir, run_path
 from qsmbench.runs.locking import RunClaim, claim_run_dir
 from qsmbench.runs.saved_policies import remove_policies
@@ -69,7 +69,7 @@ class PreparedRun:
 
     @property
     def settings(self) -> dict[str, object]:
-        return run_settings(self.spec, self.env_id, self.device)
+        return resume_settings(self.spec, self.env_id, self.device)
 
     def claim(self) -> RunClaim:
         """Claim the run directory, then check the files again under the claim and clear stale temporaries
