@@ -102,3 +102,28 @@ def test_the_readme_stays_a_front_door() -> None:
     assert len(lines) < 230, f"README.md has {len(lines)} lines; move reference material to docs/"
     commands = [line.split("#")[0].strip() for line in lines]
     assert "make run" in commands and "make test" in commands
+
+
+RESULTS_LAYOUT = re.compile(r'"_policies"|"_figures"|"_tensorboard"|\.qsmbench\.lock|checkpoint_seeds_|\.r?glob\(')
+
+
+def package_modules() -> list[Path]:
+    return sorted([*(REPO / "qsmbench").rglob("*.py"), *(REPO / "algorithms").rglob("*.py")])
+
+
+def test_only_runs_names_the_files_of_a_results_directory() -> None:
+    """qsmbench/runs/layout.py defines every path under a results directory, and only runs/ uses its names:
+    no other module spells one out (they were written in five modules before)."""
+    offending = [
+        f"{path.relative_to(REPO)}:{number}"
+        for path in package_modules()
+        if (REPO / "qsmbench" / "runs") not in path.parents
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if RESULTS_LAYOUT.search(line)
+    ]
+    assert offending == []
+
+
+def test_no_module_of_the_package_is_over_400_lines() -> None:
+    sizes = {path.relative_to(REPO): len(path.read_text().splitlines()) for path in package_modules()}
+    assert {path: lines for path, lines in sizes.items() if lines > 400} == {}
