@@ -52,13 +52,15 @@ class CheckpointInfo:
 
 def resume_settings(spec: RunSpec, env_id: str, device: torch.device) -> dict[str, Any]:
     """What must be equal for a checkpoint to continue a run, as JSON reads it back: the whole protocol, the
-    execution settings that change the numbers (NUMERICS), the hyperparameters and the device type. The other
-    execution settings may change on resume; the variant label names the run's directory, where its checkpoint
-    lives, so it is compared by where the checkpoint is."""
+    execution settings that change the numbers (NUMERICS), the hyperparameters, the device type and the variant
+    label (a checkpoint of another label is never this run's, even in a directory an older qsmbench shared
+    between labels). The other execution settings may change on resume. An unlabelled run leaves the label out,
+    so checkpoints written before it was compared still resume: `<algo>/` only ever held unlabelled runs."""
     numerics = {key: getattr(spec.execution, key) for key in NUMERICS}
     run = {**dataclasses.asdict(spec.protocol), **numerics}
+    label = {"variant": spec.execution.variant} if spec.execution.variant else {}
     settings = {
-        "algo": spec.algo, "env_id": env_id, **run, **dataclasses.asdict(spec.config), "device type": device.type,
+        "algo": spec.algo, "env_id": env_id, **label, **run, **dataclasses.asdict(spec.config), "device type": device.type,
     }
     return json.loads(json.dumps(settings))
 

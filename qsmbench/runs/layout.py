@@ -1,7 +1,7 @@
 """Every path under a results directory, defined here and nowhere else.
 
     <out>/
-      <task>/<algo>[.<variant>]/            run_dir: one directory per (task, algorithm, variant)
+      <task>/<algo>[.<label>]/              run_dir: one directory per (task, algorithm, variant label)
         seed_<k>.parquet                    run_path: a seed's run file (qsmbench.runs.format)
         .seed_<k>.parquet.<pid>.tmp         temporary_path: a write in progress, removed when stale
         checkpoint_seeds_<a>-<b>.pt         checkpoint_path: an unfinished run's checkpoint
@@ -12,11 +12,13 @@
 
 Names starting with `_` or `.` are skipped by pyarrow's dataset discovery, so `pd.read_parquet(out)`
 reads the run files and nothing else. A task id may hold `/` (`dm_control/cheetah-run-v0`): `path_safe`
-makes it one directory level.
+makes it one directory level. Variant labels map to directories one to one (`label_name`); a run also checks
+the labels stored in the files it finds there, so no run is ever taken for another's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -25,17 +27,30 @@ POLICY_DIR = "_policies"
 FIGURES_DIR = "_figures"
 TENSORBOARD_DIR = "_tensorboard"
 LOCK_NAME = ".qsmbench.lock"
+LABEL_HASH_DIGITS = 8  # hex digits of a label's hash in its directory name (label_name)
 LONGEST_TEMPORARY = ".seed_0.parquet.0000000.tmp"  # for the path-length check of a run directory
 
 
 def path_safe(name: str) -> str:
-    """`dm_control/cheetah-run-v0` -> `dm_control-cheetah-run-v0`: one directory level per task."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name)
+    """`dm_control/cheetah-run-v0` -> `dm_control-cheetah-run-v0`: one directory level per task, and never `.`,
+    `..` or a name that pyarrow's discovery skips (a leading `.` or `_` becomes `-`)."""
+    return re.sub(r"^[._]", "-", re.sub(r"[^A-Za-z0-9._-]+", "-", name)) or "-"
+
+
+def label_name(label: str) -> str:
+    """A variant label as the part of a directory name after `<algo>.`, one to one: a label of letters, digits
+    and `._-` is itself; any other is its path-safe form, `~` and a hash of the label (`lr=3e-4` ->
+    `lr-3e-4~debbbce8`), so that labels folding to one form (`a b` and `a/b`, `α` and `β`) keep apart."""
+    if re.fullmatch(r"[A-Za-z0-9._-]+", label):
+        return label
+    digest = hashlib.sha256(label.encode()).hexdigest()[:LABEL_HASH_DIGITS]
+    return f"{re.sub(r'[^A-Za-z0-9._-]+', '-', label)}~{digest}"
 
 
 def run_dir(out: str | Path, task: str, algo: str, variant: str = "") -> Path:
-    """`<out>/<task>/<algo>`, or `<algo>.<variant>` for a labelled variant: a directory per (task, algorithm, variant)."""
-    return Path(out) / path_safe(task) / (f"{algo}.{path_safe(variant)}" if variant else algo)
+    """`<out>/<task>/<algo>`, or `<algo>.<label_name(variant)>` for a labelled variant: a directory per (task,
+    algorithm, variant)."""
+    return Path(out) / path_safe(task) / (f"{algo}.{label_name(variant)}" if variant else algo)
 
 
 def run_path(out: str | Path, task: str, algo: str, seed: int, variant: str = "") -> Path:

@@ -14,11 +14,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from qsmbench.core.errors import CompleteRunError, ConfigError
+from qsmbench.core.errors import CompleteRunError, ConfigError, RunFileError
 from qsmbench.core.messages import format_bytes, short_path
 from qsmbench.runs.format import FINISHED, METADATA_KEY, Divergence, EvalRow, RunHeader, RunMetadata, Status
 from qsmbench.runs.layout import LONGEST_TEMPORARY, stale_temporaries, temporary_path
-from qsmbench.runs.read import read_status
+from qsmbench.runs.read import read_run, read_status
+from qsmbench.runs.spec import RunSpec
 
 
 def write_run(path: Path, curve: pd.DataFrame, metadata: RunMetadata) -> None:
@@ -168,3 +169,30 @@ def check_can_write(paths: list[Path], overwrite: bool, resuming: bool = False) 
             raise CompleteRunError(f"{path} holds a finished run ({status}); pass --overwrite to replace it")
         if status == "unreadable":
             raise ConfigError(f"{path} exists but is not a readable qsmbench run file; pass --overwrite to replace it")
+
+
+def check_same_run(paths: list[Path], spec: RunSpec, overwrite: bool) -> None:
+    """Refuse to take the files of another run for this one's, unless asked to replace them: a file whose task,
+    algorithm or variant label differs from `spec`'s (directories of an older qsmbench folded labels together,
+    `a b` and `a/b` into one). Unreadable files are `check_can_write`'s to refuse."""
+    if overwrite:
+        return
+    ours = (spec.algo, spec.protocol.task, spec.execution.variant)
+    for path in paths:
+        if not path.is_file():
+            continue
+        try:
+            stored = read_run(path).metadata.header
+        except RunFileError:
+            continue
+        theirs = (stored.algo, stored.task, stored.variant)
+        if theirs != ours:
+            raise ConfigError(
+                f"{path} holds a run of {describe_run(*theirs)}, not of {describe_run(*ours)}; "
+                "choose another --name, or pass --overwrite to replace it"
+            )
+
+
+def describe_run(algo: str, task: str, variant: str) -> str:
+    """`sac on Pendulum-v1 labelled 'a b'`, or `... unlabelled`."""
+    return f"{algo} on {task} " + (f"labelled {variant!r}" if variant else "unlabelled")

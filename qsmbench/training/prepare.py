@@ -19,7 +19,7 @@ from qsmbench.runs.layout import checkpoint_path, run_dir, run_path
 from qsmbench.runs.locking import RunClaim, claim_run_dir
 from qsmbench.runs.saved_policies import remove_policies
 from qsmbench.runs.spec import RunSpec
-from qsmbench.runs.write import check_can_write, check_out_dir, remove_stale_temporaries
+from qsmbench.runs.write import check_can_write, check_out_dir, check_same_run, remove_stale_temporaries
 from qsmbench.training.memory import check_checkpoint_room, check_fits
 from qsmbench.training.tracking import check_installed
 
@@ -80,6 +80,7 @@ class PreparedRun:
         """
         claim = claim_run_dir(self.run_dir, self.spec.protocol.steps)
         try:
+            check_same_run(self.paths, self.spec, self.overwrite)
             check_can_write(self.paths, self.overwrite, self.resuming)
         except BaseException:
             claim.release()
@@ -114,6 +115,7 @@ def prepare(spec: RunSpec, overwrite: bool = False) -> PreparedRun:
             f"but its environment {env_id} has {dims.obs_dim}/{dims.act_dim}"
         )
     paths = [run_path(execution.out, protocol.task, spec.algo, seed, execution.variant) for seed in protocol.seed_values]
+    check_same_run(paths, spec, overwrite)
     prepared = PreparedRun(spec, device, env_id, dims, paths, dataset, overwrite)
     resume = checkpoint_info(prepared.checkpoint, prepared.settings) if prepared.resuming else None
     check_can_write(paths, overwrite, resuming=resume is not None)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from support import CPU, run_cli, small_overrides
 
-from qsmbench.runs.layout import policy_path, run_path
+from qsmbench.runs.layout import policy_path, run_dir, run_path
 from qsmbench.runs.read import read_run
 from qsmbench.runs.saved_policies import load_agent, read_policy
 from qsmbench.runs.spec import make_spec
@@ -124,7 +124,9 @@ def test_run_name_and_set_values_label_a_variant(tmp_path: Path, capfd: pytest.C
     labelled = {
         file.parent.name: read_run(file).metadata.header.variant for file in sorted(tmp_path.rglob("seed_0.parquet"))
     }
-    assert labelled == {"td3.hidden_sizes-16-16-warmup_steps-10": "hidden_sizes=16,16 warmup_steps=10", "td3.small-nets": "small nets"}
+    labels = ("hidden_sizes=16,16 warmup_steps=10", "small nets")
+    assert labelled == {run_dir(tmp_path, "Pendulum-v1", "td3", label).name: label for label in labels}
+    assert sorted(labelled)[0].startswith("td3.hidden_sizes-16-16-warmup_steps-10~")  # readable, and one per label
     for bad in ["a\nb", " padded", "x" * 121]:
         result = run_cli([*args, "--set", "warmup_steps=10", "--name", bad], capfd)
         assert result.returncode == 2 and "--name must be printable" in result.stderr
