@@ -64,6 +64,7 @@ CLAIM_TIMEOUT_S = 300.0  # a claim of another host not written for longer than t
 HOLDER_VARIABLE = "QSMBENCH_HOLDER"  # names the holder in the record (the Ray driver sets it for its tasks)
 HOLDER_MAX_CHARS = 200  # a longer holder name is cut: the record stays small
 RECORD_MAX_BYTES = 64 * 1024  # a larger record file is not one of ours
+JSON_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
 NO_FLOCK = (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL)  # what flock says on a filesystem without it
 
 
@@ -88,7 +89,7 @@ class ClaimRecord:
     @classmethod
     def parse(cls, document: object, written: float) -> ClaimRecord | None:
         """The record in a stored document, or None when a field is missing or of the wrong type."""
-        fields = {field.name: field.type for field in dataclasses.fields(cls) if field.name != "written"}
+        fields = {field.name: str(field.type) for field in dataclasses.fields(cls) if field.name != "written"}
         if not isinstance(document, dict) or not all(_of_type(document.get(name), kind) for name, kind in fields.items()):
             return None
         record = cls(**{name: document[name] for name in fields}, written=written)
@@ -137,14 +138,12 @@ class ClaimRecord:
         return f"claimed by {self.describe(now)}"
 
 
-def _of_type(value: object, kind: object) -> bool:
-    """Whether a JSON value has a record field's type (`kind` as the dataclass spells it): a bool is no
-    number, an int is a float, and a float is finite."""
-    if isinstance(value, bool) or kind == "bool":
-        return isinstance(value, bool) and kind == "bool"
-    if kind == "float":
-        return isinstance(value, (int, float)) and math.isfinite(value)
-    return isinstance(value, {"str": str, "int": int}[str(kind)])
+def _of_type(value: object, kind: str) -> bool:
+    """Whether a JSON value has a record field's type (`kind` as the dataclass spells it): a bool is no number
+    (JSON's `true` is not 1), an int is a float, and a float is finite (Python's JSON reads `NaN`)."""
+    if isinstance(value, bool) != (kind == "bool"):
+        return False
+    return isinstance(value, JSON_TYPES[kind]) and (not isinstance(value, float) or math.isfinite(value))
 
 
 def holder_label() -> str:
