@@ -21,8 +21,9 @@ A claim is two things, in two files of the run directory:
   directory claimed while its process lives and writes it.
 
 How old a record is, is read from the file's mtime, against the mtime of the lock file touched just now:
-both are stamped by the file server's clock, so hosts whose clocks disagree judge a claim alike. The
-`heartbeat` time inside is the holder's own clock, for people and for the Ray driver's speed estimate.
+both are stamped by one clock (an NFS server's, a local kernel's), so hosts whose clocks disagree judge a
+claim alike; a filesystem that takes each client's time for its stamps still needs the hosts' clocks to
+agree. The `heartbeat` time inside is the holder's own clock, for people and the Ray driver's speed estimate.
 A record that cannot be read as one (not JSON, a field of the wrong type, over `RECORD_MAX_BYTES`) is no
 claim: `flock` alone decides, and the next claim replaces it.
 
