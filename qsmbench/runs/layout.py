@@ -5,7 +5,8 @@
         seed_<k>.parquet                    run_path: a seed's run file (qsmbench.runs.format)
         .seed_<k>.parquet.<pid>.tmp         temporary_path: a write in progress, removed when stale
         checkpoint_seeds_<a>-<b>.pt         checkpoint_path: an unfinished run's checkpoint
-        .qsmbench.lock                      lock_path: the directory's claim (qsmbench.runs.locking)
+        .qsmbench.lock                      lock_path: the directory's claim, by `flock` (qsmbench.runs.locking)
+        .qsmbench.claim                     claim_path: the claim's record, replaced whole at each heartbeat
         _policies/seed_<k>.pt               policy_path: a complete run's saved policies
       _figures/                             figures_dir: `qsmbench plot`'s tables and figures
       _tensorboard/<task>/<algo>[.<variant>]/seeds_<a>-<b>    tensorboard_dir: `run --track tensorboard`
@@ -27,6 +28,7 @@ POLICY_DIR = "_policies"
 FIGURES_DIR = "_figures"
 TENSORBOARD_DIR = "_tensorboard"
 LOCK_NAME = ".qsmbench.lock"
+CLAIM_NAME = ".qsmbench.claim"
 LABEL_HASH_DIGITS = 8  # hex digits of a label's hash in its directory name (label_name)
 LONGEST_TEMPORARY = ".seed_0.parquet.0000000.tmp"  # for the path-length check of a run directory
 
@@ -118,6 +120,10 @@ def lock_path(run_dir: Path) -> Path:
     return run_dir / LOCK_NAME
 
 
+def claim_path(run_dir: Path) -> Path:
+    return run_dir / CLAIM_NAME
+
+
 def figures_dir(out: str | Path) -> Path:
     return Path(out) / FIGURES_DIR
 
@@ -133,5 +139,6 @@ def temporary_path(path: Path) -> Path:
 
 
 def stale_temporaries(run_dir: Path) -> list[Path]:
-    """The temporaries of run files and checkpoints in `run_dir`: stale when nobody holds the directory."""
-    return sorted([*run_dir.glob(".seed_*.parquet.*.tmp"), *run_dir.glob(".checkpoint_seeds_*.pt.*.tmp")])
+    """The temporaries of run files, checkpoints and claim records in `run_dir`: stale when nobody holds the directory."""
+    patterns = (".seed_*.parquet.*.tmp", ".checkpoint_seeds_*.pt.*.tmp", f".{CLAIM_NAME}.*.tmp")
+    return sorted(path for pattern in patterns for path in run_dir.glob(pattern))

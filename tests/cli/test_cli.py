@@ -291,9 +291,10 @@ def e2e_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_e2e_writes_one_file_per_seed(e2e_out: Path) -> None:
     """Exactly seed_0.parquet and seed_1.parquet under <out>/Pendulum-v1/td3, their policies and the directory's
-    lock file."""
+    lock and claim files."""
     run_dir = e2e_out / "Pendulum-v1" / "td3"
-    assert sorted(p.name for p in run_dir.iterdir()) == [".qsmbench.lock", "_policies", "seed_0.parquet", "seed_1.parquet"]
+    names = [".qsmbench.claim", ".qsmbench.lock", "_policies", "seed_0.parquet", "seed_1.parquet"]
+    assert sorted(p.name for p in run_dir.iterdir()) == names
     assert sorted(p.name for p in (run_dir / "_policies").iterdir()) == ["seed_0.pt", "seed_1.pt"]
     assert sorted(p.name for p in e2e_out.iterdir()) == ["Pendulum-v1"]
 
@@ -463,5 +464,6 @@ def test_ctrl_c_or_sigterm_exits_and_keeps_every_evaluation(tmp_path: Path, stop
         assert frame["step"].tolist() == [100 * i for i in range(len(frame))]
         counts.append(len(frame))
     assert len(set(counts)) == 1  # every seed holds the same completed evaluations
-    names = [".qsmbench.lock", f"checkpoint_seeds_0-{E2E_SEEDS - 1}.pt", *(f"seed_{k}.parquet" for k in range(E2E_SEEDS))]
+    names = [".qsmbench.claim", ".qsmbench.lock", f"checkpoint_seeds_0-{E2E_SEEDS - 1}.pt"]
+    names += [f"seed_{k}.parquet" for k in range(E2E_SEEDS)]
     assert sorted(p.name for p in first.parent.iterdir()) == names

@@ -22,7 +22,7 @@ from support import keeping_first_checkpoint, run_cli
 
 from qsmbench.core.errors import CompleteRunError, ConfigError, RunLocked
 from qsmbench.grid.plan import on_disk
-from qsmbench.runs.layout import LOCK_NAME, policy_path
+from qsmbench.runs.layout import CLAIM_NAME, LOCK_NAME, claim_path, policy_path
 from qsmbench.runs.locking import CLAIM_TIMEOUT_S, ClaimRecord, claim_run_dir, read_claim, write_record
 from qsmbench.runs.read import read_run
 from qsmbench.runs.spec import RunSpec, make_spec
@@ -117,10 +117,9 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path: Path) -> None:
 def other_host_claim(run_dir: Path, heartbeat_age_s: float) -> None:
     """The record a launcher on another host leaves, whose flock this filesystem does not share with us."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     now = time.time()
-    write_record(descriptor, ClaimRecord("slurm job 7_3", "node-elsewhere", 4242, now - 3600, now - heartbeat_age_s, 70, 500))
-    os.close(descriptor)
+    write_record(run_dir, ClaimRecord("slurm job 7_3", "node-elsewhere", 4242, now - 3600, now - heartbeat_age_s, 70, 500))
+    os.utime(claim_path(run_dir), (now - heartbeat_age_s, now - heartbeat_age_s))  # its age, by the file server's clock
 
 
 def test_a_live_claim_of_another_host_holds_even_where_flock_is_per_host(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
@@ -131,7 +130,7 @@ def test_a_live_claim_of_another_host_holds_even_where_flock_is_per_host(tmp_pat
                       "--eval-episodes", "1", "--set", "warmup_steps=50", "--name", "", "--out", str(tmp_path)], capfd)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert re.search(r"claimed by slurm job 7_3 on host node-elsewhere, pid 4242, step 70 of 500, heartbeat 1\d s ago", result.stderr)
-    assert sorted(path.name for path in (tmp_path / "Pendulum-v1" / "sac").iterdir()) == [LOCK_NAME]
+    assert sorted(path.name for path in (tmp_path / "Pendulum-v1" / "sac").iterdir()) == [CLAIM_NAME, LOCK_NAME]
 
 
 def test_a_claim_whose_holder_died_is_taken_over_after_the_timeout(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
@@ -148,19 +147,6 @@ def test_a_claim_whose_holder_died_is_taken_over_after_the_timeout(tmp_path: Pat
     assert read_run(run_dir / "seed_0.parquet").status == "complete"
     record = read_claim(run_dir)
     assert record is not None and record.host != "node-elsewhere" and record.released
-
-
-def test_a_held_claim_beats_with_the_step(tmp_path: Path) -> None:
-    """The heartbeat carries the run's step, which `--dry-run` and the Ray driver show."""
-    with claim_run_dir(tmp_path, steps=500, heartbeat_every=0) as claim:
-        claimed = read_claim(tmp_path)
-        claim.beat(42)
-        beaten = read_claim(tmp_path)
-        assert claimed is not None and beaten is not None and (claimed.step, beaten.step) == (0, 42)
-        assert beaten.heartbeat >= claimed.heartbeat and not beaten.released
-    with claim_run_dir(tmp_path / "other", steps=500) as claim:
-        claim.beat(42)  # within HEARTBEAT_EVERY_S of the claim: the file is left alone
-        assert read_claim(tmp_path / "other") == claim.record and claim.record.step == 0
 
 
 def test_stale_temporaries_are_cleared_when_the_directory_is_taken(tmp_path: Path) -> None:
