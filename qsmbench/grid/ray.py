@@ -31,7 +31,7 @@ from qsmbench.core.messages import format_duration
 from qsmbench.grid.files import Grid, load_grid
 from qsmbench.grid.local import check_no_conflicts, train_jobs
 from qsmbench.grid.plan import Job, format_plan, plan, select
-from qsmbench.runs.locking import HEARTBEAT_EVERY_S, HOLDER_VARIABLE, read_claim
+from qsmbench.runs.locking import HEARTBEAT_EVERY_S, HOLDER_MAX_CHARS, HOLDER_VARIABLE, read_claim
 
 RETRIES = 3  # attempts after a worker dies (killed, out of memory, node lost); each resumes from the checkpoint
 POLL_S = 1.0  # seconds between the driver's looks at its tasks and their claims
@@ -125,7 +125,7 @@ class Driver:
         self.grid_source = grid_source if grid_source == grid.name else str(Path(grid_source).resolve())
         self.device, self.checkpoint_every = device, checkpoint_every
         holder = f"ray driver {socket.gethostname()}:{os.getpid()}"
-        self.tracked = {job.id: Tracked(job, f"{job.id} of {holder}") for job in jobs}
+        self.tracked = {job.id: Tracked(job, f"{job.id} of {holder}"[:HOLDER_MAX_CHARS]) for job in jobs}  # as the record cuts it
         self.total = len(jobs)
         self.complete: list[str] = []
         self.failed: list[str] = []
