@@ -165,7 +165,7 @@ def load_runs(found: FoundPolicies, device: str) -> LoadedRuns:
         except PolicyError as error:
             skipped.append(f"{error} (the run in {policy_run_dir(policies[0].path)})")
     if not runs:
-        more = f" (and {plural(len(skipped) - 1, 'more')})" if len(skipped) > 1 else ""
+        more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
         raise PolicyError(f"no usable saved policy under {found.path}: {skipped[0]}{more}")
     return LoadedRuns(runs, agents, torch_device, skipped)
 

@@ -122,6 +122,7 @@ class FrameStream(gym.Wrapper):
         return result
 
     def film_frame(self) -> None:
+        """Draw the env now and send the frame to the encoder, started at the first frame (its size is the frame's)."""
         if not self.filming:
             return
         frame = np.ascontiguousarray(self.env.render(), dtype=np.uint8)
@@ -137,6 +138,7 @@ class FrameStream(gym.Wrapper):
         self.encoder.send(frame)
 
     def end_film(self) -> None:
+        """Finish the MP4; the env films nothing more (an evaluation plays each episode once)."""
         if self.filming and self.encoder is not None:
             self.encoder.close()  # waits for ffmpeg to finish the file
         self.filmed = self.filmed or self.filming
