@@ -1,7 +1,12 @@
-"""`qsmbench eval`: the saved policies of runs on fresh seeded episodes, as a table, and videos."""
+"""`qsmbench eval`: the saved policies of runs on fresh seeded episodes, as a table, and videos.
+
+A policy or run that cannot be used is skipped with a warning line naming its file (qsmbench.tools.evaluate);
+the rest is evaluated.
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from qsmbench.core.errors import ConfigError
-from qsmbench.tools.evaluate import PolicyReturns, evaluate_runs, find_policies, load_runs, parse_seeds
+from qsmbench.tools.evaluate import PolicyReturns, check_eval_fits, evaluate_runs, find_policies, load_runs, parse_seeds
 from qsmbench.tools.toy import register_bandit
 from qsmbench.tools.video import check_can_film, film_runs
 
@@ -30,15 +35,18 @@ def eval_command(
     """Evaluate the saved policies of the runs under PATH on fresh seeded episodes, and print a table."""
     if min(episodes, video_episodes) < 1 or eval_seed < 0:
         raise ConfigError("--episodes and --video-episodes must be at least 1, --eval-seed non-negative")
-    runs = find_policies(path, parse_seeds(seeds) if seeds is not None else None)
+    found = find_policies(path, parse_seeds(seeds) if seeds is not None else None)
+    check_eval_fits(found, max(episodes, video_episodes if video is not None else 1))
     register_bandit()  # the toy demo's runs save policies too; its env is registered by qsmbench only
+    loaded = load_runs(found, device)
     if video is not None:
-        check_can_film(runs)
-    loaded = load_runs(runs, device)
+        check_can_film(loaded, video)
+    for reason in loaded.skipped:
+        print(f"qsmbench: warning: {reason}; skipped", file=sys.stderr)
     Console().print(returns_table(evaluate_runs(loaded, episodes, eval_seed), episodes, eval_seed))
     if video is not None:
-        for directory, files in film_runs(loaded, video, video_episodes, eval_seed):
-            print(f"videos: {len(files)} in {directory}")
+        for directory, films in film_runs(loaded, video, episodes, video_episodes, eval_seed):
+            print(f"videos: {len(films)} in {directory}")
 
 
 def returns_table(results: list[PolicyReturns], episodes: int, eval_seed: int) -> Table:

@@ -112,8 +112,21 @@ def policy_run_dir(policy_file: Path) -> Path:
 
 
 def policy_files(root: Path) -> list[Path]:
-    """Every saved policy under `root`, at any depth."""
-    return sorted(root.rglob(f"{POLICY_DIR}/seed_*.pt")) if root.is_dir() else []
+    """Every saved policy under `root`, at any depth, following directory symlinks as `plot` does (a run
+    directory linked in from elsewhere counts); each real directory is walked once, so a link to an
+    ancestor cannot loop and a run linked twice is not found twice."""
+    seen: set[str] = set()
+    found: list[Path] = []
+    for directory, subdirectories, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in seen:
+            subdirectories.clear()
+            continue
+        seen.add(real)
+        subdirectories.sort()
+        if Path(directory).name == POLICY_DIR:
+            found += [Path(directory) / name for name in files if name.startswith("seed_") and name.endswith(".pt")]
+    return sorted(found)
 
 
 def lock_path(run_dir: Path) -> Path:

@@ -11,8 +11,10 @@ A file holds `{"format", "document", "tensors"}`:
   ranks its candidates with the target critics) and its free tensors, as this seed's slice of the
   seed-batched parameters (a leading axis of 1), but no optimiser state.
 
-`read_policy` loads with `torch.load(weights_only=True)`: tensors and plain containers only.
-`load_agent` stacks the policies of several seeds of one run into one seed-batched agent again.
+`read_policy` loads with `torch.load(weights_only=True)`: tensors and plain containers only, and refuses a
+file whose name says another seed than its document (a copied policy must not count as another seed).
+`load_agent` stacks the policies of several seeds of one run into one seed-batched agent again. Every
+refusal is a one-line PolicyError naming the file, so `qsmbench eval` can skip it and go on.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ from qsmbench.algorithms import Agent, lookup
 from qsmbench.algorithms.contract import EnvDims
 from qsmbench.algorithms.state import AgentStateError, load_state, network_state, seed_slice, stack_seeds
 from qsmbench.core.config import from_table
-from qsmbench.core.errors import PolicyError
+from qsmbench.core.errors import ConfigError, PolicyError
 from qsmbench.runs.format import RunHeader
-from qsmbench.runs.layout import policy_path
+from qsmbench.runs.layout import policy_path, policy_seed
 from qsmbench.runs.write import replace_atomically
 
 POLICY_FORMAT = 1
@@ -87,7 +89,7 @@ def read_policy(path: Path) -> SavedPolicy:
         header = dict(document["header"])
         if header.get("ref_scores") is not None:
             header["ref_scores"] = tuple(header["ref_scores"])
-        return SavedPolicy(
+        saved = SavedPolicy(
             path, RunHeader(**header), int(document["seed"]), int(document["step"]), EnvDims(**document["dims"]),
             policy["tensors"],
         )
@@ -96,12 +98,23 @@ def read_policy(path: Path) -> SavedPolicy:
     except Exception as error:
         reason = (str(error).splitlines() or [type(error).__name__])[0][:200]
         raise PolicyError(f"{path} is not a readable qsmbench policy ({reason})") from None
+    check_seed(saved)
+    return saved
+
+
+def check_seed(policy: SavedPolicy) -> None:
+    """The file name and the document must name one seed: `cp seed_0.pt seed_7.pt` must not count seed 0 twice
+    (run files have the same check, qsmbench.runs.read.check_seed)."""
+    named = policy_seed(policy.path)
+    if named is not None and named != policy.seed:
+        raise PolicyError(f"{policy.path} holds seed {policy.seed}, but its name says seed {named}")
 
 
 def load_agent(policies: Sequence[SavedPolicy], device: torch.device) -> Agent:
     """One seed-batched agent acting as the given seeds' saved policies, in their order.
 
-    They must come from one run (algorithm, task, variant and settings): PolicyError otherwise.
+    They must come from one run (algorithm, task, variant and settings) and their settings must be the
+    algorithm's: PolicyError naming a file otherwise.
     """
     first = policies[0]
     for other in policies[1:]:
@@ -109,13 +122,16 @@ def load_agent(policies: Sequence[SavedPolicy], device: torch.device) -> Agent:
             first.header.algo, first.header.task, first.header.algo_config, first.dims,
         ):
             raise PolicyError(f"{other.path} and {first.path} are policies of different runs")
-    algorithm = lookup(first.header.algo)
-    config = from_table(algorithm.config_cls, first.header.algo_config)
+    try:
+        algorithm = lookup(first.header.algo)
+        config = from_table(algorithm.config_cls, first.header.algo_config)
+    except ConfigError as error:
+        raise PolicyError(f"{first.path}: its settings are not those of a {first.header.algo} agent ({str(error)[:200]})") from None
     seeds = [policy.seed for policy in policies]
     agent = algorithm.make_agent(first.dims.obs_dim, first.dims.act_dim, seeds, device, config)
     try:
         load_state(agent, {name: stack_seeds([policy.tensors[name] for policy in policies]) for name in network_state(agent)})
-    except (AgentStateError, KeyError) as error:
+    except (AgentStateError, KeyError, TypeError) as error:
         raise PolicyError(f"{first.path} does not fit a {first.header.algo} agent ({error})") from None
     return agent
 

@@ -62,9 +62,13 @@ def estimate_memory(spec: RunSpec, dims: EnvDims, env_id: str) -> MemoryEstimate
         "update activations": seeds * config.batch_size * (widths + transition) * BACKWARD_FACTOR * FLOAT_BYTES,
         "action batch": seeds * run.eval_episodes * candidates * (widths + transition) * FLOAT_BYTES,
     }
-    env_bytes = DM_CONTROL_ENV_BYTES if env_id.startswith("dm_control/") else ENV_BYTES
-    host = {"environments": seeds * (run.eval_episodes + (0 if run.dataset else 1)) * env_bytes}
+    host = {"environments": seeds * (run.eval_episodes + (0 if run.dataset else 1)) * env_bytes(env_id)}
     return MemoryEstimate(device, host)
+
+
+def env_bytes(env_id: str) -> int:
+    """Host memory one environment of `env_id` takes, at its measured footprint (`qsmbench eval` counts them too)."""
+    return DM_CONTROL_ENV_BYTES if env_id.startswith("dm_control/") else ENV_BYTES
 
 
 def parameter_count(spec: RunSpec, dims: EnvDims) -> int:

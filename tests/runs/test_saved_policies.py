@@ -15,7 +15,7 @@ from qsmbench.runs.layout import policy_path, run_dir, run_path
 from qsmbench.runs.read import read_run
 from qsmbench.runs.saved_policies import load_agent, read_policy
 from qsmbench.runs.spec import make_spec
-from qsmbench.tools.evaluate import evaluate_policies, find_policies
+from qsmbench.tools.evaluate import evaluate_policies, find_policies, parse_seeds
 from qsmbench.tools.video import RENDERERS, choose_renderer
 from qsmbench.training.evaluation import Evaluator
 from qsmbench.training.loop import start
@@ -69,14 +69,14 @@ def test_eval_prints_each_seed_on_fresh_episodes(tmp_path: Path, capfd: pytest.C
     files = tiny_run(tmp_path, "td3", capfd)
     result = run_cli(["eval", str(tmp_path), "--episodes", "3", "--device", "cpu"], capfd)
     assert result.returncode == 0, result.stderr
-    runs = find_policies(tmp_path)
+    runs = find_policies(tmp_path).runs
     returns = evaluate_policies(runs[0], load_agent(runs[0], CPU), 3, 0, CPU).returns
     for seed in (0, 1):
         assert f"│ {seed}    │ {STEPS}  │ {returns[seed].mean():.1f}" in result.stdout
     assert f"{returns.mean():.1f}" in result.stdout
     last_rows = [read_run(file).curve["eval_return"].iloc[-1] for file in files]
     assert not np.allclose(returns.mean(axis=1), last_rows)  # other episodes than the training's evaluations saw
-    (seed_1,) = find_policies(tmp_path, [1])
+    (seed_1,) = find_policies(tmp_path, parse_seeds("1")).runs
     one_seed = evaluate_policies(seed_1, load_agent(seed_1, CPU), 3, 0, CPU).returns
     np.testing.assert_allclose(one_seed[0], returns[1], rtol=1e-5)  # a seed's episodes do not depend on the others
     other_stream = evaluate_policies(runs[0], load_agent(runs[0], CPU), 3, 1, CPU).returns
