@@ -134,7 +134,7 @@ def test_run_name_and_set_values_label_a_variant(tmp_path: Path, capfd: pytest.C
 
 def test_eval_films_episodes(tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """Pendulum-v1 draws with pygame, so this runs wherever the video extra is installed."""
-    pytest.importorskip("moviepy", reason="the video extra (moviepy) is not installed")
+    pytest.importorskip("imageio_ffmpeg", reason="the video extra (imageio-ffmpeg) is not installed")
     for name in ("MUJOCO_GL", "PYOPENGL_PLATFORM", "SDL_VIDEODRIVER", "SDL_AUDIODRIVER"):
         monkeypatch.delenv(name, raising=False)  # restored after the test: --video sets them for its process
     tiny_run(tmp_path / "runs", "sac", capfd)
@@ -150,7 +150,7 @@ def test_eval_films_episodes(tmp_path: Path, capfd: pytest.CaptureFixture[str], 
 def test_eval_films_mujoco_where_a_renderer_works(
     tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("moviepy", reason="the video extra (moviepy) is not installed")
+    pytest.importorskip("imageio_ffmpeg", reason="the video extra (imageio-ffmpeg) is not installed")
     for name in ("MUJOCO_GL", "PYOPENGL_PLATFORM", "SDL_VIDEODRIVER", "SDL_AUDIODRIVER"):
         monkeypatch.delenv(name, raising=False)
     try:
