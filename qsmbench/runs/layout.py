@@ -7,6 +7,7 @@
         checkpoint_seeds_<a>-<b>.pt         checkpoint_path: an unfinished run's checkpoint
         .qsmbench.lock                      lock_path: the directory's claim (qsmbench.runs.locking)
         _policies/seed_<k>.pt               policy_path: a complete run's saved policies
+        _policies/.seed_<k>.pt.<pid>.tmp    temporary_path: a policy's write in progress, removed when stale
       _figures/                             figures_dir: `qsmbench plot`'s tables and figures
       _tensorboard/<task>/<algo>[.<variant>]/seeds_<a>-<b>    tensorboard_dir: `run --track tensorboard`
 
@@ -118,5 +119,9 @@ def temporary_path(path: Path) -> Path:
 
 
 def stale_temporaries(run_dir: Path) -> list[Path]:
-    """The temporaries of run files and checkpoints in `run_dir`: stale when nobody holds the directory."""
-    return sorted([*run_dir.glob(".seed_*.parquet.*.tmp"), *run_dir.glob(".checkpoint_seeds_*.pt.*.tmp")])
+    """The temporaries of run files, checkpoints and saved policies in `run_dir`: stale when nobody holds the
+    directory."""
+    policies = run_dir / POLICY_DIR
+    return sorted([
+        *run_dir.glob(".seed_*.parquet.*.tmp"), *run_dir.glob(".checkpoint_seeds_*.pt.*.tmp"), *policies.glob(".seed_*.pt.*.tmp"),
+    ])

@@ -1,12 +1,18 @@
 """Writing run files so that a kill at any moment leaves valid files: atomic replacement, the writer of one run's
-files (`RunFiles`), the checks before a run writes anything (`check_out_dir`, `check_can_write`)."""
+files (`RunFiles`), the checks before a run writes anything (`check_own_paths`, `check_out_dir`, `check_can_write`),
+and the clean-up of what a killed run left (`remove_stale_temporaries`).
+
+Nothing is written, truncated or deleted through a symbolic link below --out: `check_own_paths` refuses a linked
+folder where a run writes, and a temporary is always a new file (O_EXCL|O_NOFOLLOW), so a link planted at its
+name is never followed; the rename that puts it in place replaces a link at the final name, never its target."""
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -35,8 +41,9 @@ def replace_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
     one, whole: a temporary file beside it, fsync, rename, fsync of the directory (so the rename survives a
     power cut). The temporary's name is `.<name>.<pid>.tmp`, which `remove_stale_temporaries` knows."""
     temporary = temporary_path(path)
+    descriptor = _create_new(temporary)
     try:
-        with open(temporary, "wb") as handle:
+        with open(descriptor, "wb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -49,6 +56,17 @@ def replace_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def _create_new(temporary: Path) -> int:
+    """Open `temporary` as a new file: a link planted at its name is not followed but removed (the link, never
+    its target), as is a temporary left by a dead process that had our pid."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(temporary, flags, 0o666)
+    except FileExistsError:
+        temporary.unlink()
+        return os.open(temporary, flags, 0o666)
 
 
 class RunFiles:
@@ -80,7 +98,8 @@ class RunFiles:
 
 
 def remove_stale_temporaries(directory: Path) -> list[Path]:
-    """Delete the temporary files `write_run` (or a checkpoint's write) left in `directory` when killed mid-write.
+    """Delete the temporary files `replace_atomically` (a run file's, a checkpoint's or a policy's write) left in
+    `directory` when killed mid-write.
 
     Call it only while holding the directory's lock: then no other writer can own them.
     """
@@ -88,6 +107,39 @@ def remove_stale_temporaries(directory: Path) -> list[Path]:
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+def check_own_paths(out: Path, directories: Sequence[Path], files: Sequence[Path]) -> None:
+    """Refuse, before anything is written, a tree below `out` where a run's writes would follow a link or hit the
+    wrong kind of entry: each of `directories` and every folder between it and `out` must be a real directory or
+    absent, and each of `files` must not be a directory.
+
+    In a results directory shared by many launchers, a linked folder would send this run's writes and deletions
+    into someone else's files. `out` itself may be a link (results kept on scratch space), and reading through
+    links (`plot`) is another matter.
+    """
+    for directory in directories:
+        parts = directory.relative_to(out).parts
+        for folder in (out.joinpath(*parts[:depth]) for depth in range(1, len(parts) + 1)):
+            mode = _mode(folder)
+            if mode is None:
+                break
+            if stat.S_ISLNK(mode):
+                raise ConfigError(f"{folder} is a symbolic link; a run writes below --out only into real directories, never through a link")
+            if not stat.S_ISDIR(mode):
+                raise ConfigError(f"{folder} exists and is not a directory; move it away")
+    for path in files:
+        mode = _mode(path)
+        if mode is not None and stat.S_ISDIR(mode):
+            raise ConfigError(f"{path} is a directory where the run writes a file; move it away")
+
+
+def _mode(path: Path) -> int | None:
+    """The mode of `path` itself (a link is not followed), or None when there is nothing there."""
+    try:
+        return os.lstat(path).st_mode
+    except OSError:
+        return None
 
 
 RUN_FILE_BYTES = 64 * 1024  # a run file's size beyond its rows (schema, metadata with provenance), generously
