@@ -40,7 +40,12 @@ def run_dir(out: str | Path, task: str, algo: str, variant: str = "") -> Path:
 
 
 def run_path(out: str | Path, task: str, algo: str, seed: int, variant: str = "") -> Path:
-    return run_dir(out, task, algo, variant) / f"seed_{seed}.parquet"
+    return seed_path(run_dir(out, task, algo, variant), seed)
+
+
+def seed_path(run_dir: Path, seed: int) -> Path:
+    """`<run dir>/seed_<k>.parquet`: a seed's run file in the run directory `run_dir`."""
+    return run_dir / f"seed_{seed}.parquet"
 
 
 def run_files(out: Path) -> list[Path]:

@@ -1,6 +1,6 @@
 """Writing run files so that a kill at any moment leaves valid files: atomic replacement, the writer of one run's
 files (`RunFiles`), the checks before a run writes anything (`check_own_paths`, `check_out_dir`, `check_can_write`),
-and the clean-up of what a killed run left (`remove_stale_temporaries`).
+and the clean-up of what a killed run left (`remove_stale_temporaries`, `remove_stranded_checkpoints`).
 
 Nothing is written, truncated or deleted through a symbolic link below --out: `check_own_paths` refuses a linked
 folder where a run writes, and a temporary is always a new file (O_EXCL|O_NOFOLLOW), so a link planted at its
@@ -23,7 +23,14 @@ import pyarrow.parquet as pq
 from qsmbench.core.errors import CompleteRunError, ConfigError
 from qsmbench.core.messages import format_bytes, short_path
 from qsmbench.runs.format import FINISHED, METADATA_KEY, Divergence, EvalRow, RunHeader, RunMetadata, Status
-from qsmbench.runs.layout import LONGEST_TEMPORARY, stale_temporaries, temporary_path
+from qsmbench.runs.layout import (
+    LONGEST_TEMPORARY,
+    checkpoint_path,
+    checkpoint_ranges,
+    seed_path,
+    stale_temporaries,
+    temporary_path,
+)
 from qsmbench.runs.read import read_status
 
 
@@ -107,6 +114,27 @@ def remove_stale_temporaries(directory: Path) -> list[Path]:
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+def remove_stranded_checkpoints(directory: Path) -> list[Path]:
+    """Delete the checkpoints in `directory` whose seeds' files all say their run finished: left by a run killed
+    between its last final write and the checkpoint's deletion, they would never be read again.
+
+    Call it only while holding the directory's lock: a run finishing from its checkpoint holds it.
+    """
+    stranded = [
+        checkpoint_path(directory, start, count)
+        for start, count in checkpoint_ranges(directory)
+        if finished([seed_path(directory, seed) for seed in range(start, start + count)])
+    ]
+    for path in stranded:
+        path.unlink(missing_ok=True)
+    return stranded
+
+
+def finished(paths: Sequence[Path]) -> bool:
+    """Whether every one of these run files says its run finished (complete or diverged): then the run is over."""
+    return all(read_status(path) in FINISHED for path in paths)
 
 
 def check_own_paths(out: Path, directories: Sequence[Path], files: Sequence[Path]) -> None:
@@ -205,18 +233,20 @@ def _limit(directory: Path, name: str, fallback: int) -> int:
         return fallback
 
 
-def check_can_write(paths: list[Path], overwrite: bool, resuming: bool = False) -> None:
+def check_can_write(paths: list[Path], overwrite: bool, resuming: bool = False, finishing: bool = False) -> None:
     """Refuse to replace a finished run (complete or diverged), or a file we cannot read, unless asked to.
 
     Unfinished runs (running, failed, interrupted) are simply redone, or, `resuming` from a checkpoint,
     continued: then a seed that diverged is part of the run that goes on (its file is written again from
-    the checkpoint), and only a complete file means the run is finished.
+    the checkpoint), and only a complete file means the run is finished. A checkpoint of the run's last
+    step (`finishing`) holds every row: the run's final writes failed or were cut short, finishing them
+    writes the same rows again, and so a complete file is part of the run too.
     """
     if overwrite:
         return
     for path in paths:
         status = read_status(path)
-        if status == "complete" or (status in FINISHED and not resuming):
+        if (status == "complete" and not finishing) or (status == "diverged" and not resuming):
             raise CompleteRunError(f"{path} holds a finished run ({status}); pass --overwrite to replace it")
         if status == "unreadable":
             raise ConfigError(f"{path} exists but is not a readable qsmbench run file; pass --overwrite to replace it")

@@ -25,7 +25,9 @@ from qsmbench.runs.write import (
     check_can_write,
     check_out_dir,
     check_own_paths,
+    finished,
     remove_stale_temporaries,
+    remove_stranded_checkpoints,
 )
 from qsmbench.training.memory import check_checkpoint_room, check_fits
 from qsmbench.training.tracking import check_installed
@@ -71,8 +73,9 @@ class PreparedRun:
 
     @property
     def resuming(self) -> bool:
-        """Whether this run goes on from its checkpoint (there is one, and starting over was not asked for)."""
-        return not self.overwrite and self.checkpoint.exists()
+        """Whether this run goes on from its checkpoint: there is one, starting over was not asked for, and not every
+        seed's file says the run finished (a checkpoint beside a finished run is stranded: the claim deletes it)."""
+        return not self.overwrite and self.checkpoint.exists() and not finished(self.paths)
 
     @property
     def settings(self) -> dict[str, object]:
@@ -80,14 +83,15 @@ class PreparedRun:
 
     def check_files(self) -> CheckpointInfo | None:
         """Check the files this run would replace and the checkpoint it would go on from (`check_can_write`); that
-        checkpoint, if any."""
+        checkpoint, if any. A checkpoint of the last step is finished from, rewriting its complete files."""
         resume = checkpoint_info(self.checkpoint, self.settings) if self.resuming else None
-        check_can_write(self.paths, self.overwrite, resuming=resume is not None)
+        finishing = resume is not None and resume.step == resume.steps
+        check_can_write(self.paths, self.overwrite, resuming=resume is not None, finishing=finishing)
         return resume
 
     def claim(self) -> RunClaim:
         """Claim the run directory, then check the files again under the claim and clear what killed runs left:
-        stale temporaries (and, with `overwrite`, the checkpoint).
+        stale temporaries, checkpoints stranded beside finished runs (and, with `overwrite`, the checkpoint).
 
         The check in `prepare` fails fast; this one is the one that counts, since another run may have
         finished these seeds (or planted a link) in between.
@@ -100,6 +104,7 @@ class PreparedRun:
             claim.release()
             raise
         remove_stale_temporaries(self.run_dir)
+        remove_stranded_checkpoints(self.run_dir)
         remove_policies(self.paths)  # policies are written when a run completes: none may outlive the files they match
         if self.overwrite:
             self.checkpoint.unlink(missing_ok=True)
