@@ -1,6 +1,7 @@
 """The final writes of a run (its policies, then the `complete` statuses): a full disk or a Ctrl-C there leaves
-files that say what happened, and the same command finishes the run with the rows of an uninterrupted one; a
-checkpoint left beside a finished run is deleted by the next run of its directory."""
+files that say what happened (where the disk lets them be written), and the same command finishes the run with
+the rows of an uninterrupted one; a checkpoint left beside a finished run is deleted by the next run of its
+directory."""
 
 from __future__ import annotations
 
@@ -44,18 +45,24 @@ def full_disk() -> OSError:
     return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
-def on_second_complete_write(fault: BaseException) -> Callable[..., Any]:
-    """pq.write_table that raises `fault` once, on the second file written `complete` (seed 1's final write)."""
-    write_table, completes = pq.write_table, []
+def on_second_complete_write(fault: BaseException, persists: bool = False) -> Callable[..., Any]:
+    """pq.write_table that raises `fault` on the second file written `complete` (seed 1's final write): once, or
+    on every write from then on (`persists`: the disk stays full, so the `failed` statuses cannot be written)."""
+    write_table, completes, full = pq.write_table, [], []
 
     def write(table: Any, where: Any, *args: Any, **kwargs: Any) -> Any:
         if json.loads(table.schema.metadata[METADATA_KEY])["status"] == "complete":
             completes.append(where)
-            if len(completes) == 2:
-                raise fault
+        if len(completes) == 2 and (persists or not full):
+            full.append(where)
+            raise fault
         return write_table(table, where, *args, **kwargs)
 
     return write
+
+
+def on_every_write_from_seed_1s_complete(fault: BaseException) -> Callable[..., Any]:
+    return on_second_complete_write(fault, persists=True)
 
 
 def on_first_policy(fault: BaseException) -> Callable[..., Any]:
@@ -90,9 +97,12 @@ def same_tensors(got: Any, want: Any) -> bool:
 
 
 FAULTS = {
-    "full disk on seed 1's complete write": (pq, "write_table", on_second_complete_write, full_disk, 1, "failed"),
-    "full disk while saving the policies": (torch, "save", on_first_policy, full_disk, 1, "failed"),
-    "second Ctrl-C while saving the policies": (torch, "save", on_first_policy, KeyboardInterrupt, 130, "interrupted"),
+    "full disk on seed 1's complete write": (pq, "write_table", on_second_complete_write, full_disk, 1, ["failed"] * SEEDS),
+    "disk full from seed 1's complete write on": (
+        pq, "write_table", on_every_write_from_seed_1s_complete, full_disk, 1, ["complete", "running"],
+    ),
+    "full disk while saving the policies": (torch, "save", on_first_policy, full_disk, 1, ["failed"] * SEEDS),
+    "second Ctrl-C while saving the policies": (torch, "save", on_first_policy, KeyboardInterrupt, 130, ["interrupted"] * SEEDS),
 }
 
 
@@ -100,19 +110,21 @@ FAULTS = {
 def test_a_fault_in_the_final_writes_leaves_a_true_status_and_the_same_command_finishes(
     tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, fault: str
 ) -> None:
-    module, name, make, error, code, status = FAULTS[fault]
+    module, name, make, error, code, expected = FAULTS[fault]
     assert run(tmp_path / "reference", capfd).returncode == 0
     out = tmp_path / "out"
     with monkeypatch.context() as patch:
         patch.setattr(module, name, make(error()))
         faulty = run(out, capfd)
     assert faulty.returncode == code, faulty.stderr
-    assert statuses(out) == [status] * SEEDS
-    if status == "failed":
+    assert statuses(out) == expected
+    if code == 1:
         assert "No space left on device" in faulty.stderr
-        assert all("No space left on device" in (read_run(path).metadata.error or "") for path in seed_files(out))
     else:
         assert "marked interrupted" in faulty.stderr
+    for path in seed_files(out):
+        stored = read_run(path).metadata
+        assert stored.status != "failed" or "No space left on device" in (stored.error or "")
     finished = run(out, capfd)
     assert finished.returncode == 0, finished.stderr
     assert_same_as_uninterrupted(out, tmp_path / "reference")
