@@ -8,6 +8,7 @@
         .qsmbench.lock                      lock_path: the directory's claim, by `flock` (qsmbench.runs.locking)
         .qsmbench.claim                     claim_path: the claim's record, replaced whole at each heartbeat
         _policies/seed_<k>.pt               policy_path: a complete run's saved policies
+        _policies/.seed_<k>.pt.<pid>.tmp    temporary_path: a policy's write in progress, removed when stale
       _figures/                             figures_dir: `qsmbench plot`'s tables and figures
       _tensorboard/<task>/<algo>[.<variant>]/seeds_<a>-<b>    tensorboard_dir: `run --track tensorboard`
 
@@ -56,7 +57,12 @@ def run_dir(out: str | Path, task: str, algo: str, variant: str = "") -> Path:
 
 
 def run_path(out: str | Path, task: str, algo: str, seed: int, variant: str = "") -> Path:
-    return run_dir(out, task, algo, variant) / f"seed_{seed}.parquet"
+    return seed_path(run_dir(out, task, algo, variant), seed)
+
+
+def seed_path(run_dir: Path, seed: int) -> Path:
+    """`<run dir>/seed_<k>.parquet`: a seed's run file in the run directory `run_dir`."""
+    return run_dir / f"seed_{seed}.parquet"
 
 
 def run_files(out: Path) -> list[Path]:
@@ -152,6 +158,7 @@ def temporary_path(path: Path) -> Path:
 
 
 def stale_temporaries(run_dir: Path) -> list[Path]:
-    """The temporaries of run files, checkpoints and claim records in `run_dir`: stale when nobody holds the directory."""
-    patterns = (".seed_*.parquet.*.tmp", ".checkpoint_seeds_*.pt.*.tmp", f".{CLAIM_NAME}.*.tmp")
+    """The temporaries of run files, checkpoints, claim records and saved policies in `run_dir`: stale when
+    nobody holds the directory."""
+    patterns = (".seed_*.parquet.*.tmp", ".checkpoint_seeds_*.pt.*.tmp", f".{CLAIM_NAME}.*.tmp", f"{POLICY_DIR}/.seed_*.pt.*.tmp")
     return sorted(path for pattern in patterns for path in run_dir.glob(pattern))

@@ -1,12 +1,18 @@
 """Writing run files so that a kill at any moment leaves valid files: atomic replacement, the writer of one run's
-files (`RunFiles`), the checks before a run writes anything (`check_out_dir`, `check_can_write`)."""
+files (`RunFiles`), the checks before a run writes anything (`check_own_paths`, `check_out_dir`, `check_can_write`),
+and the clean-up of what a killed run left (`remove_stale_temporaries`, `remove_stranded_checkpoints`).
+
+Nothing is written, truncated or deleted through a symbolic link below --out: `check_own_paths` refuses a linked
+folder where a run writes, and a temporary is always a new file (O_EXCL|O_NOFOLLOW), so a link planted at its
+name is never followed; the rename that puts it in place replaces a link at the final name, never its target."""
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -17,7 +23,14 @@ import pyarrow.parquet as pq
 from qsmbench.core.errors import CompleteRunError, ConfigError, RunFileError
 from qsmbench.core.messages import format_bytes, short_path
 from qsmbench.runs.format import FINISHED, METADATA_KEY, Divergence, EvalRow, RunHeader, RunMetadata, Status
-from qsmbench.runs.layout import LONGEST_TEMPORARY, stale_temporaries, temporary_path
+from qsmbench.runs.layout import (
+    LONGEST_TEMPORARY,
+    checkpoint_path,
+    checkpoint_ranges,
+    seed_path,
+    stale_temporaries,
+    temporary_path,
+)
 from qsmbench.runs.read import read_run, read_status
 from qsmbench.runs.spec import RunSpec
 
@@ -36,8 +49,9 @@ def replace_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
     one, whole: a temporary file beside it, fsync, rename, fsync of the directory (so the rename survives a
     power cut). The temporary's name is `.<name>.<pid>.tmp`, which `remove_stale_temporaries` knows."""
     temporary = temporary_path(path)
+    descriptor = _create_new(temporary)
     try:
-        with open(temporary, "wb") as handle:
+        with open(descriptor, "wb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -50,6 +64,17 @@ def replace_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def _create_new(temporary: Path) -> int:
+    """Open `temporary` as a new file: a link planted at its name is not followed but removed (the link, never
+    its target), as is a temporary left by a dead process that had our pid."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(temporary, flags, 0o666)
+    except FileExistsError:
+        temporary.unlink()
+        return os.open(temporary, flags, 0o666)
 
 
 class RunFiles:
@@ -81,7 +106,8 @@ class RunFiles:
 
 
 def remove_stale_temporaries(directory: Path) -> list[Path]:
-    """Delete the temporary files `write_run` (or a checkpoint's write) left in `directory` when killed mid-write.
+    """Delete the temporary files `replace_atomically` (a run file's, a checkpoint's or a policy's write) left in
+    `directory` when killed mid-write.
 
     Call it only while holding the directory's lock: then no other writer can own them.
     """
@@ -89,6 +115,60 @@ def remove_stale_temporaries(directory: Path) -> list[Path]:
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+def remove_stranded_checkpoints(directory: Path) -> list[Path]:
+    """Delete the checkpoints in `directory` whose seeds' files all say their run finished: left by a run killed
+    between its last final write and the checkpoint's deletion, they would never be read again.
+
+    Call it only while holding the directory's lock: a run finishing from its checkpoint holds it.
+    """
+    stranded = [
+        checkpoint_path(directory, start, count)
+        for start, count in checkpoint_ranges(directory)
+        if finished([seed_path(directory, seed) for seed in range(start, start + count)])
+    ]
+    for path in stranded:
+        path.unlink(missing_ok=True)
+    return stranded
+
+
+def finished(paths: Sequence[Path]) -> bool:
+    """Whether every one of these run files says its run finished (complete or diverged): then the run is over."""
+    return all(read_status(path) in FINISHED for path in paths)
+
+
+def check_own_paths(out: Path, directories: Sequence[Path], files: Sequence[Path]) -> None:
+    """Refuse, before anything is written, a tree below `out` where a run's writes would follow a link or hit the
+    wrong kind of entry: each of `directories` and every folder between it and `out` must be a real directory or
+    absent, and each of `files` must not be a directory.
+
+    In a results directory shared by many launchers, a linked folder would send this run's writes and deletions
+    into someone else's files. `out` itself may be a link (results kept on scratch space), and reading through
+    links (`plot`) is another matter.
+    """
+    for directory in directories:
+        parts = directory.relative_to(out).parts
+        for folder in (out.joinpath(*parts[:depth]) for depth in range(1, len(parts) + 1)):
+            mode = _mode(folder)
+            if mode is None:
+                break
+            if stat.S_ISLNK(mode):
+                raise ConfigError(f"{folder} is a symbolic link; a run writes below --out only into real directories, never through a link")
+            if not stat.S_ISDIR(mode):
+                raise ConfigError(f"{folder} exists and is not a directory; move it away")
+    for path in files:
+        mode = _mode(path)
+        if mode is not None and stat.S_ISDIR(mode):
+            raise ConfigError(f"{path} is a directory where the run writes a file; move it away")
+
+
+def _mode(path: Path) -> int | None:
+    """The mode of `path` itself (a link is not followed), or None when there is nothing there."""
+    try:
+        return os.lstat(path).st_mode
+    except OSError:
+        return None
 
 
 RUN_FILE_BYTES = 64 * 1024  # a run file's size beyond its rows (schema, metadata with provenance), generously
@@ -154,18 +234,20 @@ def _limit(directory: Path, name: str, fallback: int) -> int:
         return fallback
 
 
-def check_can_write(paths: list[Path], overwrite: bool, resuming: bool = False) -> None:
+def check_can_write(paths: list[Path], overwrite: bool, resuming: bool = False, finishing: bool = False) -> None:
     """Refuse to replace a finished run (complete or diverged), or a file we cannot read, unless asked to.
 
     Unfinished runs (running, failed, interrupted) are simply redone, or, `resuming` from a checkpoint,
     continued: then a seed that diverged is part of the run that goes on (its file is written again from
-    the checkpoint), and only a complete file means the run is finished.
+    the checkpoint), and only a complete file means the run is finished. A checkpoint of the run's last
+    step (`finishing`) holds every row: the run's final writes failed or were cut short, finishing them
+    writes the same rows again, and so a complete file is part of the run too.
     """
     if overwrite:
         return
     for path in paths:
         status = read_status(path)
-        if status == "complete" or (status in FINISHED and not resuming):
+        if (status == "complete" and not finishing) or (status == "diverged" and not resuming):
             raise CompleteRunError(f"{path} holds a finished run ({status}); pass --overwrite to replace it")
         if status == "unreadable":
             raise ConfigError(f"{path} exists but is not a readable qsmbench run file; pass --overwrite to replace it")

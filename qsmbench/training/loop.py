@@ -21,6 +21,10 @@ Every `checkpoint_every` steps, and when a stop signal arrives (qsmbench.trainin
 state of every part between two steps (`checkpoint_state`: each part's `state_dict`, qsmbench.runs.checkpoint);
 a run started again with the same settings finds it and goes on from there (`restore`), giving the rows it
 would have given uninterrupted, bit for bit on the same machine.
+
+The final writes (`_finish`) are part of the run, under the same error handling: a checkpoint of the last step
+first, then the policies, then the `complete` statuses, then the checkpoint deleted. A run whose final writes
+failed says `failed` (or `interrupted`), and the same command finishes it from that checkpoint.
 """
 
 from __future__ import annotations
@@ -105,8 +109,11 @@ class Trainer:
         )
 
     def _train_and_record(self) -> None:
+        """Train and make the final writes; whatever stops either (a full disk, a second Ctrl-C) leaves every file
+        saying so: `interrupted`, or `failed` with the error."""
         try:
             self._loop()
+            self._finish()
         except KeyboardInterrupt:
             self.recorder.write("interrupted", self.watch.found)
             raise
@@ -115,6 +122,13 @@ class Trainer:
             raise
         finally:
             self._close()
+
+    def _finish(self) -> None:
+        """The final writes: a checkpoint of the last step (unless this run went on from one), the policies, the
+        `complete` statuses; the checkpoint is deleted once every file says complete. Should any write fail, the
+        same command goes on from that checkpoint and makes the final writes again, with the same rows."""
+        if self.step == self.spec.protocol.steps and self.resumed_from != self.step:
+            self._checkpoint()
         files = self.recorder.files
         save_policies(self.agent, files.header, self.prepared.paths, self.watch.live, self.step, self.prepared.dims)
         self.recorder.write("complete", self.watch.found)
