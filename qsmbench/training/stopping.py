@@ -3,8 +3,8 @@
 While a run trains, SIGINT (Ctrl-C), SIGTERM (what schedulers send before a kill) and SIGUSR1 (what
 Slurm sends ahead of a time limit with `--signal=USR1@120`) only set a flag; the training loop looks
 at it after every step, so the checkpoint it then writes is taken between two steps, where the state
-is whole. A second Ctrl-C stops at once (the last periodic checkpoint stays); a second SIGTERM or
-SIGUSR1 is ignored, so it cannot cut the final writes short.
+is whole. A second Ctrl-C stops at once (the last periodic checkpoint stays, or during the final writes
+the last step's); a second SIGTERM or SIGUSR1 is ignored, so it cannot cut the final writes short.
 """
 
 from __future__ import annotations
