@@ -10,6 +10,7 @@ also killed for real, with SIGKILL, as its own process, and three are stopped by
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pickle
 import shutil
@@ -17,8 +18,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -264,6 +266,40 @@ def test_an_unusable_checkpoint_is_one_line_and_touches_nothing(
     assert {p.name: p.read_bytes() for p in run_dir(out, algo, env).iterdir()} == before
 
 
+def rewrite_header(path: Path, edit: Callable[[Any], Any]) -> None:
+    """Replace the header of the checkpoint at `path` by `edit(header)`, keeping the rest as written."""
+    checkpoint = torch.load(path, weights_only=True)
+    torch.save({**checkpoint, "header": json.dumps(edit(json.loads(checkpoint["header"])))}, path)
+
+
+BAD_HEADERS = {
+    "no-written-at": lambda header: {key: value for key, value in header.items() if key != "written_at"},
+    "no-step": lambda header: {key: value for key, value in header.items() if key != "step"},
+    "step-text": lambda header: {**header, "step": "seventy"},
+    "written-at-text": lambda header: {**header, "written_at": "yesterday"},
+    "not-an-object": lambda header: [header],
+}
+
+
+@pytest.mark.parametrize("edit", BAD_HEADERS.values(), ids=BAD_HEADERS.keys())
+def test_a_checkpoint_header_missing_a_field_is_one_line(
+    edit: Callable[[Any], Any], references: References, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A header without `written_at` once gave "KeyError: 'written_at'", exit 1, from `run` and from `reproduce
+    --dry-run`: now a CheckpointError naming the file, exit 2 from `run`, a conflict in the plan."""
+    algo, env = "sac", "Pendulum-v1"
+    out = interrupted_run(references, algo, env, tmp_path / "results", capfd)
+    path = checkpoint_of(out, algo, env)
+    rewrite_header(path, edit)
+    before = {p.name: p.read_bytes() for p in run_dir(out, algo, env).iterdir()}
+    result = run_cli(run_args(algo, env, out), capfd)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"{path} is not a readable checkpoint (its header " in result.stderr
+    assert {p.name: p.read_bytes() for p in run_dir(out, algo, env).iterdir()} == before
+    planned = run_cli(["reproduce", str(grid_of(out, algo, env, tmp_path / "grid.toml")), "--dry-run"], capfd)
+    assert planned.returncode == 0 and f"  {path} is not a readable checkpoint (its header " in planned.stdout, planned.stderr
+
+
 WRITER = """
 import sys, torch
 from pathlib import Path
@@ -336,19 +372,24 @@ def test_a_checkpointed_block_of_seeds_stays_one_block() -> None:
     assert Job(spec, done=(8,), resumable=((2, 4, 300),)).blocks() == [(0, 2), (2, 4), (6, 2), (9, 1)]
 
 
+def grid_of(out: Path, algo: str, env: str, path: Path) -> Path:
+    """A grid file at `path` of one job, `algo` on `env` with `run_args`'s settings, its results in `out`."""
+    overrides = ", ".join(f'"{item}"' for item in [*small_overrides(algo), "warmup_steps=60", "batch_size=32"])
+    path.write_text(
+        f'out = "{out}"\nalgorithms = ["{algo}"]\nseeds = 2\nsteps = 200\neval_every = 100\neval_episodes = 1\n'
+        f'[overrides]\n{algo} = [{overrides}]\n[[tasks]]\nenv = "{env}"\nconfidence = "smoke"\nsource = "test"\n'
+        "[plot]\nreps = 50\n[scales.paper]\n"
+    )
+    return path
+
+
 def test_reproduce_resumes_an_interrupted_job(
     references: References, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """A grid whose job was interrupted after a checkpoint: `qsmbench reproduce` resumes it, to the same rows."""
     algo, env = "sac", "Pendulum-v1"
     out = interrupted_run(references, algo, env, tmp_path / "results", capfd)
-    overrides = ", ".join(f'"{item}"' for item in [*small_overrides(algo), "warmup_steps=60", "batch_size=32"])
-    grid = tmp_path / "grid.toml"
-    grid.write_text(
-        f'out = "{out}"\nalgorithms = ["{algo}"]\nseeds = 2\nsteps = 200\neval_every = 100\neval_episodes = 1\n'
-        f'[overrides]\n{algo} = [{overrides}]\n[[tasks]]\nenv = "{env}"\nconfidence = "smoke"\nsource = "test"\n'
-        "[plot]\nreps = 50\n[scales.paper]\n"
-    )
+    grid = grid_of(out, algo, env, tmp_path / "grid.toml")
     plan = run_cli(["reproduce", str(grid), "--dry-run"], capfd)
     assert plan.returncode == 0 and "resume at step " in plan.stdout
     result = run_cli(["reproduce", str(grid), "--device", "cpu", "--quiet", "--checkpoint-every", "70"], capfd)
