@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import inspect
 import itertools
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import matplotlib.image
 import matplotlib.patches
@@ -244,6 +246,34 @@ def test_a_run_file_whose_steps_are_not_numbers_is_named_and_skipped(tmp_path: P
     pq.write_table(table.set_column(table.schema.get_field_index("step"), "step", steps), bad)
     report = plot_results(tmp_path, PlotSettings(reps=50))
     assert report.skipped == [bad] and any(str(bad) in warning and "step" in warning for warning in report.warnings)
+
+
+def write_part_then_fill_the_disk(target: Any) -> NoReturn:
+    """What a full disk (or a kill) mid-write leaves: the start of the output, then the write stops."""
+    if isinstance(target, (str, os.PathLike)):
+        Path(target).write_bytes(b"partial")
+    else:
+        target.write(b"partial")
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("writer", ["summary.csv", "figure"])
+def test_a_plot_that_fails_mid_write_keeps_the_files_of_the_last_plot(
+    writer: str, synthetic: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`plot` wrote summary.csv, summary.md and the figures in place: a full disk or a kill mid-plot left a truncated
+    file under a valid name. Each file is now replaced atomically: the last plot's stays whole, and no temporary is left."""
+    root, _ = synthetic
+    out = tmp_path / "figures"
+    plot_results(root, PlotSettings(reps=50), out)
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    if writer == "figure":
+        monkeypatch.setattr(Figure, "savefig", lambda _figure, target, *_args, **_kwargs: write_part_then_fill_the_disk(target))
+    else:
+        monkeypatch.setattr(pd.DataFrame, "to_csv", lambda _frame, target, *_args, **_kwargs: write_part_then_fill_the_disk(target))
+    with pytest.raises(OSError, match="No space left"):
+        plot_results(root, PlotSettings(reps=50), out)
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
 
 
 def test_missing_empty_or_unreadable_directory_is_a_config_error(tmp_path: Path) -> None:
