@@ -36,7 +36,8 @@ STATUSES: tuple[str, ...] = get_args(Status)
 FINISHED = ("complete", "diverged")  # a seed with either status is a result, and training it again would repeat it
 REQUIRED_COLUMNS = ("task", "algo", "seed", "step", "eval_return")
 OFFLINE_SCORE = "eval_normalized_score"  # D4RL convention, 0-100
-NUMERIC_COLUMNS = ("seed", "step", "eval_return", "wall_time_s", OFFLINE_SCORE)  # the columns readers compute with
+INTEGER_COLUMNS = ("seed", "step")  # readers compute with these columns: whole numbers, and numbers
+NUMERIC_COLUMNS = ("eval_return", "wall_time_s", OFFLINE_SCORE)
 
 
 @dataclass(frozen=True)

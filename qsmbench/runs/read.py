@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from qsmbench.core.errors import ConfigError, RunFileError
 from qsmbench.core.messages import plural
-from qsmbench.runs.format import METADATA_KEY, NUMERIC_COLUMNS, REQUIRED_COLUMNS, RunFile, RunMetadata
+from qsmbench.runs.format import INTEGER_COLUMNS, METADATA_KEY, NUMERIC_COLUMNS, REQUIRED_COLUMNS, RunFile, RunMetadata
 
 
 def read_run(path: str | Path) -> RunFile:
@@ -44,13 +44,16 @@ def read_run(path: str | Path) -> RunFile:
 
 
 def check_columns(curve: pd.DataFrame) -> None:
-    """RunFileError when a column readers need is missing, or one they compute with does not hold numbers."""
+    """RunFileError when a column readers need is missing, or one they compute with does not hold numbers (a step
+    of text or NaN would fail later, in sorting or alignment, naming no file)."""
     missing = [column for column in REQUIRED_COLUMNS if column not in curve.columns]
     if missing:
         raise RunFileError(f"missing columns {', '.join(missing)}")
-    for column in (name for name in NUMERIC_COLUMNS if name in curve.columns):
-        if not pd.api.types.is_numeric_dtype(curve[column]):
-            raise RunFileError(f"its {column} column holds {curve[column].dtype} values, not numbers")
+    kinds = ((INTEGER_COLUMNS, pd.api.types.is_integer_dtype, "whole numbers"), (NUMERIC_COLUMNS, pd.api.types.is_numeric_dtype, "numbers"))
+    for columns, valid, kind in kinds:
+        for column in (name for name in columns if name in curve.columns):
+            if not valid(curve[column]):
+                raise RunFileError(f"its {column} column holds {curve[column].dtype} values, not {kind}")
 
 
 def sorted_by_step(curve: pd.DataFrame) -> pd.DataFrame:

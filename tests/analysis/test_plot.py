@@ -235,15 +235,15 @@ def test_a_run_file_with_malformed_metadata_is_named_and_skipped(edit: Any, tmp_
     assert set(table.algo) == {"sac", "td3"} and set(table[table.scope == "task"].seeds) == {3}
 
 
-def test_a_run_file_whose_steps_are_not_numbers_is_named_and_skipped(tmp_path: Path) -> None:
+@pytest.mark.parametrize("steps", [[str(step) for step in STEPS], [*map(float, STEPS[:-1]), None]], ids=["text", "nan"])
+def test_a_run_file_whose_steps_are_not_whole_numbers_is_named_and_skipped(steps: list[Any], tmp_path: Path) -> None:
     for algo in ("sac", "td3"):
         for seed in range(3):
             write_seed(tmp_path, HOPPER, algo, seed)
     write_seed(tmp_path, HOPPER, "sac", 3)
     bad = run_path(tmp_path, HOPPER, "sac", 3)
     table = pq.read_table(bad)
-    steps = pa.array([str(step) for step in table["step"].to_pylist()])
-    pq.write_table(table.set_column(table.schema.get_field_index("step"), "step", steps), bad)
+    pq.write_table(table.set_column(table.schema.get_field_index("step"), "step", pa.array(steps)), bad)
     report = plot_results(tmp_path, PlotSettings(reps=50))
     assert report.skipped == [bad] and any(str(bad) in warning and "step" in warning for warning in report.warnings)
 
