@@ -115,8 +115,8 @@ def read_checkpoint(path: Path, header_only: bool = False) -> dict[str, Any]:
     except Exception as error:
         raise unreadable(path, (str(error).splitlines() or [type(error).__name__])[0][:200]) from None
     problem = header_problem(checkpoint["header"])
-    if problem is None and not header_only and not isinstance(checkpoint["document"], dict):
-        problem = "its document is not a JSON object"
+    if problem is None and not header_only and not (isinstance(checkpoint["document"], dict) and isinstance(checkpoint["tensors"], dict)):
+        problem = "its document or its tensors are not a mapping of names"
     if problem is not None:
         raise unreadable(path, problem)
     return checkpoint

@@ -300,6 +300,20 @@ def test_a_checkpoint_header_missing_a_field_is_one_line(
     assert planned.returncode == 0 and f"  {path} is not a readable checkpoint (its header " in planned.stdout, planned.stderr
 
 
+@pytest.mark.parametrize("part", ["document", "tensors"])
+def test_a_checkpoint_whose_state_is_not_a_mapping_is_one_line(
+    part: str, references: References, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    algo, env = "sac", "Pendulum-v1"
+    out = interrupted_run(references, algo, env, tmp_path / "results", capfd)
+    path = checkpoint_of(out, algo, env)
+    checkpoint = torch.load(path, weights_only=True)
+    torch.save({**checkpoint, part: "[]" if part == "document" else [torch.zeros(1)]}, path)
+    result = run_cli(run_args(algo, env, out), capfd)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"{path} is not a readable checkpoint (its document or its tensors are not a mapping" in result.stderr
+
+
 WRITER = """
 import sys, torch
 from pathlib import Path
