@@ -405,12 +405,7 @@ def test_a_bad_seed_file_blocks_its_own_job_only_and_is_named(tmp_path: Path, ca
 def test_jobs_trained_apart_are_plotted_once_all_are_complete(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """As array tasks would: `--job 1`, then the plot is refused while job 0 is missing; job 0 is skipped
     while another launcher holds it, then trained by `--job <id>`; then `--plot-only` makes the figures."""
-    grid = write_grid(
-        tmp_path,
-        VALID_GRID.replace('algorithms = ["td3"]', 'algorithms = ["td3", "sac"]').replace(
-            'td3 = ["warmup_steps=100"', 'sac = ["warmup_steps=100", "batch_size=32", "hidden_sizes=32,32"]\ntd3 = ["warmup_steps=100"'
-        ),
-    )
+    grid = write_grid(tmp_path, TWO_ALGORITHM_GRID)
     out = tmp_path / "results"
     common = ["reproduce", grid, "--scale", "test", "--out", str(out), "--device", "cpu", "--quiet"]
     first = run_cli([*common, "--job", "1"], capfd)
@@ -457,9 +452,9 @@ def test_a_bad_task_override_is_one_line_naming_the_task(overrides: str, said: s
     assert said in str(refused.value) and "\n" not in str(refused.value)
 
 
-TWO_TASK_GRID = VALID_GRID.replace('algorithms = ["td3"]', 'algorithms = ["td3", "sac"]').replace(
-    'td3 = ["warmup_steps=100"', 'sac = ["warmup_steps=100", "batch_size=32", "hidden_sizes=32,32"]\ntd3 = ["warmup_steps=100"'
-).replace("[scales.test]", '[[tasks]]\nenv = "InvertedPendulum-v4"\nconfidence = "smoke"\nsource = "test"\n\n[scales.test]')
+TWO_TASK_GRID = TWO_ALGORITHM_GRID.replace(
+    "[scales.test]", '[[tasks]]\nenv = "InvertedPendulum-v4"\nconfidence = "smoke"\nsource = "test"\n\n[scales.test]'
+)
 
 
 def trained_runs(stdout: str) -> set[str]:
