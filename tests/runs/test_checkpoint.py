@@ -321,7 +321,8 @@ from qsmbench.runs.checkpoint import write_checkpoint
 path, version = Path(sys.argv[1]), 0
 while True:
     version += 1
-    write_checkpoint(path, {"version": version}, {}, {"payload": torch.full((8_000_000,), float(version))})
+    header = {"settings": {"steps": 10**9}, "step": version, "written_at": 0.0}  # the step says which version
+    write_checkpoint(path, header, {}, {"payload": torch.full((8_000_000,), float(version))})
     print(version, flush=True)
 """
 
@@ -340,16 +341,21 @@ def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(tmp_path: Path)
         writer.wait()
     for path in paths:
         checkpoint = read_checkpoint(path)
-        version = checkpoint["header"]["version"]
+        version = checkpoint["header"]["step"]
         assert torch.equal(checkpoint["tensors"]["payload"], torch.full((8_000_000,), float(version)))
+
+
+def header_at(step: int) -> dict[str, Any]:
+    """The smallest header a checkpoint's readers take: the run's steps, the step reached, the time written."""
+    return {"settings": {"steps": 100}, "step": step, "written_at": 0.0}
 
 
 def test_writing_a_checkpoint_replaces_the_file_in_one_step(tmp_path: Path) -> None:
     path = tmp_path / "checkpoint_seeds_0-1.pt"
-    write_checkpoint(path, {"step": 1}, {"value": [1.5, float("nan")]}, {"t": torch.arange(3)})
-    write_checkpoint(path, {"step": 2}, {"value": [2.5]}, {"t": torch.arange(4)})
+    write_checkpoint(path, header_at(1), {"value": [1.5, float("nan")]}, {"t": torch.arange(3)})
+    write_checkpoint(path, header_at(2), {"value": [2.5]}, {"t": torch.arange(4)})
     checkpoint = read_checkpoint(path)
-    assert checkpoint["header"] == {"step": 2} and checkpoint["document"] == {"value": [2.5]}
+    assert checkpoint["header"] == header_at(2) and checkpoint["document"] == {"value": [2.5]}
     assert torch.equal(checkpoint["tensors"]["t"], torch.arange(4))
     assert [p.name for p in tmp_path.iterdir()] == [path.name], "no temporary file is left behind"
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
