@@ -4,8 +4,9 @@ exactly where it stopped.
 What a checkpoint holds is gathered by the trainer (`Trainer.checkpoint_state`); this module defines
 the file: how it is written (atomically: a temporary file, fsync, rename, fsync of the directory, so a
 kill at any moment leaves the previous checkpoint whole), how it is read (`torch.load(weights_only=True)`:
-tensors and containers of numbers and strings, nothing unpickled), and when it belongs to a run (the
-same format version, algorithm, task, run and algorithm settings, and device type).
+tensors and containers of numbers and strings, nothing unpickled; its header checked, so a damaged or
+hand-edited file is one CheckpointError naming it), and when it belongs to a run (the same format version,
+algorithm, task, run and algorithm settings, and device type).
 
 A file holds `{"format", "header", "document", "tensors"}`: `header` and `document` are JSON text (the
 header small, for the plan and for refusals; the document every plain value: random generator states,

@@ -1,5 +1,9 @@
 """Reading run files back: one file (either schema), its status alone (cheap, for a grid's plan), and every usable
-file under a results tree, one per (task, algorithm, variant, seed)."""
+file under a results tree, one per (task, algorithm, variant, seed).
+
+Both reads check the metadata in one place (`parse_metadata`): a file with a value of the wrong type is a
+RunFileError (the whole read) or `unreadable` (the status), which every reader reports with the file's name.
+"""
 
 from __future__ import annotations
 
