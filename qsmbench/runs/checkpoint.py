@@ -116,7 +116,8 @@ def read_checkpoint(path: Path, header_only: bool = False) -> dict[str, Any]:
     except Exception as error:
         raise unreadable(path, (str(error).splitlines() or [type(error).__name__])[0][:200]) from None
     problem = header_problem(checkpoint["header"])
-    if problem is None and not header_only and not (isinstance(checkpoint["document"], dict) and isinstance(checkpoint["tensors"], dict)):
+    state = () if header_only else (checkpoint["document"], checkpoint["tensors"])
+    if problem is None and not all(isinstance(part, dict) for part in state):
         problem = "its document or its tensors are not a mapping of names"
     if problem is not None:
         raise unreadable(path, problem)

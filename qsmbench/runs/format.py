@@ -36,8 +36,8 @@ STATUSES: tuple[str, ...] = get_args(Status)
 FINISHED = ("complete", "diverged")  # a seed with either status is a result, and training it again would repeat it
 REQUIRED_COLUMNS = ("task", "algo", "seed", "step", "eval_return")
 OFFLINE_SCORE = "eval_normalized_score"  # D4RL convention, 0-100
-INTEGER_COLUMNS = ("seed", "step")  # readers compute with these columns: whole numbers, and numbers
-NUMERIC_COLUMNS = ("eval_return", "wall_time_s", OFFLINE_SCORE)
+INTEGER_COLUMNS = ("seed", "step")  # the columns readers compute with: these hold whole numbers,
+NUMERIC_COLUMNS = ("eval_return", "wall_time_s", OFFLINE_SCORE)  # and these numbers (checked by read_run)
 
 
 @dataclass(frozen=True)
@@ -147,6 +147,11 @@ def is_name(value: Any) -> bool:
     return isinstance(value, str) and value != ""
 
 
+def is_reference_pair(value: Any) -> bool:
+    """A dataset's stored (random, expert) returns, or null for none."""
+    return value is None or (isinstance(value, list) and len(value) == 2 and all(map(is_number, value)))
+
+
 # Each stored value readers compute with: what it must be, and how a message says so. The provenance keys are
 # only shown, so any JSON value does.
 METADATA_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -155,8 +160,7 @@ METADATA_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "env_id": (is_name, "a name"),
     "dataset": (lambda value: value is None or is_name(value), "a name or null"),
     "variant": (lambda value: isinstance(value, str), "text"),
-    "ref_scores": (lambda value: value is None or (isinstance(value, list) and len(value) == 2 and all(map(is_number, value))),
-                   "two numbers or null"),
+    "ref_scores": (is_reference_pair, "two numbers or null"),
     "run_config": (lambda value: isinstance(value, dict), "a JSON object"),
     "algo_config": (lambda value: isinstance(value, dict), "a JSON object"),
     "seed": (is_count, "a whole number"),
