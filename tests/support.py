@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -185,3 +185,12 @@ def keeping_first_checkpoint(path: Path, kept: Path) -> Iterator[None]:
     finally:
         done.set()
         watcher.join()
+
+
+def rewrite_metadata(path: Path, edit: Callable[[dict[str, Any]], object]) -> None:
+    """Change the qsmbench metadata of the run file at `path` in place with raw pyarrow, not our writer, as a
+    hand-edited or foreign file would be: `edit` changes the JSON document it is given."""
+    table = pq.read_table(path)
+    document = json.loads(table.schema.metadata[b"qsmbench"])
+    edit(document)
+    pq.write_table(table.replace_schema_metadata({b"qsmbench": json.dumps(document).encode()}), path)

@@ -3,7 +3,9 @@
 Each method keeps one colour in every figure (colour-blind palette: the registered algorithms in the
 registry's order, then variants and unregistered algorithms), methods and tasks are shown by their display
 names (qsmbench.analysis.labels), an interval too thin to see is marked, and every title (unless
-`FigureStyle.titles` is off) says what is shown, over how many seeds, and which interval.
+`FigureStyle.titles` is off) says what is shown, over how many seeds, and which interval. Each file is
+replaced atomically (qsmbench.runs.write.replace_atomically): a plot stopped mid-write leaves the previous
+figure whole.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from qsmbench.analysis.scores import Method, method_order
 from qsmbench.analysis.settings import FigureStyle, Progress
 from qsmbench.core.messages import plural
 from qsmbench.runs.layout import path_safe
+from qsmbench.runs.write import replace_atomically
 
 Color = tuple[float, float, float]
 
@@ -110,11 +113,13 @@ def method_colors(methods: list[Method]) -> dict[Method, Color]:
 
 
 def save(figure: Figure, stem: Path) -> list[Path]:
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    figure.savefig(paths[0], dpi=PNG_DPI, bbox_inches="tight")
-    figure.savefig(paths[1], bbox_inches="tight")
+    """`stem`.png and `stem`.pdf, each replaced atomically: a plot stopped mid-write (a kill, a full disk) leaves
+    the last plot's figure whole, never a truncated one under its name."""
+    png, pdf = stem.with_suffix(".png"), stem.with_suffix(".pdf")
+    replace_atomically(png, lambda handle: figure.savefig(handle, format="png", dpi=PNG_DPI, bbox_inches="tight"))
+    replace_atomically(pdf, lambda handle: figure.savefig(handle, format="pdf", bbox_inches="tight"))
     plt.close(figure)
-    return paths
+    return [png, pdf]
 
 
 def scale_label(result: Aggregate) -> str:

@@ -40,7 +40,8 @@ def plot_results(
     progress: Progress | None = None,
     style: FigureStyle = FigureStyle(),
 ) -> PlotReport:
-    """Read every run file under `results_dir` and write summary.csv, summary.md and the figures.
+    """Read every run file under `results_dir` and write summary.csv, summary.md and the figures, each replaced
+    atomically (a plot stopped mid-write leaves the previous plot's files whole, and no temporary).
 
     `out_dir` defaults to RESULTS_DIR/_figures (FIGURES_DIR). `settings` holds every choice behind the numbers (see
     PlotSettings); with the same settings, two calls on the same files give identical CIs. `progress`, when

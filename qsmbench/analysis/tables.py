@@ -17,6 +17,7 @@ from qsmbench.analysis.bootstrap import MIN_SEEDS, Estimates, interval_estimates
 from qsmbench.analysis.scores import Group, Method, Scale, final_score
 from qsmbench.analysis.settings import PlotSettings
 from qsmbench.core.messages import plural
+from qsmbench.runs.write import replace_atomically
 
 COUNT_COLUMNS = ("tasks", "seeds", "incomplete", "diverged", "final_step", "last_evals")  # integers, empty where n/a
 TABLE_COLUMNS = (
@@ -89,11 +90,13 @@ def estimate_columns(names: list[str], estimates: Estimates, key: Hashable) -> d
 def write_tables(
     table: pd.DataFrame, results: list[Aggregate], settings: PlotSettings, warnings: list[str], out_dir: Path
 ) -> list[Path]:
-    """summary.csv (every row and CI bound) and summary.md (the same, readable, with the warnings as notes)."""
+    """summary.csv (every row and CI bound) and summary.md (the same, readable, with the warnings as notes), each
+    replaced atomically: a plot stopped mid-write (a kill, a full disk) leaves the last plot's file whole."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / "summary.csv", out_dir / "summary.md"
-    table.to_csv(csv_path, index=False)
-    md_path.write_text(markdown(table, results, settings, warnings), encoding="utf-8")
+    text = markdown(table, results, settings, warnings).encode("utf-8")
+    replace_atomically(csv_path, lambda handle: table.to_csv(handle, index=False))
+    replace_atomically(md_path, lambda handle: handle.write(text))
     return [csv_path, md_path]
 
 

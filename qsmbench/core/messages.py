@@ -33,3 +33,9 @@ def short_path(path: Path, keep: int = 60) -> str:
     """A path short enough for a one-line message: its start and end around an ellipsis."""
     text = str(path)
     return text if len(text) <= keep else f"{text[: keep // 2]}...{text[-keep // 2 :]}"
+
+
+def quoted(value: object, keep: int = 60) -> str:
+    """A value read from a file, as a one-line message quotes it: its repr, cut to `keep` characters."""
+    text = repr(value)
+    return text if len(text) <= keep else f"{text[:keep]}... ({len(text):,} characters)"

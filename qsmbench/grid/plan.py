@@ -5,9 +5,11 @@ Resuming is per seed file. A seed is done when its file is complete and was trai
 seeds are trained, one batched run per contiguous block of seed values (seed_start), so a complete file is
 never replaced. Seeds share the random streams of their batch, so a seed retrained in a smaller batch is a
 statistically, not bitwise, equal run (docs/training.md, "What a run does"). A file that is complete but was trained with other
-settings, or is not a readable run, is a conflict: nothing trains until it is moved away or another --out is
-given. A block of seeds with a checkpoint (an interrupted run) is kept as one block and resumes from it; its
-diverged seeds are part of that run, not done on their own.
+settings, or is not a readable run, is a conflict of its job, named with why (so is an unreadable checkpoint):
+a launcher whose jobs include it trains nothing until it is moved away or another --out is given, while the plan,
+the job list and launchers of other jobs (--job, --shard) go on as usual. A block of seeds with a checkpoint (an
+interrupted run) is kept as one block and resumes from it; its diverged seeds are part of that run, not done on
+their own.
 """
 
 from __future__ import annotations
@@ -184,15 +186,27 @@ def on_disk(spec: RunSpec) -> dict[str, tuple[Any, ...]]:
     resuming = {seed for start, count, _ in resumable for seed in range(start, start + count) if seed in statuses}
     for seed, status in statuses.items():
         path = run_path(spec.execution.out, spec.protocol.task, spec.algo, seed, spec.execution.variant)
-        if status == "unreadable":
-            conflicts.append(f"{path}: not a readable qsmbench run file")
-        elif status in FINISHED and seed not in resuming:  # a diverged seed is a result: training it again repeats it
-            why = mismatch(read_run(path).metadata.header, spec.protocol, expected_config)
-            if why:
-                conflicts.append(f"{path}: {status}, but trained with {why}")
+        if status == "unreadable" or (status in FINISHED and seed not in resuming):  # a diverged seed is a result too
+            conflict = seed_file_conflict(path, status, spec.protocol, expected_config)
+            if conflict:
+                conflicts.append(conflict)
             else:
                 done.append(seed)
     return {"done": tuple(done), "conflicts": tuple(conflicts), "resumable": tuple(resumable)}
+
+
+def seed_file_conflict(path: Path, status: str, protocol: Protocol, expected_config: Mapping[str, Any]) -> str | None:
+    """Why the unreadable or finished seed file at `path` is in the job's way, naming it; None when its seed is done.
+    A bad file is a conflict of its own job, never an error of the whole plan: the other jobs of a grid (of a
+    Slurm array) go on."""
+    try:
+        header = read_run(path).metadata.header
+    except RunFileError as error:
+        return f"{path}: not a readable qsmbench run file ({error})"
+    if status == "unreadable":
+        return f"{path}: not a readable qsmbench run file"
+    why = mismatch(header, protocol, expected_config)
+    return f"{path}: {status}, but trained with {why}" if why else None
 
 
 def resumable_blocks(
@@ -265,7 +279,7 @@ def measured_seconds_per_step(out: Path) -> Timings:
             continue
         header, curve = run_file.metadata.header, run_file.curve
         key = settings_key(header.algo_config, header.run_config)
-        if len(curve) and curve["step"].iloc[-1] > 0:
+        if len(curve) and curve["step"].iloc[-1] > 0 and "wall_time_s" in curve.columns:
             rate = float(curve["wall_time_s"].iloc[-1] / curve["step"].iloc[-1])
             rates.setdefault((path_safe(header.task), header.algo, key), []).append(rate)
     return {key: float(np.median(values)) for key, values in rates.items()}

@@ -4,8 +4,9 @@ exactly where it stopped.
 What a checkpoint holds is gathered by the trainer (`Trainer.checkpoint_state`); this module defines
 the file: how it is written (atomically: a temporary file, fsync, rename, fsync of the directory, so a
 kill at any moment leaves the previous checkpoint whole), how it is read (`torch.load(weights_only=True)`:
-tensors and containers of numbers and strings, nothing unpickled), and when it belongs to a run (the
-same format version, algorithm, task, run and algorithm settings, and device type).
+tensors and containers of numbers and strings, nothing unpickled; its header checked, so a damaged or
+hand-edited file is one CheckpointError naming it), and when it belongs to a run (the same format version,
+algorithm, task, run and algorithm settings, and device type).
 
 A file holds `{"format", "header", "document", "tensors"}`: `header` and `document` are JSON text (the
 header small, for the plan and for refusals; the document every plain value: random generator states,
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,7 +31,8 @@ from torch import Tensor
 from qsmbench.algorithms.state import AgentStateError, check_parts, load_state
 from qsmbench.core.config import NUMERICS
 from qsmbench.core.errors import CheckpointError
-from qsmbench.core.messages import format_duration
+from qsmbench.core.messages import format_duration, quoted
+from qsmbench.runs.format import is_count, is_number
 from qsmbench.runs.spec import RunSpec
 from qsmbench.runs.write import replace_atomically
 
@@ -95,7 +98,9 @@ def read_checkpoint(path: Path, header_only: bool = False) -> dict[str, Any]:
     """The checkpoint at `path` with `header` and `document` parsed; CheckpointError (one line) when it is
     damaged, of another format, or holds anything but tensors and plain containers.
 
-    `header_only` maps the file instead of reading it: a grid's plan asks every checkpoint for its step.
+    `header_only` maps the file instead of reading it: a grid's plan asks every checkpoint for its step. The
+    header is checked (`header_problem`), so its readers may index it: a hand-edited or foreign header is this
+    one line, not a KeyError.
     """
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=header_only)
@@ -111,9 +116,40 @@ def read_checkpoint(path: Path, header_only: bool = False) -> dict[str, Any]:
     except CheckpointError:
         raise
     except Exception as error:
-        reason = (str(error).splitlines() or [type(error).__name__])[0][:200]
-        raise CheckpointError(f"{path} is not a readable checkpoint ({reason}); pass --overwrite to start over") from None
+        raise unreadable(path, (str(error).splitlines() or [type(error).__name__])[0][:200]) from None
+    problem = header_problem(checkpoint["header"])
+    state = () if header_only else (checkpoint["document"], checkpoint["tensors"])
+    if problem is None and not all(isinstance(part, dict) for part in state):
+        problem = "its document or its tensors are not a mapping of names"
+    if problem is not None:
+        raise unreadable(path, problem)
     return checkpoint
+
+
+def unreadable(path: Path, reason: str) -> CheckpointError:
+    return CheckpointError(f"{path} is not a readable checkpoint ({reason}); pass --overwrite to start over")
+
+
+def header_problem(header: Any) -> str | None:
+    """What is wrong with a checkpoint's header (as `Trainer.checkpoint_state` writes it: the run's settings, with
+    its steps, the step reached, the time written), or None."""
+    if not isinstance(header, dict):
+        return f"its header is {quoted(header)}, not a JSON object"
+    fields = {
+        "step": (is_count, "a whole number"),
+        "written_at": (lambda value: is_number(value) and math.isfinite(value), "a time"),
+        "settings": (has_steps, "a JSON object with steps"),
+    }
+    for name, (valid, expected) in fields.items():
+        if name not in header:
+            return f"its header lacks {name}"
+        if not valid(header[name]):
+            return f"its header has {name} {quoted(header[name])}, not {expected}"
+    return None
+
+
+def has_steps(settings: Any) -> bool:
+    return isinstance(settings, dict) and is_count(settings.get("steps"))
 
 
 def checkpoint_info(path: Path, settings: Mapping[str, Any] | None = None) -> CheckpointInfo:
@@ -121,7 +157,7 @@ def checkpoint_info(path: Path, settings: Mapping[str, Any] | None = None) -> Ch
     header = read_checkpoint(path, header_only=True)["header"]
     if settings is not None:
         check_belongs(path, header, settings)
-    return CheckpointInfo(path, int(header["step"]), int(header["settings"]["steps"]), float(header["written_at"]))
+    return CheckpointInfo(path, header["step"], header["settings"]["steps"], float(header["written_at"]))
 
 
 # ------------------------------------------------------------------------------------------------ agents

@@ -10,12 +10,16 @@ Names: the *task* is what a run learns and what results are filed and grouped un
 environment id online, the dataset id offline); the *environment id* is the Gymnasium id that
 evaluation runs in. Schema 1 (qsmbench up to commit 155e41c) called both `env`: its rows' `env`
 column held the task and its metadata's `env` key the environment id. Readers accept both schemas.
+
+A file is read back only if every value of its metadata has the type `RunMetadata` gives it (`METADATA_TYPES`):
+a hand-edited or foreign file with `seed: "zero"` is a RunFileError naming the value, which readers of a
+results tree report with the file's name, instead of a crash somewhere later.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -23,6 +27,7 @@ from typing import Any, Literal, get_args
 import pandas as pd
 
 from qsmbench.core.errors import RunFileError
+from qsmbench.core.messages import quoted
 
 METADATA_KEY = b"qsmbench"
 SCHEMA_VERSION = 2
@@ -31,6 +36,8 @@ STATUSES: tuple[str, ...] = get_args(Status)
 FINISHED = ("complete", "diverged")  # a seed with either status is a result, and training it again would repeat it
 REQUIRED_COLUMNS = ("task", "algo", "seed", "step", "eval_return")
 OFFLINE_SCORE = "eval_normalized_score"  # D4RL convention, 0-100
+INTEGER_COLUMNS = ("seed", "step")  # the columns readers compute with: these hold whole numbers,
+NUMERIC_COLUMNS = ("eval_return", "wall_time_s", OFFLINE_SCORE)  # and these numbers (checked by read_run)
 
 
 @dataclass(frozen=True)
@@ -117,22 +124,64 @@ class RunMetadata:
         missing = [name for name in ("algo", "task", "env_id", "seed") if name not in document]
         if missing:
             raise RunFileError(f"its qsmbench metadata lacks {', '.join(missing)}")
+        check_types(document)
         header = {name: document.pop(name) for name in names if name in document}
         if header.get("ref_scores") is not None:
             header["ref_scores"] = tuple(header["ref_scores"])
         seed, error = document.pop("seed"), document.pop("error", None)
         divergence = _divergence(document.pop("divergence", None), status)
         document.pop("status"), document.pop("schema_version", None)
-        return cls(RunHeader(**header, provenance=document), int(seed), status, error, divergence)
+        return cls(RunHeader(**header, provenance=document), seed, status, error, divergence)
+
+
+def is_count(value: Any) -> bool:
+    """A whole number >= 0 as JSON reads it back (a JSON `true` is a bool, not a count)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def is_name(value: Any) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def is_reference_pair(value: Any) -> bool:
+    """A dataset's stored (random, expert) returns, or null for none."""
+    return value is None or (isinstance(value, list) and len(value) == 2 and all(map(is_number, value)))
+
+
+# Each stored value readers compute with: what it must be, and how a message says so. The provenance keys are
+# only shown, so any JSON value does.
+METADATA_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "algo": (is_name, "a name"),
+    "task": (is_name, "a name"),
+    "env_id": (is_name, "a name"),
+    "dataset": (lambda value: value is None or is_name(value), "a name or null"),
+    "variant": (lambda value: isinstance(value, str), "text"),
+    "ref_scores": (is_reference_pair, "two numbers or null"),
+    "run_config": (lambda value: isinstance(value, dict), "a JSON object"),
+    "algo_config": (lambda value: isinstance(value, dict), "a JSON object"),
+    "seed": (is_count, "a whole number"),
+    "error": (lambda value: value is None or isinstance(value, str), "text or null"),
+}
+
+
+def check_types(document: Mapping[str, Any]) -> None:
+    """RunFileError naming the first stored value that is not what METADATA_TYPES says: a file is refused when it
+    is read, with its name, not where a later step (sorting, grouping, a seed check) trips over the value."""
+    for name, (valid, expected) in METADATA_TYPES.items():
+        if name in document and not valid(document[name]):
+            raise RunFileError(f"its qsmbench metadata has {name} {quoted(document[name])}, not {expected}")
 
 
 def _divergence(stored: Any, status: str) -> Divergence | None:
     if status != "diverged":
         return None
-    try:
-        return Divergence(int(stored["step"]), str(stored["quantity"]))
-    except (TypeError, KeyError, ValueError):
-        raise RunFileError("its status is diverged but it does not say where (no valid 'divergence')") from None
+    if not (isinstance(stored, dict) and is_count(stored.get("step")) and is_name(stored.get("quantity"))):
+        raise RunFileError(f"its status is diverged but it does not say where (divergence {quoted(stored)}, not a step and a quantity)")
+    return Divergence(stored["step"], stored["quantity"])
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,9 @@
 """Reading run files back: one file (either schema), its status alone (cheap, for a grid's plan), and every usable
-file under a results tree, one per (task, algorithm, variant, seed)."""
+file under a results tree, one per (task, algorithm, variant, seed).
+
+Both reads check the metadata in one place (`parse_metadata`): a file with a value of the wrong type is a
+RunFileError (the whole read) or `unreadable` (the status), which every reader reports with the file's name.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import pyarrow.parquet as pq
 
 from qsmbench.core.errors import ConfigError, RunFileError
 from qsmbench.core.messages import plural
-from qsmbench.runs.format import METADATA_KEY, REQUIRED_COLUMNS, STATUSES, RunFile, RunMetadata
+from qsmbench.runs.format import INTEGER_COLUMNS, METADATA_KEY, NUMERIC_COLUMNS, REQUIRED_COLUMNS, RunFile, RunMetadata
 
 
 def read_run(path: str | Path) -> RunFile:
@@ -32,17 +36,28 @@ def read_run(path: str | Path) -> RunFile:
     except (OSError, ValueError, pa.ArrowException) as error:
         reason = (str(error).splitlines() or [type(error).__name__])[0]
         raise RunFileError(f"not a readable qsmbench run file ({reason})") from None
+    metadata = parse_metadata(document)
     curve = table.to_pandas()
-    if isinstance(document, dict) and document.get("schema_version", 1) == 1:
-        document, curve = from_schema_1(document, curve)
-    metadata = RunMetadata.from_document(document)
+    if is_schema_1(document):
+        curve = curve.rename(columns={"env": "task"})
     check_seed(path, metadata.seed, curve["seed"] if "seed" in curve.columns else None)
     if len(curve):
-        missing = [column for column in REQUIRED_COLUMNS if column not in curve.columns]
-        if missing:
-            raise RunFileError(f"missing columns {', '.join(missing)}")
+        check_columns(curve)
         curve = sorted_by_step(curve)
     return RunFile(path, metadata, curve)
+
+
+def check_columns(curve: pd.DataFrame) -> None:
+    """RunFileError when a column readers need is missing, or one they compute with does not hold numbers (a step
+    of text or NaN would fail later, in sorting or alignment, naming no file)."""
+    missing = [column for column in REQUIRED_COLUMNS if column not in curve.columns]
+    if missing:
+        raise RunFileError(f"missing columns {', '.join(missing)}")
+    kinds = ((INTEGER_COLUMNS, pd.api.types.is_integer_dtype, "whole numbers"), (NUMERIC_COLUMNS, pd.api.types.is_numeric_dtype, "numbers"))
+    for columns, valid, kind in kinds:
+        for column in (name for name in columns if name in curve.columns):
+            if not valid(curve[column]):
+                raise RunFileError(f"its {column} column holds {curve[column].dtype} values, not {kind}")
 
 
 def sorted_by_step(curve: pd.DataFrame) -> pd.DataFrame:
@@ -63,35 +78,44 @@ def check_seed(path: Path, seed: Any, row_seeds: pd.Series | None) -> None:
         raise RunFileError(f"its rows are not all of seed {seed}, the seed its metadata names")
 
 
-def from_schema_1(document: dict[str, Any], curve: pd.DataFrame) -> tuple[dict[str, Any], pd.DataFrame]:
-    """A schema-1 file as schema 2: its metadata `env` is the environment id, its rows' `env` the task,
-    and a dataset without reference scores recorded them as [None, None]."""
+def parse_metadata(document: Any) -> RunMetadata:
+    """The stored metadata document of either schema, checked (RunMetadata.from_document): one place, for the
+    whole file and for its status alone."""
+    return RunMetadata.from_document(schema_2_document(document) if is_schema_1(document) else document)
+
+
+def is_schema_1(document: Any) -> bool:
+    return isinstance(document, dict) and document.get("schema_version", 1) == 1
+
+
+def schema_2_document(document: dict[str, Any]) -> dict[str, Any]:
+    """A schema-1 document as schema 2: its `env` is the environment id (its rows' `env` is the task, renamed by
+    read_run), and a dataset without reference scores recorded them as [None, None]."""
     document = dict(document)
     if "env" in document:
         document["env_id"] = document.pop("env")
     if document.get("ref_scores") == [None, None]:
         document["ref_scores"] = None
-    return document, curve.rename(columns={"env": "task"})
+    return document
 
 
 def read_status(path: Path) -> str | None:
     """The stored status of a run file, None when there is none, 'unreadable' when it is damaged.
 
     Reads the schema and the seed column only: cheap enough to ask of every seed file of a grid. A file
-    whose name, metadata and rows disagree on the seed is unreadable.
+    whose metadata `read_run` refuses, or whose name, metadata and rows disagree on the seed, is unreadable.
     """
     if not path.exists():
         return None
     try:
         with pq.ParquetFile(path) as parquet:
             schema = parquet.schema_arrow
-            document = json.loads((schema.metadata or {})[METADATA_KEY])
-            status = document["status"]
+            metadata = parse_metadata(json.loads((schema.metadata or {})[METADATA_KEY]))
             row_seeds = parquet.read(columns=["seed"])["seed"].to_pandas() if "seed" in schema.names else None
-        check_seed(path, document["seed"], row_seeds)
+        check_seed(path, metadata.seed, row_seeds)
     except (OSError, KeyError, TypeError, ValueError, pa.ArrowException):  # RunFileError is a ValueError
         return "unreadable"
-    return str(status) if status in STATUSES else "unreadable"
+    return metadata.status
 
 
 def run_file_paths(results_dir: Path) -> list[Path]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import inspect
 import itertools
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import matplotlib.image
 import matplotlib.patches
@@ -18,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from matplotlib.figure import Figure
 from scipy.stats import trim_mean
-from support import run_cli
+from support import rewrite_metadata, run_cli
 
 from qsmbench.algorithms import ALGORITHMS
 from qsmbench.analysis import figures
@@ -195,6 +197,83 @@ def test_unusable_files_are_named_and_skipped(tmp_path: Path) -> None:
     assert set(summary(report).algo) == {"sac", "td3"}
     assert matplotlib.image.imread(report.out_dir / "learning_curves.png").size > 0
     assert (report.out_dir / "aggregate_scores.pdf").exists()
+
+
+BAD_METADATA = {
+    "seed-text": lambda document: document.update(seed="zero"),
+    "seed-fraction": lambda document: document.update(seed=3.5),
+    "algo-number": lambda document: document.update(algo=3),
+    "task-null": lambda document: document.update(task=None),
+    "env-id-list": lambda document: document.update(env_id=["Hopper-v4"]),
+    "variant-number": lambda document: document.update(variant=7),
+    "dataset-number": lambda document: document.update(dataset=5),
+    "ref-scores-text": lambda document: document.update(ref_scores="ab"),
+    "ref-scores-one": lambda document: document.update(ref_scores=[1.0]),
+    "run-config-text": lambda document: document.update(run_config="steps=8000"),
+    "algo-config-list": lambda document: document.update(algo_config=[1, 2]),
+    "error-number": lambda document: document.update(error=5),
+    "divergence-text": lambda document: document.update(status="diverged", divergence={"step": "100", "quantity": "reward"}),
+}
+
+
+@pytest.mark.parametrize("edit", BAD_METADATA.values(), ids=BAD_METADATA.keys())
+def test_a_run_file_with_malformed_metadata_is_named_and_skipped(edit: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """A hand-edited or foreign file whose metadata has a value of the wrong type: `plot` names it in one warning
+    and plots the rest (it once stopped with "invalid literal for int()" or a TypeError, naming no file)."""
+    for algo in ("sac", "td3"):
+        for seed in range(3):
+            write_seed(tmp_path, HOPPER, algo, seed)
+    write_seed(tmp_path, HOPPER, "sac", 3)
+    bad = run_path(tmp_path, HOPPER, "sac", 3)
+    rewrite_metadata(bad, edit)
+    out = tmp_path / "figures"
+    result = run_cli(["plot", str(tmp_path), "--out", str(out), "--reps", "50"], capfd)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    warned = [line for line in result.stderr.splitlines() if str(bad) in line]
+    assert len(warned) == 1 and warned[0].startswith("qsmbench: warning: skipped"), result.stderr
+    table = pd.read_csv(out / "summary.csv")
+    assert set(table.algo) == {"sac", "td3"} and set(table[table.scope == "task"].seeds) == {3}
+
+
+@pytest.mark.parametrize("steps", [[str(step) for step in STEPS], [*map(float, STEPS[:-1]), None]], ids=["text", "nan"])
+def test_a_run_file_whose_steps_are_not_whole_numbers_is_named_and_skipped(steps: list[Any], tmp_path: Path) -> None:
+    for algo in ("sac", "td3"):
+        for seed in range(3):
+            write_seed(tmp_path, HOPPER, algo, seed)
+    write_seed(tmp_path, HOPPER, "sac", 3)
+    bad = run_path(tmp_path, HOPPER, "sac", 3)
+    table = pq.read_table(bad)
+    pq.write_table(table.set_column(table.schema.get_field_index("step"), "step", pa.array(steps)), bad)
+    report = plot_results(tmp_path, PlotSettings(reps=50))
+    assert report.skipped == [bad] and any(str(bad) in warning and "step" in warning for warning in report.warnings)
+
+
+def write_part_then_fill_the_disk(target: Any) -> NoReturn:
+    """What a full disk (or a kill) mid-write leaves: the start of the output, then the write stops."""
+    if isinstance(target, (str, os.PathLike)):
+        Path(target).write_bytes(b"partial")
+    else:
+        target.write(b"partial")
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("writer", ["summary.csv", "figure"])
+def test_a_plot_that_fails_mid_write_keeps_the_files_of_the_last_plot(
+    writer: str, synthetic: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`plot` wrote summary.csv, summary.md and the figures in place: a full disk or a kill mid-plot left a truncated
+    file under a valid name. Each file is now replaced atomically: the last plot's stays whole, and no temporary is left."""
+    root, _ = synthetic
+    out = tmp_path / "figures"
+    plot_results(root, PlotSettings(reps=50), out)
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    if writer == "figure":
+        monkeypatch.setattr(Figure, "savefig", lambda _figure, target, *_args, **_kwargs: write_part_then_fill_the_disk(target))
+    else:
+        monkeypatch.setattr(pd.DataFrame, "to_csv", lambda _frame, target, *_args, **_kwargs: write_part_then_fill_the_disk(target))
+    with pytest.raises(OSError, match="No space left"):
+        plot_results(root, PlotSettings(reps=50), out)
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
 
 
 def test_missing_empty_or_unreadable_directory_is_a_config_error(tmp_path: Path) -> None:

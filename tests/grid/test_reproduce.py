@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import pandas as pd
 import pytest
-from support import run_cli
+from support import rewrite_metadata, run_cli
 
 from qsmbench.analysis.report import PlotReport
 from qsmbench.core.errors import ConfigError
@@ -59,6 +59,11 @@ source = "test"
 
 [scales.test]
 """
+
+
+TWO_ALGORITHM_GRID = VALID_GRID.replace('algorithms = ["td3"]', 'algorithms = ["td3", "sac"]').replace(
+    'td3 = ["warmup_steps=100"', 'sac = ["warmup_steps=100", "batch_size=32", "hidden_sizes=32,32"]\ntd3 = ["warmup_steps=100"'
+)
 
 
 class Smoke(NamedTuple):
@@ -373,15 +378,34 @@ def test_a_bad_part_of_a_grid_is_one_line(
     assert not any(tmp_path.iterdir())
 
 
+def test_a_bad_seed_file_blocks_its_own_job_only_and_is_named(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """A complete seed file without `algo` once made --dry-run, --list-jobs and every --job of a Slurm array exit 1
+    naming no file. Now its job is a conflict naming the file, and the other jobs plan and train as before."""
+    grid = write_grid(tmp_path, TWO_ALGORITHM_GRID)
+    out = tmp_path / "results"
+    bad = run_path(out, "Pendulum-v1", "td3", 0)
+    header = RunHeader(algo="td3", task="Pendulum-v1", env_id="Pendulum-v1", run_config={"steps": 300})
+    write_run(bad, pd.DataFrame({"task": ["Pendulum-v1"], "algo": ["td3"], "seed": [0], "step": [0], "eval_return": [-1.0]}),
+              RunMetadata(header, 0, "complete"))
+    rewrite_metadata(bad, lambda document: document.pop("algo"))
+    common = ["reproduce", grid, "--scale", "test", "--out", str(out), "--device", "cpu", "--quiet"]
+    planned = run_cli([*common, "--dry-run"], capfd)
+    assert planned.returncode == 0 and f"{bad}: not a readable qsmbench run file (its qsmbench metadata lacks algo)" in planned.stdout
+    listed = run_cli([*common, "--list-jobs"], capfd)
+    assert listed.returncode == 0 and [line.split()[1:] for line in listed.stdout.splitlines()] == [
+        ["Pendulum-v1/td3", "conflict"], ["Pendulum-v1/sac", "to", "run"]
+    ]
+    refused = run_cli([*common, "--job", "Pendulum-v1/td3"], capfd)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1 and str(bad) in refused.stderr, refused.stderr
+    trained = run_cli([*common, "--job", "Pendulum-v1/sac"], capfd)
+    assert trained.returncode == 0, trained.stderr
+    assert [read_run(run_path(out, "Pendulum-v1", "sac", seed)).status for seed in (0, 1)] == ["complete", "complete"]
+
+
 def test_jobs_trained_apart_are_plotted_once_all_are_complete(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """As array tasks would: `--job 1`, then the plot is refused while job 0 is missing; job 0 is skipped
     while another launcher holds it, then trained by `--job <id>`; then `--plot-only` makes the figures."""
-    grid = write_grid(
-        tmp_path,
-        VALID_GRID.replace('algorithms = ["td3"]', 'algorithms = ["td3", "sac"]').replace(
-            'td3 = ["warmup_steps=100"', 'sac = ["warmup_steps=100", "batch_size=32", "hidden_sizes=32,32"]\ntd3 = ["warmup_steps=100"'
-        ),
-    )
+    grid = write_grid(tmp_path, TWO_ALGORITHM_GRID)
     out = tmp_path / "results"
     common = ["reproduce", grid, "--scale", "test", "--out", str(out), "--device", "cpu", "--quiet"]
     first = run_cli([*common, "--job", "1"], capfd)
@@ -428,9 +452,9 @@ def test_a_bad_task_override_is_one_line_naming_the_task(overrides: str, said: s
     assert said in str(refused.value) and "\n" not in str(refused.value)
 
 
-TWO_TASK_GRID = VALID_GRID.replace('algorithms = ["td3"]', 'algorithms = ["td3", "sac"]').replace(
-    'td3 = ["warmup_steps=100"', 'sac = ["warmup_steps=100", "batch_size=32", "hidden_sizes=32,32"]\ntd3 = ["warmup_steps=100"'
-).replace("[scales.test]", '[[tasks]]\nenv = "InvertedPendulum-v4"\nconfidence = "smoke"\nsource = "test"\n\n[scales.test]')
+TWO_TASK_GRID = TWO_ALGORITHM_GRID.replace(
+    "[scales.test]", '[[tasks]]\nenv = "InvertedPendulum-v4"\nconfidence = "smoke"\nsource = "test"\n\n[scales.test]'
+)
 
 
 def trained_runs(stdout: str) -> set[str]:

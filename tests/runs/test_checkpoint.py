@@ -10,6 +10,7 @@ also killed for real, with SIGKILL, as its own process, and three are stopped by
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pickle
 import shutil
@@ -17,8 +18,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -264,6 +266,54 @@ def test_an_unusable_checkpoint_is_one_line_and_touches_nothing(
     assert {p.name: p.read_bytes() for p in run_dir(out, algo, env).iterdir()} == before
 
 
+def rewrite_header(path: Path, edit: Callable[[Any], Any]) -> None:
+    """Replace the header of the checkpoint at `path` by `edit(header)`, keeping the rest as written."""
+    checkpoint = torch.load(path, weights_only=True)
+    torch.save({**checkpoint, "header": json.dumps(edit(json.loads(checkpoint["header"])))}, path)
+
+
+BAD_HEADERS = {
+    "no-written-at": lambda header: {key: value for key, value in header.items() if key != "written_at"},
+    "no-step": lambda header: {key: value for key, value in header.items() if key != "step"},
+    "step-text": lambda header: {**header, "step": "seventy"},
+    "written-at-text": lambda header: {**header, "written_at": "yesterday"},
+    "not-an-object": lambda header: [header],
+}
+
+
+@pytest.mark.parametrize("edit", BAD_HEADERS.values(), ids=BAD_HEADERS.keys())
+def test_a_checkpoint_header_missing_a_field_is_one_line(
+    edit: Callable[[Any], Any], references: References, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A header without `written_at` once gave "KeyError: 'written_at'", exit 1, from `run` and from `reproduce
+    --dry-run`: now a CheckpointError naming the file, exit 2 from `run`, a conflict in the plan."""
+    algo, env = "sac", "Pendulum-v1"
+    out = interrupted_run(references, algo, env, tmp_path / "results", capfd)
+    path = checkpoint_of(out, algo, env)
+    rewrite_header(path, edit)
+    before = {p.name: p.read_bytes() for p in run_dir(out, algo, env).iterdir()}
+    result = run_cli(run_args(algo, env, out), capfd)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"{path} is not a readable checkpoint (its header " in result.stderr
+    assert {p.name: p.read_bytes() for p in run_dir(out, algo, env).iterdir()} == before
+    planned = run_cli(["reproduce", str(grid_of(out, algo, env, tmp_path / "grid.toml")), "--dry-run"], capfd)
+    assert planned.returncode == 0 and f"  {path} is not a readable checkpoint (its header " in planned.stdout, planned.stderr
+
+
+@pytest.mark.parametrize("part", ["document", "tensors"])
+def test_a_checkpoint_whose_state_is_not_a_mapping_is_one_line(
+    part: str, references: References, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    algo, env = "sac", "Pendulum-v1"
+    out = interrupted_run(references, algo, env, tmp_path / "results", capfd)
+    path = checkpoint_of(out, algo, env)
+    checkpoint = torch.load(path, weights_only=True)
+    torch.save({**checkpoint, part: "[]" if part == "document" else [torch.zeros(1)]}, path)
+    result = run_cli(run_args(algo, env, out), capfd)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"{path} is not a readable checkpoint (its document or its tensors are not a mapping" in result.stderr
+
+
 WRITER = """
 import sys, torch
 from pathlib import Path
@@ -271,7 +321,8 @@ from qsmbench.runs.checkpoint import write_checkpoint
 path, version = Path(sys.argv[1]), 0
 while True:
     version += 1
-    write_checkpoint(path, {"version": version}, {}, {"payload": torch.full((8_000_000,), float(version))})
+    header = {"settings": {"steps": 10**9}, "step": version, "written_at": 0.0}  # the step says which version
+    write_checkpoint(path, header, {}, {"payload": torch.full((8_000_000,), float(version))})
     print(version, flush=True)
 """
 
@@ -290,16 +341,21 @@ def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(tmp_path: Path)
         writer.wait()
     for path in paths:
         checkpoint = read_checkpoint(path)
-        version = checkpoint["header"]["version"]
+        version = checkpoint["header"]["step"]
         assert torch.equal(checkpoint["tensors"]["payload"], torch.full((8_000_000,), float(version)))
+
+
+def header_at(step: int) -> dict[str, Any]:
+    """The smallest header a checkpoint's readers take: the run's steps, the step reached, the time written."""
+    return {"settings": {"steps": 100}, "step": step, "written_at": 0.0}
 
 
 def test_writing_a_checkpoint_replaces_the_file_in_one_step(tmp_path: Path) -> None:
     path = tmp_path / "checkpoint_seeds_0-1.pt"
-    write_checkpoint(path, {"step": 1}, {"value": [1.5, float("nan")]}, {"t": torch.arange(3)})
-    write_checkpoint(path, {"step": 2}, {"value": [2.5]}, {"t": torch.arange(4)})
+    write_checkpoint(path, header_at(1), {"value": [1.5, float("nan")]}, {"t": torch.arange(3)})
+    write_checkpoint(path, header_at(2), {"value": [2.5]}, {"t": torch.arange(4)})
     checkpoint = read_checkpoint(path)
-    assert checkpoint["header"] == {"step": 2} and checkpoint["document"] == {"value": [2.5]}
+    assert checkpoint["header"] == header_at(2) and checkpoint["document"] == {"value": [2.5]}
     assert torch.equal(checkpoint["tensors"]["t"], torch.arange(4))
     assert [p.name for p in tmp_path.iterdir()] == [path.name], "no temporary file is left behind"
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
@@ -336,19 +392,24 @@ def test_a_checkpointed_block_of_seeds_stays_one_block() -> None:
     assert Job(spec, done=(8,), resumable=((2, 4, 300),)).blocks() == [(0, 2), (2, 4), (6, 2), (9, 1)]
 
 
+def grid_of(out: Path, algo: str, env: str, path: Path) -> Path:
+    """A grid file at `path` of one job, `algo` on `env` with `run_args`'s settings, its results in `out`."""
+    overrides = ", ".join(f'"{item}"' for item in [*small_overrides(algo), "warmup_steps=60", "batch_size=32"])
+    path.write_text(
+        f'out = "{out}"\nalgorithms = ["{algo}"]\nseeds = 2\nsteps = 200\neval_every = 100\neval_episodes = 1\n'
+        f'[overrides]\n{algo} = [{overrides}]\n[[tasks]]\nenv = "{env}"\nconfidence = "smoke"\nsource = "test"\n'
+        "[plot]\nreps = 50\n[scales.paper]\n"
+    )
+    return path
+
+
 def test_reproduce_resumes_an_interrupted_job(
     references: References, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """A grid whose job was interrupted after a checkpoint: `qsmbench reproduce` resumes it, to the same rows."""
     algo, env = "sac", "Pendulum-v1"
     out = interrupted_run(references, algo, env, tmp_path / "results", capfd)
-    overrides = ", ".join(f'"{item}"' for item in [*small_overrides(algo), "warmup_steps=60", "batch_size=32"])
-    grid = tmp_path / "grid.toml"
-    grid.write_text(
-        f'out = "{out}"\nalgorithms = ["{algo}"]\nseeds = 2\nsteps = 200\neval_every = 100\neval_episodes = 1\n'
-        f'[overrides]\n{algo} = [{overrides}]\n[[tasks]]\nenv = "{env}"\nconfidence = "smoke"\nsource = "test"\n'
-        "[plot]\nreps = 50\n[scales.paper]\n"
-    )
+    grid = grid_of(out, algo, env, tmp_path / "grid.toml")
     plan = run_cli(["reproduce", str(grid), "--dry-run"], capfd)
     assert plan.returncode == 0 and "resume at step " in plan.stdout
     result = run_cli(["reproduce", str(grid), "--device", "cpu", "--quiet", "--checkpoint-every", "70"], capfd)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import write_schema_1_results
+from support import rewrite_metadata, write_schema_1_results
 
 from qsmbench.core.errors import ConfigError
 from qsmbench.runs.results import SkippedRunFileWarning, load
@@ -105,6 +105,18 @@ def test_load_skips_an_unreadable_file_with_a_warning(plotted: Path, tmp_path: P
     with pytest.warns(SkippedRunFileWarning, match="td3/seed_0.parquet"):
         frame = load(results)
     assert len(frame) == len(ALGOS) * SEEDS * EVALUATIONS
+
+
+def test_load_skips_a_file_with_malformed_metadata_with_a_warning(plotted: Path, tmp_path: Path) -> None:
+    """`seed: "zero"` in a file's metadata once made `load` raise a bare ValueError naming no file."""
+    results = tmp_path / "results"
+    shutil.copytree(plotted, results)
+    bad = results / "Pendulum-v1" / "sac" / "seed_1.parquet"
+    rewrite_metadata(bad, lambda document: document.update(seed="zero"))
+    with pytest.warns(SkippedRunFileWarning, match="sac/seed_1.parquet: its qsmbench metadata has seed 'zero'"):
+        frame = load(results)
+    assert len(frame) == (len(ALGOS) * SEEDS - 1) * EVALUATIONS
+    assert set(frame.loc[frame["algo"] == "sac", "seed"]) == {0}
 
 
 def test_load_with_no_readable_file_is_one_line(tmp_path: Path) -> None:
