@@ -17,10 +17,7 @@ from qsmbench.analysis.tables import write_tables
 from qsmbench.core.messages import plural
 from qsmbench.runs.layout import figures_dir
 from qsmbench.runs.read import read_results
-
-# Where `plot` writes into a results directory by default. The leading underscore keeps the figures out of
-# pyarrow's dataset discovery (it skips names starting with "_" or "."), so `pd.read_parquet(results_dir)`
-# still reads only the run files of a plotted results directory.
+from qsmbench.runs.write import check_own_paths
 
 
 @dataclass(frozen=True)
@@ -43,19 +40,23 @@ def plot_results(
     """Read every run file under `results_dir` and write summary.csv, summary.md and the figures, each replaced
     atomically (a plot stopped mid-write leaves the previous plot's files whole, and no temporary).
 
-    `out_dir` defaults to RESULTS_DIR/_figures (FIGURES_DIR). `settings` holds every choice behind the numbers (see
+    `out_dir` defaults to RESULTS_DIR/_figures (FIGURES_DIR; the underscore keeps pyarrow's dataset discovery
+    off it), which must not be a symbolic link: anyone who can write a shared results directory could otherwise
+    send the figures over another user's files. `settings` holds every choice behind the numbers (see
     PlotSettings); with the same settings, two calls on the same files give identical CIs. `progress`, when
     given, is called with a short message before each stage that may take a while. `style` names and sizes
     the figures (labels, titles, size) and changes no number.
     Raises ConfigError, before writing anything, when there is no readable run or a setting does not fit
     the results (runs of one group trained differently, an unknown --reference or --label).
     """
+    out = Path(out_dir) if out_dir is not None else figures_dir(results_dir)
+    if out == figures_dir(results_dir):
+        check_own_paths(Path(results_dir), [out], [])  # a shared results directory's _figures must not lead elsewhere
     say = progress or (lambda _message: None)
     tree = read_results(Path(results_dir), say)
     say(f"read {plural(len(tree.runs), 'run')}")
     check_labels(style, tree.runs)
     analysis = analyse(tree.runs, settings, say)
-    out = Path(out_dir) if out_dir is not None else figures_dir(results_dir)
     files = write_tables(analysis.table, analysis.aggregates, settings, analysis.warnings, out)
 
     from qsmbench.analysis.figures import draw_figures  # matplotlib and rliable's plotting: seconds to import

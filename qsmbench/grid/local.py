@@ -20,6 +20,7 @@ from qsmbench.grid.files import Grid
 from qsmbench.grid.plan import Job, format_plan, plan, seed_list
 from qsmbench.runs.layout import figures_dir
 from qsmbench.runs.locking import claim_run_dir
+from qsmbench.runs.write import check_own_paths
 from qsmbench.training.loop import train
 from qsmbench.training.prepare import prepare
 from qsmbench.training.progress import make_reporter
@@ -43,6 +44,7 @@ def plot_if_complete(grid: Grid, out: Path) -> PlotReport | None:
     if unfinished:
         print(f"not plotted yet: {describe_incomplete(unfinished, len(grid.specs))}; the launcher that finishes last plots")
         return None
+    check_own_paths(out, [figures_dir(out)], [])  # its claim and figures go there: never through a link
     try:
         with claim_run_dir(figures_dir(out)):  # two launchers finishing at once must not write the same figures
             return plot_results(out, grid.plot, figures_dir(out))

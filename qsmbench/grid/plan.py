@@ -213,12 +213,13 @@ def resumable_blocks(
     spec: RunSpec, run_dir: Path, statuses: Mapping[int, str | None]
 ) -> tuple[list[tuple[int, int, int]], list[str]]:
     """The (seed_start, seeds, step) of the checkpoints of unfinished runs within the job's seeds, and the
-    checkpoints that cannot be read. A checkpoint beside a complete file is left over from a run that
-    finished (killed before it deleted it): it is ignored."""
+    checkpoints that cannot be read. A checkpoint whose seeds' files all say finished is left over from a run
+    that finished (killed before it deleted it): it is ignored, as `run` ignores it. One beside some complete
+    files is a run whose final writes failed, which `run` finishes from it."""
     first, end = spec.protocol.seed_start, spec.protocol.seed_start + spec.protocol.seeds
     resumable, unreadable = [], []
     for start, count in checkpoint_ranges(run_dir):
-        finished = any(statuses.get(seed) == "complete" for seed in range(start, start + count))
+        finished = all(statuses.get(seed) in FINISHED for seed in range(start, start + count))
         if start < first or start + count > end or finished:
             continue
         try:

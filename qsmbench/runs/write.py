@@ -154,7 +154,7 @@ def check_own_paths(out: Path, directories: Sequence[Path], files: Sequence[Path
             if mode is None:
                 break
             if stat.S_ISLNK(mode):
-                raise ConfigError(f"{folder} is a symbolic link; a run writes below --out only into real directories, never through a link")
+                raise ConfigError(f"{folder} is a symbolic link; qsmbench writes into a results directory only through real directories")
             if not stat.S_ISDIR(mode):
                 raise ConfigError(f"{folder} exists and is not a directory; move it away")
     for path in files:

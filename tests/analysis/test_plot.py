@@ -276,6 +276,21 @@ def test_a_plot_that_fails_mid_write_keeps_the_files_of_the_last_plot(
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
 
 
+def test_a_linked_figures_folder_of_a_results_directory_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
+    """A `_figures` link planted in a shared results directory sent `plot`'s files over the target's."""
+    root, victim = tmp_path / "results", tmp_path / "someone-elses"
+    write_seed(root, NO_REFERENCE, "sac", 0)
+    victim.mkdir()
+    (victim / "summary.csv").write_text("not yours")
+    (root / "_figures").symlink_to(victim)
+    with pytest.raises(ConfigError, match="symbolic link"):
+        plot_results(root, PlotSettings(normalize="none", reps=50))
+    assert [path.name for path in victim.iterdir()] == ["summary.csv"] and (victim / "summary.csv").read_text() == "not yours"
+    chosen = tmp_path / "my-figures"
+    chosen.symlink_to(victim)  # a folder the user names is theirs to link
+    assert plot_results(root, PlotSettings(normalize="none", reps=50), chosen).files
+
+
 def test_missing_empty_or_unreadable_directory_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         plot_results(tmp_path / "missing")

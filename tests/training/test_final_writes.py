@@ -18,9 +18,11 @@ import pytest
 import torch
 from support import CliResult, keeping_first_checkpoint, run_cli
 
+from qsmbench.grid.plan import resumable_blocks
 from qsmbench.runs.format import METADATA_KEY
 from qsmbench.runs.layout import checkpoint_path, policy_path, run_dir, run_path
-from qsmbench.runs.read import read_run
+from qsmbench.runs.read import read_run, read_status
+from qsmbench.runs.spec import make_spec
 
 STEPS, SEEDS = 200, 2
 ARGS = ["run", "--algo", "sac", "--env", "Pendulum-v1", "--steps", str(STEPS), "--eval-every", "100", "--eval-episodes", "1",
@@ -146,3 +148,17 @@ def test_a_checkpoint_stranded_beside_a_finished_run_is_deleted_by_the_next_run_
     assert other_seeds.returncode == 0, other_seeds.stderr
     assert not checkpoint.exists()
     assert {path: path.read_bytes() for path in seed_files(tmp_path)} == files
+
+
+def test_a_grid_finishes_a_run_whose_final_writes_failed_from_its_checkpoint(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seed 0 `complete`, seed 1 `running` and the last step's checkpoint (the disk stayed full): `reproduce` plans
+    to go on from that checkpoint, as `run` does, instead of training every seed again from scratch."""
+    with monkeypatch.context() as patch:
+        patch.setattr(pq, "write_table", on_every_write_from_seed_1s_complete(full_disk()))
+        assert run(tmp_path, capfd).returncode == 1
+    spec = make_spec("sac", ["warmup_steps=50"], env="Pendulum-v1", seeds=SEEDS, steps=STEPS, out=str(tmp_path))
+    statuses_now = {seed: read_status(path) for seed, path in enumerate(seed_files(tmp_path))}
+    assert statuses_now == {0: "complete", 1: "running"}
+    assert resumable_blocks(spec, run_dir(tmp_path, "Pendulum-v1", "sac"), statuses_now) == ([(0, SEEDS, STEPS)], [])
