@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 POLICY_DIR = "_policies"
@@ -118,11 +119,22 @@ def policy_run_dir(policy_file: Path) -> Path:
 
 
 def policy_files(root: Path) -> list[Path]:
-    """Every saved policy under `root`, at any depth, following directory symlinks as `plot` does (a run
-    directory linked in from elsewhere counts); each real directory is walked once, so a link to an
-    ancestor cannot loop and a run linked twice is not found twice."""
+    """Every saved policy under `root`, at any depth, through linked directories as `plot` reads run files
+    (`walk_once`)."""
+    return sorted(
+        directory / name
+        for directory, files in walk_once(root)
+        if directory.name == POLICY_DIR
+        for name in files
+        if name.startswith("seed_") and name.endswith(".pt")
+    )
+
+
+def walk_once(root: Path) -> Iterator[tuple[Path, list[str]]]:
+    """Each directory under `root` (itself included) with the names of its files, following directory symlinks (a
+    run directory linked in from elsewhere counts); each real directory is walked once, so a link to an ancestor
+    cannot loop and a run linked twice is not found twice."""
     seen: set[str] = set()
-    found: list[Path] = []
     for directory, subdirectories, files in os.walk(root, followlinks=True):
         real = os.path.realpath(directory)
         if real in seen:
@@ -130,9 +142,7 @@ def policy_files(root: Path) -> list[Path]:
             continue
         seen.add(real)
         subdirectories.sort()
-        if Path(directory).name == POLICY_DIR:
-            found += [Path(directory) / name for name in files if name.startswith("seed_") and name.endswith(".pt")]
-    return sorted(found)
+        yield Path(directory), files
 
 
 def lock_path(run_dir: Path) -> Path:

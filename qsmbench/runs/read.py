@@ -8,7 +8,6 @@ RunFileError (the whole read) or `unreadable` (the status), which every reader r
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import pyarrow.parquet as pq
 from qsmbench.core.errors import ConfigError, RunFileError
 from qsmbench.core.messages import plural
 from qsmbench.runs.format import INTEGER_COLUMNS, METADATA_KEY, NUMERIC_COLUMNS, REQUIRED_COLUMNS, RunFile, RunMetadata
+from qsmbench.runs.layout import walk_once
 
 
 def read_run(path: str | Path) -> RunFile:
@@ -119,19 +119,8 @@ def read_status(path: Path) -> str | None:
 
 
 def run_file_paths(results_dir: Path) -> list[Path]:
-    """Every *.parquet under `results_dir`, following directory symlinks (a run directory linked in from
-    elsewhere counts); each real directory is walked once, so a link to an ancestor cannot loop."""
-    seen: set[str] = set()
-    paths: list[Path] = []
-    for directory, subdirectories, files in os.walk(results_dir, followlinks=True):
-        real = os.path.realpath(directory)
-        if real in seen:
-            subdirectories.clear()
-            continue
-        seen.add(real)
-        subdirectories.sort()
-        paths += [Path(directory) / name for name in files if name.endswith(".parquet")]
-    return sorted(paths)
+    """Every *.parquet under `results_dir`, through linked directories, each real directory once (`walk_once`)."""
+    return sorted(directory / name for directory, files in walk_once(results_dir) for name in files if name.endswith(".parquet"))
 
 
 def _usable_run(path: Path) -> RunFile | RunFileError:

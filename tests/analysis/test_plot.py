@@ -6,6 +6,7 @@ import errno
 import inspect
 import itertools
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -216,16 +217,34 @@ BAD_METADATA = {
 }
 
 
-@pytest.mark.parametrize("edit", BAD_METADATA.values(), ids=BAD_METADATA.keys())
-def test_a_run_file_with_malformed_metadata_is_named_and_skipped(edit: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    """A hand-edited or foreign file whose metadata has a value of the wrong type: `plot` names it in one warning
-    and plots the rest (it once stopped with "invalid literal for int()" or a TypeError, naming no file)."""
+def results_with_one_bad_file(root: Path, damage: Callable[[Path], None]) -> Path:
+    """sac and td3 on Hopper, 3 good seeds each, and sac's seed 3 damaged by `damage`: the bad file."""
     for algo in ("sac", "td3"):
         for seed in range(3):
-            write_seed(tmp_path, HOPPER, algo, seed)
-    write_seed(tmp_path, HOPPER, "sac", 3)
-    bad = run_path(tmp_path, HOPPER, "sac", 3)
-    rewrite_metadata(bad, edit)
+            write_seed(root, HOPPER, algo, seed)
+    write_seed(root, HOPPER, "sac", 3)
+    bad = run_path(root, HOPPER, "sac", 3)
+    damage(bad)
+    return bad
+
+
+def assert_only_skipped(root: Path, bad: Path, named: str = "") -> None:
+    tree = read_results(root)
+    assert tree.skipped == [bad] and len(tree.runs) == 6
+    assert [warning for warning in tree.warnings if str(bad) in warning and named in warning], tree.warnings
+
+
+@pytest.mark.parametrize("edit", BAD_METADATA.values(), ids=BAD_METADATA.keys())
+def test_a_run_file_with_malformed_metadata_is_named_and_skipped(edit: Any, tmp_path: Path) -> None:
+    """A hand-edited or foreign file whose metadata has a value of the wrong type is skipped with a warning naming
+    it, and the rest is read (`plot` once stopped with "invalid literal for int()" or a TypeError, naming no file)."""
+    assert_only_skipped(tmp_path, results_with_one_bad_file(tmp_path, lambda bad: rewrite_metadata(bad, edit)))
+
+
+def test_plot_names_a_run_file_with_malformed_metadata_in_one_warning_and_plots_the_rest(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    bad = results_with_one_bad_file(tmp_path, lambda bad: rewrite_metadata(bad, BAD_METADATA["seed-text"]))
     out = tmp_path / "figures"
     result = run_cli(["plot", str(tmp_path), "--out", str(out), "--reps", "50"], capfd)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
@@ -235,17 +254,17 @@ def test_a_run_file_with_malformed_metadata_is_named_and_skipped(edit: Any, tmp_
     assert set(table.algo) == {"sac", "td3"} and set(table[table.scope == "task"].seeds) == {3}
 
 
+def replace_steps(steps: list[Any]) -> Callable[[Path], None]:
+    def damage(path: Path) -> None:
+        table = pq.read_table(path)
+        pq.write_table(table.set_column(table.schema.get_field_index("step"), "step", pa.array(steps)), path)
+
+    return damage
+
+
 @pytest.mark.parametrize("steps", [[str(step) for step in STEPS], [*map(float, STEPS[:-1]), None]], ids=["text", "nan"])
 def test_a_run_file_whose_steps_are_not_whole_numbers_is_named_and_skipped(steps: list[Any], tmp_path: Path) -> None:
-    for algo in ("sac", "td3"):
-        for seed in range(3):
-            write_seed(tmp_path, HOPPER, algo, seed)
-    write_seed(tmp_path, HOPPER, "sac", 3)
-    bad = run_path(tmp_path, HOPPER, "sac", 3)
-    table = pq.read_table(bad)
-    pq.write_table(table.set_column(table.schema.get_field_index("step"), "step", pa.array(steps)), bad)
-    report = plot_results(tmp_path, PlotSettings(reps=50))
-    assert report.skipped == [bad] and any(str(bad) in warning and "step" in warning for warning in report.warnings)
+    assert_only_skipped(tmp_path, results_with_one_bad_file(tmp_path, replace_steps(steps)), "step")
 
 
 def write_part_then_fill_the_disk(target: Any) -> NoReturn:

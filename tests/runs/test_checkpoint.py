@@ -33,7 +33,7 @@ from qsmbench.core.errors import CheckpointError, EnvStateError
 from qsmbench.envs.environments import EnvBatch
 from qsmbench.grid.plan import Job, split_at_checkpoints
 from qsmbench.runs.checkpoint import read_checkpoint, write_checkpoint
-from qsmbench.runs.layout import path_safe
+from qsmbench.runs.layout import CLAIM_NAME, LOCK_NAME, path_safe
 from qsmbench.runs.read import read_run, read_status
 from qsmbench.runs.spec import make_spec
 from qsmbench.training import loop
@@ -258,12 +258,22 @@ def test_an_unusable_checkpoint_is_one_line_and_touches_nothing(
         path.write_bytes(pickle.dumps({"format": 1, "header": Hostile(marker)}))
     else:
         torch.save({"format": 99, "header": "{}", "document": "{}", "tensors": {}}, path)
-    before = {p.name: p.read_bytes() for p in run_dir(out, algo, env).iterdir()}
+    assert_refused_in_one_line(out, algo, env, "format 99" if damage == "format" else "is not a readable checkpoint", capfd)
+    assert not marker.exists(), "reading a checkpoint executed code"
+
+
+def assert_refused_in_one_line(out: Path, algo: str, env: str, named: str, capfd: pytest.CaptureFixture[str]) -> None:
+    """Running again is refused with one line saying `named`, and the run's files stay as they were (a refusal
+    after the claim leaves the claim's own files, released)."""
+    before = run_files_of(out, algo, env)
     result = run_cli(run_args(algo, env, out), capfd)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert ("format 99" if damage == "format" else "is not a readable checkpoint") in result.stderr
-    assert not marker.exists(), "reading a checkpoint executed code"
-    assert {p.name: p.read_bytes() for p in run_dir(out, algo, env).iterdir()} == before
+    assert named in result.stderr
+    assert run_files_of(out, algo, env) == before
+
+
+def run_files_of(out: Path, algo: str, env: str) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in run_dir(out, algo, env).iterdir() if p.name not in (LOCK_NAME, CLAIM_NAME)}
 
 
 def rewrite_header(path: Path, edit: Callable[[Any], Any]) -> None:
@@ -291,11 +301,7 @@ def test_a_checkpoint_header_missing_a_field_is_one_line(
     out = interrupted_run(references, algo, env, tmp_path / "results", capfd)
     path = checkpoint_of(out, algo, env)
     rewrite_header(path, edit)
-    before = {p.name: p.read_bytes() for p in run_dir(out, algo, env).iterdir()}
-    result = run_cli(run_args(algo, env, out), capfd)
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert f"{path} is not a readable checkpoint (its header " in result.stderr
-    assert {p.name: p.read_bytes() for p in run_dir(out, algo, env).iterdir()} == before
+    assert_refused_in_one_line(out, algo, env, f"{path} is not a readable checkpoint (its header ", capfd)
     planned = run_cli(["reproduce", str(grid_of(out, algo, env, tmp_path / "grid.toml")), "--dry-run"], capfd)
     assert planned.returncode == 0 and f"  {path} is not a readable checkpoint (its header " in planned.stdout, planned.stderr
 
@@ -309,9 +315,7 @@ def test_a_checkpoint_whose_state_is_not_a_mapping_is_one_line(
     path = checkpoint_of(out, algo, env)
     checkpoint = torch.load(path, weights_only=True)
     torch.save({**checkpoint, part: "[]" if part == "document" else [torch.zeros(1)]}, path)
-    result = run_cli(run_args(algo, env, out), capfd)
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert f"{path} is not a readable checkpoint (its document or its tensors are not a mapping" in result.stderr
+    assert_refused_in_one_line(out, algo, env, f"{path} is not a readable checkpoint (its document or its tensors are not a mapping", capfd)
 
 
 WRITER = """
