@@ -34,7 +34,7 @@ from qsmbench.algorithms.contract import EnvDims
 from qsmbench.algorithms.state import AgentStateError, load_state, network_state, seed_slice, stack_seeds
 from qsmbench.core.config import from_table
 from qsmbench.core.errors import ConfigError, PolicyError
-from qsmbench.runs.format import RunHeader
+from qsmbench.runs.format import RunHeader, check_types
 from qsmbench.runs.layout import policy_path, policy_seed
 from qsmbench.runs.write import replace_atomically
 
@@ -87,6 +87,7 @@ def read_policy(path: Path) -> SavedPolicy:
             raise PolicyError(f"{path} is policy format {version!r}; this qsmbench reads format {POLICY_FORMAT}")
         document = json.loads(policy["document"])
         header = dict(document["header"])
+        check_types({**header, "seed": document["seed"]})  # as a run file's metadata is: one line, where it is read
         if header.get("ref_scores") is not None:
             header["ref_scores"] = tuple(header["ref_scores"])
         saved = SavedPolicy(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,9 @@ import pytest
 import torch
 from support import run_cli, small_overrides
 
+from qsmbench.core.errors import PolicyError
 from qsmbench.runs.layout import POLICY_DIR
+from qsmbench.runs.saved_policies import read_policy
 from qsmbench.runs.spec import make_spec
 from qsmbench.training.loop import train
 from qsmbench.training.prepare import prepare
@@ -214,3 +217,13 @@ def test_a_stored_name_never_films_outside_the_video_directory(
     linked = run_cli(["eval", str(run_dir), "--episodes", "1", "--video", str(videos), "--device", "cpu"], capfd)
     assert linked.returncode == 2 and linked.stderr.count("\n") == 1 and str(run_dir / POLICY_DIR) in linked.stderr, linked
     assert not list(elsewhere.rglob("*"))
+
+
+@pytest.mark.parametrize("changes", [{"task": 5}, {"variant": None}, {"algo_config": [1]}], ids=["task", "variant", "algo-config"])
+def test_a_policy_header_of_the_wrong_types_is_one_line_naming_the_file(tree: Path, changes: dict[str, Any]) -> None:
+    """A policy's header is checked as a run file's metadata is (qsmbench.runs.format.METADATA_TYPES), so a hand-edited
+    value fails where it is read, naming the file, not later as a raw TypeError."""
+    policy = policies_of(tree / TASK / "sac")[0]
+    edit_header(policy, **changes)
+    with pytest.raises(PolicyError, match=rf"{re.escape(str(policy))} is not a readable qsmbench policy \(.*{next(iter(changes))}"):
+        read_policy(policy)
