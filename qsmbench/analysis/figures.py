@@ -3,7 +3,9 @@
 Each method keeps one colour in every figure (colour-blind palette: the registered algorithms in the
 registry's order, then variants and unregistered algorithms), methods and tasks are shown by their display
 names (qsmbench.analysis.labels), an interval too thin to see is marked, and every title (unless
-`FigureStyle.titles` is off) says what is shown, over how many seeds, and which interval. Each file is
+`FigureStyle.titles` is off) says what is shown, over how many seeds, and which interval. The aggregate figure's
+score labels leave at least a digit's width between neighbours, in a panel and across panels: as many nice ticks
+as fit, turned 45 or 90 degrees where two level labels would not fit a panel (one tick gives no scale). Each file is
 replaced atomically (qsmbench.runs.write.replace_atomically): a plot stopped mid-write leaves the previous
 figure whole.
 """
@@ -22,9 +24,12 @@ matplotlib.use("Agg")  # files only, also on machines without a display
 import matplotlib.pyplot as plt
 import seaborn as sns
 from matplotlib.axes import Axes
+from matplotlib.axis import Axis
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import FuncFormatter
+from matplotlib.textpath import text_to_path
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 from rliable import plot_utils
 
 from qsmbench.algorithms import ALGORITHMS
@@ -54,6 +59,10 @@ BAND_ALPHA = 0.2
 MIN_BAR_WIDTH = 0.02  # of the x axis: a narrower interval bar (zero width: all resamples equal) gets a mark
 THIN_BAR_MARKER = "D"
 PAIR_SEPARATOR = "\t"  # between the two labels of a pair for rliable; labels may hold commas, not tabs
+MOST_SCORE_TICKS = 4  # bins of the aggregate panels' score axis where the labels fit (rliable's default)
+TICK_GAP = "0"  # the least space between neighbouring tick labels, as the text whose width it is: one digit
+LINE = "lp"  # the text whose height is a tick label's: an ascender and a descender
+SCORE_LABEL_TURNS = (45, 90)  # degrees the aggregate panels' score labels turn, in order, where two do not fit
 
 
 @dataclass(frozen=True)
@@ -183,8 +192,9 @@ def aggregate_scores(result: Aggregate, look: Look) -> Figure:
     """rliable's interval-estimate plot: median, IQM, mean (and optimality gap) of the final scores.
 
     rliable sizes the figure by the number of methods and uses poster-size fonts, which collide for two or
-    three methods; the size, fonts and labels are set again here and laid out with tight_layout. rliable
-    keys the rows by the names it shows, so the estimates are passed under the methods' labels.
+    three methods; the size, fonts and labels are set again here and laid out with tight_layout, and the score
+    ticks are spaced by SpacedTicks. rliable keys the rows by the names it shows, so the estimates are passed
+    under the methods' labels.
     """
     methods = result.methods[::-1]  # rliable draws the first at the bottom
     labels = [look.label(method) for method in methods]
@@ -195,10 +205,10 @@ def aggregate_scores(result: Aggregate, look: Look) -> Figure:
         algorithms=labels,
         colors={look.label(method): look.colors[method] for method in methods},
         xlabel="",
-        max_ticks=2,  # more labels of raw returns such as -1450 run into each other in a 2-inch panel
     )
     figure.set_size_inches(*look.sized((3.2 * len(result.metric_names), 1.9 + 0.45 * len(methods))))
     for ax in np.atleast_1d(axes):
+        ax.xaxis.set_major_locator(SpacedTicks(MOST_SCORE_TICKS))
         ax.tick_params(axis="x", labelsize="medium")
         ax.tick_params(axis="y", labelsize="large")
         ax.title.set_fontsize("large")
@@ -210,7 +220,69 @@ def aggregate_scores(result: Aggregate, look: Look) -> Figure:
             "point estimate (black) and 95% stratified bootstrap CI"
         )
     figure.tight_layout()
+    turn_crowded_labels(figure, list(np.atleast_1d(axes)))
     return figure
+
+
+class SpacedTicks(MaxNLocator):
+    """Nice ticks, at most `most` bins, fewer where neighbouring labels would leave less than TICK_GAP between them.
+
+    Labels that merely touch read as one number ("-1500-1350" under each panel of six methods at `--figsize 6,4`).
+    The axis' width and its labels' turn are read at every draw, so the ticks suit the laid-out figure at any size
+    it is saved at; the last resort is a single tick, which cannot collide.
+    """
+
+    def __init__(self, most: int) -> None:
+        super().__init__(nbins=most)
+        self.most = most
+
+    def __call__(self) -> np.ndarray:
+        low, high = self.axis.get_view_interval()
+        for bins, least in [*((bins, 2) for bins in range(self.most, 0, -1)), (1, 1)]:
+            self.set_params(nbins=bins, min_n_ticks=least)
+            ticks = self.tick_values(low, high)
+            if self.spaced(inside(ticks, self.axis)):
+                break
+        return ticks
+
+    def spaced(self, shown: np.ndarray) -> bool:
+        """Whether the labels of the ticks `shown` leave TICK_GAP between neighbours, in points: beside each
+        other when level, across the text's direction when turned."""
+        label = self.axis.majorTicks[0].label1  # not get_major_ticks: it calls the locator
+        font, turn = label.get_fontproperties(), math.radians(label.get_rotation())
+        pixels = self.axis.axes.transData.transform(np.column_stack([shown, np.zeros_like(shown)]))[:, 0]
+        distances = np.abs(np.diff(pixels)) * 72 / self.axis.axes.figure.dpi
+        gap = text_size(TICK_GAP, font)[0]
+        if turn:
+            return bool(np.all(distances * math.sin(turn) >= text_size(LINE, font)[1] + gap))
+        widths = np.array([text_size(text, font)[0] for text in self.axis.get_major_formatter().format_ticks(list(shown))])
+        return bool(np.all(distances - (widths[1:] + widths[:-1]) / 2 >= gap))
+
+
+def inside(ticks: np.ndarray, axis: Axis) -> np.ndarray:
+    """The ticks within the axis' view limits: those drawn."""
+    low, high = sorted(axis.get_view_interval())
+    return ticks[(ticks >= low) & (ticks <= high)]
+
+
+def text_size(text: str, font: FontProperties) -> tuple[float, float]:
+    """Width and height (descent included) of `text` in `font`, in points: the same at every dpi."""
+    width, height, _descent = text_to_path.get_text_width_height_descent(text, font, ismath=False)
+    return width, height
+
+
+def turn_crowded_labels(figure: Figure, axes: list[Axes]) -> None:
+    """Turn every panel's score labels by the first of SCORE_LABEL_TURNS that gives each panel two ticks where
+    level labels leave one: a single tick gives no scale. Labels such as -1400 and -1200 do not fit side by side
+    in the one-inch panels of the README's study at `--figsize 6,4`; turned, they fit closer."""
+    for turn in SCORE_LABEL_TURNS:
+        if all(len(inside(ax.xaxis.get_majorticklocs(), ax.xaxis)) >= 2 for ax in axes):
+            return
+        for ax in axes:
+            ax.tick_params(axis="x", labelrotation=turn)
+            for label in ax.get_xticklabels():
+                label.set(horizontalalignment="right", rotation_mode="anchor")
+        figure.tight_layout()
 
 
 def mark_thin_bars(ax: Axes) -> None:

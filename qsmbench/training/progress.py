@@ -1,4 +1,8 @@
-"""Progress while training: a live rich display on a terminal, plain log lines otherwise."""
+"""Progress while training: a live rich display on a terminal, plain log lines otherwise.
+
+Returns are printed without thousands separators, the per-seed list of a plain line comma-separated:
+`per_seed=[-1325.8, -1298.1, diverged]`, never `[-1,325.8 -1,298.1]`, which reads as four numbers.
+"""
 
 from __future__ import annotations
 
@@ -91,7 +95,7 @@ class PlainReporter:
 
     def evaluated(self, step: int, eval_returns: np.ndarray) -> None:
         now = time.perf_counter()
-        per_seed = " ".join(format_return(value) for value in eval_returns)
+        per_seed = ", ".join(format_return(value) for value in eval_returns)
         live = eval_returns[~np.isnan(eval_returns)]
         mean = f"{live.mean():.1f}" if live.size else "-"
         print(
@@ -113,7 +117,8 @@ class PlainReporter:
 
 
 def format_return(value: float) -> str:
-    return "diverged" if np.isnan(value) else f"{value:,.1f}"
+    """'-1325.8' or 'diverged': no thousands separator, whose comma would split one return in two in a list."""
+    return "diverged" if np.isnan(value) else f"{value:.1f}"
 
 
 def make_reporter(title: str, seeds: list[int], total_steps: int, quiet: bool) -> Reporter:
