@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import inspect
-import itertools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -704,25 +703,6 @@ def test_zero_width_intervals_still_show_in_their_colour(tmp_path: Path) -> None
         marks = [line for line in ax.lines if line.get_marker() == figures.THIN_BAR_MARKER]
         assert [tuple(mark.get_color()) for mark in marks] == [colors[Method(algo)] for algo in shown], name
         assert all(not mark.get_clip_on() for mark in marks)
-    close_all(kept)
-
-
-def test_aggregate_tick_labels_of_raw_returns_do_not_collide(tmp_path: Path) -> None:
-    """Raw Pendulum returns (about -1450) in a 6x4-inch figure of three panels: four tick labels per panel ran
-    into each other ("-1500-1450-1400-1350")."""
-    for algo, level in (("qsm", -1420.0), ("sac", -1440.0), ("td3", -1460.0)):
-        for seed in range(3):
-            header = RunHeader(algo=algo, task="Pendulum-v1", env_id="Pendulum-v1", run_config={"steps": STEPS[-1]})
-            returns = level + 40.0 * np.sin(seed + np.arange(len(STEPS)))
-            rows = pd.DataFrame({"task": "Pendulum-v1", "algo": algo, "seed": seed, "step": STEPS, "eval_return": returns})
-            write_run(run_path(tmp_path, "Pendulum-v1", algo, seed), rows, RunMetadata(header, seed, "complete"))
-    kept = drawn(analysed(tmp_path), FigureStyle(figsize=(6.0, 4.0)))
-    figure = kept["aggregate_scores_Pendulum-v1"]
-    renderer = figure.canvas.get_renderer()
-    for ax in figure.axes:
-        boxes = [label.get_window_extent(renderer) for label in ax.get_xticklabels() if label.get_text()]
-        assert len(boxes) >= 2
-        assert all(left.x1 <= right.x0 for left, right in itertools.pairwise(boxes)), [label.get_text() for label in ax.get_xticklabels()]
     close_all(kept)
 
 
