@@ -187,6 +187,26 @@ def test_the_learning_curves_show_a_diverged_seed_up_to_its_divergence(unstable:
             plt.close(open_figure)
 
 
+WORKED_EXAMPLE = {  # docs/plotting.md, "Diverged seeds": evaluations every 1,000 steps; seed 2 diverged at 3,500
+    0: [-1200.0, -900.0, -600.0, -400.0, -300.0, -250.0],
+    1: [-1250.0, -950.0, -700.0, -450.0, -320.0, -280.0],
+    2: [-1180.0, -880.0, -620.0, -430.0],
+}
+
+
+@pytest.mark.parametrize(("rule", "seeds", "mean"), [("untrained", 3, -585.0), ("last", 3, -335.0), ("exclude", 2, -287.5)])
+def test_the_worked_example_of_the_docs(rule: str, seeds: int, mean: float, tmp_path: Path) -> None:
+    header = RunHeader(algo="sac", task="Pendulum-v1", env_id="Pendulum-v1", run_config={"steps": 5000})
+    for seed, values in WORKED_EXAMPLE.items():
+        curve = pd.DataFrame({"task": "Pendulum-v1", "algo": "sac", "seed": seed, "step": range(0, 1000 * len(values), 1000),
+                              "eval_return": values})
+        status, where = ("diverged", Divergence(3500, "actor_loss")) if seed == 2 else ("complete", None)
+        write_run(run_path(tmp_path, "Pendulum-v1", "sac", seed), curve, RunMetadata(header, seed, status, None, where))
+    report = plot_results(tmp_path, PlotSettings(last_evals=2, reps=REPS, diverged=rule))
+    row = pd.read_csv(report.out_dir / "summary.csv").query("scope == 'task'").iloc[0]
+    assert (row.seeds, row.diverged, row["mean"]) == (seeds, 1, pytest.approx(mean))
+
+
 @pytest.mark.parametrize("given", ["drop", "Untrained", ""])
 def test_an_unknown_diverged_rule_is_one_line(given: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ConfigError, match="diverged must be one of untrained, last, exclude"):
