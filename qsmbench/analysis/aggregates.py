@@ -1,8 +1,11 @@
 """Cross-task aggregates: which tasks and methods can be compared together, and rliable's estimates on them.
 
-Separate from the per-task scores because it adds one rule of its own: rliable needs [runs, tasks] arrays,
-so an aggregate is only computed over a complete task x method matrix with equal runs per cell. On raw
-returns of tasks without a common scale (`Scale` "per_task"), each task is an aggregate of its own.
+Separate from the per-task scores because it adds rules of its own: aggregates compare methods over the same
+tasks, so they are computed over a complete task x method matrix; rliable needs equal runs per task only within
+one method's [runs, tasks] array (methods are bootstrapped independently, and the probability of improvement and
+performance profiles take different run counts per method), so each method keeps all its seeds, and a method with
+unequal counts across tasks uses its own smallest count. On raw returns of tasks without a common scale
+(`Scale` "per_task"), each task is an aggregate of its own.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ class Aggregate:
 
     tasks: list[str]
     methods: list[Method]
-    runs: int  # runs per task, equal for every method and task (rliable needs [runs, tasks] arrays)
+    runs: dict[Method, int]  # runs per task of each method (equal across tasks within a method: rliable's [runs, tasks])
+    diverged: dict[Method, int]  # of those runs (summed over tasks), how many diverged and are scored by the rule
     score_name: str  # "normalised score" or "return"
     score_meaning: str  # what the values mean, e.g. "return / 1000"; "" when nothing needs saying
     metric_names: list[str]
@@ -100,11 +104,11 @@ def aggregate(
     if not tasks:
         return None, [*warnings, "no task has scores on a common scale: aggregate figures and rows skipped"]
     cell = {(group.task, group.method): group for group in groups}
-    runs = min(len(cell[task, method].seeds) for task in tasks for method in methods)
-    if any(len(cell[task, method].seeds) > runs for task in tasks for method in methods):
-        warnings.append(f"aggregates use the first {plural(runs, 'seed')} of every task and method (rliable needs equal counts)")
     members = {method: [cell[task, method] for task in tasks] for method in methods}
-    scores = {(g.task, g.method): scores_on(g, scale)[:runs] for gs in members.values() for g in gs}
+    runs = {method: min(len(g.seeds) for g in gs) for method, gs in members.items()}
+    warnings += unequal_warnings(members, runs)
+    scores = {(g.task, g.method): scores_on(g, scale)[: runs[g.method]] for gs in members.values() for g in gs}
+    diverged = {method: sum(len(set(g.seeds[: runs[method]]) & set(g.diverged)) for g in gs) for method, gs in members.items()}
     last = settings.last_evals
     finals: dict[Hashable, np.ndarray] = {
         method: np.stack([final_score(scores[g.task, method], g.steps, final_at[g.task], last) for g in gs], axis=1)
@@ -134,9 +138,23 @@ def aggregate(
     warnings += [note] if note else []
     name, meaning = scale_text(scale, [cell[task, methods[0]] for task in tasks])
     result = Aggregate(
-        tasks, methods, runs, name, meaning, names, metric_estimates, curve_steps, curve, taus, profiles, reference, improvement
+        tasks, methods, runs, diverged, name, meaning, names, metric_estimates, curve_steps, curve, taus, profiles, reference, improvement
     )
     return result, warnings
+
+
+def unequal_warnings(members: dict[Method, list[Group]], runs: dict[Method, int]) -> list[str]:
+    """Name each method whose seed counts differ across tasks, and the tasks it has more seeds on: those are cut
+    to its common count (its own only; no other method loses a seed)."""
+    warnings = []
+    for method, groups in members.items():
+        more = [f"{g.task} ({len(g.seeds)})" for g in groups if len(g.seeds) > runs[method]]
+        if more:
+            warnings.append(
+                f"{method}: aggregates use its common count of {plural(runs[method], 'seed')} per task, the first of "
+                f"each task's seeds; it has more on {', '.join(more)}"
+            )
+    return warnings
 
 
 def scale_text(scale: Scale, groups: list[Group]) -> tuple[str, str]:

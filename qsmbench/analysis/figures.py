@@ -36,7 +36,7 @@ from qsmbench.algorithms import ALGORITHMS
 from qsmbench.analysis.aggregates import Aggregate
 from qsmbench.analysis.labels import method_label, task_label
 from qsmbench.analysis.pipeline import Analysis
-from qsmbench.analysis.scores import Method, method_order
+from qsmbench.analysis.scores import Group, Method, method_order
 from qsmbench.analysis.settings import FigureStyle, Progress
 from qsmbench.core.messages import plural
 from qsmbench.runs.layout import path_safe
@@ -58,6 +58,7 @@ STYLE = {
 BAND_ALPHA = 0.2
 MIN_BAR_WIDTH = 0.02  # of the x axis: a narrower interval bar (zero width: all resamples equal) gets a mark
 THIN_BAR_MARKER = "D"
+DIVERGED_GID = "diverged"  # the gid of a diverged seed's own line in the learning curves
 PAIR_SEPARATOR = "\t"  # between the two labels of a pair for rliable; labels may hold commas, not tabs
 MOST_SCORE_TICKS = 4  # bins of the aggregate panels' score axis where the labels fit (rliable's default)
 TICK_GAP = "0"  # the least space between neighbouring tick labels, as the text whose width it is: one digit
@@ -142,6 +143,11 @@ def count_text(counts: list[int]) -> str:
     return f"{low}" if low == high else f"{low}\u2013{high}"
 
 
+def runs_text(result: Aggregate) -> str:
+    """'10' or '7\u201310': the runs per task behind an aggregate (each method keeps its own)."""
+    return count_text(list(result.runs.values()))
+
+
 def steps_label(offline: bool) -> str:
     """Offline runs count gradient steps on a fixed dataset; online runs count environment steps."""
     return "Training steps" if offline else "Environment steps"
@@ -174,6 +180,7 @@ def learning_curves(analysis: Analysis, look: Look) -> Figure:
             color = look.colors[group.method]
             ax.plot(group.steps, mean, color=color, linewidth=2, label=look.label(group.method))
             ax.fill_between(group.steps, low, high, color=color, alpha=BAND_ALPHA, linewidth=0)
+            draw_diverged(ax, group, color)
         offline = all(g.offline for g in analysis.groups if g.task == task)
         ax.set(title=task_label(task, look.style), xlabel=steps_label(offline), ylabel="Evaluation return")
         ax.xaxis.set_major_formatter(FuncFormatter(step_text))
@@ -186,6 +193,14 @@ def learning_curves(analysis: Analysis, look: Look) -> Figure:
         seeds = count_text([len(group.seeds) for group in analysis.groups])
         figure.suptitle(f"Evaluation return: mean over {seeds} seeds, 95% bootstrap CI")
     return figure
+
+
+def draw_diverged(ax: Axes, group: Group, color: Color) -> None:
+    """Each diverged seed's own evaluations up to its divergence, thin and dashed, with a cross where it stops:
+    the mean above scores it by the plot's rule (or leaves it out), and the reader sees where it failed."""
+    for steps, returns in group.before_divergence.values():
+        ax.plot(steps, returns, color=color, linewidth=0.8, linestyle="--", alpha=0.7, gid=DIVERGED_GID)
+        ax.plot(steps[-1:], returns[-1:], color=color, marker="x", markersize=6, linestyle="", gid=f"{DIVERGED_GID} end")
 
 
 def aggregate_scores(result: Aggregate, look: Look) -> Figure:
@@ -216,7 +231,7 @@ def aggregate_scores(result: Aggregate, look: Look) -> Figure:
     figure.supxlabel(f"Final {scale_label(result)}")
     if look.style.titles:
         figure.suptitle(
-            f"Aggregate final {result.score_name} over {tasks_text(result, look)}, {result.runs} runs per task\n"
+            f"Aggregate final {result.score_name} over {tasks_text(result, look)}, {runs_text(result)} runs per task\n"
             "point estimate (black) and 95% stratified bootstrap CI"
         )
     figure.tight_layout()
@@ -319,7 +334,7 @@ def sample_efficiency(result: Aggregate, xlabel: str, look: Look) -> Figure:
     if look.style.titles:
         meaning = f"; {result.score_meaning}" if result.score_meaning else ""
         ax.set_title(
-            f"IQM of {result.score_name} over {tasks_text(result, look)}, {result.runs} seeds per task\n"
+            f"IQM of {result.score_name} over {tasks_text(result, look)}, {runs_text(result)} seeds per task\n"
             f"95% stratified bootstrap CI{meaning}"
         )
     return figure
@@ -342,7 +357,7 @@ def performance_profile(result: Aggregate, look: Look) -> Figure:
     ax.legend(loc="best", frameon=False)
     if look.style.titles:
         ax.set_title(
-            f"Performance profile: final {result.score_name}, {tasks_text(result, look)} \u00d7 {result.runs} runs\n"
+            f"Performance profile: final {result.score_name}, {tasks_text(result, look)} \u00d7 {runs_text(result)} runs\n"
             "95% stratified bootstrap CI"
         )
     return figure

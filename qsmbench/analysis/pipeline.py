@@ -13,7 +13,10 @@ The rules, decided once here and stated in the tables and figure titles:
 - The runs of one group must have been trained with the same hyperparameters and budget (steps,
   eval_every, eval_episodes); otherwise plot stops with a one-line error naming two such files.
 - A seed that diverged (status `diverged`, or non-finite evaluation values in a file of an older version)
-  enters no number: it is named in a warning and counted in the table's `diverged` column.
+  is a failed run, not a missing one: `PlotSettings.diverged` scores it after its divergence as its own
+  step-0 evaluation (`untrained`, the default) or its last finite one (`last`), or leaves it out of every
+  number (`exclude`). It is named in a warning, counted in the table's `diverged` column next to the rule
+  (`diverged_rule`), and its learning curve is drawn up to its divergence.
 - Methods are compared at equal budgets: on each task the final score of a run is the mean of its last K
   evaluations after step 0 (the untrained policy) and at or before the task's final step, the last step
   that every method on that task reached. Fewer than K such evaluations are warned about; none, and the
@@ -23,7 +26,9 @@ The rules, decided once here and stated in the tables and figure titles:
   `eval_normalized_score` / 100; DeepMind Control return / 1000; otherwise (R - random) / (expert - random)
   from qsmbench/data/reference_scores.csv. `auto` (the default) aggregates raw returns one task at a time
   when some task has no reference; see `scores.resolve_scale`.
-- Aggregates need a complete task x method matrix with equal runs per task; see `aggregate_cells`.
+- Aggregates need a complete task x method matrix (see `aggregate_cells`); each method keeps all its seeds, cut
+  to its own common count when its tasks have different counts (with a warning): no method loses seeds to another.
+- summary.md starts with this protocol as it applied (`tables.protocol_lines`).
 - The probability of improvement compares one method (`PlotSettings.reference`, by default the first in
   the registry's order) with each other method in the aggregates; a name with no runs is an error, and the
   estimate is skipped, with a note, when that method is not in an aggregate.
@@ -54,7 +59,7 @@ from qsmbench.analysis.scores import (
     scored_groups,
 )
 from qsmbench.analysis.settings import PlotSettings, Progress
-from qsmbench.analysis.tables import aggregate_rows, summary_table, task_rows
+from qsmbench.analysis.tables import aggregate_rows, protocol_lines, summary_table, task_rows
 from qsmbench.core.errors import ConfigError
 from qsmbench.core.messages import plural
 from qsmbench.runs.format import RunFile
@@ -69,6 +74,7 @@ class Analysis:
     settings: PlotSettings
     scale: Scale  # what the aggregates compare (settings.normalize, with "auto" resolved)
     table: pd.DataFrame  # columns TABLE_COLUMNS
+    protocol: list[str]  # what the numbers stand on, as summary.md states it first
     curve_bands: Estimates  # (task, method) -> mean over seeds at each group step
     aggregates: list[Aggregate]  # one over the tasks on a common scale, or one per task (scale "per_task")
     warnings: list[str]
@@ -76,7 +82,7 @@ class Analysis:
 
 def analyse(runs: list[RunFile], settings: PlotSettings, progress: Progress) -> Analysis:
     """Align, score and bootstrap: the whole computation behind `qsmbench plot`, without drawing."""
-    groups, warnings = build_groups(runs)
+    groups, warnings = build_groups(runs, settings.diverged)
     if not groups:
         raise ConfigError("no task and algorithm has runs that share an evaluation step")
     reference = resolve_reference(settings.reference, groups)
@@ -96,7 +102,8 @@ def analyse(runs: list[RunFile], settings: PlotSettings, progress: Progress) -> 
     for result in results:
         rows += aggregate_rows(result, settings)
     warnings += final_warnings + aggregate_warnings
-    return Analysis(groups, final_at, settings, scale, summary_table(rows), bands, results, warnings)
+    protocol = protocol_lines(groups, scale, settings)
+    return Analysis(groups, final_at, settings, scale, summary_table(rows), protocol, bands, results, warnings)
 
 
 def resolve_reference(name: str, groups: list[Group]) -> Method:

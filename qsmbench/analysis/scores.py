@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 
 from qsmbench.algorithms import ALGORITHMS
-from qsmbench.analysis.settings import Normalize
+from qsmbench.analysis.settings import Diverged, Normalize
 from qsmbench.core.config import BUDGET
 from qsmbench.core.errors import ConfigError
 from qsmbench.core.messages import plural
@@ -83,13 +83,14 @@ class Group:
     task: str
     algo: str
     variant: str
-    seeds: tuple[int, ...]
-    incomplete: tuple[str, ...]  # "seed (status)" of each run that is not complete
-    diverged: tuple[str, ...]  # "seed (where)" of each run left out because it went non-finite
+    seeds: tuple[int, ...]  # the seeds scored: under `--diverged exclude`, those that did not diverge
+    incomplete: tuple[str, ...]  # "seed (status)" of each run that is not complete and did not diverge
+    diverged: dict[int, str]  # seed -> where it went non-finite, for every diverged seed, scored or not
     offline: bool
     steps: np.ndarray  # [T]
-    returns: np.ndarray  # [seeds, T] evaluation returns
+    returns: np.ndarray  # [seeds, T] evaluation returns; a diverged seed's after its divergence by the rule
     normalised: np.ndarray | None  # [seeds, T] on the fixed-reference scale; None without a reference
+    before_divergence: dict[int, tuple[np.ndarray, np.ndarray]]  # diverged seed -> its finite (steps, returns)
 
     @property
     def method(self) -> Method:
@@ -117,9 +118,14 @@ def scores_on(group: Group, scale: Scale) -> np.ndarray | None:
     return group.normalised if scale == "reference" else group.returns
 
 
-def build_groups(runs: list[RunFile]) -> tuple[list[Group], list[str]]:
+def build_groups(runs: list[RunFile], rule: Diverged = "untrained") -> tuple[list[Group], list[str]]:
     """Group runs by (task, algorithm, variant) and align them; ConfigError for a group whose runs were
-    trained with different settings (see check_one_configuration)."""
+    trained with different settings (see check_one_configuration).
+
+    A diverged seed is a failed run, not a missing one: scored by `rule` (see PlotSettings.diverged) on the
+    steps its group's other seeds reached, or left out of every number under `exclude`. A seed without a
+    single finite evaluation has nothing to score and is left out under every rule.
+    """
     references = reference_scores()
     by_key: dict[tuple[str, Method], list[RunFile]] = {}
     for run in runs:
@@ -130,39 +136,72 @@ def build_groups(runs: list[RunFile]) -> tuple[list[Group], list[str]]:
         members.sort(key=lambda run: run.seed)
         check_one_configuration(f"{task} / {method}", members)
         diverged = {run.seed: why for run in members if (why := divergence(run))}
+        scored = [run for run in members if run.seed not in diverged or (rule != "exclude" and finite_rows(run))]
         if diverged:
-            listed = capped([f"seed {seed} ({why})" for seed, why in diverged.items()], ", ")
-            warnings.append(f"{task} / {method}: {len(diverged)} of {plural(len(members), 'seed')} diverged, left out: {listed}")
-        members = [run for run in members if run.seed not in diverged]
-        if not members:
+            warnings.append(diverged_warning(f"{task} / {method}", diverged, len(members), rule, scored))
+        if not scored:
             continue
-        steps = sorted(set.intersection(*(set(run.curve["step"]) for run in members)))
+        steps = group_steps(scored, diverged)
         if not steps:
             warnings.append(f"{task} / {method}: its runs share no evaluation step; left out")
             continue
-        offline = all(OFFLINE_SCORE in run.curve.columns for run in members)
-        returns = aligned(members, steps, "eval_return")
-        normalised = normalised_scores(task, members, steps, returns, offline, references)
-        incomplete = tuple(f"{run.seed} ({run.status})" for run in members if run.status != "complete")
-        seeds = tuple(run.seed for run in members)
-        diverged_text = tuple(f"{seed} ({why})" for seed, why in diverged.items())
+        offline = all(OFFLINE_SCORE in run.curve.columns for run in scored)
+        returns = aligned(scored, steps, "eval_return", rule)
+        normalised = normalised_scores(task, scored, steps, returns, offline, references, rule)
+        incomplete = tuple(f"{run.seed} ({run.status})" for run in scored if run.status != "complete" and run.seed not in diverged)
+        seeds = tuple(run.seed for run in scored)
+        before = {run.seed: finite_curve(run) for run in members if run.seed in diverged}
         groups.append(
-            Group(task, method.algo, method.variant, seeds, incomplete, diverged_text, offline, np.array(steps), returns, normalised)
+            Group(task, method.algo, method.variant, seeds, incomplete, diverged, offline, np.array(steps), returns, normalised, before)
         )
     return groups, warnings
 
 
+RULE_TEXT = {
+    "untrained": "scored as their step-0 (untrained) evaluation after the divergence",
+    "last": "scored as their last finite evaluation after the divergence",
+    "exclude": "left out (--diverged exclude)",
+}
+
+
+def diverged_warning(name: str, diverged: dict[int, str], members: int, rule: Diverged, scored: list[RunFile]) -> str:
+    """One line naming each diverged seed, where it diverged, and how it is scored."""
+    listed = capped([f"seed {seed} ({why})" for seed, why in diverged.items()], ", ")
+    unscorable = sorted(set(diverged) - {run.seed for run in scored}) if rule != "exclude" else []
+    none = f"; seeds {', '.join(map(str, unscorable))} left out: no finite evaluation" if unscorable else ""
+    return f"{name}: {len(diverged)} of {plural(members, 'seed')} diverged, {RULE_TEXT[rule]}: {listed}{none}"
+
+
+def group_steps(scored: list[RunFile], diverged: dict[int, str]) -> list[int]:
+    """The steps every seed that did not diverge reached (a diverged seed is scored on them by its rule);
+    when every seed diverged, the steps any of them reached."""
+    clean = [run for run in scored if run.seed not in diverged]
+    if clean:
+        return sorted(set.intersection(*(set(run.curve["step"]) for run in clean)))
+    return sorted(set.union(*(set(run.curve["step"]) for run in scored)))
+
+
+def finite_rows(run: RunFile) -> int:
+    """How many of the run's first evaluations are finite: those before it diverged."""
+    columns = [column for column in ("eval_return", OFFLINE_SCORE) if column in run.curve.columns]
+    finite = np.isfinite(run.curve[columns].to_numpy(dtype=float)).all(axis=1)
+    return len(finite) if finite.all() else int(np.argmin(finite))
+
+
+def finite_curve(run: RunFile) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, evaluation returns) of a run up to its divergence, as the learning curves draw it."""
+    rows = finite_rows(run)
+    return run.curve["step"].to_numpy()[:rows], run.curve["eval_return"].to_numpy(dtype=float)[:rows]
+
+
 def divergence(run: RunFile) -> str | None:
-    """Why a run cannot be scored: its status says it diverged, or (files of older versions) it holds
-    non-finite evaluation values. None for a usable run."""
+    """Why a run cannot be scored as it stands: its status says it diverged, or (files of older versions) it
+    holds non-finite evaluation values. None for a usable run."""
     if run.metadata.divergence is not None:
         return str(run.metadata.divergence)
-    columns = [column for column in ("eval_return", OFFLINE_SCORE) if column in run.curve.columns]
-    if not np.isfinite(run.curve[columns].to_numpy(dtype=float)).all():
+    if finite_rows(run) < len(run.curve):
         return "non-finite evaluation values"
     return None
-
-
 
 
 def training_settings(run: RunFile) -> dict[str, str]:
@@ -206,20 +245,29 @@ def shortened(text: str) -> str:
     return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text):,} characters)"
 
 
-def aligned(runs: list[RunFile], steps: list[int], column: str) -> np.ndarray:
-    """`column` of each run at `steps`: [runs, steps]. A run's curve is sorted by step, one row each
-    (read_run), so a binary search finds the rows without building a pandas index per run."""
-    return np.stack(
-        [run.curve[column].to_numpy(dtype=float)[np.searchsorted(run.curve["step"].to_numpy(), steps)] for run in runs]
-    )
+def aligned(runs: list[RunFile], steps: list[int], column: str, rule: Diverged) -> np.ndarray:
+    """`column` of each run at `steps`: [runs, steps]; see scored_values."""
+    return np.stack([scored_values(run, steps, column, rule) for run in runs])
+
+
+def scored_values(run: RunFile, steps: list[int], column: str, rule: Diverged) -> np.ndarray:
+    """`column` of one run at `steps`: its own finite evaluations, and at steps after its divergence its first
+    evaluation (step 0, the untrained policy) under `untrained`, else its last finite one. A run's curve is
+    sorted by step, one row each (read_run), so a binary search finds the rows without a pandas index per run."""
+    rows = finite_rows(run)
+    known_steps, known = run.curve["step"].to_numpy()[:rows], run.curve[column].to_numpy(dtype=float)[:rows]
+    position = np.minimum(np.searchsorted(known_steps, steps), rows - 1)
+    fill = known[0] if rule == "untrained" else known[-1]
+    return np.where(known_steps[position] == steps, known[position], fill)
 
 
 def normalised_scores(
-    task: str, runs: list[RunFile], steps: list[int], returns: np.ndarray, offline: bool, references: dict[str, Reference]
+    task: str, runs: list[RunFile], steps: list[int], returns: np.ndarray, offline: bool, references: dict[str, Reference],
+    rule: Diverged,
 ) -> np.ndarray | None:
     """The fixed-reference scale (never the data being plotted); None for a task without a reference."""
     if offline:
-        return aligned(runs, steps, OFFLINE_SCORE) / 100.0
+        return aligned(runs, steps, OFFLINE_SCORE, rule) / 100.0
     if task.startswith(DMC_PREFIX):
         return returns / DMC_MAX_RETURN
     reference = references.get(task)

@@ -14,6 +14,7 @@ from typing import Literal, get_args
 from qsmbench.core.config import require
 
 Normalize = Literal["auto", "reference", "none"]
+Diverged = Literal["untrained", "last", "exclude"]  # how a seed that diverged is scored; see scores.build_groups
 Progress = Callable[[str], None]  # called with a short message before each stage that may take a while
 
 
@@ -28,10 +29,15 @@ class PlotSettings:
     reps: int = 2000  # bootstrap resamples
     seed: int = 0  # NumPy seed set before each bootstrap
     reference: str = ""  # P(improvement) of this method over each other one; "" = the first in the registry's order
+    # untrained: a diverged seed scores its own step-0 evaluation after its divergence (a NaN policy is no better
+    # than an untrained one); last: its last finite evaluation; exclude: it enters no number (survivors only)
+    diverged: Diverged = "untrained"
 
     def __post_init__(self) -> None:
         choices = ", ".join(get_args(Normalize))
         require(self.normalize in get_args(Normalize), f"normalize must be one of {choices}, got {self.normalize!r}")
+        rules = ", ".join(get_args(Diverged))
+        require(self.diverged in get_args(Diverged), f"diverged must be one of {rules}, got {self.diverged!r}")
         require(self.last_evals >= 1, f"last_evals must be at least 1, got {self.last_evals}")
         require(self.reps >= 1, f"reps must be at least 1, got {self.reps}")
         require(self.reference == self.reference.strip(), f"reference must be a method's name, got {self.reference!r}")

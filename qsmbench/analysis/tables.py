@@ -14,14 +14,15 @@ import pandas as pd
 
 from qsmbench.analysis.aggregates import Aggregate
 from qsmbench.analysis.bootstrap import MIN_SEEDS, Estimates, interval_estimates, iqm_and_mean
-from qsmbench.analysis.scores import Group, Method, Scale, final_score
+from qsmbench.analysis.scores import DMC_MAX_RETURN, DMC_PREFIX, Group, Method, Scale, final_score, reference_scores
 from qsmbench.analysis.settings import PlotSettings
 from qsmbench.core.messages import plural
 from qsmbench.runs.write import replace_atomically
 
 COUNT_COLUMNS = ("tasks", "seeds", "incomplete", "diverged", "final_step", "last_evals")  # integers, empty where n/a
 TABLE_COLUMNS = (
-    "scope", "task", "algo", "variant", "score", "tasks", "seeds", "incomplete", "diverged", "final_step", "last_evals",
+    "scope", "task", "algo", "variant", "score", "tasks", "seeds", "incomplete", "diverged", "diverged_rule", "final_step",
+    "last_evals",
     "iqm", "iqm_ci_low", "iqm_ci_high", "mean", "mean_ci_low", "mean_ci_high",
     "median", "median_ci_low", "median_ci_high", "optimality_gap", "optimality_gap_ci_low", "optimality_gap_ci_high",
 )
@@ -49,7 +50,7 @@ def task_rows(groups: list[Group], final_at: dict[str, int], scale: Scale, setti
             {
                 "scope": "task", "task": task, **method_columns(method), "score": score, "tasks": 1,
                 "seeds": len(g.seeds), "incomplete": len(g.incomplete), "diverged": len(g.diverged),
-                "final_step": final_at[task], "last_evals": settings.last_evals,
+                "diverged_rule": settings.diverged, "final_step": final_at[task], "last_evals": settings.last_evals,
                 **estimate_columns(["iqm", "mean"], estimates, (task, method, score)),
             }
         )
@@ -71,8 +72,9 @@ def aggregate_rows(result: Aggregate, settings: PlotSettings) -> list[dict[str, 
     return [
         {
             "scope": "aggregate", "task": " + ".join(result.tasks), **method_columns(method),
-            "score": scale_column(result), "tasks": len(result.tasks), "seeds": result.runs,
-            "last_evals": settings.last_evals, **estimate_columns(columns, result.metrics, method),
+            "score": scale_column(result), "tasks": len(result.tasks), "seeds": result.runs[method],
+            "diverged": result.diverged[method], "diverged_rule": settings.diverged, "last_evals": settings.last_evals,
+            **estimate_columns(columns, result.metrics, method),
         }
         for method in result.methods
     ]
@@ -88,30 +90,76 @@ def estimate_columns(names: list[str], estimates: Estimates, key: Hashable) -> d
 
 
 def write_tables(
-    table: pd.DataFrame, results: list[Aggregate], settings: PlotSettings, warnings: list[str], out_dir: Path
+    table: pd.DataFrame, results: list[Aggregate], protocol: list[str], warnings: list[str], out_dir: Path
 ) -> list[Path]:
     """summary.csv (every row and CI bound) and summary.md (the same, readable, with the warnings as notes), each
     replaced atomically: a plot stopped mid-write (a kill, a full disk) leaves the last plot's file whole."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / "summary.csv", out_dir / "summary.md"
-    text = markdown(table, results, settings, warnings).encode("utf-8")
+    text = markdown(table, results, protocol, warnings).encode("utf-8")
     replace_atomically(csv_path, lambda handle: table.to_csv(handle, index=False))
     replace_atomically(md_path, lambda handle: handle.write(text))
     return [csv_path, md_path]
 
 
-def markdown(table: pd.DataFrame, results: list[Aggregate], settings: PlotSettings, warnings: list[str]) -> str:
-    lines = [
-        "# qsmbench results summary",
+def protocol_lines(groups: list[Group], scale: Scale, settings: PlotSettings) -> list[str]:
+    """What every number of the summary stands on, as summary.md states it first: the final-score rule, the
+    divergence rule, the seeds of each method, the bootstrap, and the normalisation with its sources."""
+    rule = {
+        "untrained": "scored, after its divergence, as its own step-0 (untrained) evaluation",
+        "last": "scored, after its divergence, as its last finite evaluation",
+        "exclude": "left out of every number (the survivors alone are scored)",
+    }[settings.diverged]
+    return [
+        "## Protocol",
         "",
-        f"Final score of a run: the mean of its last {plural(settings.last_evals, 'evaluation')} after step 0 and at or before "
-        "the final step, the last evaluation step that every method on the task reached. IQM (interquartile mean) "
-        f"and mean over seeds with 95% stratified bootstrap confidence intervals (percentile, "
-        f"{plural(settings.reps, 'resample')}, seed {settings.seed}); with fewer than {MIN_SEEDS} seeds they are not meaningful. "
-        "Normalised "
-        "score, on fixed references: Gymnasium MuJoCo (R - random) / (expert - random), 0 = random, 1 = expert; "
-        "DeepMind Control return / 1000; offline runs D4RL normalised score / 100.",
+        f"- Final score of a run: the mean of its last {plural(settings.last_evals, 'evaluation')} after step 0 and at or "
+        "before the task's final step, the last evaluation step every method on the task reached (equal budgets per task).",
+        f"- Diverged seeds (`--diverged {settings.diverged}`): a seed whose training went non-finite is {rule}.",
+        f"- Seeds per method: {'; '.join(seed_counts(groups))}. Aggregates keep every seed of each method (its common "
+        "count across tasks).",
+        f"- Intervals: 95% stratified bootstrap (percentile), {plural(settings.reps, 'resample')}, seed {settings.seed}; "
+        f"with fewer than {MIN_SEEDS} seeds they are not meaningful. IQM: interquartile mean.",
+        f"- Normalisation ({scale}): {normalisation_text(groups, scale)}.",
     ]
+
+
+def seed_counts(groups: list[Group]) -> list[str]:
+    """'qsm: 10 seeds per task (3 diverged)' for each method, in the table's order."""
+    counts: dict[Method, list[int]] = {}
+    diverged: dict[Method, int] = {}
+    for g in groups:
+        counts.setdefault(g.method, []).append(len(g.seeds))
+        diverged[g.method] = diverged.get(g.method, 0) + len(g.diverged)
+    texts = []
+    for method, seeds in counts.items():
+        low, high = min(seeds), max(seeds)
+        number = f"{low} seed{'s' * (high != 1)}" if low == high else f"{low}\u2013{high} seeds"
+        texts.append(f"{method}: {number} per task" + (f" ({diverged[method]} diverged)" if diverged[method] else ""))
+    return texts
+
+
+def normalisation_text(groups: list[Group], scale: Scale) -> str:
+    """Which fixed reference each task's normalised score uses, with its source; raw returns say so."""
+    if scale != "reference":
+        return "none, raw returns" + (", aggregated one task at a time" if scale == "per_task" else "")
+    references = reference_scores()
+    texts = {}
+    for g in groups:
+        if g.offline:
+            texts[g.task] = f"{g.task}: D4RL normalised score / 100"
+        elif g.task.startswith(DMC_PREFIX):
+            texts[g.task] = f"{g.task}: return / {DMC_MAX_RETURN:g} (DeepMind Control's maximum return)"
+        elif g.task in references:
+            ref = references[g.task]
+            texts[g.task] = f"{g.task}: (R - random) / (expert - random), random {ref.random:g}, expert {ref.expert:g} ({ref.source})"
+        else:
+            texts[g.task] = f"{g.task}: no reference, left out of the aggregates"
+    return "; ".join(texts[task] for task in sorted(texts))
+
+
+def markdown(table: pd.DataFrame, results: list[Aggregate], protocol: list[str], warnings: list[str]) -> str:
+    lines = ["# qsmbench results summary", "", *protocol]
     tasks = table[table.scope == "task"]
     for scale, title in (("return", "Final evaluation return per task"), ("normalised", "Normalised final score per task")):
         rows = tasks[tasks.score == scale]
@@ -136,16 +184,20 @@ def aggregate_markdown(table: pd.DataFrame, result: Aggregate) -> list[str]:
     meaning = f" ({result.score_meaning})" if result.score_meaning else ""
     metrics = [name.lower().replace(" ", "_") for name in result.metric_names]
     rows = table[(table.scope == "aggregate") & (table.task == " + ".join(result.tasks))]
-    few = f" Fewer than {MIN_SEEDS} runs per task: the intervals are not meaningful." if result.runs < MIN_SEEDS else ""
+    few_methods = [str(method) for method, runs in result.runs.items() if runs < MIN_SEEDS]
+    few = f" Fewer than {MIN_SEEDS} runs per task ({', '.join(few_methods)}): their intervals are not meaningful." if few_methods else ""
     return [
         f"## Aggregate over {plural(len(result.tasks), 'task')}: final {result.score_name}{meaning}",
         "",
-        f"Tasks: {', '.join(result.tasks)}; {plural(result.runs, 'run')} per task and method. Stratified bootstrap over runs "
-        f"within each task.{few}",
+        f"Tasks: {', '.join(result.tasks)}. Each method's runs per task in `seeds`, of which `diverged` diverged and are "
+        f"scored by the rule above. Stratified bootstrap over runs within each task.{few}",
         "",
-        "| method | " + " | ".join(f"{name} [95% CI]" for name in result.metric_names) + " |",
-        "|---|" + "---|" * len(metrics),
-        *(f"| {method_text(r)} | " + " | ".join(ci_text(r, name) for name in metrics) + " |" for r in rows.itertuples()),
+        "| method | seeds | diverged | " + " | ".join(f"{name} [95% CI]" for name in result.metric_names) + " |",
+        "|---|---:|---:|" + "---|" * len(metrics),
+        *(
+            f"| {method_text(r)} | {r.seeds} | {r.diverged} | " + " | ".join(ci_text(r, name) for name in metrics) + " |"
+            for r in rows.itertuples()
+        ),
     ]
 
 
@@ -156,15 +208,18 @@ def method_text(row: Any) -> str:
 
 
 def seeds_text(row: Any) -> str:
-    """Seeds scored, with those incomplete (used up to a shared step) and those left out as diverged."""
+    """Seeds scored, with those incomplete (used up to a shared step) and those diverged, with their rule."""
     notes = []
     if row.seeds < MIN_SEEDS:
         notes.append(f"fewer than {MIN_SEEDS}: CI not meaningful")
     if row.incomplete:
         notes.append(f"{row.incomplete} incomplete")
     if row.diverged:
-        notes.append(f"{row.diverged} diverged, left out")
+        notes.append(f"{row.diverged} diverged, {DIVERGED_NOTE[row.diverged_rule]}")
     return f"{row.seeds} ({'; '.join(notes)})" if notes else str(row.seeds)
+
+
+DIVERGED_NOTE = {"untrained": "scored as untrained", "last": "scored at last finite evaluation", "exclude": "left out"}
 
 
 def ci_text(row: Any, name: str) -> str:

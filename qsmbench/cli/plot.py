@@ -39,6 +39,13 @@ def plot(
             metavar="METHOD",
         ),
     ] = None,
+    diverged: Annotated[
+        str,
+        typer.Option(
+            help="A seed that diverged, after its divergence: untrained (its step-0 evaluation), last (its last finite "
+            "evaluation) or exclude (left out of every number)."
+        ),
+    ] = PlotSettings.diverged,
     label: Annotated[
         list[str] | None,
         typer.Option(
@@ -53,7 +60,7 @@ def plot(
 ) -> None:
     """Tables (summary.csv, summary.md) and figures with rliable: IQM, curves, profiles, P(improvement)."""
     settings = PlotSettings(
-        normalize=normalize, last_evals=last_evals, reps=reps, reference=reference or ""
+        normalize=normalize, last_evals=last_evals, reps=reps, reference=reference or "", diverged=diverged
     )
     style = FigureStyle(labels=parse_labels(label or []), titles=titles, figsize=parse_figsize(figsize))
     console = Console(stderr=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import inspect
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -341,9 +342,10 @@ def test_different_lengths_are_aligned_and_incomplete_runs_reported(tmp_path: Pa
     assert rows.loc["qsm", "mean"] == pytest.approx(np.mean([final(returns[:6]) for returns in qsm]))
 
 
-def test_diverged_and_non_finite_seeds_are_left_out_named_and_counted(tmp_path: Path) -> None:
-    """sac seed 1 diverged (its status says where) and seed 2, from an older version, holds a NaN return:
-    neither enters a number, both are named in a warning and counted in the table, and no nan is printed."""
+def test_diverged_and_non_finite_seeds_are_scored_by_the_rule_named_and_counted(tmp_path: Path) -> None:
+    """sac seed 1 diverged (its status says where) and seed 2, from an older version, holds a NaN return: both
+    are named in a warning and counted in the table; by default each scores its step-0 evaluation after its
+    divergence, under `exclude` neither enters a number; and no nan is printed."""
     kept = [write_seed(tmp_path, HOPPER, "sac", seed) for seed in (0, 3)]
     for seed in (0, 1):
         write_seed(tmp_path, HOPPER, "qsm", seed)
@@ -351,23 +353,27 @@ def test_diverged_and_non_finite_seeds_are_left_out_named_and_counted(tmp_path: 
     rows = pd.DataFrame({"task": HOPPER, "algo": "sac", "seed": 1, "step": STEPS[:3], "eval_return": [1.0, 2.0, 3.0]})
     diverged = RunMetadata(header, 1, "diverged", None, Divergence(2500, "critic_loss"))
     write_run(run_path(tmp_path, HOPPER, "sac", 1), rows, diverged)
-    write_seed(tmp_path, HOPPER, "sac", 2)
+    with_nan = np.array(write_seed(tmp_path, HOPPER, "sac", 2))
     nan_file = run_path(tmp_path, HOPPER, "sac", 2)
     stored = pq.read_table(nan_file)
-    with_nan = stored.column("eval_return").to_numpy().copy()
     with_nan[-1] = np.nan
     column = stored.schema.get_field_index("eval_return")
     pq.write_table(stored.set_column(column, "eval_return", pa.array(with_nan)), nan_file)  # keeps the metadata
-    report = plot_results(tmp_path, PlotSettings(reps=50))
-    (warning,) = [w for w in report.warnings if "diverged" in w]
-    assert warning.startswith(f"{HOPPER} / sac: 2 of 4 seeds diverged, left out:")
-    assert "seed 1 (non-finite critic_loss at step 2500)" in warning and "seed 2 (non-finite evaluation values)" in warning
-    row = summary(report).query("scope == 'task' and algo == 'sac' and score == 'return'").iloc[0]
-    assert (row.seeds, row.diverged) == (2, 2)
-    assert row["mean"] == pytest.approx(np.mean([final(returns) for returns in kept]))
-    markdown = (report.out_dir / "summary.md").read_text()
-    assert "| 2 (fewer than 3: CI not meaningful; 2 diverged, left out) |" in markdown
-    assert "nan" not in markdown.lower() and "inf" not in markdown
+    untrained_nan = np.where(np.isfinite(with_nan), with_nan, with_nan[0])
+    for rule, seeds, expected, note in (
+        ("untrained", 4, [*map(final, kept), 1.0, final(list(untrained_nan))], "4 (2 diverged, scored as untrained)"),
+        ("exclude", 2, list(map(final, kept)), "2 (fewer than 3: CI not meaningful; 2 diverged, left out)"),
+    ):
+        report = plot_results(tmp_path, PlotSettings(reps=50, diverged=rule))  # type: ignore[arg-type]
+        (warning,) = [w for w in report.warnings if "diverged" in w]
+        assert warning.startswith(f"{HOPPER} / sac: 2 of 4 seeds diverged, {'left out' if rule == 'exclude' else 'scored'}")
+        assert "seed 1 (non-finite critic_loss at step 2500)" in warning and "seed 2 (non-finite evaluation values)" in warning
+        row = summary(report).query("scope == 'task' and algo == 'sac' and score == 'return'").iloc[0]
+        assert (row.seeds, row.diverged, row.diverged_rule) == (seeds, 2, rule)
+        assert row["mean"] == pytest.approx(np.mean(expected))
+        markdown = (report.out_dir / "summary.md").read_text()
+        assert f"| {note} |" in markdown
+        assert not re.search(r"\b(nan|inf)\b", markdown.lower())
 
 
 def test_a_group_mixing_configurations_is_refused_in_one_line(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
@@ -581,7 +587,8 @@ def test_fewer_than_three_seeds_are_warned_about_and_marked(tmp_path: Path) -> N
     markdown = (report.out_dir / "summary.md").read_text()
     assert f"| {HOPPER} | sac | 2 (fewer than 3: CI not meaningful) |" in markdown
     assert f"| {HOPPER} | td3 | 3 |" in markdown
-    assert "2 runs per task and method. Stratified bootstrap over runs within each task. Fewer than 3 runs" in markdown
+    assert "Fewer than 3 runs per task (sac): their intervals are not meaningful." in markdown
+    assert "| sac | 2 | 0 |" in markdown and "| td3 | 3 | 0 |" in markdown  # td3 keeps its 3 seeds
 
 
 def test_deepmind_control_scores_are_labelled_return_over_1000(tmp_path: Path) -> None:

@@ -253,6 +253,7 @@ def test_complete_runs_made_with_other_settings_block_the_grid(
         (("out = \"unused\"", "out = "), ["not valid TOML"]),
         (("[scales.test]", "[plot]\nreps = \"many\"\n[scales.test]"), ["plot", "reps must be an integer"]),
         (("[scales.test]", "[plot]\nnormalise = \"none\"\n[scales.test]"), ["unknown key 'normalise'"]),
+        (("[scales.test]", "[plot]\ndiverged = \"drop\"\n[scales.test]"), ["plot", "diverged must be one of untrained, last, exclude"]),
         (("eval_every = 100", "eval_every = 1.5"), ["eval_every must be an integer"]),
         (("out = \"unused\"", "out = \"\""), ["out must name a results directory"]),
         (("out = \"unused\"", "out = \"a\\u0000b\""), ["out contains a NUL character"]),
@@ -264,7 +265,7 @@ def test_complete_runs_made_with_other_settings_block_the_grid(
     ],
     ids=[
         "algo", "missing", "unknown-key", "type", "value", "override", "env", "confidence", "scale-key", "toml",
-        "plot-type", "plot-key", "float", "out-empty", "out-nul", "gpu-fraction", "resource-key", "task-cpus",
+        "plot-type", "plot-key", "plot-diverged", "float", "out-empty", "out-nul", "gpu-fraction", "resource-key", "task-cpus",
         "task-eval-every", "steps-at-warmup",
     ],
 )
