@@ -262,16 +262,23 @@ class SpacedTicks(MaxNLocator):
 
     def spaced(self, shown: np.ndarray) -> bool:
         """Whether the labels of the ticks `shown` leave TICK_GAP between neighbours, in points: beside each
-        other when level, across the text's direction when turned."""
+        other when level, across the text's direction when turned. Level labels also keep half of it inside
+        their panel's edges, so that the last label of one panel and the first of the next never meet."""
         label = self.axis.majorTicks[0].label1  # not get_major_ticks: it calls the locator
         font, turn = label.get_fontproperties(), math.radians(label.get_rotation())
+        to_points = 72 / self.axis.axes.figure.dpi
         pixels = self.axis.axes.transData.transform(np.column_stack([shown, np.zeros_like(shown)]))[:, 0]
-        distances = np.abs(np.diff(pixels)) * 72 / self.axis.axes.figure.dpi
+        distances = np.abs(np.diff(pixels)) * to_points
         gap = text_size(TICK_GAP, font)[0]
         if turn:
             return bool(np.all(distances * math.sin(turn) >= text_size(LINE, font)[1] + gap))
+        if not len(shown):
+            return True
         widths = np.array([text_size(text, font)[0] for text in self.axis.get_major_formatter().format_ticks(list(shown))])
-        return bool(np.all(distances - (widths[1:] + widths[:-1]) / 2 >= gap))
+        edges = self.axis.axes.bbox
+        margins = np.array([min(pixels) - edges.x0, edges.x1 - max(pixels)]) * to_points
+        inside_panel = np.all(margins >= widths[[np.argmin(pixels), np.argmax(pixels)]] / 2 + gap / 2)
+        return bool(inside_panel and np.all(distances - (widths[1:] + widths[:-1]) / 2 >= gap))
 
 
 def inside(ticks: np.ndarray, axis: Axis) -> np.ndarray:

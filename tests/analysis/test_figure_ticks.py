@@ -116,13 +116,25 @@ def test_neighbouring_tick_labels_of_the_aggregate_figure_leave_a_visible_gap(
     assert_gapped(aggregate_figure(tmp_path, figsize, LABELS))
 
 
-def test_the_readme_study_shows_a_scale_under_each_panel(tmp_path: Path) -> None:
+README_STUDIES = {  # final returns of each method of the README's study: spread out, and close together at several
+    # places (as run on 2026-12-06: a tick at a panel's right edge met the next panel's first, "-1350-1500")
+    "apart": ({("qsm", ""): -1150.0, ("qsm", "alpha=120"): -1300.0, ("sac", ""): -1450.0}, 80.0),
+    **{
+        f"close{shift:+.0f}": ({("qsm", ""): -1420.0 + shift, ("qsm", "alpha=120"): -1457.0 + shift, ("sac", ""): -1443.0 + shift}, 60.0)
+        for shift in np.arange(0.0, 100.0, 12.5)
+    },
+}
+
+
+@pytest.mark.parametrize("study", README_STUDIES.values(), ids=README_STUDIES.keys())
+def test_the_readme_study_shows_a_scale_under_each_panel(study: tuple[dict[tuple[str, str], float], float], tmp_path: Path) -> None:
     """The README's CPU-sized study: `QSM (ours)`, `QSM (ours) [alpha=120]` and `SAC` on Pendulum at
-    `--figsize 6,4`. Two level labels such as -1400 and -1200 do not fit a panel; one alone gives no scale."""
-    task = RAW[0]
-    for (algo, variant), level in {("qsm", ""): -1150.0, ("qsm", "alpha=120"): -1300.0, ("sac", ""): -1450.0}.items():
+    `--figsize 6,4`. Two level labels such as -1400 and -1200 do not fit a panel; one alone gives no scale; and
+    a label at a panel's edge ran into the next panel's first ("-1350-1500")."""
+    task, (levels, spread) = RAW[0], study
+    for (algo, variant), level in levels.items():
         for seed in range(SEEDS):
-            returns = level + 80.0 * np.sin(seed + np.arange(len(STEPS)))
+            returns = level + spread * np.sin(seed + np.arange(len(STEPS)))
             rows = pd.DataFrame({"task": task, "algo": algo, "seed": seed, "step": STEPS, "eval_return": returns})
             config = {"alpha": 120} if variant else {}
             header = RunHeader(algo=algo, task=task, env_id=task, run_config={"steps": STEPS[-1]}, algo_config=config, variant=variant)
