@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from qsmbench.algorithms import diffusion_ql, qsm, sac, td3
+from qsmbench.algorithms import diffusion_ql, dipo, qsm, qvpo, sac, td3
 from qsmbench.algorithms.contract import Agent, Algorithm
 from qsmbench.core.config import OffPolicyConfig, apply_overrides, did_you_mean
 from qsmbench.core.errors import ConfigError
 
 # Registry order is the order of `qsmbench list`, of legends and of colours in every figure.
 ALGORITHMS: dict[str, Algorithm] = {
-    algorithm.name: algorithm for algorithm in (qsm.ALGORITHM, diffusion_ql.ALGORITHM, sac.ALGORITHM, td3.ALGORITHM)
+    algorithm.name: algorithm for algorithm in (
+        qsm.ALGORITHM, diffusion_ql.ALGORITHM, dipo.ALGORITHM, qvpo.ALGORITHM, sac.ALGORITHM, td3.ALGORITHM
+    )
 }
 
 

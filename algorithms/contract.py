@@ -42,6 +42,35 @@ class Transitions(Protocol):
 
 
 @dataclass(frozen=True)
+class ActionDraw:
+    """Replay slots `[seeds, n]` with their states and their improved actions (DIPO's diffusion memory)."""
+
+    index: Tensor
+    obs: Tensor
+    action: Tensor
+
+
+class Replay(Transitions, Protocol):
+    """The online replay as an agent that draws its own minibatches sees it (`Algorithm.draws_from_replay`).
+
+    Asked to (`keep_improved_actions`), it also keeps per slot a second action, initially the one taken,
+    which the agent rewrites: the memory of actions moved uphill on Q of DIPO's paper.
+    """
+
+    def keep_improved_actions(self) -> None:
+        """Keep an improved action per transition from now on (before the first transition is stored)."""
+        ...
+
+    def sample_improved(self, batch_size: int) -> ActionDraw:
+        """`batch_size` slots per seed, drawn uniformly with replacement, independently of `sample`'s."""
+        ...
+
+    def write_improved(self, index: Tensor, action: Tensor) -> None:
+        """Replace the improved actions at slots `index` `[seeds, n]`."""
+        ...
+
+
+@dataclass(frozen=True)
 class EnvDims:
     """The sizes an agent is built for: its environment's observation and action dimensions."""
 
@@ -67,6 +96,12 @@ class Agent(Protocol):
         ...
 
 
+class ReplayAgent(Agent, Protocol):
+    def use_replay(self, replay: Replay) -> None:
+        """Keep `replay` to draw minibatches from in `update`, beside the batch the trainer hands it."""
+        ...
+
+
 class AgentFactory(Protocol):
     def __call__(
         self, obs_dim: int, act_dim: int, seeds: Sequence[int], device: torch.device, config: OffPolicyConfig
@@ -83,3 +118,6 @@ class Algorithm:
     config_cls: type[OffPolicyConfig]
     make_agent: AgentFactory
     offline: bool = False  # can train from a fixed dataset (`qsmbench run --dataset`)
+    # its update draws more minibatches from the replay than the one it is handed (DIPO, QVPO): its agent is
+    # a ReplayAgent, handed the online replay once built
+    draws_from_replay: bool = False

@@ -38,6 +38,7 @@ from qsmbench.algorithms.blocks.diffusion import (
     DiffusionSchedule,
     SamplerOptions,
     SinusoidalDenoiser,
+    denoising_loss,
     mish,
     reverse_chain,
 )
@@ -177,19 +178,11 @@ class DiffusionQL:
         return td_target(batch, self.config.gamma, next_q)
 
     def update_actor(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        bc_loss = self.bc_loss(batch)
+        bc_loss = denoising_loss(self.denoiser, self.schedule, batch.obs, batch.action)
         q_loss = self.q_loss(batch.obs)
         loss = self.config.bc_weight * bc_loss + self.config.eta * q_loss
         optimizer_step(self.actor_optimizer, loss, self.config.max_grad_norm)
         return bc_loss, q_loss
-
-    def bc_loss(self, batch: Batch) -> Tensor:
-        """Noise-prediction loss on the batch's actions at a uniformly drawn step, per seed `[seeds]`."""
-        seeds, batch_size = batch.reward.shape
-        t = torch.randint(0, self.schedule.steps, (seeds, batch_size), device=batch.action.device)
-        noise = torch.randn_like(batch.action)
-        eps = self.denoiser(batch.obs, self.schedule.noise(batch.action, t, noise), t)
-        return ((eps - noise) ** 2).mean((-2, -1))
 
     def q_loss(self, obs: Tensor) -> Tensor:
         """`-E[Q_i(s, a_th)] / stopgrad(E|Q_j(s, a_th)|)` per seed, with its own random (i, j) per seed."""

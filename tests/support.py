@@ -33,6 +33,7 @@ from qsmbench.runs.spec import make_spec
 from qsmbench.training.loop import train
 from qsmbench.training.prepare import prepare
 from qsmbench.training.progress import PlainReporter
+from qsmbench.training.replay import SeedBatchedReplay, make_replay
 
 CPU = torch.device("cpu")
 PENDULUM_SOLVED = -400.0  # a random policy scores about -1200 on Pendulum-v1, a solved one about -150
@@ -65,10 +66,51 @@ def assert_deterministic_evaluation(agent: Agent, obs_dim: int) -> None:
     assert not torch.equal(agent.act(obs, explore=True), agent.act(obs, explore=True))
 
 
+def make_agent(
+    algo: str,
+    seeds: Sequence[int],
+    obs_dim: int = 3,
+    act_dim: int = 2,
+    config: OffPolicyConfig | None = None,
+    device: torch.device = CPU,
+) -> Agent:
+    """`algo`'s agent (small networks unless `config` is given). One whose update draws from the replay
+    itself (DIPO, QVPO) is handed a real replay of 64 random transitions per seed, as a run hands it its own."""
+    algorithm = ALGORITHMS[algo]
+    agent = algorithm.make_agent(obs_dim, act_dim, list(seeds), device, config or small_config(algo))
+    if algorithm.draws_from_replay:
+        fill_replay(make_replay(algorithm, agent, len(seeds), 64, obs_dim, act_dim, device), 64)
+    return agent
+
+
+def fill_replay(replay: SeedBatchedReplay, transitions: int, generator_seed: int = 0) -> None:
+    """Add `transitions` random transitions per seed, each its own one-step episode."""
+    rng = np.random.default_rng(generator_seed)
+    seeds, obs_dim, act_dim = replay.seeds, replay.obs_dim, replay.act_dim
+    for _ in range(transitions):
+        replay.add(
+            rng.normal(size=(seeds, obs_dim)), rng.uniform(-1, 1, (seeds, act_dim)), rng.normal(size=seeds),
+            rng.normal(size=(seeds, obs_dim)), rng.random(seeds) < 0.3, np.ones(seeds, dtype=bool),
+        )
+
+
 def small_overrides(algo: str) -> list[str]:
     """Overrides that shrink every network of `algo` to 32-32 (the update rule is unchanged)."""
     fields = {field.name for field in dataclasses.fields(ALGORITHMS[algo].config_cls)}
     return [f"{name}=32,32" for name in ("hidden_sizes", "actor_hidden_sizes") if name in fields]
+
+
+QUICKER = {  # shorter chains and inner loops, for tests of plumbing rather than learning
+    "qsm": ["time_hidden_sizes=16,16", "diffusion_steps=2"],
+    "dql": ["eval_candidates=2", "diffusion_steps=2"],
+    "dipo": ["time_hidden=16", "diffusion_steps=2", "action_gradient_steps=2", "keep_improved_actions=true"],
+    "qvpo": ["time_hidden=16", "diffusion_steps=2", "train_samples=4", "eval_samples=2"],
+}
+
+
+def quick_overrides(algo: str) -> list[str]:
+    """`small_overrides` plus QUICKER's: DIPO keeps its improved actions there, so its replay column is exercised."""
+    return [*small_overrides(algo), *QUICKER.get(algo, [])]
 
 
 def small_config(algo: str) -> OffPolicyConfig:

@@ -1,4 +1,5 @@
-"""Shared pieces of diffusion-model policies (QSM, Diffusion-QL): schedules, noising, sampling.
+"""Shared pieces of diffusion-model policies (QSM, Diffusion-QL, DIPO, QVPO): schedules, noising, sampling,
+the noise-prediction loss.
 
 A policy is a noise model `eps_theta(s, a_t, t)` over actions in [-1, 1] with T discrete steps,
 indexed t = 0 .. T-1 (t = 0 is the least noisy). Everything here carries the seed axis: states and
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from qsmbench.algorithms.blocks.nets import BatchedMLP
+from qsmbench.algorithms.blocks.nets import BatchedMLP, Init
 from qsmbench.algorithms.blocks.randomness import GLOBAL_NOISE, Noise
 from qsmbench.core.config import DQL_CODE, QSM_CONFIG, QSM_LEARNER, OffPolicyConfig, require, require_widths, setting
 
@@ -242,6 +243,23 @@ def reverse_step(
     return mean.clamp(-1.0, 1.0) if options.clip_every_step else mean
 
 
+def denoising_loss(
+    eps_model: NoiseModel, schedule: DiffusionSchedule, obs: Tensor, action: Tensor, weight: Tensor | None = None
+) -> Tensor:
+    """DDPM's noise-prediction loss on `action` `[seeds, n, act_dim]` at a uniformly drawn step per sample,
+    `E[w ||eps_theta(s, a_t, t) - eps||^2]` as a mean over samples and action dimensions, per seed `[seeds]`.
+
+    `weight` `[seeds, n]` weighs each sample (QVPO's Q-weights); without it every sample counts alike (the
+    behaviour cloning of Diffusion-QL, DIPO's loss on its improved actions)."""
+    seeds, n = action.shape[:2]
+    t = torch.randint(0, schedule.steps, (seeds, n), device=action.device)
+    xi = torch.randn_like(action)
+    error = (eps_model(obs, schedule.noise(action, t, xi), t) - xi) ** 2
+    if weight is not None:
+        error = error * weight.unsqueeze(-1)
+    return error.mean((-2, -1))
+
+
 def mish(x: Tensor) -> Tensor:
     return x * torch.tanh(F.softplus(x))
 
@@ -300,7 +318,8 @@ class FourierDenoiser(nn.Module):
 
 
 class SinusoidalDenoiser(nn.Module):
-    """Diffusion-QL's noise model: sinusoidal time features -> Linear, Mish, Linear; MLP([a_t, time, s]) -> eps."""
+    """Diffusion-QL's noise model, also DIPO's and QVPO's: sinusoidal time features -> Linear, Mish, Linear;
+    MLP([a_t, time, s]) -> eps."""
 
     def __init__(
         self,
@@ -310,12 +329,13 @@ class SinusoidalDenoiser(nn.Module):
         time_features: int,
         time_hidden: int,
         generators: Sequence[torch.Generator],
+        init: Init = "torch",
     ):
         super().__init__()
         self.time_features = time_features
-        self.time_mlp = BatchedMLP(time_features, (time_hidden,), time_features, generators, activation=mish)
+        self.time_mlp = BatchedMLP(time_features, (time_hidden,), time_features, generators, activation=mish, init=init)
         self.layout = {"action": act_dim, "time": time_features, "obs": obs_dim}  # the MLP's input, in order
-        self.mlp = BatchedMLP(sum(self.layout.values()), hidden_sizes, act_dim, generators, activation=mish)
+        self.mlp = BatchedMLP(sum(self.layout.values()), hidden_sizes, act_dim, generators, activation=mish, init=init)
 
     def forward(self, obs: Tensor, noisy_action: Tensor, t: Tensor) -> Tensor:
         return self.mlp(torch.cat([noisy_action, self.time_code(t), obs], dim=-1))

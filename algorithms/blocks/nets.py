@@ -33,7 +33,7 @@ def per_seed_uniform(shape: Sequence[int], bound: float, generators: Sequence[to
     return torch.stack([(torch.rand(*shape, generator=g) * 2.0 - 1.0) * bound for g in generators])
 
 
-Init = Literal["torch", "xavier"]
+Init = Literal["torch", "xavier", "scaled_normal"]
 Activation = Callable[[Tensor], Tensor]
 
 
@@ -42,7 +42,9 @@ class BatchedLinear(nn.Module):
 
     `init="torch"` draws weights and biases as `nn.Linear` does (U(+-1/sqrt(in)), the CleanRL
     baselines); `init="xavier"` draws Xavier-uniform weights and zero biases (the jaxrl5 default,
-    used by the official QSM code).
+    used by the official QSM code); `init="scaled_normal"` draws N(0, 1/(4 in)) weights and zero
+    biases, what DIPO's and QVPO's `init_weights` (agent/helpers.py) leaves in the layer: it means to
+    truncate at two stds, but its loop rebinds a local name and never writes the redrawn values back.
     """
 
     def __init__(
@@ -58,6 +60,10 @@ class BatchedLinear(nn.Module):
         if init == "xavier":
             bound = math.sqrt(6.0 / (in_features + out_features))
             self.weight = nn.Parameter(per_seed_uniform(weight_shape, bound, generators))
+            self.bias = nn.Parameter(torch.zeros(len(generators), *bias_shape))
+        elif init == "scaled_normal":
+            std = 1.0 / (2.0 * math.sqrt(in_features))
+            self.weight = nn.Parameter(torch.stack([torch.randn(*weight_shape, generator=g) * std for g in generators]))
             self.bias = nn.Parameter(torch.zeros(len(generators), *bias_shape))
         else:
             bound = 1.0 / math.sqrt(in_features)

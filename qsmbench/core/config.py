@@ -44,6 +44,8 @@ QSM_TRAIN = f"{QSM_CODE} train_score_matching_online.py"
 QSM_LEARNER = f"{QSM_CODE} score_matching_learner.py"
 DQL_CODE = "Diffusion-Policies-for-Offline-RL@d871f5c"
 TD3_CODE = "sfujim/TD3@34770cc"
+DIPO_CODE = "BellmanTimeHut/DIPO@c6d8d1b"
+QVPO_CODE = "wadx2019/qvpo@40a1974"
 
 
 ConfigT = TypeVar("ConfigT")

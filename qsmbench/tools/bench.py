@@ -35,7 +35,7 @@ from qsmbench.envs.environments import env_dims
 from qsmbench.training.collector import Collector
 from qsmbench.training.divergence import DivergenceWatch
 from qsmbench.training.provenance import provenance
-from qsmbench.training.replay import SeedBatchedReplay
+from qsmbench.training.replay import make_replay
 
 NO_KERNEL_OPS = {  # views, flag flips and bare allocations: no kernel is launched for them
     "aten::view", "aten::_unsafe_view", "aten::as_strided", "aten::reshape", "aten::expand", "aten::unsqueeze",
@@ -116,7 +116,7 @@ def bench(algo: str, env_id: str, seeds: int, calls: int, device: torch.device, 
     agent: Agent = algorithm.make_agent(dims.obs_dim, dims.act_dim, seed_values, device, config)
     if compiled:
         compile_networks(agent)
-    replay = SeedBatchedReplay(seeds, max(FILL_STEPS, config.batch_size), dims.obs_dim, dims.act_dim, device)
+    replay = make_replay(algorithm, agent, seeds, max(FILL_STEPS, config.batch_size), dims.obs_dim, dims.act_dim, device)
     collector = Collector(env_id, seed_values, agent, replay, FILL_STEPS, DivergenceWatch(seeds))
     try:
         rng = np.random.default_rng(0)

@@ -22,7 +22,7 @@ from qsmbench.training.prepare import PreparedRun
 from qsmbench.training.progress import Reporter
 from qsmbench.training.provenance import provenance
 from qsmbench.training.recording import Recorder
-from qsmbench.training.replay import SeedBatchedReplay
+from qsmbench.training.replay import SeedBatchedReplay, make_replay
 
 
 @dataclass
@@ -58,7 +58,8 @@ def build(prepared: PreparedRun, reporter: Reporter) -> RunParts:
     if prepared.dataset is not None:
         transitions, learning_starts = prepared.dataset, 0
     else:
-        replay = SeedBatchedReplay(len(seeds), min(config.replay_capacity, protocol.steps), dims.obs_dim, dims.act_dim, device)
+        capacity = min(config.replay_capacity, protocol.steps)
+        replay = make_replay(spec.algorithm, agent, len(seeds), capacity, dims.obs_dim, dims.act_dim, device)
         collector = Collector(prepared.env_id, seeds, agent, replay, config.warmup_steps, watch, execution.env_workers)
         transitions, learning_starts = replay, config.warmup_steps
     evaluator = Evaluator(prepared.env_id, seeds, protocol.eval_episodes, device, execution.eval_workers)

@@ -15,17 +15,21 @@ The stream has room for `capacity` transitions plus `spare` episode ends among t
 where episodes end, so when more ends than that are in the buffer (very short episodes, e.g. a random
 policy on Hopper) it doubles the spare rows at once: a few times in a run at most, with no host sync.
 Samples are exactly those of storing s and s' per transition.
+
+Improved actions. An agent may ask for a second action per transition (`keep_improved_actions`), which
+starts as the action taken and which it rewrites: the memory of actions moved uphill on Q in DIPO's
+paper. It has the seed axis of the rest and goes into checkpoints with it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from qsmbench.algorithms.contract import Batch
+from qsmbench.algorithms.contract import ActionDraw, Agent, Algorithm, Batch, ReplayAgent
 
 
 def initial_spare(capacity: int) -> int:
@@ -39,6 +43,16 @@ def replay_bytes_per_seed_step(obs_dim: int, act_dim: int, capacity: int) -> flo
     return observation + 4 * act_dim + 4 + 1 + 4 + 1  # action, reward, terminated, obs_row, host flag
 
 
+def make_replay(
+    algorithm: Algorithm, agent: Agent, seeds: int, capacity: int, obs_dim: int, act_dim: int, device: torch.device
+) -> SeedBatchedReplay:
+    """The online replay of `agent`, handed to it when its update draws from the replay itself (DIPO, QVPO)."""
+    replay = SeedBatchedReplay(seeds, capacity, obs_dim, act_dim, device)
+    if algorithm.draws_from_replay:
+        cast(ReplayAgent, agent).use_replay(replay)
+    return replay
+
+
 class SeedBatchedReplay:
     def __init__(self, seeds: int, capacity: int, obs_dim: int, act_dim: int, device: torch.device):
         self.seeds, self.capacity, self.obs_dim, self.act_dim, self.device = seeds, capacity, obs_dim, act_dim, device
@@ -48,6 +62,7 @@ class SeedBatchedReplay:
         self.action = torch.empty(seeds, capacity, act_dim, device=device)
         self.reward = torch.empty(seeds, capacity, device=device)
         self.terminated = torch.empty(seeds, capacity, dtype=torch.bool, device=device)
+        self.improved_action: Tensor | None = None
         self.position = 0
         self.size = 0
         self.head = np.zeros(seeds, dtype=np.int64)  # per seed, the stream row the next observation goes to
@@ -88,6 +103,8 @@ class SeedBatchedReplay:
         self.stream[self._seeds, (rows + 1) % self.rows] = torch.as_tensor(next_obs, dtype=torch.float32, device=self.device)
         self.obs_row[:, i] = rows.to(torch.int32)
         self.action[:, i] = torch.as_tensor(action, device=self.device)
+        if self.improved_action is not None:
+            self.improved_action[:, i] = self.action[:, i]
         self.reward[:, i] = torch.as_tensor(reward, device=self.device)
         self.terminated[:, i] = torch.as_tensor(terminated, device=self.device)
         self.head = (self.head + 1 + ended) % self.rows
@@ -97,6 +114,23 @@ class SeedBatchedReplay:
     def sample(self, batch_size: int) -> Batch:
         """`batch_size` transitions per seed, drawn uniformly with replacement from that seed's data."""
         return self.transitions_at(torch.randint(0, self.size, (self.seeds, batch_size), device=self.device))
+
+    def keep_improved_actions(self) -> None:
+        """Keep an improved action per transition from now on, each starting as the stored action."""
+        if self.improved_action is None:
+            self.improved_action = self.action.clone()
+
+    def sample_improved(self, batch_size: int) -> ActionDraw:
+        """`batch_size` slots per seed, drawn as `sample` draws, with their states and improved actions."""
+        if self.improved_action is None:
+            raise RuntimeError("this replay keeps no improved actions (keep_improved_actions was never called)")
+        index = torch.randint(0, self.size, (self.seeds, batch_size), device=self.device)
+        rows = self.obs_row[self._seed_index, index].long()
+        return ActionDraw(index, self.stream[self._seed_index, rows], self.improved_action[self._seed_index, index])
+
+    def write_improved(self, index: Tensor, action: Tensor) -> None:
+        """Replace the improved actions at slots `index` `[seeds, n]` (of a slot drawn twice, one write wins)."""
+        self.improved_action[self._seed_index, index] = action
 
     def transitions_at(self, index: Tensor) -> Batch:
         """The transitions stored at slots `index` `[seeds, n]`, each seed's from its own slice."""
@@ -135,6 +169,7 @@ class SeedBatchedReplay:
             "stream": _compact(self.stream[:, : min(stream_end, self.rows)]),
             "obs_row": _compact(self.obs_row[:, :filled]), "action": _compact(self.action[:, :filled]),
             "reward": _compact(self.reward[:, :filled]), "terminated": _compact(self.terminated[:, :filled]),
+            **({} if self.improved_action is None else {"improved_action": _compact(self.improved_action[:, :filled])}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -147,7 +182,9 @@ class SeedBatchedReplay:
         self.ended[:, :filled] = state["ended"].numpy()
         self.ends = self.ended.sum(axis=1).astype(np.int64)
         self.stream[:, : state["stream"].shape[1]] = state["stream"].to(self.device)
-        for name in ("obs_row", "action", "reward", "terminated"):
+        if ("improved_action" in state) != (self.improved_action is not None):
+            raise ValueError("the saved replay and this one differ in keeping improved actions")
+        for name in ("obs_row", "action", "reward", "terminated", *(("improved_action",) if "improved_action" in state else ())):
             getattr(self, name)[:, :filled] = state[name].to(self.device)
 
 

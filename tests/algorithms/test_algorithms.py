@@ -10,7 +10,7 @@ import copy
 
 import pytest
 import torch
-from support import CPU, make_batch, small_config
+from support import make_agent, make_batch
 
 from qsmbench.algorithms import ALGORITHMS
 from qsmbench.algorithms.contract import Batch
@@ -40,10 +40,6 @@ def all_tensors(agent: object) -> dict[str, torch.Tensor]:
         elif isinstance(value, torch.Tensor):
             tensors[attribute] = value
     return tensors
-
-
-def make_agent(algo: str, seeds: list[int]):
-    return ALGORITHMS[algo].make_agent(OBS_DIM, ACT_DIM, seeds, CPU, small_config(algo))
 
 
 @pytest.mark.parametrize("algo", REGISTRY)

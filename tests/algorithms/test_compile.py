@@ -15,18 +15,19 @@ from typing import Any
 
 import pytest
 import torch
-from support import make_batch, small_config
+from support import make_agent, make_batch, quick_overrides
 
 from qsmbench.algorithms import ALGORITHMS
 from qsmbench.algorithms.blocks.nets import compile_networks
+from qsmbench.runs.spec import make_spec
 
-ALGOS = ("sac", "td3", "qsm", "dql")
+ALGOS = tuple(ALGORITHMS)
 OBS_DIM, ACT_DIM, SEEDS, UPDATES = 3, 2, [0, 1], 7
 
 
 def agent_config(algo: str):
-    """Small networks; Diffusion-QL's EMA starts at update 3 and moves every 2, so the run crosses it."""
-    config = dataclasses.replace(small_config(algo), batch_size=16)
+    """Small networks and short chains; Diffusion-QL's EMA starts at update 3 and moves every 2, so the run crosses it."""
+    config = dataclasses.replace(make_spec(algo, quick_overrides(algo), env="Pendulum-v1").config, batch_size=16)
     if algo == "dql":
         config = dataclasses.replace(config, ema_start=3, ema_every=2, eval_candidates=4)
     return config
@@ -48,7 +49,7 @@ def trajectory(algo: str, device: torch.device, backend: str | CountingBackend |
     """Act before any update (the end of the warm-up), then update and act, UPDATES times (crossing TD3's
     policy delay and Diffusion-QL's EMA start); every action, diagnostic and final parameter, on the CPU."""
     torch.manual_seed(0)
-    agent = ALGORITHMS[algo].make_agent(OBS_DIM, ACT_DIM, SEEDS, device, agent_config(algo))
+    agent = make_agent(algo, SEEDS, OBS_DIM, ACT_DIM, agent_config(algo), device)
     if backend is not None:
         compile_networks(agent, backend)
     obs = torch.randn(len(SEEDS), 4, OBS_DIM, generator=torch.Generator().manual_seed(1)).to(device)
@@ -101,7 +102,7 @@ def test_updates_and_acting_never_wait_for_the_gpu(algo: str) -> None:
     """No `.item()`, no host copy, no data-dependent shape in `update` or the training `act`: under
     sync-debug mode "error" any of them raises."""
     gpu = torch.device("cuda")
-    agent = ALGORITHMS[algo].make_agent(OBS_DIM, ACT_DIM, SEEDS, gpu, agent_config(algo))
+    agent = make_agent(algo, SEEDS, OBS_DIM, ACT_DIM, agent_config(algo), gpu)
     batch = make_batch(len(SEEDS), OBS_DIM, ACT_DIM, batch=16)
     batch = type(batch)(**{name: value.to(gpu) for name, value in vars(batch).items()})
     obs = torch.randn(len(SEEDS), 4, OBS_DIM, device=gpu)

@@ -27,8 +27,9 @@ import pandas as pd
 import pytest
 import torch
 from gymnasium.envs.classic_control.pendulum import PendulumEnv
-from support import keeping_first_checkpoint, run_cli, small_overrides
+from support import keeping_first_checkpoint, quick_overrides, run_cli, small_overrides
 
+from qsmbench.algorithms import ALGORITHMS
 from qsmbench.core.errors import CheckpointError, EnvStateError
 from qsmbench.envs.environments import EnvBatch
 from qsmbench.grid.plan import Job, split_at_checkpoints
@@ -40,7 +41,7 @@ from qsmbench.training import loop
 from qsmbench.training.prepare import prepare
 from qsmbench.training.progress import PlainReporter
 
-ALGOS = ("sac", "td3", "qsm", "dql")
+ALGOS = tuple(ALGORITHMS)
 ENVS = ("Pendulum-v1", "Hopper-v4", "dm_control/cartpole-swingup-v0")
 CHECKPOINT_EVERY = 70
 TIMING_COLUMNS = ["wall_time_s", "sps"]  # the only columns a resumed run may not reproduce
@@ -49,8 +50,7 @@ TIMING_COLUMNS = ["wall_time_s", "sps"]  # the only columns a resumed run may no
 def run_args(algo: str, env: str, out: Path, *extra: str) -> list[str]:
     """Two seeds, 200 steps, small networks: checkpoints at 70 and 140; evaluations at 0, 100 and 200 (0 and
     200 on DeepMind Control, whose 1000-step episodes make evaluation the larger cost)."""
-    sets = [*small_overrides(algo), "warmup_steps=60", "batch_size=32"]
-    sets += {"qsm": ["time_hidden_sizes=16,16", "diffusion_steps=2"], "dql": ["eval_candidates=2", "diffusion_steps=2"]}.get(algo, [])
+    sets = [*quick_overrides(algo), "warmup_steps=60", "batch_size=32"]
     eval_every = "200" if env.startswith("dm_control/") else "100"
     return [
         "run", "--algo", algo, "--env", env, "--seeds", "2", "--steps", "200", "--eval-every", eval_every,

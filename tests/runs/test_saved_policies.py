@@ -9,8 +9,9 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from support import CPU, run_cli, small_overrides
+from support import CPU, quick_overrides, run_cli, small_overrides
 
+from qsmbench.algorithms import ALGORITHMS
 from qsmbench.runs.layout import policy_path, run_dir, run_path
 from qsmbench.runs.read import read_run
 from qsmbench.runs.saved_policies import load_agent, read_policy
@@ -27,7 +28,7 @@ STEPS, EVAL_EVERY, EPISODES = 300, 150, 2
 
 def tiny_run(out: Path, algo: str, capfd: pytest.CaptureFixture[str], *extra: str) -> list[Path]:
     """Two seeds of `algo` on Pendulum-v1 for 300 steps with 32-wide networks; their run files."""
-    overrides = [f"--set={override}" for override in [*small_overrides(algo), "warmup_steps=100"]]
+    overrides = [f"--set={override}" for override in [*quick_overrides(algo), "warmup_steps=100"]]
     result = run_cli(
         ["run", "--algo", algo, "--env", "Pendulum-v1", "--seeds", "2", "--steps", str(STEPS), "--eval-every",
          str(EVAL_EVERY), "--eval-episodes", str(EPISODES), "--device", "cpu", "--out", str(out), "--quiet",
@@ -38,7 +39,7 @@ def tiny_run(out: Path, algo: str, capfd: pytest.CaptureFixture[str], *extra: st
     return [run_path(out, "Pendulum-v1", algo, seed) for seed in (0, 1)]
 
 
-@pytest.mark.parametrize("algo", ["sac", "td3", "qsm", "dql"])
+@pytest.mark.parametrize("algo", list(ALGORITHMS))
 def test_a_saved_policy_is_the_trained_one(tmp_path: Path, algo: str, capfd: pytest.CaptureFixture[str]) -> None:
     """Loaded from its files, the agent repeats the run's evaluations: the same returns at the last step, so
     every network evaluation uses (Diffusion-QL's target critics too) is the final one, seed by seed."""

@@ -201,3 +201,31 @@ def test_observations_are_stored_once() -> None:
     stored = sum(t.numel() * t.element_size() for t in tensors) / capacity
     two_copies = 4 * (2 * obs_dim + act_dim + 2)
     assert stored < 0.56 * two_copies
+
+
+def test_improved_actions_start_as_the_actions_taken_and_keep_what_is_written() -> None:
+    """DIPO's memory: a second action per slot, each seed's its own, overwritten when its slot is."""
+    replay = SeedBatchedReplay(2, 4, obs_dim=1, act_dim=1, device=CPU)
+    replay.keep_improved_actions()
+    for step in range(3):
+        replay.add(np.full((2, 1), step), np.full((2, 1), step / 10), np.zeros(2), np.zeros((2, 1)), np.zeros(2, bool), np.ones(2, bool))
+    torch.testing.assert_close(replay.improved_action[:, :3], replay.action[:, :3])
+    replay.write_improved(torch.tensor([[1], [2]]), torch.tensor([[[0.9]], [[-0.9]]]))
+    draw = replay.sample_improved(64)
+    assert torch.equal(draw.action, torch.where(draw.index.unsqueeze(-1) == torch.tensor([[[1]], [[2]]]),
+                                                torch.tensor([[[0.9]], [[-0.9]]]), draw.obs / 10))
+    restored = SeedBatchedReplay(2, 4, obs_dim=1, act_dim=1, device=CPU)
+    restored.keep_improved_actions()
+    restored.load_state_dict(replay.state_dict())
+    assert torch.equal(restored.improved_action[:, :3], replay.improved_action[:, :3])
+    for step in range(3, 5):  # the fifth transition overwrites slot 0, and its improved action with it
+        replay.add(np.full((2, 1), step), np.full((2, 1), step / 10), np.zeros(2), np.zeros((2, 1)), np.zeros(2, bool), np.ones(2, bool))
+    torch.testing.assert_close(replay.improved_action[:, 0], torch.full((2, 1), 0.4))
+
+
+def test_a_checkpointed_replay_must_agree_on_keeping_improved_actions() -> None:
+    keeping = SeedBatchedReplay(1, 4, obs_dim=1, act_dim=1, device=CPU)
+    keeping.keep_improved_actions()
+    keeping.add(np.zeros((1, 1)), np.zeros((1, 1)), np.zeros(1), np.zeros((1, 1)), np.zeros(1, bool), np.ones(1, bool))
+    with pytest.raises(ValueError, match="improved actions"):
+        SeedBatchedReplay(1, 4, obs_dim=1, act_dim=1, device=CPU).load_state_dict(keeping.state_dict())
