@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from qsmbench.algorithms import resolve
+from qsmbench.algorithms import ALGORITHMS, resolve
 from qsmbench.core.errors import ConfigError
 from qsmbench.core.messages import plural
 from qsmbench.envs.environments import check_env_id
@@ -19,7 +19,9 @@ from qsmbench.training.prepare import check_compile_device, resolve_device
 
 
 def bench_command(
-    algos: Annotated[str, typer.Option(help="Comma-separated algorithms to measure.")] = "sac,td3,qsm,dql",
+    algos: Annotated[str, typer.Option(help="Comma-separated algorithms to measure (default: every one).")] = ",".join(
+        ALGORITHMS
+    ),
     env: Annotated[str, typer.Option(help="Gymnasium id whose sizes and simulator to use.")] = "Hopper-v4",
     seeds: Annotated[str, typer.Option(help="Comma-separated seed counts (each one batched run).")] = "1,10",
     calls: Annotated[int, typer.Option(help="Timed calls per measurement (after a tenth as many warm-up calls).")] = 100,

@@ -57,7 +57,8 @@ def estimate_memory(spec: RunSpec, dims: EnvDims, env_id: str) -> MemoryEstimate
     widths = _hidden_widths(config)
     candidates = max(getattr(config, "eval_candidates", 1), getattr(config, "explore_candidates", 1))
     device = {
-        "replay": seeds * capacity * replay_bytes_per_seed_step(dims.obs_dim, dims.act_dim, max(capacity, 1)),
+        "replay": seeds * capacity * replay_bytes_per_seed_step(dims.obs_dim, dims.act_dim, max(capacity, 1))
+        + seeds * capacity * FLOAT_BYTES * dims.act_dim * getattr(config, "keep_improved_actions", False),  # DIPO's
         "networks": seeds * parameter_count(spec, dims) * (1 + OPTIMIZER_COPIES) * FLOAT_BYTES,
         "update activations": seeds * config.batch_size * (widths + transition) * BACKWARD_FACTOR * FLOAT_BYTES,
         "action batch": seeds * run.eval_episodes * candidates * (widths + transition) * FLOAT_BYTES,

@@ -1,7 +1,7 @@
 """`qsmbench reproduce` (qsmbench.grid.local): the paper grid, and a real smoke-scale grid that resumes.
 
-One smoke grid (2 tasks x 4 algorithms, 2 seeds, 300 steps) is trained once per module; the tests that
-change files work on a copy of it.
+One smoke grid, the diffusion grid's (2 tasks x 6 algorithms, 2 seeds, 300 steps), is trained once per module;
+the tests that change files work on a copy of it. The paper grid's smoke jobs are among its jobs, settings and all.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from qsmbench.runs.read import read_run
 from qsmbench.runs.spec import RunSpec
 from qsmbench.runs.write import write_run
 
-ALGOS = {"qsm", "sac", "td3", "dql"}
+ALGOS = {"qsm", "sac", "td3", "dql"}  # the paper grid's
+SMOKE_ALGOS = ("qsm", "dipo", "qvpo", "dql", "sac", "td3")  # the diffusion grid's, in its order
 GYM_TASKS = {"Hopper-v4", "Walker2d-v4", "HalfCheetah-v4", "Ant-v4", "Humanoid-v4"}
 CONFIRMED_DMC = {"dm_control/cheetah-run-v0", "dm_control/walker-run-v0", "dm_control/hopper-hop-v0"}
 SMOKE_TASKS = ("Pendulum-v1", "dm_control/cartpole-balance-v0")
@@ -74,7 +75,7 @@ class Smoke(NamedTuple):
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> Smoke:
-    grid = load_grid("paper", "smoke")
+    grid = load_grid("diffusion", "smoke")
     out = tmp_path_factory.mktemp("grid") / "results"
     return Smoke(grid, out, run_grid(grid, out, device="cpu", quiet=True))
 
@@ -116,24 +117,48 @@ def test_paper_grid_expands_to_every_task_algorithm_pair(tmp_path: Path) -> None
     assert "estimate: no measurement yet" in text
 
 
+def test_the_diffusion_grid_is_the_paper_grid_with_every_diffusion_policy(tmp_path: Path) -> None:
+    paper, diffusion = load_grid("paper"), load_grid("diffusion")
+    assert [task.env for task in diffusion.tasks] == [task.env for task in paper.tasks]
+    jobs = plan(diffusion, tmp_path)
+    assert [(job.task, job.algo) for job in jobs] == [(task.env, algo) for task in paper.tasks for algo in SMOKE_ALGOS]
+    for job in jobs:
+        run = job.spec.protocol
+        assert (run.seeds, run.steps, run.eval_every, run.eval_episodes) == (10, 1_000_000, 10_000, 10)
+        assert job.spec.config == job.spec.algorithm.config_cls()  # official defaults
+    assert diffusion.out == Path("results/diffusion") and diffusion.plot == paper.plot
+
+
+def test_the_paper_smoke_jobs_are_among_the_trained_smoke_jobs() -> None:
+    """So training the diffusion grid's smoke scale proves the paper grid's end to end too."""
+    def settings(grid: Grid) -> dict[tuple[str, str], tuple[object, ...]]:
+        return {(spec.protocol.task, spec.algo): (spec.config, spec.protocol.seed_values, spec.protocol.steps,
+                                                  spec.protocol.eval_every, spec.protocol.eval_episodes)
+                for spec in grid.specs}
+
+    paper, diffusion = settings(load_grid("paper", "smoke")), settings(load_grid("diffusion", "smoke"))
+    assert paper.items() <= diffusion.items() and len(diffusion) == len(SMOKE_TASKS) * len(SMOKE_ALGOS)
+    assert load_grid("paper", "smoke").plot == load_grid("diffusion", "smoke").plot
+
+
 def test_a_grid_expands_into_run_specs() -> None:
     """Each (task, algorithm) pair is a RunSpec: the registry entry, its config with the grid's overrides, the protocol."""
-    grid = load_grid("paper", "smoke")
+    grid = load_grid("diffusion", "smoke")
     assert all(isinstance(spec, RunSpec) for spec in grid.specs)
     assert [(spec.protocol.task, spec.algo) for spec in grid.specs] == [
-        (task, algo) for task in SMOKE_TASKS for algo in ("qsm", "sac", "td3", "dql")
+        (task, algo) for task in SMOKE_TASKS for algo in SMOKE_ALGOS
     ]
     for spec in grid.specs:
         assert type(spec.config) is spec.algorithm.config_cls
         assert (spec.config.warmup_steps, spec.config.hidden_sizes) == (100, (32, 32))
         assert (spec.protocol.seeds, spec.protocol.steps, spec.protocol.eval_every) == (2, 300, 100)
-        assert spec.execution.out == "results/paper-smoke"
+        assert spec.execution.out == "results/diffusion-smoke"
     assert grid.plot.reps == 100 and grid.plot.last_evals == 2
 
 
 def test_smoke_grid_trains_every_job_and_plots(smoke: Smoke) -> None:
     for task in SMOKE_TASKS:
-        for algo in ALGOS:
+        for algo in SMOKE_ALGOS:
             for seed in (0, 1):
                 path = run_path(smoke.out, task, algo, seed)
                 run = read_run(path)
@@ -141,11 +166,11 @@ def test_smoke_grid_trains_every_job_and_plots(smoke: Smoke) -> None:
                 assert list(run.curve["step"]) == SMOKE_STEPS
                 assert run.metadata.header.algo_config["warmup_steps"] == 100
                 assert run.metadata.header.algo_config["hidden_sizes"] == [32, 32]
-    assert len(run_files(smoke.out)) == len(SMOKE_TASKS) * len(ALGOS) * 2
+    assert len(run_files(smoke.out)) == len(SMOKE_TASKS) * len(SMOKE_ALGOS) * 2
     figures = smoke.out / "_figures"
     assert smoke.report.out_dir == figures
     summary = (figures / "summary.md").read_text()
-    assert all(task in summary for task in SMOKE_TASKS) and all(algo in summary for algo in ALGOS)
+    assert all(task in summary for task in SMOKE_TASKS) and all(algo in summary for algo in SMOKE_ALGOS)
     for name in FIGURES:
         assert (figures / f"{name}.png").stat().st_size > 0
 

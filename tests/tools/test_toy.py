@@ -57,7 +57,7 @@ def test_mass_near_optima_counts_each_optimum() -> None:
 def test_the_demo_settings_are_data_in_its_grid_file() -> None:
     """QSM's bandit settings (alpha 1, T 10, actor lr 1e-3) come from data/toy.toml, not from code."""
     specs = {spec.algo: spec for spec in toy_specs(toy_grid())}
-    assert list(specs) == ["qsm", "dql", "sac", "td3"]
+    assert list(specs) == ["qsm", "dql", "dipo", "qvpo", "sac", "td3"]
     qsm = specs["qsm"].config
     assert (qsm.alpha, qsm.diffusion_steps, qsm.actor_lr, qsm.warmup_steps) == (1.0, 10, 1e-3, 500)
     assert changed_settings(specs["qsm"]) == "diffusion_steps=10, actor_lr=0.001, alpha=1"
