@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from qsmbench.algorithms.blocks.diffusion import DiffusionSchedule, NoiseModel, denoising_loss, reverse_chain
-from qsmbench.algorithms.blocks.nets import seed_generators, soft_update_
+from qsmbench.algorithms.blocks.nets import soft_update_
 from qsmbench.algorithms.blocks.randomness import GLOBAL_NOISE, Noise
 from qsmbench.algorithms.blocks.updates import critic_step, optimizer_step, perturb, td_target
 from qsmbench.algorithms.contract import Algorithm, Batch, Replay

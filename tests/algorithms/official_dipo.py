@@ -116,10 +116,8 @@ class Diffusion:
             eps = self.model(x, t, state)
             x_recon = (self.sqrt_recip_alphas_cumprod[i] * x - self.sqrt_recipm1_alphas_cumprod[i] * eps).clamp_(-1.0, 1.0)
             mean = self.posterior_mean_coef1[i] * x_recon + self.posterior_mean_coef2[i] * x
-            if i > 0:
-                x = mean + (0.5 * self.posterior_log_variance_clipped[i]).exp() * torch.randn_like(x) * ratio
-            else:
-                x = mean
+            std = (0.5 * self.posterior_log_variance_clipped[i]).exp()
+            x = mean + std * torch.randn_like(x) * ratio if i > 0 else mean  # no draw at t = 0 (see above)
         return x.clamp_(-1.0, 1.0)
 
     def loss(self, x_start: Tensor, state: Tensor, weights: Tensor | float = 1.0) -> Tensor:

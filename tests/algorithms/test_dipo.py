@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from official_dipo import Diffusion, Model, OfficialDiPo, Transitions
+from official_dipo import Critic, Diffusion, Model, OfficialDiPo, Transitions
 from support import CPU, assert_learns_pendulum, fill_replay, make_batch
 
 from qsmbench.algorithms import ALGORITHMS
@@ -33,13 +33,11 @@ def official_batch(batch: Batch, gamma: float) -> Transitions:
     )
 
 
-def assert_same_weights(ours: torch.nn.Module, official: torch.nn.Module, atol: float = 2e-5) -> None:
+def assert_same_weights(ours: torch.nn.Module, official: torch.nn.Module) -> None:
     """Our batched network (seed 0) holds the official network's weights, layer by layer."""
-    reference = Model(ours) if hasattr(ours, "time_mlp") else None
-    theirs = [p for p in official.parameters()]
-    ours_as_official = [p for p in (reference or official.__class__(ours)).parameters()]
-    for mine, their in zip(ours_as_official, theirs, strict=True):
-        torch.testing.assert_close(mine, their, atol=atol, rtol=1e-4)
+    as_official = Model(ours) if hasattr(ours, "time_mlp") else Critic(ours)
+    for mine, theirs in zip(as_official.parameters(), official.parameters(), strict=True):
+        torch.testing.assert_close(mine, theirs, atol=2e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("keep", [False, True], ids=["official-memory", "kept-improved-actions"])
@@ -104,7 +102,7 @@ def test_the_action_gradient_is_the_official_one(ratio: float) -> None:
     official.critic = Quadratic(optimum, (0.5, 0.3), official=True)
     official.action_grad_norm = official.action_grad_norm or float("inf")  # the official code skips the clip at 0
     torch.manual_seed(0)
-    obs, improved, _ = agent.action_gradient(BATCH)
+    _, improved, _ = agent.action_gradient(BATCH)
     torch.manual_seed(0)
     drawn = agent.replay.sample(BATCH)
     torch.testing.assert_close(improved[0], official.action_gradient(drawn.obs[0], drawn.action[0]), atol=1e-6, rtol=0)

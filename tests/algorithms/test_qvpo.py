@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from official_dipo import Critic, Diffusion, Model, OfficialQVPO, Transitions
+from official_dipo import Critic, Model, OfficialQVPO, Transitions
 from support import CPU, assert_learns_pendulum, fill_replay, make_batch
 
 from qsmbench.algorithms import ALGORITHMS
