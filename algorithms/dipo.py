@@ -169,23 +169,49 @@ def improve_actions(
     return action.detach()
 
 
-class DIPO:
-    def __init__(self, obs_dim: int, act_dim: int, seeds: Sequence[int], device: torch.device, config: DIPOConfig):
-        self.config, self.act_dim = config, act_dim
-        self.denoiser, self.critic = dipo_networks(obs_dim, act_dim, seeds, device, config, "dipo")
+class DIPOFamilyAgent:
+    """What DIPO's agent and QVPO's (built on its code) share: the networks, their Polyak targets (the target
+    denoiser picks the critics' target actions), the sampler, Adam with eps 1e-5, and the replay they draw
+    their policy batch from, independently of the critics' batch."""
+
+    def __init__(
+        self, obs_dim: int, act_dim: int, seeds: Sequence[int], device: torch.device, config: DIPOFamilyConfig, name: str
+    ):
+        self.config, self.act_dim, self.name = config, act_dim, name
+        self.denoiser, self.critic = dipo_networks(obs_dim, act_dim, seeds, device, config, name)
         self.denoiser_target = copy.deepcopy(self.denoiser).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.schedule = DiffusionSchedule.make(config.schedule, config.diffusion_steps, device)
         self.sampler = dipo_sampler(config)
-        self.eval_sampler = dataclasses.replace(self.sampler, temperature=0.0)
         self.actor_optimizer = torch.optim.Adam(self.denoiser.parameters(), lr=config.actor_lr, eps=ADAM_EPS)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr, eps=ADAM_EPS)
         self.replay: Replay | None = None
         self.updates = 0
 
     def use_replay(self, replay: Replay) -> None:
-        """The replay the action gradient draws its batch from (and, with keep_improved_actions, writes to)."""
         self.replay = replay
+
+    def drawn_replay(self) -> Replay:
+        if self.replay is None:
+            raise RuntimeError(f"{self.name} draws its policy batch from the replay: call use_replay first")
+        return self.replay
+
+    def step_targets(self) -> None:
+        """Q' follows Q every update, the target denoiser every `actor_target_every` (from the first)."""
+        soft_update_(self.critic_target, self.critic, self.config.tau)
+        if self.updates % self.config.actor_target_every == 0:
+            soft_update_(self.denoiser_target, self.denoiser, self.config.tau)
+        self.updates += 1
+
+
+class DIPO(DIPOFamilyAgent):
+    def __init__(self, obs_dim: int, act_dim: int, seeds: Sequence[int], device: torch.device, config: DIPOConfig):
+        super().__init__(obs_dim, act_dim, seeds, device, config, "dipo")
+        self.eval_sampler = dataclasses.replace(self.sampler, temperature=0.0)
+
+    def use_replay(self, replay: Replay) -> None:
+        """The replay the action gradient draws its batch from (and, with keep_improved_actions, writes to)."""
+        super().use_replay(replay)
         if self.config.keep_improved_actions:
             replay.keep_improved_actions()
 
@@ -204,10 +230,7 @@ class DIPO:
         obs, improved, moved = self.action_gradient(batch.reward.shape[1])
         actor_loss = denoising_loss(self.denoiser, self.schedule, obs, improved)
         optimizer_step(self.actor_optimizer, actor_loss, self.config.max_grad_norm)
-        soft_update_(self.critic_target, self.critic, self.config.tau)
-        if self.updates % self.config.actor_target_every == 0:
-            soft_update_(self.denoiser_target, self.denoiser, self.config.tau)
-        self.updates += 1
+        self.step_targets()
         return {
             "critic_loss": critic_loss.detach(),
             "q_mean": q.detach().mean((-2, -1)),
@@ -225,20 +248,18 @@ class DIPO:
     def action_gradient(self, batch_size: int) -> tuple[Tensor, Tensor, Tensor]:
         """A batch drawn independently of the critics', its actions improved on min_j Q_j: states, improved
         actions, and each seed's mean distance moved `[seeds]`."""
-        if self.replay is None:
-            raise RuntimeError("DIPO draws its policy batch from the replay: call use_replay first")
-        config = self.config
+        config, replay = self.config, self.drawn_replay()
         if config.keep_improved_actions:
-            draw = self.replay.sample_improved(batch_size)
+            draw = replay.sample_improved(batch_size)
             obs, action = draw.obs, draw.action
         else:
-            drawn = self.replay.sample(batch_size)
+            drawn = replay.sample(batch_size)
             obs, action = drawn.obs, drawn.action
         improved = improve_actions(
             self.critic, obs, action, config.action_gradient_steps, config.action_lr, config.action_grad_ratio * self.act_dim
         )
         if config.keep_improved_actions:
-            self.replay.write_improved(draw.index, improved)
+            replay.write_improved(draw.index, improved)
         return obs, improved, (improved - action).norm(dim=-1).mean(-1)
 
 

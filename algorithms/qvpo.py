@@ -24,19 +24,17 @@ the current critics. Defaults follow the official code, wadx2019/qvpo@40a197473e
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from qsmbench.algorithms.blocks.diffusion import DiffusionSchedule, NoiseModel, denoising_loss, reverse_chain
-from qsmbench.algorithms.blocks.nets import soft_update_
+from qsmbench.algorithms.blocks.diffusion import NoiseModel, denoising_loss, reverse_chain
 from qsmbench.algorithms.blocks.randomness import GLOBAL_NOISE, Noise
 from qsmbench.algorithms.blocks.updates import critic_step, optimizer_step, perturb, td_target
-from qsmbench.algorithms.contract import Algorithm, Batch, Replay
-from qsmbench.algorithms.dipo import ADAM_EPS, DIPOFamilyConfig, dipo_networks, dipo_sampler
+from qsmbench.algorithms.contract import Algorithm, Batch
+from qsmbench.algorithms.dipo import DIPOFamilyAgent, DIPOFamilyConfig
 from qsmbench.core.config import QVPO_CODE, require, setting
 
 
@@ -87,22 +85,9 @@ class QVPOConfig(DIPOFamilyConfig):
         require(self.entropy_decay_steps >= 1, "entropy_decay_steps must be at least 1")
 
 
-class QVPO:
+class QVPO(DIPOFamilyAgent):
     def __init__(self, obs_dim: int, act_dim: int, seeds: Sequence[int], device: torch.device, config: QVPOConfig):
-        self.config, self.act_dim = config, act_dim
-        self.denoiser, self.critic = dipo_networks(obs_dim, act_dim, seeds, device, config, "qvpo")
-        self.denoiser_target = copy.deepcopy(self.denoiser).requires_grad_(False)
-        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.schedule = DiffusionSchedule.make(config.schedule, config.diffusion_steps, device)
-        self.sampler = dipo_sampler(config)
-        self.actor_optimizer = torch.optim.Adam(self.denoiser.parameters(), lr=config.actor_lr, eps=ADAM_EPS)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr, eps=ADAM_EPS)
-        self.replay: Replay | None = None
-        self.updates = 0
-
-    def use_replay(self, replay: Replay) -> None:
-        """The replay the policy update draws its states from, independently of the critics' batch."""
-        self.replay = replay
+        super().__init__(obs_dim, act_dim, seeds, device, config, "qvpo")
 
     @torch.no_grad()
     def act(self, obs: Tensor, explore: bool, noise: Noise = GLOBAL_NOISE) -> Tensor:
@@ -132,13 +117,8 @@ class QVPO:
         critic_loss, q = critic_step(
             self.critic, self.critic_optimizer, batch, self.bellman_target(batch), self.config.max_grad_norm
         )
-        if self.replay is None:
-            raise RuntimeError("QVPO draws its policy states from the replay: call use_replay first")
-        actor_loss, weight = self.update_actor(self.replay.sample(batch.reward.shape[1]).obs)
-        soft_update_(self.critic_target, self.critic, self.config.tau)
-        if self.updates % self.config.actor_target_every == 0:
-            soft_update_(self.denoiser_target, self.denoiser, self.config.tau)
-        self.updates += 1
+        actor_loss, weight = self.update_actor(self.drawn_replay().sample(batch.reward.shape[1]).obs)
+        self.step_targets()
         return {
             "critic_loss": critic_loss.detach(),
             "q_mean": q.detach().mean((-2, -1)),

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 import torch
 from official_dipo import Critic, Diffusion, Model, OfficialDiPo, Transitions
-from support import CPU, assert_learns_pendulum, fill_replay, make_batch
+from support import CPU, fill_replay, make_batch
 
 from qsmbench.algorithms import ALGORITHMS
 from qsmbench.algorithms.contract import Batch
@@ -156,9 +155,3 @@ def test_weights_are_normal_with_std_half_over_root_fan_in_and_biases_zero() -> 
 def test_a_kept_improved_action_memory_starts_as_the_actions_taken() -> None:
     agent = agent_with_replay(dataclasses.replace(TINY, keep_improved_actions=True), seeds=2)
     torch.testing.assert_close(agent.replay.improved_action, agent.replay.action)
-
-
-@pytest.mark.slow
-def test_learns_pendulum(tmp_path: Path) -> None:
-    small = ["hidden_sizes=64,64", "actor_hidden_sizes=64,64", "time_hidden=64", "diffusion_steps=10"]
-    assert_learns_pendulum("dipo", tmp_path, steps=5000, overrides=["warmup_steps=1000", *small])

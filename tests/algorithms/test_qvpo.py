@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 import torch
 from official_dipo import Critic, Model, OfficialQVPO, Transitions
-from support import CPU, assert_learns_pendulum, fill_replay, make_batch
+from support import CPU, fill_replay, make_batch
 
 from qsmbench.algorithms import ALGORITHMS
 from qsmbench.algorithms.qvpo import QVPO, QVPOConfig
@@ -101,10 +100,3 @@ def test_the_policy_loss_weighs_the_best_sample_by_its_advantage_over_the_mean()
         last.weight.zero_()
     loss, weight = agent.update_actor(torch.randn(1, BATCH, OBS_DIM))
     assert torch.count_nonzero(loss) == 0 and torch.count_nonzero(weight) == 0
-
-
-@pytest.mark.slow
-def test_learns_pendulum(tmp_path: Path) -> None:
-    small = ["hidden_sizes=64,64", "actor_hidden_sizes=64,64", "time_hidden=64", "diffusion_steps=5",
-             "train_samples=16", "entropy_decay_steps=5000"]
-    assert_learns_pendulum("qvpo", tmp_path, steps=5000, overrides=["warmup_steps=1000", *small])

@@ -183,7 +183,7 @@ def test_a_second_run_trains_nothing_and_plots_again(
     before = run_files(out)
     run_grid(smoke.grid, out, device="cpu", quiet=True)
     assert run_files(out) == before
-    assert "to run: 0 of 8 jobs, 0 env steps" in capsys.readouterr().out
+    assert "to run: 0 of 12 jobs, 0 env steps" in capsys.readouterr().out
     assert (out / "_figures" / "summary.md").is_file() and (out / "_figures" / "learning_curves.png").is_file()
 
 
@@ -220,12 +220,12 @@ def test_dry_run_plan_shows_statuses_and_a_measured_estimate(smoke: Smoke, tmp_p
     with claim_run_dir(out / "Pendulum-v1" / "sac", steps=300):  # a launcher is training it
         lines = format_plan(smoke.grid, plan(smoke.grid, out), out).splitlines()
     job_lines = {tuple(line.split()[:2]): line for line in lines if line.startswith(SMOKE_TASKS)}
-    assert len(job_lines) == 8
+    assert len(job_lines) == 12
     assert job_lines.pop(("Pendulum-v1", "qsm")).endswith("partial (1 of 2 seeds complete; to run: 0)")
     assert job_lines.pop(("Pendulum-v1", "sac")).endswith(f"to run; claimed by {holder_label()} on host {socket.gethostname()}, "
                                                           f"pid {os.getpid()}, step 0 of 300, heartbeat 0 s ago")
     assert all(line.endswith("complete") for line in job_lines.values())
-    assert "to run: 2 of 8 jobs, 900 env steps (6 jobs complete)" in lines
+    assert "to run: 2 of 12 jobs, 900 env steps (10 jobs complete)" in lines
     estimate = next(line for line in lines if line.startswith("estimate:"))
     assert estimate.startswith(f"estimate: {format_duration(measured)} ")
     assert "the same task, algorithm and settings for 1 job;" in estimate
