@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -28,11 +29,15 @@ from qsmbench.training.loop import Outcome, train
 from qsmbench.training.prepare import prepare
 from qsmbench.training.progress import make_reporter
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 BANDIT_ID = "qsmbench/MultimodalBandit-v0"
 TOY_GRID = importlib.resources.files("qsmbench").joinpath("data/toy.toml")
 OPTIMA = np.array([[0.5, 0.5], [-0.5, 0.5], [-0.5, -0.5], [0.5, -0.5]])
 BUMP_WIDTH = 0.3
 UNSHOWN_SETTINGS = ("hidden_sizes", "actor_hidden_sizes", "warmup_steps", "batch_size")  # left out of panel titles
+TITLE_WIDTH = 40  # characters of a panel title line that fit a 4-inch panel at fontsize 10
 MODE_SHARE = 0.10  # about twice what a uniform policy puts within 0.25 of an optimum (4.9%)
 
 
@@ -117,7 +122,7 @@ def mass_near_optima(samples: np.ndarray, radius: float = 0.25) -> np.ndarray:
     return (distances < radius).mean(axis=0)
 
 
-def plot_samples(samples: dict[RunSpec, np.ndarray], path: Path) -> None:
+def draw_samples(samples: dict[RunSpec, np.ndarray]) -> Figure:
     """The reward landscape with each algorithm's action samples (all seeds pooled), one panel each."""
     import matplotlib
 
@@ -133,7 +138,8 @@ def plot_samples(samples: dict[RunSpec, np.ndarray], path: Path) -> None:
         flat = points.reshape(-1, 2)
         ax.scatter(flat[:, 0], flat[:, 1], s=3, c="white", alpha=0.5, linewidths=0)
         modes = int((mass_near_optima(flat) > MODE_SHARE).sum())
-        ax.set_title(f"{spec.algo} {changed_settings(spec)}\n{modes} of 4 optima hold >{MODE_SHARE:.0%} of samples", fontsize=10)
+        settings = textwrap.fill(f"{spec.algo} {changed_settings(spec)}", TITLE_WIDTH)  # one line overran the next panel
+        ax.set_title(f"{settings}\n{modes} of 4 optima hold >{MODE_SHARE:.0%} of samples", fontsize=10)
         ax.set_xlim(-1, 1)
         ax.set_ylim(-1, 1)
         ax.set_aspect("equal")
@@ -141,6 +147,14 @@ def plot_samples(samples: dict[RunSpec, np.ndarray], path: Path) -> None:
         ax.set_ylabel("action 2")
     fig.suptitle("Multimodal bandit: reward (colour) and policy action samples (white)")
     fig.tight_layout()
+    return fig
+
+
+def plot_samples(samples: dict[RunSpec, np.ndarray], path: Path) -> None:
+    """`draw_samples` saved to `path`."""
+    import matplotlib.pyplot as plt
+
+    fig = draw_samples(samples)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import matplotlib.image
@@ -22,6 +23,7 @@ from qsmbench.tools.toy import (
     OPTIMA,
     bandit_reward,
     changed_settings,
+    draw_samples,
     mass_near_optima,
     policy_samples,
     register_bandit,
@@ -83,6 +85,16 @@ def test_docs_and_toy_help_state_the_demo_defaults() -> None:
     options = {param.name: param.help for param in typer.main.get_command(app).commands["toy"].params}
     assert "data/toy.toml" in options["algos"] and f"(default {grid.protocol.seeds})" in options["seeds"]
     assert f"(default {grid.protocol.steps})" in options["steps"] and f"(default {grid.out})" in options["out"]
+
+
+def test_panel_titles_of_the_demo_stay_apart() -> None:
+    """Every demo algorithm's title (its changed settings are long for DIPO and QVPO) ends before the next
+    panel's begins: one line each overran the next panel's."""
+    specs = toy_specs(toy_grid())
+    fig = draw_samples({spec: np.zeros((1, 10, 2)) for spec in specs})
+    renderer = fig.canvas.get_renderer()
+    spans = [ax.title.get_window_extent(renderer) for ax in fig.axes]
+    assert all(left.x1 < right.x0 for left, right in pairwise(spans)), [(span.x0, span.x1) for span in spans]
 
 
 def test_toy_trains_each_algorithm_and_draws_the_figure(tmp_path: Path) -> None:
