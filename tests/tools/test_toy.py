@@ -9,6 +9,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import matplotlib.image
+import matplotlib.pyplot
 import numpy as np
 import pytest
 import typer
@@ -94,6 +95,7 @@ def test_panel_titles_of_the_demo_stay_apart() -> None:
     fig = draw_samples({spec: np.zeros((1, 10, 2)) for spec in specs})
     renderer = fig.canvas.get_renderer()
     spans = [ax.title.get_window_extent(renderer) for ax in fig.axes]
+    matplotlib.pyplot.close(fig)
     assert all(left.x1 < right.x0 for left, right in pairwise(spans)), [(span.x0, span.x1) for span in spans]
 
 
