@@ -43,9 +43,11 @@ reproduce-paper: $(STAMP)
 	$(BIN)/qsmbench reproduce paper $(REPRODUCE_FLAGS)
 
 # Lint (ruff), the import layers (import-linter: core -> algorithms -> envs | runs -> training -> analysis : grid :
-# tools -> cli, see pyproject.toml), then the tests.
+# tools -> cli, see pyproject.toml), then the tests on TEST_WORKERS processes of one torch thread each
+# (tests/conftest.py); the Ray tests share one worker (--dist loadgroup).
+TEST_WORKERS ?= 2
 test: $(STAMP) lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # import-linter reads a package from its folder, and algorithms/ is installed as qsmbench/algorithms: it checks a
 # copy laid out as installed (build/ is ignored by git).

@@ -1,7 +1,8 @@
-"""Shared fixtures: small Minari datasets built on the spot, without network."""
+"""Shared fixtures: small Minari datasets built on the spot, without network; one torch thread per xdist worker."""
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,19 @@ if TYPE_CHECKING:
 
 PENDULUM_REF_SCORES = (-1500.0, -150.0)
 """(ref_min_score, ref_max_score) recorded in the `minari_dataset` fixture."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under `pytest -n N` (make test), each worker and the `qsmbench` processes its tests start use one thread.
+
+    Torch's OpenMP threads slow to a crawl when two processes share the cores they spin on; one thread per
+    worker keeps N workers on N cores.
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

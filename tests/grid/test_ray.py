@@ -47,6 +47,7 @@ source = "test"
 """
 SECOND_TASK = '\n[[tasks]]\nenv = "InvertedPendulum-v4"\nconfidence = "smoke"\nsource = "test"\n'
 CHECKPOINT_EVERY = 200
+pytestmark = pytest.mark.xdist_group("ray")  # one local Ray instance at a time: each sizes itself to every core
 
 
 def start_driver(tmp_path: Path, steps: int, more_tasks: str = "") -> tuple[subprocess.Popen[str], Path]:
