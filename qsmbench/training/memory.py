@@ -6,10 +6,13 @@ that grow with the settings, each named in the refusal:
 - replay: `seeds x capacity` transitions at `replay_bytes_per_seed_step` on the training device;
 - networks: every per-seed tensor of the agent (counted on the `meta` device, so a 10^8-wide layer
   costs nothing to count), times seeds, plus a gradient and two Adam moments per tensor;
-- update activations: `seeds x batch_size` samples through every hidden layer the update runs
+- update activations: `seeds x batch_size` states through every hidden layer the update runs
   (the twin critics and their targets; a diffusion actor once per denoising step), forward and back;
+- sampled actions: the most actions an update samples per state (QVPO's candidates, DACER's entropy
+  estimate's), `seeds x batch_size` times that through one denoising step and the twin critics at once
+  (no gradient: a step's rows are freed at the next);
 - action batch: evaluation acts for `seeds x eval_episodes` states at once, each with its
-  Diffusion-QL candidates;
+  Diffusion-QL candidates or QVPO samples;
 - environments (host memory): one training env per seed and one evaluation env per seed and
   episode, at a measured footprint.
 """
@@ -39,6 +42,14 @@ BACKWARD_FACTOR = 3  # activations kept for the backward pass, and their gradien
 ENV_BYTES = 2_000_000
 DM_CONTROL_ENV_BYTES = 16_000_000
 MEMINFO = Path("/proc/meminfo")
+# Settings that make an algorithm sample several actions per state, each a row through its networks.
+UPDATE_SAMPLES = ("train_samples", "target_samples", "entropy_samples")  # QVPO; DACER's entropy_samples
+ACTION_SAMPLES = ("eval_candidates", "explore_candidates", "eval_samples", "behavior_samples")  # Diffusion-QL; QVPO
+
+
+def samples_per_state(config: object, names: tuple[str, ...], default: int) -> int:
+    """The largest of the settings `names` that `config` has, or `default` where it has none."""
+    return max((getattr(config, name) for name in names if hasattr(config, name)), default=default)
 
 
 @dataclass(frozen=True)
@@ -55,12 +66,13 @@ def estimate_memory(spec: RunSpec, dims: EnvDims, env_id: str) -> MemoryEstimate
     transition = 2 * dims.obs_dim + dims.act_dim + 2
     capacity = 0 if run.dataset else min(config.replay_capacity, run.steps)
     widths = _hidden_widths(config)
-    candidates = max(getattr(config, "eval_candidates", 1), getattr(config, "explore_candidates", 1))
+    sampled, candidates = samples_per_state(config, UPDATE_SAMPLES, 0), samples_per_state(config, ACTION_SAMPLES, 1)
     device = {
         "replay": seeds * capacity * replay_bytes_per_seed_step(dims.obs_dim, dims.act_dim, max(capacity, 1))
         + seeds * capacity * FLOAT_BYTES * dims.act_dim * getattr(config, "keep_improved_actions", False),  # DIPO's
         "networks": seeds * parameter_count(spec, dims) * (1 + OPTIMIZER_COPIES) * FLOAT_BYTES,
         "update activations": seeds * config.batch_size * (widths + transition) * BACKWARD_FACTOR * FLOAT_BYTES,
+        "sampled actions": seeds * config.batch_size * sampled * (_sample_widths(config) + transition) * FLOAT_BYTES,
         "action batch": seeds * run.eval_episodes * candidates * (widths + transition) * FLOAT_BYTES,
     }
     host = {"environments": seeds * (run.eval_episodes + (0 if run.dataset else 1)) * env_bytes(env_id)}
@@ -88,6 +100,13 @@ def _hidden_widths(config: object) -> int:
     per_step = actor + getattr(config, "time_features", 0) + sum(getattr(config, "time_hidden_sizes", ()))
     per_step += getattr(config, "time_hidden", 0)
     return 4 * critic + per_step * getattr(config, "diffusion_steps", 1)
+
+
+def _sample_widths(config: object) -> int:
+    """Hidden units one sampled action holds at once: one denoising step of the actor, then both critics."""
+    critic = sum(getattr(config, "hidden_sizes", ()))
+    actor = sum(getattr(config, "actor_hidden_sizes", ()))
+    return actor + getattr(config, "time_features", 0) + getattr(config, "time_hidden", 0) + 2 * critic
 
 
 def available_bytes(device: torch.device) -> float:

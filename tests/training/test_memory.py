@@ -23,6 +23,9 @@ from qsmbench.training.prepare import prepare
         ("td3", {}, ["batch_size=1e9"], "update activations"),
         ("dql", {}, ["eval_candidates=1e9"], "action batch"),
         ("qsm", {}, ["time_features=1e8"], "update activations"),
+        ("qvpo", {}, ["train_samples=1e7"], "sampled actions"),  # 64 per state by default
+        ("dacer", {}, ["entropy_samples=1e7"], "sampled actions"),  # 200 per state every 10,000 updates
+        ("qvpo", {}, ["eval_samples=1e8"], "action batch"),
     ],
 )
 def test_a_run_that_cannot_fit_is_refused_at_once(
@@ -37,7 +40,7 @@ def test_a_run_that_cannot_fit_is_refused_at_once(
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("algo", ["sac", "td3", "qsm", "dql"])
+@pytest.mark.parametrize("algo", ["sac", "td3", "qsm", "dql", "dipo", "qvpo", "dacer"])
 def test_the_paper_protocol_fits_a_24_gb_machine_on_hopper(algo: str) -> None:
     """10 seeds, 1M steps, 10 evaluation episodes, official networks: an estimate well under 24 GB."""
     spec = make_spec(algo, env="Hopper-v4", seeds=10)
