@@ -105,6 +105,7 @@ QUICKER = {  # shorter chains and inner loops, for tests of plumbing rather than
     "dql": ["eval_candidates=2", "diffusion_steps=2"],
     "dipo": ["time_hidden=16", "diffusion_steps=2", "action_gradient_steps=2", "keep_improved_actions=true"],
     "qvpo": ["time_hidden=16", "diffusion_steps=2", "train_samples=4", "eval_samples=2"],
+    "dacer": ["time_features=4", "diffusion_steps=2", "entropy_samples=16", "em_iterations=5", "entropy_every=50"],
 }
 
 

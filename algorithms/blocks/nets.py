@@ -33,7 +33,7 @@ def per_seed_uniform(shape: Sequence[int], bound: float, generators: Sequence[to
     return torch.stack([(torch.rand(*shape, generator=g) * 2.0 - 1.0) * bound for g in generators])
 
 
-Init = Literal["torch", "xavier", "scaled_normal"]
+Init = Literal["torch", "xavier", "scaled_normal", "truncated_normal"]
 Activation = Callable[[Tensor], Tensor]
 
 
@@ -44,7 +44,9 @@ class BatchedLinear(nn.Module):
     baselines); `init="xavier"` draws Xavier-uniform weights and zero biases (the jaxrl5 default,
     used by the official QSM code); `init="scaled_normal"` draws N(0, 1/(4 in)) weights and zero
     biases, what DIPO's and QVPO's `init_weights` (agent/helpers.py) leaves in the layer: it means to
-    truncate at two stds, but its loop rebinds a local name and never writes the redrawn values back.
+    truncate at two stds, but its loop rebinds a local name and never writes the redrawn values back;
+    `init="truncated_normal"` draws weights N(0, 1/in) truncated at two stds (no variance correction, so
+    their std is about 0.88/sqrt(in)) and zero biases, Haiku's hk.Linear default (DACER's JAX code).
     """
 
     def __init__(
@@ -64,6 +66,13 @@ class BatchedLinear(nn.Module):
         elif init == "scaled_normal":
             std = 1.0 / (2.0 * math.sqrt(in_features))
             self.weight = nn.Parameter(torch.stack([torch.randn(*weight_shape, generator=g) * std for g in generators]))
+            self.bias = nn.Parameter(torch.zeros(len(generators), *bias_shape))
+        elif init == "truncated_normal":
+            std = 1.0 / math.sqrt(in_features)
+            self.weight = nn.Parameter(torch.stack([
+                nn.init.trunc_normal_(torch.empty(*weight_shape), 0.0, std, -2.0 * std, 2.0 * std, generator=g)
+                for g in generators
+            ]))
             self.bias = nn.Parameter(torch.zeros(len(generators), *bias_shape))
         else:
             bound = 1.0 / math.sqrt(in_features)

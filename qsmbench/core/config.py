@@ -46,6 +46,7 @@ DQL_CODE = "Diffusion-Policies-for-Offline-RL@d871f5c"
 TD3_CODE = "sfujim/TD3@34770cc"
 DIPO_CODE = "BellmanTimeHut/DIPO@c6d8d1b"
 QVPO_CODE = "wadx2019/qvpo@40a1974"
+DACER_CODE = "happy-yan/DACER-Diffusion-with-Online-RL@848c1f2"
 
 
 ConfigT = TypeVar("ConfigT")

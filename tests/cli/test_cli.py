@@ -202,6 +202,15 @@ LISTED_DEFAULTS = {
         ("entropy_weight", "0.02"), ("entropy_weight_min", "0.002"), ("entropy_decay_steps", "1000000"),
         ("entropy_samples", "10"),
     ],
+    "dacer": [
+        ("batch_size", "256"), ("gamma", "0.99"), ("tau", "0.005"), ("warmup_steps", "10000"),
+        ("replay_capacity", "1000000"), ("hidden_sizes", "(256, 256, 256)"),
+        ("actor_hidden_sizes", "(256, 256, 256)"), ("diffusion_steps", "20"), ("schedule", "'vp'"),
+        ("actor_lr", "0.0001"), ("critic_lr", "0.0001"), ("exploration_noise", "0.0"), ("time_features", "16"),
+        ("noise_scale", "0.15"), ("init_temperature", "3.0"), ("temperature_lr", "0.03"),
+        ("target_entropy_per_dim", "-0.9"), ("entropy_every", "10000"), ("entropy_samples", "200"),
+        ("mixture_components", "3"), ("em_iterations", "100"), ("policy_delay", "2"), ("reward_scale", "0.2"),
+    ],
     "sac": [
         ("batch_size", "256"), ("gamma", "0.99"), ("tau", "0.005"), ("warmup_steps", "10000"),
         ("replay_capacity", "1000000"), ("hidden_sizes", "(256, 256)"), ("actor_lr", "0.0003"),
