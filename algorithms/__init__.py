@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from qsmbench.algorithms import dacer, diffusion_ql, dipo, qsm, qvpo, sac, td3
+from qsmbench.algorithms import dacer, diffusion_ql, dipo, dpmd, qsm, qvpo, sac, sdac, td3
 from qsmbench.algorithms.contract import Agent, Algorithm
 from qsmbench.core.config import OffPolicyConfig, apply_overrides, did_you_mean
 from qsmbench.core.errors import ConfigError
@@ -16,8 +16,8 @@ from qsmbench.core.errors import ConfigError
 # Registry order is the order of `qsmbench list`, of legends and of colours in every figure.
 ALGORITHMS: dict[str, Algorithm] = {
     algorithm.name: algorithm for algorithm in (
-        qsm.ALGORITHM, diffusion_ql.ALGORITHM, dipo.ALGORITHM, qvpo.ALGORITHM, dacer.ALGORITHM, sac.ALGORITHM,
-        td3.ALGORITHM,
+        qsm.ALGORITHM, diffusion_ql.ALGORITHM, dipo.ALGORITHM, qvpo.ALGORITHM, dacer.ALGORITHM, sdac.ALGORITHM,
+        dpmd.ALGORITHM, sac.ALGORITHM, td3.ALGORITHM,
     )
 }
 

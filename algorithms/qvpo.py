@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from qsmbench.algorithms.blocks.diffusion import NoiseModel, denoising_loss, reverse_chain
+from qsmbench.algorithms.blocks.diffusion import NoiseModel, best_of_chain, denoising_loss
 from qsmbench.algorithms.blocks.randomness import GLOBAL_NOISE, Noise
 from qsmbench.algorithms.blocks.updates import critic_step, optimizer_step, perturb, td_target
 from qsmbench.algorithms.contract import Algorithm, Batch
@@ -100,18 +100,8 @@ class QVPO(DIPOFamilyAgent):
     def best_of(
         self, denoiser: NoiseModel, critic: nn.Module, obs: Tensor, samples: int, noise: Noise = GLOBAL_NOISE
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """`samples` chain samples per state, no gradients: the best by min_j Q_j `[seeds, n, act_dim]`, its
-        value and the mean value of all samples `[seeds, n]`. Candidates are laid out sample-major, as the
-        official `state.repeat(samples, 1)`."""
-        seeds, n, _ = obs.shape
-        with torch.no_grad():
-            repeated = obs.repeat(1, samples, 1)
-            actions = reverse_chain(denoiser, self.schedule, repeated, self.act_dim, self.sampler, noise)
-            q = critic(repeated, actions).min(dim=1).values.view(seeds, samples, n)
-            best_q, best = q.max(dim=1)
-            actions = actions.view(seeds, samples, n, self.act_dim)
-            best_action = actions.gather(1, best.view(seeds, 1, n, 1).expand(seeds, 1, n, self.act_dim)).squeeze(1)
-        return best_action, best_q, q.mean(dim=1)
+        """The best of `samples` chain samples of `denoiser` per state by `critic`, its value and the mean value."""
+        return best_of_chain(denoiser, self.schedule, self.sampler, critic, obs, self.act_dim, samples, noise)
 
     def update(self, batch: Batch) -> dict[str, Tensor]:
         critic_loss, q = critic_step(

@@ -39,6 +39,23 @@ CPU = torch.device("cpu")
 PENDULUM_SOLVED = -400.0  # a random policy scores about -1200 on Pendulum-v1, a solved one about -150
 
 
+def assert_same_weights(ours: torch.nn.Module, official: torch.nn.Module) -> None:
+    """`ours` (seed 0 of a qsmbench network, in the official network's layout) holds the official weights."""
+    for mine, theirs in zip(ours.parameters(), official.parameters(), strict=True):
+        torch.testing.assert_close(mine, theirs, atol=2e-5, rtol=1e-4)
+
+
+def update_side_by_side(agent: Agent, official: Any, updates: int, obs_dim: int, act_dim: int, batch: int) -> None:
+    """`updates` updates of our one-seed agent and of an official one with relax's signature (`update(obs,
+    action, reward, next_obs, done)`: DACER, SDAC, DPMD) on the same batches, torch's draws seeded alike."""
+    for update in range(updates):
+        drawn = make_batch(1, obs_dim, act_dim, batch, generator_seed=update)
+        torch.manual_seed(update)
+        agent.update(drawn)
+        torch.manual_seed(update)
+        official.update(drawn.obs[0], drawn.action[0], drawn.reward[0], drawn.next_obs[0], drawn.terminated[0])
+
+
 def make_batch(seeds: int, obs_dim: int = 3, act_dim: int = 2, batch: int = 16, generator_seed: int = 0) -> Batch:
     """Random transitions `[seeds, batch, ...]`, about 30% of them terminal."""
     g = torch.Generator().manual_seed(generator_seed)
@@ -106,6 +123,8 @@ QUICKER = {  # shorter chains and inner loops, for tests of plumbing rather than
     "dipo": ["time_hidden=16", "diffusion_steps=2", "action_gradient_steps=2", "keep_improved_actions=true"],
     "qvpo": ["time_hidden=16", "diffusion_steps=2", "train_samples=4", "eval_samples=2"],
     "dacer": ["time_features=4", "diffusion_steps=2", "entropy_samples=16", "em_iterations=5", "entropy_every=50"],
+    "sdac": ["time_features=4", "diffusion_steps=2", "candidates=2", "reverse_samples=4"],
+    "dpmd": ["time_features=4", "diffusion_steps=2", "candidates=2"],
 }
 
 

@@ -21,9 +21,9 @@ from qsmbench.algorithms.blocks.nets import BatchedMLP, Init
 from qsmbench.algorithms.blocks.randomness import GLOBAL_NOISE, Noise
 from qsmbench.core.config import DQL_CODE, QSM_CONFIG, QSM_LEARNER, OffPolicyConfig, require, require_widths, setting
 
-ScheduleKind = Literal["vp", "linear", "cosine"]
+ScheduleKind = Literal["vp", "linear", "cosine", "scaled_linear"]
 MAX_DIFFUSION_STEPS = 1000  # DDPM's own setting; beyond it a run would spend its life sampling
-SCHEDULES: tuple[ScheduleKind, ...] = ("vp", "linear", "cosine")
+SCHEDULES: tuple[ScheduleKind, ...] = ("vp", "linear", "cosine", "scaled_linear")
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class DiffusionPolicyConfig(OffPolicyConfig):
         f"{QSM_CONFIG}: T; {DQL_CODE} main.py: --T",
     )
     schedule: ScheduleKind = setting(
-        "vp", "beta schedule of the diffusion: vp (variance preserving), linear or cosine",
+        "vp", "beta schedule of the diffusion: vp (variance preserving), linear, cosine or scaled_linear (0.8 linspace(1e-4, 0.999))",
         f"{QSM_LEARNER}: beta_schedule; {DQL_CODE} main.py: --beta_schedule",
     )
     actor_lr: float = setting(
@@ -80,6 +80,12 @@ def linear_betas(steps: int, beta_start: float = 1e-4, beta_end: float = 2e-2) -
     return torch.linspace(beta_start, beta_end, steps, dtype=torch.float64, device="cpu")
 
 
+def scaled_linear_betas(steps: int, scale: float = 0.8) -> Tensor:
+    """SDAC's and DPMD's schedule (relax/utils/diffusion.py linear_beta_schedule with --beta_schedule_scale 0.8):
+    `scale * linspace(1e-4, 0.999, steps)`."""
+    return scale * torch.linspace(1e-4, 0.999, steps, dtype=torch.float64, device="cpu")
+
+
 def cosine_betas(steps: int, s: float = 0.008) -> Tensor:
     """Nichol and Dhariwal's cosine schedule, betas clipped at 0.999."""
     x = torch.linspace(0, steps, steps + 1, dtype=torch.float64, device="cpu")
@@ -116,7 +122,7 @@ class DiffusionSchedule:
 
     @classmethod
     def make(cls, kind: ScheduleKind, steps: int, device: torch.device) -> DiffusionSchedule:
-        betas = {"vp": vp_betas, "linear": linear_betas, "cosine": cosine_betas}[kind](steps)
+        betas = {"vp": vp_betas, "linear": linear_betas, "cosine": cosine_betas, "scaled_linear": scaled_linear_betas}[kind](steps)
         alphas = 1.0 - betas
         alpha_hats = torch.cumprod(alphas, dim=0)
         alpha_hats_prev = torch.cat([torch.ones(1, dtype=torch.float64, device="cpu"), alpha_hats[:-1]])
@@ -194,6 +200,7 @@ class SamplerOptions:
 
     QSM: variance beta_t, clip to [-1, 1] after every step, no gradients.
     Diffusion-QL: posterior variance, clip only the predicted clean action, gradients through the chain.
+    `initial_scale` scales the chain's start a_T ~ N(0, initial_scale^2 I) (SDAC and DPMD: 0.5).
     """
 
     posterior_variance: bool = False
@@ -201,6 +208,7 @@ class SamplerOptions:
     clip_denoised: bool = False
     temperature: float = 1.0
     grad: bool = False
+    initial_scale: float = 1.0
 
 
 def reverse_chain(
@@ -222,6 +230,8 @@ def reverse_chain(
         codes = eps_model.time_code(torch.arange(steps, device=obs.device).expand(seeds, steps))  # [S, T, width]
         eps = eps_model.chain(obs, codes)
         action = noise.normal((*obs.shape[:-1], act_dim), obs.device)
+        if options.initial_scale != 1.0:
+            action = options.initial_scale * action
         for i in reversed(range(steps)):
             action = reverse_step(eps(action, i), action, i, schedule, options, noise)
         return action.clamp(-1.0, 1.0)
@@ -241,6 +251,31 @@ def reverse_step(
         std = step.posterior_std if options.posterior_variance else step.beta_std
         mean = mean + (std * options.temperature) * noise.normal(action.shape, action.device)
     return mean.clamp(-1.0, 1.0) if options.clip_every_step else mean
+
+
+def best_of_chain(
+    eps_model: NoiseModel,
+    schedule: DiffusionSchedule,
+    options: SamplerOptions,
+    critic: Callable[[Tensor, Tensor], Tensor],
+    obs: Tensor,
+    act_dim: int,
+    samples: int,
+    noise: Noise = GLOBAL_NOISE,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """`samples` chain samples per state, no gradients: the best by min_j Q_j of `critic` (`[seeds, critics,
+    n]` values) `[seeds, n, act_dim]`, its value and the mean value of all samples `[seeds, n]` (ties: the
+    first). Candidates are laid out sample-major (`obs.repeat(1, samples, 1)`), as QVPO's official
+    `state.repeat(samples, 1)`; SDAC and DPMD select the same way."""
+    seeds, n, _ = obs.shape
+    with torch.no_grad():
+        repeated = obs.repeat(1, samples, 1)
+        actions = reverse_chain(eps_model, schedule, repeated, act_dim, options, noise)
+        q = critic(repeated, actions).min(dim=1).values.view(seeds, samples, n)
+        best_q, best = q.max(dim=1)
+        actions = actions.view(seeds, samples, n, act_dim)
+        best_action = actions.gather(1, best.view(seeds, 1, n, 1).expand(seeds, 1, n, act_dim)).squeeze(1)
+    return best_action, best_q, q.mean(dim=1)
 
 
 def denoising_loss(

@@ -47,6 +47,7 @@ TD3_CODE = "sfujim/TD3@34770cc"
 DIPO_CODE = "BellmanTimeHut/DIPO@c6d8d1b"
 QVPO_CODE = "wadx2019/qvpo@40a1974"
 DACER_CODE = "happy-yan/DACER-Diffusion-with-Online-RL@848c1f2"
+SDAC_DPMD_CODE = "mahaitongdae/diffusion_policy_online_rl@a50cf41"
 
 
 ConfigT = TypeVar("ConfigT")

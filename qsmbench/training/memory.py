@@ -43,8 +43,12 @@ ENV_BYTES = 2_000_000
 DM_CONTROL_ENV_BYTES = 16_000_000
 MEMINFO = Path("/proc/meminfo")
 # Settings that make an algorithm sample several actions per state, each a row through its networks.
-UPDATE_SAMPLES = ("train_samples", "target_samples", "entropy_samples")  # QVPO; DACER's entropy_samples
-ACTION_SAMPLES = ("eval_candidates", "explore_candidates", "eval_samples", "behavior_samples")  # Diffusion-QL; QVPO
+UPDATE_SAMPLES = (  # QVPO; DACER's entropy_samples; SDAC's and DPMD's best-of chains, SDAC's reverse samples
+    "train_samples", "target_samples", "entropy_samples", "candidates", "reverse_samples",
+)
+ACTION_SAMPLES = (  # Diffusion-QL; QVPO; SDAC and DPMD
+    "eval_candidates", "explore_candidates", "eval_samples", "behavior_samples", "candidates",
+)
 
 
 def samples_per_state(config: object, names: tuple[str, ...], default: int) -> int:

@@ -50,31 +50,41 @@ class DistributionalQNet2(nn.Module):
 
 
 class DACERPolicyNet(nn.Module):
+    """blocks.py DACERPolicyNet (SDAC's and DPMD's policy too) with one integer t for the batch (sampling) or
+    one per sample (training)."""
+
     def __init__(self, denoiser: nn.Module):
         super().__init__()
         self.time_dim = denoiser.time_features
         self.te1, self.te2 = linear(denoiser.time_mlp.layers[0]), linear(denoiser.time_mlp.layers[1])
         self.mlp = sequential(denoiser.mlp)
 
-    def forward(self, obs: Tensor, act: Tensor, t: int) -> Tensor:
-        te = scaled_sinusoidal_encoding(torch.full(obs.shape[:-1], t), self.time_dim)
+    def forward(self, obs: Tensor, act: Tensor, t: int | Tensor) -> Tensor:
+        te = scaled_sinusoidal_encoding(torch.as_tensor(t).expand(obs.shape[:-1]), self.time_dim)
         te = self.te2(F.mish(self.te1(te)))
         return self.mlp(torch.cat((obs, act, te), dim=-1))
 
 
-class GaussianDiffusion:
-    """relax/utils/diffusion.py: the VP schedule's coefficients in float64 numpy, used as float32."""
+def vp_betas(T: int) -> np.ndarray:
+    """relax/utils/diffusion.py vp_beta_schedule (DACER's): b_min 0.1, b_max 10, in float64."""
+    t = np.arange(1, T + 1)
+    b_max, b_min = 10.0, 0.1
+    return 1 - np.exp(-b_min / T - 0.5 * (b_max - b_min) * (2 * t - 1) / T**2)
 
-    def __init__(self, num_timesteps: int):
-        self.num_timesteps = T = num_timesteps
-        t = np.arange(1, T + 1)
-        b_max, b_min = 10.0, 0.1
-        alpha = np.exp(-b_min / T - 0.5 * (b_max - b_min) * (2 * t - 1) / T**2)
-        betas = 1 - alpha
+
+class GaussianDiffusion:
+    """relax/utils/diffusion.py GaussianDiffusion: the coefficients of `betas` in float64 numpy, used as float32;
+    the chain starts from `start_scale` N(0, I) (1 in DACER's copy of the file, 0.5 in SDAC's and DPMD's)."""
+
+    def __init__(self, betas: np.ndarray, start_scale: float = 1.0):
+        self.num_timesteps, self.start_scale = len(betas), start_scale
         alphas = 1.0 - betas
         alphas_cumprod = np.cumprod(alphas, axis=0)
         alphas_cumprod_prev = np.append(1.0, alphas_cumprod[:-1])
         f32 = lambda a: torch.tensor(a, dtype=torch.float32)
+        self.betas, self.alphas_cumprod = f32(betas), f32(alphas_cumprod)
+        self.sqrt_alphas_cumprod = f32(np.sqrt(alphas_cumprod))
+        self.sqrt_one_minus_alphas_cumprod = f32(np.sqrt(1.0 - alphas_cumprod))
         self.sqrt_recip_alphas_cumprod = f32(np.sqrt(1.0 / alphas_cumprod))
         self.sqrt_recipm1_alphas_cumprod = f32(np.sqrt(1.0 / alphas_cumprod - 1))
         posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
@@ -83,7 +93,7 @@ class GaussianDiffusion:
         self.posterior_mean_coef2 = f32((1.0 - alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - alphas_cumprod))
 
     def p_sample(self, model, shape: tuple[int, ...]) -> Tensor:
-        x = torch.randn(shape)
+        x = self.start_scale * torch.randn(shape)
         for t in reversed(range(self.num_timesteps)):
             noise_pred = model(t, x)
             x_recon = x * self.sqrt_recip_alphas_cumprod[t] - noise_pred * self.sqrt_recipm1_alphas_cumprod[t]
@@ -92,6 +102,16 @@ class GaussianDiffusion:
             std = torch.exp(0.5 * self.posterior_log_variance_clipped[t])
             x = model_mean + std * torch.randn(shape) if t > 0 else model_mean  # (t > 0) masks the last noise
         return x
+
+    def q_sample(self, t: Tensor, x_start: Tensor, noise: Tensor) -> Tensor:
+        return self.sqrt_alphas_cumprod[t][:, None] * x_start + self.sqrt_one_minus_alphas_cumprod[t][:, None] * noise
+
+    def get_recon(self, t: Tensor, x: Tensor, noise: Tensor) -> Tensor:
+        return x * self.sqrt_recip_alphas_cumprod[t][:, None] - noise * self.sqrt_recipm1_alphas_cumprod[t][:, None]
+
+    def reverse_samping_weighted_p_loss(self, noise: Tensor, weights: Tensor, model, t: Tensor, x_t: Tensor) -> Tensor:
+        noise_pred = model(t, x_t)
+        return torch.mean(weights[:, None] * (noise_pred - noise) ** 2)
 
 
 def estimate_entropy(actions: Tensor, num_components: int, iterations: int) -> Tensor:
@@ -109,7 +129,7 @@ class OfficialDACER:
         self.target_q1, self.target_q2 = copy.deepcopy(self.q1), copy.deepcopy(self.q2)
         self.policy = DACERPolicyNet(agent.denoiser)
         self.log_alpha = torch.tensor(math.log(config.init_temperature), requires_grad=True)
-        self.diffusion = GaussianDiffusion(config.diffusion_steps)
+        self.diffusion = GaussianDiffusion(vp_betas(config.diffusion_steps))
         self.target_entropy = config.target_entropy_per_dim * act_dim
         self.optims = {
             name: torch.optim.Adam(params, lr=config.critic_lr if name != "policy" else config.actor_lr)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from support import assert_same_weights as same_weights
 from torch import Tensor, nn
 
 
@@ -31,6 +32,11 @@ def linear(batched: nn.Module, member: int | None = None) -> nn.Linear:
         layer.weight.copy_(weight.T)
         layer.bias.copy_(bias.reshape(-1))
     return layer
+
+
+def assert_same_weights(ours: nn.Module, official: nn.Module) -> None:
+    """Our batched network (seed 0) holds the official network's weights, layer by layer."""
+    same_weights(Model(ours) if hasattr(ours, "time_mlp") else Critic(ours), official)
 
 
 def sequential(batched_mlp: nn.Module, member: int | None = None) -> nn.Sequential:

@@ -7,8 +7,8 @@ import math
 
 import pytest
 import torch
-from official_dacer import DACERPolicyNet, DistributionalQNet2, GaussianDiffusion, OfficialDACER
-from support import CPU, make_batch
+from official_dacer import DACERPolicyNet, DistributionalQNet2, GaussianDiffusion, OfficialDACER, vp_betas
+from support import CPU, assert_same_weights, update_side_by_side
 
 from qsmbench.algorithms.blocks.diffusion import DiffusionSchedule
 from qsmbench.algorithms.dacer import DACER, DACERConfig, mixture_entropy, scaled_sinusoidal_features
@@ -17,12 +17,6 @@ OBS_DIM, ACT_DIM, BATCH = 3, 2, 8
 TINY = DACERConfig(
     hidden_sizes=(16, 16, 16), actor_hidden_sizes=(16, 16, 16), diffusion_steps=5, entropy_samples=24, em_iterations=20
 )
-
-
-def assert_same_weights(ours: torch.nn.Module, official: torch.nn.Module) -> None:
-    """Our network, as the official one holding seed 0's weights, has the official network's weights."""
-    for mine, theirs in zip(ours.parameters(), official.parameters(), strict=True):
-        torch.testing.assert_close(mine, theirs, atol=2e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize(("updates", "reward_scale"), [(3, 0.2), (5, 10.0)], ids=["official-scale", "clip-binds"])
@@ -34,12 +28,7 @@ def test_updates_match_the_official_update_written_out(updates: int, reward_scal
     config = dataclasses.replace(TINY, entropy_every=2, tau=0.3, reward_scale=reward_scale)
     agent = DACER(OBS_DIM, ACT_DIM, [0], CPU, config)
     official = OfficialDACER(agent, config, ACT_DIM)
-    for update in range(updates):
-        batch = make_batch(1, OBS_DIM, ACT_DIM, BATCH, generator_seed=update)
-        torch.manual_seed(update)
-        agent.update(batch)
-        torch.manual_seed(update)
-        official.update(batch.obs[0], batch.action[0], batch.reward[0], batch.next_obs[0], batch.terminated[0])
+    update_side_by_side(agent, official, updates, OBS_DIM, ACT_DIM, BATCH)
     for member, (q, target) in enumerate([(official.q1, official.target_q1), (official.q2, official.target_q2)]):
         assert_same_weights(DistributionalQNet2(agent.critic, member), q)
         assert_same_weights(DistributionalQNet2(agent.critic_target, member), target)
@@ -66,7 +55,7 @@ def test_evaluation_runs_the_chain_alone_and_exploration_adds_the_alpha_noise() 
 def test_the_schedule_is_the_official_vp_schedule() -> None:
     """The porting notes' check values of relax/utils/diffusion.py for T = 20, and its coefficients."""
     schedule = DiffusionSchedule.make("vp", 20, CPU)
-    official = GaussianDiffusion(20)
+    official = GaussianDiffusion(vp_betas(20))
     assert schedule.betas[0].item() == pytest.approx(0.01722, abs=1e-5)
     assert schedule.betas[19].item() == pytest.approx(0.38592, abs=1e-5)
     assert schedule.alpha_hats[19].item() == pytest.approx(0.00641, abs=1e-5)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from official_dipo import Critic, Diffusion, Model, OfficialDiPo, Transitions
+from official_dipo import Diffusion, Model, OfficialDiPo, Transitions, assert_same_weights
 from support import CPU, assert_learns_pendulum, fill_replay, make_batch
 
 from qsmbench.algorithms import ALGORITHMS
@@ -31,13 +31,6 @@ def official_batch(batch: Batch, gamma: float) -> Transitions:
         batch.obs[0], batch.action[0], batch.reward[0].unsqueeze(-1), batch.next_obs[0],
         (gamma * (1 - batch.terminated[0])).unsqueeze(-1),
     )
-
-
-def assert_same_weights(ours: torch.nn.Module, official: torch.nn.Module) -> None:
-    """Our batched network (seed 0) holds the official network's weights, layer by layer."""
-    as_official = Model(ours) if hasattr(ours, "time_mlp") else Critic(ours)
-    for mine, theirs in zip(as_official.parameters(), official.parameters(), strict=True):
-        torch.testing.assert_close(mine, theirs, atol=2e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("keep", [False, True], ids=["official-memory", "kept-improved-actions"])

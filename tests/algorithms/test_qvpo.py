@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from official_dipo import Critic, Model, OfficialQVPO, Transitions
+from official_dipo import OfficialQVPO, Transitions, assert_same_weights
 from support import CPU, assert_learns_pendulum, fill_replay, make_batch
 
 from qsmbench.algorithms import ALGORITHMS
@@ -24,13 +24,6 @@ def agent_with_replay(config: QVPOConfig, seeds: int = 1) -> QVPO:
     agent = QVPO(OBS_DIM, ACT_DIM, list(range(seeds)), CPU, config)
     fill_replay(make_replay(ALGORITHMS["qvpo"], agent, seeds, 32, OBS_DIM, ACT_DIM, CPU), 32)
     return agent
-
-
-def assert_same_weights(ours: torch.nn.Module, official: torch.nn.Module) -> None:
-    """Our batched network (seed 0) holds the official network's weights, layer by layer."""
-    as_official = Model(ours) if hasattr(ours, "time_mlp") else Critic(ours)
-    for mine, theirs in zip(as_official.parameters(), official.parameters(), strict=True):
-        torch.testing.assert_close(mine, theirs, atol=2e-5, rtol=1e-4)
 
 
 def test_updates_match_the_official_update_written_out() -> None:
