@@ -29,6 +29,9 @@ def run(
     seeds: Annotated[int, typer.Option(help="Number of independent seeds, trained as one batch.")] = 5,
     seed_start: Annotated[int, typer.Option(help="First seed; seeds are seed-start .. seed-start+seeds-1.")] = 0,
     steps: Annotated[int, typer.Option(help="Environment steps per seed (gradient steps with --dataset).")] = 1_000_000,
+    update_every: Annotated[
+        int, typer.Option(help="Environment steps per gradient update after the warm-up (online only; recorded in the run).")
+    ] = 1,
     eval_every: Annotated[int, typer.Option(help="Steps between evaluations.")] = 10_000,
     eval_episodes: Annotated[int, typer.Option(help="Evaluation episodes per seed.")] = 10,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -84,6 +87,7 @@ def run(
         seeds=seeds,
         seed_start=seed_start,
         steps=steps,
+        update_every=update_every,
         eval_every=eval_every,
         eval_episodes=eval_episodes,
         device=device,

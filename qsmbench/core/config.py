@@ -75,6 +75,7 @@ class Protocol:
     seeds: int = 5
     seed_start: int = 0
     steps: int = 1_000_000
+    update_every: int = 1  # online: environment steps per gradient update after the warm-up (`is_update_step`)
     eval_every: int = 10_000
     eval_episodes: int = 10
 
@@ -87,6 +88,11 @@ class Protocol:
         last_seed = self.seed_start + self.seeds - 1
         require(last_seed <= MAX_SEED, "--seed-start + --seeds - 1 must be below 2^63 (run files store seeds as int64)")
         require(self.steps >= 1, f"--steps must be at least 1, got {self.steps}")
+        require(self.update_every >= 1, f"--update-every must be at least 1, got {self.update_every}")
+        require(
+            self.dataset is None or self.update_every == 1,
+            f"--update-every applies to online runs only (offline, a step is one gradient step), got {self.update_every}",
+        )
         require(self.eval_every >= 1, f"--eval-every must be at least 1, got {self.eval_every}")
         require(self.eval_episodes >= 1, f"--eval-episodes must be at least 1, got {self.eval_episodes}")
 
@@ -106,6 +112,14 @@ class Protocol:
         """
         return step == self.steps or (0 <= step < self.steps and step % self.eval_every == 0)
 
+    def is_update_step(self, step: int, learning_starts: int) -> bool:
+        """Whether the loop makes one gradient update after run step `step` (0-based; its transition is in the
+        replay buffer by then). After the warm-up (`learning_starts` steps), one update after every `update_every`-th
+        environment step: steps learning_starts + update_every - 1, + 2 * update_every - 1, ..., so a run makes
+        (steps - learning_starts) // update_every updates. update_every 1 is one update per step from
+        `learning_starts` on, qsmbench's protocol."""
+        return step >= learning_starts and (step + 1 - learning_starts) % self.update_every == 0
+
     @property
     def evaluations(self) -> int:
         """How many points the evaluation grid has."""
@@ -115,11 +129,12 @@ class Protocol:
 # Which protocol settings each comparison needs, defined once. A run file holds one seed, so it is compared
 # on BUDGET (a grid's finished seed, runs grouped in one figure); a checkpoint holds a whole batch of seeds,
 # so it is compared on every protocol setting and on NUMERICS; a grid file sets SEEDS and BUDGET for all its
-# tasks; a run's cost per step depends on its seed count and EVALUATION load.
+# tasks; a run's cost per step depends on its seed count, its EVALUATION load and its update_every.
+# update_every decides how many updates a seed's curve had at each step, so it is part of BUDGET like steps.
 TASK = ("env", "dataset")
 SEEDS = ("seeds", "seed_start")
 EVALUATION = ("eval_every", "eval_episodes")
-BUDGET = ("steps", *EVALUATION)
+BUDGET = ("steps", "update_every", *EVALUATION)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,9 @@ from qsmbench.core.errors import RunFileError
 from qsmbench.core.messages import quoted
 
 METADATA_KEY = b"qsmbench"
+# Run settings added after files were first written, with the value every older file was made with: a file
+# without the key reads as having it (before update_every, every run made one update per environment step).
+LEGACY_RUN_SETTINGS = {"update_every": 1}
 SCHEMA_VERSION = 2
 Status = Literal["running", "complete", "diverged", "failed", "interrupted"]
 STATUSES: tuple[str, ...] = get_args(Status)
@@ -126,6 +129,7 @@ class RunMetadata:
             raise RunFileError(f"its qsmbench metadata lacks {', '.join(missing)}")
         check_types(document)
         header = {name: document.pop(name) for name in names if name in document}
+        header["run_config"] = {**LEGACY_RUN_SETTINGS, **header.get("run_config", {})}
         if header.get("ref_scores") is not None:
             header["ref_scores"] = tuple(header["ref_scores"])
         seed, error = document.pop("seed"), document.pop("error", None)

@@ -33,7 +33,7 @@ class RunParts:
     agent: Agent
     watch: DivergenceWatch
     transitions: Transitions
-    learning_starts: int  # the first step with an update (online: after the warm-up; offline: 0)
+    learning_starts: int  # steps before the first update (online: the warm-up; offline: 0); Protocol.is_update_step
     replay: SeedBatchedReplay | None
     collector: Collector | None
     evaluator: Evaluator

@@ -3,7 +3,8 @@
 Every run step, for all seeds at once:
 
     online only:  Collector.collect   act (uniform random during warm-up) -> EnvBatch.step -> replay.add
-    once learning has started (online: after the warm-up; offline: from step 0):
+    once learning has started (online: after the warm-up; offline: from step 0), online every `update_every`-th
+    step after the warm-up (default: every step; Protocol.is_update_step):
                   agent.update(transitions.sample(batch_size))    replay or dataset, one interface
     on the evaluation grid:  Evaluator.evaluate -> Recorder: one EvalRow per seed -> run files, tracker
     with --track, every track_every steps:  the diagnostics' means since the last time -> the tracker
@@ -141,7 +142,7 @@ class Trainer:
         for step in range(self.step, protocol.steps):
             if parts.collector is not None:
                 parts.collector.collect(step)
-            if step >= parts.learning_starts:
+            if protocol.is_update_step(step, parts.learning_starts):
                 self._update()
             self.recorder.reporter.advance(step + 1)
             self.claim.beat(step + 1)

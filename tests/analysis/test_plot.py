@@ -777,3 +777,34 @@ def test_cli_plot_of_a_missing_directory_is_one_line(tmp_path: Path, capfd: pyte
     result = run_cli(["plot", str(tmp_path / "nothing")], capfd)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("qsmbench: error:"), result.stderr
+
+
+def test_runs_differing_only_in_update_every_are_never_one_group(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Real runs of td3 on Pendulum-v1 in one directory, seed 0 with --update-every 4 and seed 1 with the default:
+    plot refuses to pool them in one line naming update_every. A file written before the setting existed (no
+    update_every in its run_config) is update_every 1 and pools with seed 1; with --name the K = 4 run is its own group."""
+    results = tmp_path / "results"
+
+    def train(seed: int, *extra: str) -> None:
+        sets = ["warmup_steps=50", "batch_size=16", "hidden_sizes=32,32"]
+        result = run_cli([
+            "run", "--algo", "td3", "--env", NO_REFERENCE, "--seeds", "1", "--seed-start", str(seed), "--steps", "100",
+            "--eval-every", "50", "--eval-episodes", "1", "--device", "cpu", "--quiet", "--out", str(results),
+            *(item for override in sets for item in ("--set", override)), *extra,
+        ], capfd)
+        assert result.returncode == 0, result.stderr
+
+    train(0, "--update-every", "4", "--name", "")
+    train(1, "--name", "")
+    result = run_cli(["plot", str(results), "--out", str(tmp_path / "figures"), "--reps", "50"], capfd)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "trained with different settings (update_every 4 vs 1)" in lines[0]
+
+    run_path(results, NO_REFERENCE, "td3", 0).unlink()
+    train(2, "--name", "")
+    rewrite_metadata(run_path(results, NO_REFERENCE, "td3", 2), lambda document: document["run_config"].pop("update_every"))
+    train(0, "--update-every", "4", "--name", "every-4")
+    report = plot_results(results, PlotSettings(reps=50), out_dir=tmp_path / "figures")
+    rows = summary(report).fillna({"variant": ""}).query("scope == 'task' and score == 'return'")
+    assert sorted(zip(rows.algo, rows.variant, rows.seeds)) == [("td3", "", 2), ("td3", "every-4", 1)]

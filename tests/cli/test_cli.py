@@ -91,6 +91,9 @@ def seed_files(out: Path, env: str = "Pendulum-v1", algo: str = "td3", seeds: in
         (["--algo", "sac", "--env", "Pendulum-v1", "--set", "batch_sise=64"], ["'batch_sise'", "'batch_size'"]),
         (["--algo", "sac", "--env", "Pendulum-v1", "--set", "batch_size=abc"], ["batch_size", "'abc'"]),
         (["--algo", "sac", "--env", "Pendulum-v1", "--seeds", "abc"], ["--seeds"]),
+        (["--algo", "sac", "--env", "Pendulum-v1", "--update-every", "0"], ["--update-every", "at least 1"]),
+        (["--algo", "sac", "--env", "Pendulum-v1", "--update-every", "-4"], ["--update-every", "at least 1"]),
+        (["--algo", "sac", "--env", "Pendulum-v1", "--update-every", "2.5"], ["--update-every", "valid integer"]),
         (["--algo", "sac", "--env", "Pendulum-v1", "--tf32", "--device", "cpu"], ["--tf32 changes CUDA matmuls only", "cpu"]),
         (["--algo", "sac", "--env", "Pendulum-v1", "--eval-workers", "-1"], ["--eval-workers must be non-negative"]),
         (["--algo", "sac", "--env", "Pendulum-v1", "--env-workers", "-2"], ["--env-workers must be non-negative"]),
@@ -100,7 +103,8 @@ def seed_files(out: Path, env: str = "Pendulum-v1", algo: str = "td3", seeds: in
          ["--steps 300", "warmup_steps 500", "nothing would be trained"]),
     ],
     ids=[
-        "algo", "env", "seeds0", "steps0", "set-malformed", "set-key", "set-value", "seeds-abc", "tf32-cpu", "workers",
+        "algo", "env", "seeds0", "steps0", "set-malformed", "set-key", "set-value", "seeds-abc", "update-every0",
+        "update-every-negative", "update-every-float", "tf32-cpu", "workers",
         "env-workers", "compile-cpu", "steps-at-warmup", "steps-below-warmup",
     ],
 )

@@ -246,8 +246,9 @@ def test_dry_run_plan_shows_statuses_and_a_measured_estimate(smoke: Smoke, tmp_p
     [
         (("steps = 300", "steps = 400"), "steps=300 (the grid asks for 400)"),
         (("32,32", "64,64"), "hidden_sizes=[32, 32] (the grid asks for [64, 64])"),
+        (("steps = 300", "steps = 300\nupdate_every = 5"), "update_every=1 (the grid asks for 5)"),
     ],
-    ids=["steps", "hyperparameters"],
+    ids=["steps", "hyperparameters", "update-every"],
 )
 def test_complete_runs_made_with_other_settings_block_the_grid(
     smoke: Smoke, tmp_path: Path, change: tuple[str, str], expected: str
@@ -287,11 +288,13 @@ def test_complete_runs_made_with_other_settings_block_the_grid(
         (("source = \"test\"", "source = \"test\"\nresources = { cpus = 0 }"), ["task 1", "cpus must be at least 1"]),
         (("source = \"test\"", "source = \"test\"\neval_every = 0"), ["task 1", "--eval-every must be at least 1"]),
         (("warmup_steps=100", "warmup_steps=300"), ["--steps 300 is not above td3's warmup_steps 300"]),
+        (("steps = 300", "steps = 300\nupdate_every = 0"), ["--update-every must be at least 1"]),
+        (("steps = 300", "steps = 300\nupdate_every = 2.5"), ["update_every must be an integer"]),
     ],
     ids=[
         "algo", "missing", "unknown-key", "type", "value", "override", "env", "confidence", "scale-key", "toml",
         "plot-type", "plot-key", "plot-diverged", "float", "out-empty", "out-nul", "gpu-fraction", "resource-key", "task-cpus",
-        "task-eval-every", "steps-at-warmup",
+        "task-eval-every", "steps-at-warmup", "update-every-0", "update-every-float",
     ],
 )
 def test_bad_grid_files_are_one_line_errors(tmp_path: Path, change: tuple[str, str], expected: list[str]) -> None:
@@ -512,6 +515,13 @@ def test_two_launchers_on_one_results_directory_never_train_a_job_twice(tmp_path
         assert "resumes" not in run.metadata.header.provenance
     assert len(list(out.glob("*/*/seed_*.parquet"))) == 8
     assert any("table: " in stdout for stdout, _ in outputs) and (out / "_figures" / "summary.md").exists()
+
+
+def test_a_grid_sets_update_every_for_every_job(tmp_path: Path) -> None:
+    """`update_every` is a grid-wide protocol key like `steps`: every job gets it; a grid without it has 1."""
+    grid = load_grid(write_grid(tmp_path, TWO_ALGORITHM_GRID.replace("steps = 300", "steps = 300\nupdate_every = 5")), "test")
+    assert [spec.protocol.update_every for spec in grid.specs] == [5, 5]
+    assert {spec.protocol.update_every for spec in load_grid(write_grid(tmp_path, VALID_GRID), "test").specs} == {1}
 
 
 def test_a_task_sets_its_own_evaluation_and_resources(tmp_path: Path) -> None:

@@ -33,7 +33,8 @@ from qsmbench.algorithms import ALGORITHMS
 from qsmbench.core.errors import CheckpointError, EnvStateError
 from qsmbench.envs.environments import EnvBatch
 from qsmbench.grid.plan import Job, split_at_checkpoints
-from qsmbench.runs.checkpoint import read_checkpoint, write_checkpoint
+from qsmbench.runs.checkpoint import check_belongs, read_checkpoint, resume_settings, write_checkpoint
+from qsmbench.runs.format import LEGACY_RUN_SETTINGS
 from qsmbench.runs.layout import CLAIM_NAME, LOCK_NAME, path_safe
 from qsmbench.runs.read import read_run, read_status
 from qsmbench.runs.spec import make_spec
@@ -210,6 +211,7 @@ def test_overwrite_starts_over(references: References, tmp_path: Path, capfd: py
         (["--steps", "500"], "steps 200 (this run: 500)"),
         (["--set", "batch_size=64"], "batch_size 32 (this run: 64)"),
         (["--eval-episodes", "2"], "eval_episodes 1 (this run: 2)"),
+        (["--update-every", "4"], "update_every 1 (this run: 4)"),
     ],
 )
 def test_a_checkpoint_of_other_settings_is_refused(
@@ -443,6 +445,23 @@ def test_checkpoints_and_run_files_keep_the_names_69990c5_wrote(tmp_path: Path) 
     finally:
         trainer.claim.release()
     hyperparameters = tuple(dataclasses.asdict(spec.config))
-    assert tuple(header["settings"]) == (*SETTINGS_69990C5, *hyperparameters, "device type")
+    added = set(LEGACY_RUN_SETTINGS)  # settings added since, which files without them read with their old value
+    assert tuple(key for key in header["settings"] if key not in added) == (*SETTINGS_69990C5, *hyperparameters, "device type")
     assert set(document) == DOCUMENT_69990C5 and set(tensors) == TENSORS_69990C5
-    assert tuple(trainer.recorder.files.header.run_config) == RUN_CONFIG_69990C5
+    assert tuple(key for key in trainer.recorder.files.header.run_config if key not in added) == RUN_CONFIG_69990C5
+
+
+def test_a_checkpoint_older_than_update_every_resumes_only_as_update_every_1(tmp_path: Path) -> None:
+    """A checkpoint written before `update_every` existed has no such setting: its run made one update per step, so
+    it continues a run with update_every 1 and is refused, in one line, for any other value."""
+    sets = [*small_overrides("sac"), "warmup_steps=10"]
+    spec = make_spec("sac", sets, env="Pendulum-v1", seeds=2, steps=20, eval_every=10, device="cpu")
+    settings = resume_settings(spec, "Pendulum-v1", torch.device("cpu"))
+    assert settings["update_every"] == 1
+    legacy = {"settings": {key: value for key, value in settings.items() if key != "update_every"}}
+    check_belongs(tmp_path / "old.pt", legacy, settings)
+    other_spec = make_spec("sac", sets, env="Pendulum-v1", seeds=2, steps=20, eval_every=10, device="cpu",
+                           update_every=5)
+    other = resume_settings(other_spec, "Pendulum-v1", torch.device("cpu"))
+    with pytest.raises(CheckpointError, match=r"^[^\n]*update_every 1 \(this run: 5\)[^\n]*$"):
+        check_belongs(tmp_path / "old.pt", legacy, other)

@@ -75,3 +75,27 @@ def test_a_spec_refuses_a_config_of_another_algorithm(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="td3 takes a TD3Config, not a SACConfig"):
         RunSpec(td3.protocol, td3.execution, td3.algorithm, sac.config)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("update_every", [1, 4])
+def test_update_every_makes_one_update_after_every_kth_step_after_the_warm_up(tmp_path: Path, update_every: int) -> None:
+    """After the 50 warm-up steps, one update after steps 50 + K - 1, 50 + 2K - 1, ...: (150 - 50) // K updates in all
+    (25 with K = 4); the run files record K, which the diagnostics' steps agree with."""
+    spec = make_spec("td3", SMALL, env="Pendulum-v1", seeds=2, steps=150, update_every=update_every, eval_every=75,
+                     eval_episodes=1, device="cpu", out=str(tmp_path))
+    trainer = start(prepare(spec), PlainReporter("td3", spec.protocol.seed_values, 150))
+    update, updated_at = trainer.agent.update, []
+
+    def counted(batch: object) -> object:
+        updated_at.append(trainer.step)  # the step being run: Trainer.step becomes step + 1 after the update
+        return update(batch)
+
+    trainer.agent.update = counted  # type: ignore[method-assign]
+    trainer.train()
+    assert updated_at == list(range(50 + update_every - 1, 150, update_every))
+    assert len(updated_at) == (150 - 50) // update_every
+    for path in trainer.recorder.files.paths:
+        run = read_run(path)
+        assert run.metadata.header.run_config["update_every"] == update_every
+        assert run.curve["step"].tolist() == [0, 75, 150]
+        assert np.isfinite(run.curve["critic_loss"].iloc[1:]).all()  # both intervals after the warm-up had updates
