@@ -56,6 +56,7 @@ STYLE = {
     "pdf.fonttype": 42,  # TrueType in PDFs: submission systems reject Type 3 fonts
 }
 BAND_ALPHA = 0.2
+COLORBLIND_COLORS = 10  # seaborn's colour-blind palette has 10 distinct colours
 MIN_BAR_WIDTH = 0.02  # of the x axis: a narrower interval bar (zero width: all resamples equal) gets a mark
 THIN_BAR_MARKER = "D"
 DIVERGED_GID = "diverged"  # the gid of a diverged seed's own line in the learning curves
@@ -115,11 +116,13 @@ def make_figures(analysis: Analysis, style: FigureStyle) -> dict[str, Figure]:
 
 def method_colors(methods: list[Method]) -> dict[Method, Color]:
     """Fixed colours for the registered algorithms, whichever are shown; the next ones, in order, for
-    variants and unregistered algorithms."""
-    palette = sns.color_palette("colorblind", 10)
+    variants and unregistered algorithms. Every method its own colour: past the colour-blind palette's 10
+    (nine algorithms and a variant fill it), evenly spaced hues."""
     fixed = [Method(algo) for algo in ALGORITHMS]
     slots = {method: i for i, method in enumerate([*fixed, *(m for m in methods if m not in fixed)])}
-    return {method: palette[slots[method] % len(palette)] for method in methods}
+    base = sns.color_palette("colorblind", COLORBLIND_COLORS)
+    palette = base + sns.color_palette("husl", max(len(slots) - len(base), 0))
+    return {method: palette[slots[method]] for method in methods}
 
 
 def save(figure: Figure, stem: Path) -> list[Path]:
