@@ -40,7 +40,7 @@ def test_a_run_that_cannot_fit_is_refused_at_once(
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("algo", ["sac", "td3", "qsm", "dql", "dipo", "qvpo", "dacer"])
+@pytest.mark.parametrize("algo", ["sac", "td3", "qsm", "dql", "dipo", "qvpo", "dacer", "sdac", "dpmd"])
 def test_the_paper_protocol_fits_a_24_gb_machine_on_hopper(algo: str) -> None:
     """10 seeds, 1M steps, 10 evaluation episodes, official networks: an estimate well under 24 GB."""
     spec = make_spec(algo, env="Hopper-v4", seeds=10)
