@@ -254,10 +254,16 @@ def apply_overrides(config: ConfigT, assignments: Sequence[str]) -> ConfigT:
 def variant_label(assignments: Sequence[str], config: object, defaults: object) -> str:
     """The label of a run whose `--set` assignments made `config` from `defaults`: `key=value` as typed (no
     spaces, the last of a repeated key), sorted by key, for the keys whose value differs from the default;
-    "" when none does. The same changes give the same label in any order."""
+    "" when none does. The same changes give the same label in any order. A label that would be too long
+    to name a directory is refused, naming --name, which the user did not give."""
     typed = {key.strip(): "".join(text.split()) for key, _, text in (a.partition("=") for a in assignments)}
     changed = sorted(key for key in typed if getattr(config, key) != getattr(defaults, key))
-    return " ".join(f"{key}={typed[key]}" for key in changed)
+    label = " ".join(f"{key}={typed[key]}" for key in changed)
+    require(
+        len(label) <= MAX_VARIANT,
+        f"the --set changes make a run label of {len(label)} characters, over {MAX_VARIANT}: give the run a --name",
+    )
+    return label
 
 
 def from_table(cls: type[ConfigT], table: Mapping[str, Any]) -> ConfigT:

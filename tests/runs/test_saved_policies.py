@@ -131,6 +131,11 @@ def test_run_name_and_set_values_label_a_variant(tmp_path: Path, capfd: pytest.C
     for bad in ["a\nb", " padded", "x" * 121]:
         result = run_cli([*args, "--set", "warmup_steps=10", "--name", bad], capfd)
         assert result.returncode == 2 and "--name must be printable" in result.stderr
+    many = ["--set", "warmup_steps=10", "--set", f"hidden_sizes={','.join(['16'] * 40)}"]  # no --name: too long a label
+    result = run_cli([*args, *many], capfd)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "the --set changes make a run label of 148 characters, over 120: give the run a --name" in lines[0]
 
 
 def test_eval_films_episodes(tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
