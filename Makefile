@@ -8,8 +8,8 @@ STAMP := $(VENV)/.installed
 
 # The small default benchmark of `make run`: SAC, TD3, QSM and Diffusion-QL, 3 seeds, Pendulum-v1, ~17 min
 # on 2 CPU cores, then `qsmbench plot` of the results (raw returns: Pendulum has no published reference
-# score). DIPO and QVPO are left out for their CPU cost (QVPO at its official sizes: about 3 s per
-# update and seed on one thread); add them with RUN_ALGOS="sac td3 qsm dql dipo qvpo".
+# score). DIPO, QVPO, DACER, SDAC and DPMD are left out for their CPU cost (QVPO at its official sizes:
+# about 3 s per update and seed on one thread); add one with e.g. RUN_ALGOS="sac td3 qsm dql dacer".
 RUN_ENV ?= Pendulum-v1
 RUN_SEEDS ?= 3
 RUN_STEPS ?= 8000

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import math
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -132,8 +133,12 @@ def draw_samples(samples: dict[RunSpec, np.ndarray]) -> Figure:
     grid = np.linspace(-1, 1, 201)
     xx, yy = np.meshgrid(grid, grid)
     reward = bandit_reward(np.stack([xx, yy], axis=-1))
-    fig, axes = plt.subplots(1, len(samples), figsize=(4 * len(samples), 4.2), squeeze=False)
-    for ax, (spec, points) in zip(axes[0], samples.items()):
+    columns = math.ceil(math.sqrt(len(samples)))  # nine algorithms as a 3 x 3 square, not a 36-inch strip
+    rows = math.ceil(len(samples) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 4.2 * rows), squeeze=False)
+    for ax in axes.flat[len(samples):]:
+        ax.remove()
+    for ax, (spec, points) in zip(axes.flat, samples.items()):
         ax.contourf(xx, yy, reward, levels=20, cmap="viridis")
         flat = points.reshape(-1, 2)
         ax.scatter(flat[:, 0], flat[:, 1], s=3, c="white", alpha=0.5, linewidths=0)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from official_dacer import DACERPolicyNet, DistributionalQNet2, GaussianDiffusion, OfficialDACER, vp_betas
-from support import CPU, assert_same_weights, update_side_by_side
+from support import CPU, assert_learns_pendulum, assert_same_weights, update_side_by_side
 
 from qsmbench.algorithms.blocks.diffusion import DiffusionSchedule
 from qsmbench.algorithms.dacer import DACER, DACERConfig, mixture_entropy, scaled_sinusoidal_features
@@ -131,3 +132,13 @@ def test_defaults_follow_the_official_code() -> None:
     assert (config.entropy_every, config.entropy_samples, config.mixture_components, config.em_iterations) == (10_000, 200, 3, 100)
     assert (config.policy_delay, config.reward_scale, config.target_entropy_per_dim, config.exploration_noise) == (2, 0.2, -0.9, 0.0)
     assert (config.batch_size, config.tau, config.gamma) == (256, 0.005, 0.99)
+
+
+@pytest.mark.slow
+def test_learns_pendulum(tmp_path: Path) -> None:
+    """The official update rule with 64-64 networks, a 10-step chain, learning rates of 1e-3 (official 1e-4)
+    and the entropy estimate every 1,000 updates, not 10,000, so that alpha moves within 7,000 steps
+    (the tries are in docs/benchmarks.md)."""
+    small = ["hidden_sizes=64,64", "actor_hidden_sizes=64,64", "diffusion_steps=10", "entropy_every=1000", "entropy_samples=50"]
+    faster = ["actor_lr=1e-3", "critic_lr=1e-3"]
+    assert_learns_pendulum("dacer", tmp_path, steps=7000, overrides=["warmup_steps=1000", *small, *faster])

@@ -34,10 +34,11 @@ from qsmbench.runs.spec import RunSpec
 from qsmbench.runs.write import write_run
 
 ALGOS = {"qsm", "sac", "td3", "dql"}  # the paper grid's
-SMOKE_ALGOS = ("qsm", "dipo", "qvpo", "dql", "sac", "td3")  # the diffusion grid's, in its order
+SMOKE_ALGOS = ("qsm", "dipo", "qvpo", "dacer", "sdac", "dpmd", "dql", "sac", "td3")  # the diffusion grid's, in its order
 GYM_TASKS = {"Hopper-v4", "Walker2d-v4", "HalfCheetah-v4", "Ant-v4", "Humanoid-v4"}
 CONFIRMED_DMC = {"dm_control/cheetah-run-v0", "dm_control/walker-run-v0", "dm_control/hopper-hop-v0"}
 SMOKE_TASKS = ("Pendulum-v1", "dm_control/cartpole-balance-v0")
+SMOKE_JOBS = len(SMOKE_TASKS) * len(SMOKE_ALGOS)
 SMOKE_STEPS = [0, 100, 200, 300]
 FIGURES = ("learning_curves", "aggregate_scores", "sample_efficiency", "performance_profile")
 
@@ -137,7 +138,7 @@ def test_the_paper_smoke_jobs_are_among_the_trained_smoke_jobs() -> None:
                 for spec in grid.specs}
 
     paper, diffusion = settings(load_grid("paper", "smoke")), settings(load_grid("diffusion", "smoke"))
-    assert paper.items() <= diffusion.items() and len(diffusion) == len(SMOKE_TASKS) * len(SMOKE_ALGOS)
+    assert paper.items() <= diffusion.items() and len(diffusion) == SMOKE_JOBS
     assert load_grid("paper", "smoke").plot == load_grid("diffusion", "smoke").plot
 
 
@@ -166,7 +167,7 @@ def test_smoke_grid_trains_every_job_and_plots(smoke: Smoke) -> None:
                 assert list(run.curve["step"]) == SMOKE_STEPS
                 assert run.metadata.header.algo_config["warmup_steps"] == 100
                 assert run.metadata.header.algo_config["hidden_sizes"] == [32, 32]
-    assert len(run_files(smoke.out)) == len(SMOKE_TASKS) * len(SMOKE_ALGOS) * 2
+    assert len(run_files(smoke.out)) == SMOKE_JOBS * 2
     figures = smoke.out / "_figures"
     assert smoke.report.out_dir == figures
     summary = (figures / "summary.md").read_text()
@@ -183,7 +184,7 @@ def test_a_second_run_trains_nothing_and_plots_again(
     before = run_files(out)
     run_grid(smoke.grid, out, device="cpu", quiet=True)
     assert run_files(out) == before
-    assert "to run: 0 of 12 jobs, 0 env steps" in capsys.readouterr().out
+    assert f"to run: 0 of {SMOKE_JOBS} jobs, 0 env steps" in capsys.readouterr().out
     assert (out / "_figures" / "summary.md").is_file() and (out / "_figures" / "learning_curves.png").is_file()
 
 
@@ -220,12 +221,12 @@ def test_dry_run_plan_shows_statuses_and_a_measured_estimate(smoke: Smoke, tmp_p
     with claim_run_dir(out / "Pendulum-v1" / "sac", steps=300):  # a launcher is training it
         lines = format_plan(smoke.grid, plan(smoke.grid, out), out).splitlines()
     job_lines = {tuple(line.split()[:2]): line for line in lines if line.startswith(SMOKE_TASKS)}
-    assert len(job_lines) == 12
+    assert len(job_lines) == SMOKE_JOBS
     assert job_lines.pop(("Pendulum-v1", "qsm")).endswith("partial (1 of 2 seeds complete; to run: 0)")
     assert job_lines.pop(("Pendulum-v1", "sac")).endswith(f"to run; claimed by {holder_label()} on host {socket.gethostname()}, "
                                                           f"pid {os.getpid()}, step 0 of 300, heartbeat 0 s ago")
     assert all(line.endswith("complete") for line in job_lines.values())
-    assert "to run: 2 of 12 jobs, 900 env steps (10 jobs complete)" in lines
+    assert f"to run: 2 of {SMOKE_JOBS} jobs, 900 env steps ({SMOKE_JOBS - 2} jobs complete)" in lines
     estimate = next(line for line in lines if line.startswith("estimate:"))
     assert estimate.startswith(f"estimate: {format_duration(measured)} ")
     assert "the same task, algorithm and settings for 1 job;" in estimate

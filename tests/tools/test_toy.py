@@ -60,7 +60,7 @@ def test_mass_near_optima_counts_each_optimum() -> None:
 def test_the_demo_settings_are_data_in_its_grid_file() -> None:
     """QSM's bandit settings (alpha 1, T 10, actor lr 1e-3) come from data/toy.toml, not from code."""
     specs = {spec.algo: spec for spec in toy_specs(toy_grid())}
-    assert list(specs) == ["qsm", "dql", "dipo", "qvpo", "sac", "td3"]
+    assert list(specs) == ["qsm", "dql", "dipo", "qvpo", "dacer", "sdac", "dpmd", "sac", "td3"]
     qsm = specs["qsm"].config
     assert (qsm.alpha, qsm.diffusion_steps, qsm.actor_lr, qsm.warmup_steps) == (1.0, 10, 1e-3, 500)
     assert changed_settings(specs["qsm"]) == "diffusion_steps=10, actor_lr=0.001, alpha=1"
@@ -89,14 +89,20 @@ def test_docs_and_toy_help_state_the_demo_defaults() -> None:
 
 
 def test_panel_titles_of_the_demo_stay_apart() -> None:
-    """Every demo algorithm's title (its changed settings are long for DIPO and QVPO) ends before the next
-    panel's begins: one line each overran the next panel's."""
+    """Every demo algorithm's title (its changed settings are long for DIPO, QVPO and SDAC) ends before the
+    next panel's in its row begins, and above the panels of the row above: one line each overran the next
+    panel's. Nine panels are a 3 x 3 square (in one row they made a figure 36 inches wide)."""
     specs = toy_specs(toy_grid())
     fig = draw_samples({spec: np.zeros((1, 10, 2)) for spec in specs})
     renderer = fig.canvas.get_renderer()
     spans = [ax.title.get_window_extent(renderer) for ax in fig.axes]
+    panels = [ax.get_window_extent(renderer) for ax in fig.axes]
     matplotlib.pyplot.close(fig)
-    assert all(left.x1 < right.x0 for left, right in pairwise(spans)), [(span.x0, span.x1) for span in spans]
+    assert len({round(span.y0) for span in panels}) == 3 and len({round(span.x0) for span in panels}) == 3
+    rows = [[span for span in spans if round(span.y0) == y] for y in sorted({round(span.y0) for span in spans})]
+    assert all(left.x1 < right.x0 for row in rows for left, right in pairwise(row)), [(s.x0, s.x1) for s in spans]
+    for title in spans:  # below the panels of the row above
+        assert all(title.y1 < panel.y0 for panel in panels if panel.y0 > title.y0), (title.y1, [p.y0 for p in panels])
 
 
 def test_toy_trains_each_algorithm_and_draws_the_figure(tmp_path: Path) -> None:
