@@ -61,7 +61,7 @@ def main() -> None:
         start = time.perf_counter()
         analysis = analyse(tree.runs, settings, lambda _message: None)
         analyse_s = time.perf_counter() - start
-        write_tables(analysis.table, analysis.aggregates, settings, analysis.warnings, root / FIGURES_DIR)
+        write_tables(analysis.table, analysis.aggregates, analysis.protocol, analysis.warnings, root / FIGURES_DIR)
         draw_s = float("nan")
         if args.figures:
             from qsmbench.analysis.figures import draw_figures

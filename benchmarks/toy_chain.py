@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from qsmbench.algorithms.blocks.diffusion import DiffusionSchedule, SamplerOptions, reverse_chain
+from qsmbench.algorithms.blocks.diffusion import ChainStep, DiffusionSchedule, SamplerOptions, reverse_chain
 from qsmbench.tools.toy import bandit_reward, mass_near_optima
 
 
@@ -25,11 +25,21 @@ def reward_gradient(action: np.ndarray, h: float = 1e-4) -> np.ndarray:
     return np.stack([(bandit_reward(action + d) - bandit_reward(action - d)) / (2 * h) for d in steps], axis=-1)
 
 
-def exact_eps_model(alpha: float):
-    def eps(obs: Tensor, noisy_action: Tensor, t: Tensor) -> Tensor:
-        return -alpha * torch.from_numpy(reward_gradient(noisy_action.double().numpy())).float()
+class ExactNoiseModel:
+    """The denoiser QSM would learn with a perfect critic, eps = -alpha grad_a r(a), as a `NoiseModel`: it
+    ignores the state and the step, so its time code is the step itself and its chain needs nothing precomputed."""
 
-    return eps
+    def __init__(self, alpha: float):
+        self.alpha = alpha
+
+    def __call__(self, obs: Tensor, noisy_action: Tensor, t: Tensor) -> Tensor:
+        return -self.alpha * torch.from_numpy(reward_gradient(noisy_action.double().numpy())).float()
+
+    def time_code(self, t: Tensor) -> Tensor:
+        return t.unsqueeze(-1).float()
+
+    def chain(self, obs: Tensor, codes: Tensor) -> ChainStep:
+        return lambda action, i: self(obs, action, codes[:, i])
 
 
 def main() -> None:
@@ -43,7 +53,7 @@ def main() -> None:
     for steps in args.steps:
         schedule = DiffusionSchedule.make("vp", steps, torch.device("cpu"))
         for alpha in args.alphas:
-            actions = reverse_chain(exact_eps_model(alpha), schedule, obs, 2, SamplerOptions())[0].numpy()
+            actions = reverse_chain(ExactNoiseModel(alpha), schedule, obs, 2, SamplerOptions())[0].numpy()
             mass = mass_near_optima(actions)
             corners = (np.abs(actions) > 0.95).all(-1).mean()
             print(f"T={steps:3d} alpha={alpha:6.2f}  near each optimum {np.round(mass, 3)}  in corners {corners:.2f}")
