@@ -23,7 +23,7 @@ from qsmbench.analysis.bootstrap import (
     performance_profiles,
     probability_of_improvement,
 )
-from qsmbench.analysis.scores import Group, Method, Scale, final_score, method_order, reference_meaning, scores_on
+from qsmbench.analysis.scores import Group, Method, Scale, method_order, reference_meaning, run_scores, scores_on
 from qsmbench.analysis.settings import PlotSettings, Progress
 from qsmbench.core.messages import plural
 
@@ -109,9 +109,8 @@ def aggregate(
     warnings += unequal_warnings(members, runs)
     scores = {(g.task, g.method): scores_on(g, scale)[: runs[g.method]] for gs in members.values() for g in gs}
     diverged = {method: sum(len(set(g.seeds[: runs[method]]) & set(g.diverged)) for g in gs) for method, gs in members.items()}
-    last = settings.last_evals
     finals: dict[Hashable, np.ndarray] = {
-        method: np.stack([final_score(scores[g.task, method], g.steps, final_at[g.task], last) for g in gs], axis=1)
+        method: np.stack([run_scores(scores[g.task, method], g.steps, final_at[g.task], settings) for g in gs], axis=1)
         for method, gs in members.items()
     }
     normalised = scale == "reference"

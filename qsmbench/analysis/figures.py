@@ -37,7 +37,7 @@ from qsmbench.analysis.aggregates import Aggregate
 from qsmbench.analysis.labels import method_label, task_label
 from qsmbench.analysis.pipeline import Analysis
 from qsmbench.analysis.scores import Group, Method, method_order
-from qsmbench.analysis.settings import FigureStyle, Progress
+from qsmbench.analysis.settings import FigureStyle, Progress, Score, capitalised, score_words
 from qsmbench.core.messages import plural
 from qsmbench.runs.layout import path_safe
 from qsmbench.runs.write import replace_atomically
@@ -69,13 +69,19 @@ SCORE_LABEL_TURNS = (45, 90)  # degrees the aggregate panels' score labels turn,
 
 @dataclass(frozen=True)
 class Look:
-    """What every figure shares: the colour and label of each method, the user's style."""
+    """What every figure shares: the colour and label of each method, the user's style, and what a run's score is
+    (PlotSettings.score), which every label of a score names."""
 
     colors: dict[Method, Color]
     style: FigureStyle
+    score: Score
 
     def label(self, method: Method) -> str:
         return method_label(method, self.style)
+
+    def scored(self, name: str) -> str:
+        """`final normalised score`, or `normalised score best during training (optimistic)`."""
+        return score_words(self.score, name)
 
     def sized(self, default: tuple[float, float]) -> tuple[float, float]:
         return self.style.figsize or default
@@ -98,7 +104,7 @@ def make_figures(analysis: Analysis, style: FigureStyle) -> dict[str, Figure]:
 
     Aggregates per task (raw returns of tasks without a common scale) are one figure each, named after the task.
     """
-    look = Look(method_colors(method_order(group.method for group in analysis.groups)), style)
+    look = Look(method_colors(method_order(group.method for group in analysis.groups)), style, analysis.settings.score)
     figures: dict[str, Figure] = {}
     with plt.rc_context(STYLE):
         figures["learning_curves"] = learning_curves(analysis, look)
@@ -231,10 +237,10 @@ def aggregate_scores(result: Aggregate, look: Look) -> Figure:
         ax.tick_params(axis="y", labelsize="large")
         ax.title.set_fontsize("large")
         mark_thin_bars(ax)
-    figure.supxlabel(f"Final {scale_label(result)}")
+    figure.supxlabel(capitalised(look.scored(scale_label(result))))
     if look.style.titles:
         figure.suptitle(
-            f"Aggregate final {result.score_name} over {tasks_text(result, look)}, {runs_text(result)} runs per task\n"
+            f"Aggregate {look.scored(result.score_name)} over {tasks_text(result, look)}, {runs_text(result)} runs per task\n"
             "point estimate (black) and 95% stratified bootstrap CI"
         )
     figure.tight_layout()
@@ -358,7 +364,7 @@ def performance_profile(result: Aggregate, look: Look) -> Figure:
         result.taus,
         performance_profile_cis={look.label(method): result.profiles.intervals[method] for method in result.methods},
         colors={look.label(method): look.colors[method] for method in result.methods},
-        xlabel=f"Final {scale_label(result)} \u03c4",
+        xlabel=f"{capitalised(look.scored(scale_label(result)))} \u03c4",
         ylabel="Fraction of runs with score > \u03c4",
         ax=ax,
         labelsize="large",
@@ -367,7 +373,7 @@ def performance_profile(result: Aggregate, look: Look) -> Figure:
     ax.legend(loc="best", frameon=False)
     if look.style.titles:
         ax.set_title(
-            f"Performance profile: final {result.score_name}, {tasks_text(result, look)} \u00d7 {runs_text(result)} runs\n"
+            f"Performance profile: {look.scored(result.score_name)}, {tasks_text(result, look)} \u00d7 {runs_text(result)} runs\n"
             "95% stratified bootstrap CI"
         )
     return figure
@@ -395,6 +401,6 @@ def probability_of_improvement(result: Aggregate, look: Look) -> Figure:
     if look.style.titles:
         ax.set_title(
             f"Probability of improvement of {reference} over each baseline\n"
-            f"final scores on {tasks_text(result, look)}, {result.runs} runs per task, 95% stratified bootstrap CI"
+            f"{look.scored('scores')} on {tasks_text(result, look)}, {runs_text(result)} runs per task, 95% stratified bootstrap CI"
         )
     return figure

@@ -20,7 +20,8 @@ The rules, decided once here and stated in the tables and figure titles:
 - Methods are compared at equal budgets: on each task the final score of a run is the mean of its last K
   evaluations after step 0 (the untrained policy) and at or before the task's final step, the last step
   that every method on that task reached. Fewer than K such evaluations are warned about; none, and the
-  group has no final score.
+  group has no final score. `PlotSettings.score` "best" takes each run's highest evaluation in the same
+  window instead (the papers' "best during training"), labelled optimistic in every table and figure.
 - A group with fewer than 3 seeds is warned about and marked in the table: its intervals mean nothing.
 - Scores are normalised with fixed references, never with the data being plotted: an offline run's
   `eval_normalized_score` / 100; DeepMind Control return / 1000; otherwise (R - random) / (expert - random)
@@ -58,7 +59,7 @@ from qsmbench.analysis.scores import (
     resolve_scale,
     scored_groups,
 )
-from qsmbench.analysis.settings import PlotSettings, Progress
+from qsmbench.analysis.settings import PlotSettings, Progress, Score, score_words
 from qsmbench.analysis.tables import aggregate_rows, protocol_lines, summary_table, task_rows
 from qsmbench.core.errors import ConfigError
 from qsmbench.core.messages import plural
@@ -86,15 +87,15 @@ def analyse(runs: list[RunFile], settings: PlotSettings, progress: Progress) -> 
     if not groups:
         raise ConfigError("no task and algorithm has runs that share an evaluation step")
     reference = resolve_reference(settings.reference, groups)
-    warnings += incomplete_warnings(groups) + budget_warnings(groups) + few_seeds_warnings(groups)
+    warnings += incomplete_warnings(groups) + budget_warnings(groups, settings.score) + few_seeds_warnings(groups)
     final_at = final_steps(groups)
-    scored, final_warnings = scored_groups(groups, final_at, settings.last_evals)
+    scored, final_warnings = scored_groups(groups, final_at, settings)
     scale = resolve_scale(settings.normalize, groups)
     warnings += scale_warnings(settings, scale, groups)
     progress(f"bootstrapping learning-curve bands ({plural(len(groups), 'curve')}, {plural(settings.reps, 'resample')})")
     bands = interval_estimates({(g.task, g.method): g.returns[:, None, :] for g in groups}, mean_over_runs, settings)
     progress(
-        f"bootstrapping per-task final scores ({plural(len(scored), 'task/method pair')}, "
+        f"bootstrapping per-task {score_words(settings.score, 'scores')} ({plural(len(scored), 'task/method pair')}, "
         f"{plural(settings.reps, 'resample')})"
     )
     rows = task_rows(scored, final_at, scale, settings)
@@ -136,10 +137,10 @@ def incomplete_warnings(groups: list[Group]) -> list[str]:
     return ["incomplete runs, used up to the evaluation steps their group shares: " + capped(listed, "; ")]
 
 
-def budget_warnings(groups: list[Group]) -> list[str]:
+def budget_warnings(groups: list[Group], rule: Score) -> list[str]:
     steps = final_steps(groups)
     return [
-        f"{g.task}: final scores compare methods at step {steps[g.task]}, the last one all of them reached; "
+        f"{g.task}: {score_words(rule, 'scores')} compare methods at step {steps[g.task]}, the last one all of them reached; "
         f"{g.method} ran to {int(g.steps[-1])}"
         for g in groups
         if g.task in steps and g.steps[-1] > steps[g.task]

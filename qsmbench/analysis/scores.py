@@ -1,4 +1,4 @@
-"""Run files -> groups of aligned learning curves -> final scores, on a scale fixed before any data is seen.
+"""Run files -> groups of aligned learning curves -> run scores, on a scale fixed before any data is seen.
 
 Separate from the bootstrap: everything here is deterministic, so the rules that decide which numbers are
 compared (which steps, which budget, which reference) can be read and tested without rliable.
@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 
 from qsmbench.algorithms import ALGORITHMS
-from qsmbench.analysis.settings import Diverged, Normalize
+from qsmbench.analysis.settings import Diverged, Normalize, PlotSettings, score_words
 from qsmbench.core.config import BUDGET
 from qsmbench.core.errors import ConfigError
 from qsmbench.core.messages import plural
@@ -297,30 +297,43 @@ def final_steps(groups: list[Group]) -> dict[str, int]:
     return steps
 
 
+def scored_window(steps: np.ndarray, final_step: int) -> np.ndarray:
+    """Indices of the evaluations a run's score may use: after step 0 (the untrained policy says nothing about what
+    an algorithm learned) and at or before `final_step` (equal budgets)."""
+    return np.flatnonzero((steps > 0) & (steps <= final_step))
+
+
 def final_evaluations(steps: np.ndarray, final_step: int, last_evals: int) -> np.ndarray:
-    """Indices of the evaluations a final score averages: the last `last_evals` up to `final_step`, never
-    step 0 (the untrained policy says nothing about what an algorithm learned)."""
-    return np.flatnonzero((steps > 0) & (steps <= final_step))[-last_evals:]
+    """Indices of the evaluations a final score averages: the last `last_evals` of the scored window."""
+    return scored_window(steps, final_step)[-last_evals:]
 
 
-def final_score(values: np.ndarray, steps: np.ndarray, final_step: int, last_evals: int) -> np.ndarray:
-    """Each run's mean over its final evaluations (final_evaluations): [runs]."""
-    return values[:, final_evaluations(steps, final_step, last_evals)].mean(axis=1)
+def run_scores(values: np.ndarray, steps: np.ndarray, final_step: int, settings: PlotSettings) -> np.ndarray:
+    """Each run's score by `settings.score`: [runs]. `final`: the mean over its final evaluations
+    (final_evaluations); `best`: its highest evaluation in the scored window (scored_window), the papers'
+    "best during training", biased upward by the noise of the evaluations it picks from."""
+    if settings.score == "best":
+        return values[:, scored_window(steps, final_step)].max(axis=1)
+    return values[:, final_evaluations(steps, final_step, settings.last_evals)].mean(axis=1)
 
 
-def scored_groups(groups: list[Group], final_at: dict[str, int], last_evals: int) -> tuple[list[Group], list[str]]:
-    """The groups that have a final score, and a warning for each group with none or with fewer evaluations
-    in it than `last_evals`."""
+def scored_groups(groups: list[Group], final_at: dict[str, int], settings: PlotSettings) -> tuple[list[Group], list[str]]:
+    """The groups that have a score, and a warning for each group with none or (`final` scores) with fewer
+    evaluations in it than `last_evals`."""
     scored: list[Group] = []
     warnings: list[str] = []
+    last_evals = settings.last_evals
     for group in groups:
-        count = len(final_evaluations(group.steps, final_at[group.task], last_evals)) if group.task in final_at else 0
+        count = len(scored_window(group.steps, final_at[group.task])) if group.task in final_at else 0
         if count == 0:
             window = f"after step 0 up to step {final_at[group.task]}, the task's final step" if group.steps[-1] > 0 else "after step 0"
-            warnings.append(f"{group.name}: no evaluation {window}, so no final score; shown as a learning curve only")
+            warnings.append(
+                f"{group.name}: no evaluation {window}, so no {score_words(settings.score, 'score')}; "
+                "shown as a learning curve only"
+            )
             continue
         scored.append(group)
-        if count < last_evals:
+        if settings.score == "final" and count < last_evals:
             warnings.append(
                 f"{group.name}: its final score averages {count} evaluation{'s' * (count != 1)}, fewer than "
                 f"--last-evals {last_evals} (step 0, the untrained policy, never counts)"

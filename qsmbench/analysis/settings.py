@@ -15,6 +15,7 @@ from qsmbench.core.config import require
 
 Normalize = Literal["auto", "reference", "none"]
 Diverged = Literal["untrained", "last", "exclude"]  # how a seed that diverged is scored; see scores.build_groups
+Score = Literal["final", "best"]  # what one number of a run is; see scores.run_scores
 Progress = Callable[[str], None]  # called with a short message before each stage that may take a while
 
 
@@ -32,15 +33,34 @@ class PlotSettings:
     # untrained: a diverged seed scores its own step-0 evaluation after its divergence (a NaN policy is no better
     # than an untrained one); last: its last finite evaluation; exclude: it enters no number (survivors only)
     diverged: Diverged = "untrained"
+    # final: the mean of the last `last_evals` evaluations; best: each run's best evaluation during training, the
+    # metric of CGPO's and QVPO's tables, biased upward (the maximum of noisy evaluations) and labelled optimistic
+    score: Score = "final"
 
     def __post_init__(self) -> None:
         choices = ", ".join(get_args(Normalize))
         require(self.normalize in get_args(Normalize), f"normalize must be one of {choices}, got {self.normalize!r}")
         rules = ", ".join(get_args(Diverged))
         require(self.diverged in get_args(Diverged), f"diverged must be one of {rules}, got {self.diverged!r}")
+        scores = ", ".join(get_args(Score))
+        require(self.score in get_args(Score), f"score must be one of {scores}, got {self.score!r}")
         require(self.last_evals >= 1, f"last_evals must be at least 1, got {self.last_evals}")
         require(self.reps >= 1, f"reps must be at least 1, got {self.reps}")
         require(self.reference == self.reference.strip(), f"reference must be a method's name, got {self.reference!r}")
+
+
+OPTIMISTIC = "best during training (optimistic)"  # how every figure and table names a `best` score
+
+
+def score_words(rule: Score, name: str) -> str:
+    """What a score is called in every figure and table: `final normalised score`, or under `best`
+    `normalised score best during training (optimistic)`, never a best point called final."""
+    return f"final {name}" if rule == "final" else f"{name} {OPTIMISTIC}"
+
+
+def capitalised(text: str) -> str:
+    """`final return` -> `Final return`, for the start of a label or heading (the rest keeps its case)."""
+    return text[:1].upper() + text[1:]
 
 
 @dataclass(frozen=True)

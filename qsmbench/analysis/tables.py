@@ -14,15 +14,17 @@ import pandas as pd
 
 from qsmbench.analysis.aggregates import Aggregate
 from qsmbench.analysis.bootstrap import MIN_SEEDS, Estimates, interval_estimates, iqm_and_mean
-from qsmbench.analysis.scores import DMC_MAX_RETURN, DMC_PREFIX, Group, Method, Scale, final_score, reference_scores
-from qsmbench.analysis.settings import PlotSettings
+from qsmbench.analysis.scores import DMC_MAX_RETURN, DMC_PREFIX, Group, Method, Scale, reference_scores, run_scores
+from qsmbench.analysis.settings import OPTIMISTIC, PlotSettings, capitalised, score_words
 from qsmbench.core.messages import plural
 from qsmbench.runs.write import replace_atomically
 
 COUNT_COLUMNS = ("tasks", "seeds", "incomplete", "diverged", "final_step", "last_evals")  # integers, empty where n/a
+# `score` is the scale (return or normalised); `score_rule` what a run's score is (final or best, PlotSettings.score),
+# with `last_evals` empty under best
 TABLE_COLUMNS = (
     "scope", "task", "algo", "variant", "score", "tasks", "seeds", "incomplete", "diverged", "diverged_rule", "final_step",
-    "last_evals",
+    "score_rule", "last_evals",
     "iqm", "iqm_ci_low", "iqm_ci_high", "mean", "mean_ci_low", "mean_ci_high",
     "median", "median_ci_low", "median_ci_high", "optimality_gap", "optimality_gap_ci_low", "optimality_gap_ci_high",
 )
@@ -37,10 +39,10 @@ def task_rows(groups: list[Group], final_at: dict[str, int], scale: Scale, setti
     """One row per task, method and scale (return, and normalised score where there is a reference)."""
     finals: dict[Hashable, np.ndarray] = {}
     for g in groups:
-        at, last = final_at[g.task], settings.last_evals
-        finals[g.task, g.method, "return"] = final_score(g.returns, g.steps, at, last)[:, None]
+        at = final_at[g.task]
+        finals[g.task, g.method, "return"] = run_scores(g.returns, g.steps, at, settings)[:, None]
         if scale == "reference" and g.normalised is not None:
-            finals[g.task, g.method, "normalised"] = final_score(g.normalised, g.steps, at, last)[:, None]
+            finals[g.task, g.method, "normalised"] = run_scores(g.normalised, g.steps, at, settings)[:, None]
     estimates = interval_estimates(finals, iqm_and_mean, settings)
     group = {(g.task, g.method): g for g in groups}
     rows = []
@@ -50,11 +52,16 @@ def task_rows(groups: list[Group], final_at: dict[str, int], scale: Scale, setti
             {
                 "scope": "task", "task": task, **method_columns(method), "score": score, "tasks": 1,
                 "seeds": len(g.seeds), "incomplete": len(g.incomplete), "diverged": len(g.diverged),
-                "diverged_rule": settings.diverged, "final_step": final_at[task], "last_evals": settings.last_evals,
+                "diverged_rule": settings.diverged, "final_step": final_at[task], **rule_columns(settings),
                 **estimate_columns(["iqm", "mean"], estimates, (task, method, score)),
             }
         )
     return rows
+
+
+def rule_columns(settings: PlotSettings) -> dict[str, Any]:
+    """`score_rule`, and `last_evals` where it applies (final scores; None, an empty cell, under best)."""
+    return {"score_rule": settings.score, "last_evals": settings.last_evals if settings.score == "final" else None}
 
 
 def method_columns(method: Method) -> dict[str, str]:
@@ -73,7 +80,7 @@ def aggregate_rows(result: Aggregate, settings: PlotSettings) -> list[dict[str, 
         {
             "scope": "aggregate", "task": " + ".join(result.tasks), **method_columns(method),
             "score": scale_column(result), "tasks": len(result.tasks), "seeds": result.runs[method],
-            "diverged": result.diverged[method], "diverged_rule": settings.diverged, "last_evals": settings.last_evals,
+            "diverged": result.diverged[method], "diverged_rule": settings.diverged, **rule_columns(settings),
             **estimate_columns(columns, result.metrics, method),
         }
         for method in result.methods
@@ -110,11 +117,18 @@ def protocol_lines(groups: list[Group], scale: Scale, settings: PlotSettings) ->
         "last": "scored, after its divergence, as its last finite evaluation",
         "exclude": "left out of every number (the survivors alone are scored)",
     }[settings.diverged]
+    budget = "the last evaluation step every method on the task reached (equal budgets per task)"
+    score = {
+        "final": f"- Final score of a run: the mean of its last {plural(settings.last_evals, 'evaluation')} after step 0 and at "
+        f"or before the task's final step, {budget}.",
+        "best": f"- Score of a run, {OPTIMISTIC}: its highest evaluation after step 0 and at or before the task's final "
+        f"step, {budget}. The metric of CGPO's and QVPO's tables, and optimistic: the maximum of many noisy evaluations "
+        "is biased upward, the more so the noisier a method (`--score final`, the default, averages the last evaluations).",
+    }[settings.score]
     return [
         "## Protocol",
         "",
-        f"- Final score of a run: the mean of its last {plural(settings.last_evals, 'evaluation')} after step 0 and at or "
-        "before the task's final step, the last evaluation step every method on the task reached (equal budgets per task).",
+        score,
         f"- Diverged seeds (`--diverged {settings.diverged}`): a seed whose training went non-finite is {rule}.",
         f"- Seeds per method: {'; '.join(seed_counts(groups))}. Aggregates keep every seed of each method (its common "
         "count across tasks).",
@@ -161,10 +175,11 @@ def normalisation_text(groups: list[Group], scale: Scale) -> str:
 def markdown(table: pd.DataFrame, results: list[Aggregate], protocol: list[str], warnings: list[str]) -> str:
     lines = ["# qsmbench results summary", "", *protocol]
     tasks = table[table.scope == "task"]
-    for scale, title in (("return", "Final evaluation return per task"), ("normalised", "Normalised final score per task")):
+    for scale in ("return", "normalised"):
         rows = tasks[tasks.score == scale]
         if not rows.empty:
-            lines += ["", f"## {title}", "", "| task | method | seeds | final step | IQM [95% CI] | mean [95% CI] |"]
+            heading = task_title(scale, rows.score_rule.iloc[0])  # the rule that scored these rows
+            lines += ["", f"## {heading}", "", "| task | method | seeds | final step | IQM [95% CI] | mean [95% CI] |"]
             lines += ["|---|---|---:|---:|---|---|"]
             lines += [
                 f"| {r.task} | {method_text(r)} | {seeds_text(r)} | {int(r.final_step)} | {ci_text(r, 'iqm')} | "
@@ -180,14 +195,23 @@ def markdown(table: pd.DataFrame, results: list[Aggregate], protocol: list[str],
     return "\n".join(lines) + "\n"
 
 
+def task_title(scale: str, rule: Any) -> str:
+    """The heading of the per-task rows on one scale: `Final evaluation return per task`, `Normalised final score per
+    task`, or their `best during training (optimistic)` forms."""
+    if scale == "return":
+        return f"{capitalised(score_words(rule, 'evaluation return'))} per task"
+    return f"Normalised {score_words(rule, 'score')} per task"
+
+
 def aggregate_markdown(table: pd.DataFrame, result: Aggregate) -> list[str]:
     meaning = f" ({result.score_meaning})" if result.score_meaning else ""
     metrics = [name.lower().replace(" ", "_") for name in result.metric_names]
     rows = table[(table.scope == "aggregate") & (table.task == " + ".join(result.tasks))]
     few_methods = [str(method) for method, runs in result.runs.items() if runs < MIN_SEEDS]
     few = f" Fewer than {MIN_SEEDS} runs per task ({', '.join(few_methods)}): their intervals are not meaningful." if few_methods else ""
+    scored = score_words(rows.score_rule.iloc[0], result.score_name + meaning)  # the rule that scored these rows
     return [
-        f"## Aggregate over {plural(len(result.tasks), 'task')}: final {result.score_name}{meaning}",
+        f"## Aggregate over {plural(len(result.tasks), 'task')}: {scored}",
         "",
         f"Tasks: {', '.join(result.tasks)}. Each method's runs per task in `seeds`, of which `diverged` diverged and are "
         f"scored by the rule above. Stratified bootstrap over runs within each task.{few}",

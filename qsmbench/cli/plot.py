@@ -28,7 +28,7 @@ def plot(
         ),
     ] = PlotSettings.normalize,
     last_evals: Annotated[
-        int, typer.Option(help="A run's final score: mean of its last N evaluations (never step 0).")
+        int, typer.Option(help="A run's final score: mean of its last N evaluations (never step 0); unused by --score best.")
     ] = PlotSettings.last_evals,
     reps: Annotated[int, typer.Option(help="Bootstrap resamples for every confidence interval.")] = PlotSettings.reps,
     reference: Annotated[
@@ -46,6 +46,13 @@ def plot(
             "evaluation) or exclude (left out of every number)."
         ),
     ] = PlotSettings.diverged,
+    score: Annotated[
+        str,
+        typer.Option(
+            help="A run's score: final (the mean of its last --last-evals evaluations) or best (its best evaluation "
+            "during training, as CGPO and QVPO report it: optimistic, biased upward, and labelled so everywhere)."
+        ),
+    ] = PlotSettings.score,
     label: Annotated[
         list[str] | None,
         typer.Option(
@@ -60,7 +67,7 @@ def plot(
 ) -> None:
     """Tables (summary.csv, summary.md) and figures with rliable: IQM, curves, profiles, P(improvement)."""
     settings = PlotSettings(
-        normalize=normalize, last_evals=last_evals, reps=reps, reference=reference or "", diverged=diverged
+        normalize=normalize, last_evals=last_evals, reps=reps, reference=reference or "", diverged=diverged, score=score
     )
     style = FigureStyle(labels=parse_labels(label or []), titles=titles, figsize=parse_figsize(figsize))
     console = Console(stderr=True)

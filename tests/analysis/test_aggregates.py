@@ -21,6 +21,7 @@ from qsmbench.analysis.report import plot_results
 from qsmbench.analysis.settings import FigureStyle, PlotSettings
 from qsmbench.core.config import from_table
 from qsmbench.core.errors import ConfigError
+from qsmbench.grid.files import load_grid
 from qsmbench.runs.format import Divergence, RunHeader, RunMetadata
 from qsmbench.runs.layout import run_path
 from qsmbench.runs.read import read_results
@@ -218,3 +219,51 @@ def test_an_unknown_diverged_rule_is_one_line(given: str, tmp_path: Path, capfd:
     result = run_cli(["plot", str(tmp_path), "--diverged", given or "none", "--reps", "10"], capfd)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1 and "diverged must be one of" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("given", ["worst", "Best", ""])
+def test_an_unknown_score_rule_is_one_line(given: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ConfigError, match="score must be one of final, best"):
+        PlotSettings(score=given)
+    write_seed(tmp_path, HOPPER, "sac", 0)
+    result = run_cli(["plot", str(tmp_path), "--score", given, "--reps", "10"], capfd)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("qsmbench: error:") and f"score must be one of final, best, got {given!r}" in lines[0]
+    assert not (tmp_path / "_figures").exists()
+
+
+GRID_WITH_PLOT = """\
+out = "unused"
+algorithms = ["td3"]
+seeds = 2
+steps = 300
+eval_every = 100
+eval_episodes = 1
+
+[overrides]
+td3 = ["warmup_steps=100"]
+
+[[tasks]]
+env = "Pendulum-v1"
+confidence = "smoke"
+source = "test"
+
+[plot]
+{plot}
+
+[scales.test]
+"""
+
+
+def test_a_grid_file_sets_the_score_rule_and_refuses_an_unknown_one(tmp_path: Path) -> None:
+    """`[plot] score = "best"` in a grid file is read into PlotSettings, as `--score best` is; an unknown rule is one line."""
+    path = tmp_path / "grid.toml"
+    path.write_text(GRID_WITH_PLOT.format(plot='score = "best"\nlast_evals = 3'))
+    assert load_grid(str(path), "test").plot == PlotSettings(score="best", last_evals=3)
+    path.write_text(GRID_WITH_PLOT.format(plot=""))
+    assert load_grid(str(path), "test").plot.score == "final"
+    path.write_text(GRID_WITH_PLOT.format(plot='score = "worst"'))
+    with pytest.raises(ConfigError) as error:
+        load_grid(str(path), "test")
+    assert "\n" not in str(error.value) and "plot: score must be one of final, best, got 'worst'" in str(error.value)

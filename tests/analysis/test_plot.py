@@ -808,3 +808,107 @@ def test_runs_differing_only_in_update_every_are_never_one_group(tmp_path: Path,
     report = plot_results(results, PlotSettings(reps=50), out_dir=tmp_path / "figures")
     rows = summary(report).fillna({"variant": ""}).query("scope == 'task' and score == 'return'")
     assert sorted(zip(rows.algo, rows.variant, rows.seeds)) == [("td3", "", 2), ("td3", "every-4", 1)]
+
+
+OPTIMISTIC = "best during training (optimistic)"  # typed here independently of qsmbench.analysis.settings
+BEST_STEPS = [0, 1000, 2000, 3000, 4000, 5000]  # sac's; td3 stops at 4000, the task's final step
+BEST_CURVES = {  # hand-made: (algo, seed) -> evaluation returns at BEST_STEPS (td3: the first five)
+    ("sac", 0): [3000.0, 900.0, 100.0, 200.0, 300.0, 2500.0],  # step 0 is the maximum, best at 1000, 5000 past the budget
+    ("sac", 1): [-20.0, 100.0, 200.0, 300.0, 400.0, 5000.0],  # best at the final step; 5000 past the budget
+    ("sac", 2): [-50.0, 300.0, 700.0, 250.0, 600.0, 100.0],  # best in the middle
+    ("td3", 0): [10.0, 50.0, 40.0, 30.0, 20.0],  # best early
+    ("td3", 1): [4000.0, -10.0, -20.0, -30.0, -5.0],  # step 0 the maximum again
+    ("td3", 2): [0.0, 500.0, 500.0, 800.0, 1200.0],
+}
+
+
+def write_curve(root: Path, algo: str, seed: int, steps: list[int], returns: list[float]) -> None:
+    """One complete Hopper run file with exactly these evaluation returns."""
+    header = RunHeader(algo=algo, task=HOPPER, env_id=HOPPER, run_config={"steps": steps[-1]})
+    rows = pd.DataFrame({"task": HOPPER, "algo": algo, "seed": seed, "step": steps, "eval_return": returns})
+    write_run(run_path(root, HOPPER, algo, seed), rows, RunMetadata(header, seed, "complete"))
+
+
+def test_best_during_training_equals_an_independent_computation(tmp_path: Path) -> None:
+    """--score best: each seed's highest evaluation after step 0 and at or before the task's final step (4000, where
+    td3 stops), never step 0 nor sac's evaluation at 5000, even where those are the highest; worked out with NumPy."""
+    expected: dict[str, np.ndarray] = {}
+    for algo in ("sac", "td3"):
+        bests = []
+        for seed in range(3):
+            returns = BEST_CURVES[algo, seed]
+            steps = BEST_STEPS[: len(returns)]
+            write_curve(tmp_path, algo, seed, steps, returns)
+            values, at = np.array(returns), np.array(steps)
+            bests.append(values[(at > 0) & (at <= 4000)].max())
+        expected[algo] = np.array(bests)
+    assert list(expected["sac"]) == [900.0, 400.0, 700.0] and list(expected["td3"]) == [50.0, -5.0, 1200.0]
+    report = plot_results(tmp_path, PlotSettings(normalize="reference", reps=50, score="best"), out_dir=tmp_path / "best")
+    table = summary(report)
+    assert set(table.score_rule) == {"best"} and table.last_evals.isna().all()
+    for algo, bests in expected.items():
+        rows = table[(table.scope == "task") & (table.algo == algo)].set_index("score")
+        assert rows.loc["return", "final_step"] == 4000
+        assert rows.loc["return", "mean"] == pytest.approx(bests.mean())
+        assert rows.loc["return", "iqm"] == pytest.approx(trim_mean(bests, 0.25))
+        normalised = (bests - HOPPER_RANDOM) / (HOPPER_EXPERT - HOPPER_RANDOM)
+        assert rows.loc["normalised", "mean"] == pytest.approx(normalised.mean())
+        aggregate = table[(table.scope == "aggregate") & (table.algo == algo)].iloc[0]
+        assert aggregate["mean"] == pytest.approx(normalised.mean())
+        assert aggregate.iqm == pytest.approx(trim_mean(normalised, 0.25))
+    assert not [w for w in report.warnings if "last-evals" in w], report.warnings  # 4 evaluations: only final warns
+    final = summary(plot_results(tmp_path, PlotSettings(normalize="reference", reps=50, last_evals=2), out_dir=tmp_path / "final"))
+    sac = final.query("scope == 'task' and algo == 'sac' and score == 'return'").iloc[0]
+    assert (sac.score_rule, sac.last_evals) == ("final", 2)
+    assert sac["mean"] == pytest.approx(np.mean([np.mean(BEST_CURVES["sac", seed][3:5]) for seed in range(3)]))
+
+
+SCORE_FIGURES = ("aggregate_scores", "performance_profile", "probability_of_improvement")
+
+
+def figure_titles(figure: Figure) -> list[str]:
+    """The figure's title and its panels' titles that say what is shown (not the metric panels of aggregate_scores)."""
+    shown = [figure._suptitle.get_text()] if figure._suptitle is not None else []
+    return shown + [ax.get_title() for ax in figure.axes if "\n" in ax.get_title()]
+
+
+def test_best_scores_are_labelled_optimistic_in_every_title_and_heading(synthetic: Any, tmp_path: Path) -> None:
+    """Under --score best no title, axis label or summary.md heading calls a score final, and every one of them that
+    names a score says "best during training (optimistic)"; under the default they say final, as before."""
+    root = synthetic[0]
+    final_word = re.compile(r"(?<!--score )\bfinal\b(?! step)", re.IGNORECASE)  # not the task's final step
+    for rule in ("best", "final"):
+        kept = drawn(analysed(root, normalize="reference", score=rule))
+        for name in SCORE_FIGURES:
+            (title,) = figure_titles(kept[name])
+            assert (OPTIMISTIC in title) == (rule == "best") and bool(final_word.search(title)) == (rule == "final"), title
+        labels = [kept["aggregate_scores"]._supxlabel.get_text(), kept["performance_profile"].axes[0].get_xlabel()]
+        if rule == "best":
+            assert all(OPTIMISTIC in label for label in labels), labels
+            assert not [text for figure in kept.values() for text in texts(figure) if final_word.search(text)]
+        else:
+            meaning = "(Gymnasium: 0 = random, 1 = expert; DeepMind Control: return / 1000)"
+            assert labels == [f"Final normalised score {meaning}", f"Final normalised score {meaning} \u03c4"]
+        close_all(kept)
+        report = plot_results(root, PlotSettings(normalize="reference", reps=REPS, score=rule), out_dir=tmp_path / rule)
+        markdown = (report.out_dir / "summary.md").read_text()
+        headings = [line for line in markdown.splitlines() if line.startswith("## ") and line not in ("## Protocol", "## Notes")]
+        (score_line,) = [line for line in markdown.splitlines() if "score of a run" in line.lower()]
+        assert len(headings) == 3, headings  # returns per task, normalised scores per task, the aggregate
+        if rule == "best":
+            assert all(OPTIMISTIC in line for line in [*headings, score_line]), headings
+            assert not final_word.search(markdown), [line for line in markdown.splitlines() if final_word.search(line)]
+        else:
+            assert headings == [
+                "## Final evaluation return per task", "## Normalised final score per task",
+                f"## Aggregate over 2 tasks: final normalised score {meaning}",
+            ]
+            assert score_line.startswith("- Final score of a run: the mean of its last 5 evaluations") and "optimistic" not in markdown
+
+
+def test_the_probability_of_improvement_title_counts_the_runs_per_task(synthetic: Any) -> None:
+    """It printed the mapping of methods to run counts ("{Method(algo='qsm', ...): 3, ...} runs per task")."""
+    kept = drawn(analysed(synthetic[0], normalize="reference"))
+    (title,) = figure_titles(kept["probability_of_improvement"])
+    close_all(kept)
+    assert re.search(r", \d+(\u2013\d+)? runs per task, ", title) and "{" not in title, title
