@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from qsmbench.algorithms import dacer, diffusion_ql, dipo, dpmd, qsm, qvpo, sac, sdac, td3
+from qsmbench.algorithms import dacer, diffusion_ql, dipo, dpmd, qsm, qsm_flowrl, qsm_relax, qvpo, sac, sdac, td3
 from qsmbench.algorithms.contract import Agent, Algorithm
 from qsmbench.core.config import OffPolicyConfig, apply_overrides, did_you_mean
 from qsmbench.core.errors import ConfigError
@@ -17,7 +17,8 @@ from qsmbench.core.errors import ConfigError
 ALGORITHMS: dict[str, Algorithm] = {
     algorithm.name: algorithm for algorithm in (
         qsm.ALGORITHM, diffusion_ql.ALGORITHM, dipo.ALGORITHM, qvpo.ALGORITHM, dacer.ALGORITHM, sdac.ALGORITHM,
-        dpmd.ALGORITHM, sac.ALGORITHM, td3.ALGORITHM,
+        dpmd.ALGORITHM, sac.ALGORITHM, td3.ALGORITHM, qsm_flowrl.ALGORITHM,
+        qsm_relax.ALGORITHM,
     )
 }
 

@@ -12,7 +12,14 @@ chain. Per seed, with twin critics Q_1, Q_2 and their targets Q' (no target poli
     L_pi = E[ || eps_theta(s, a_t, t) + alpha g ||^2 ]             alpha = M_q = 50
 
 so the denoiser's implied score follows alpha grad_a Q uphill. Losses are batch means summed over
-seeds. Defaults follow the official code, Alescontrela/score_matching_rl@2e77893
+seeds. Settings whose defaults are this official update reproduce the re-implementations in the literature
+(`score_critic`, `score_normalization`, `score_sigma_weight`, `eval_candidates`, `sampler_clip`,
+`actor_lr_schedule`; see qsm_flowrl.py and docs/algorithms.md, "Literature variants"):
+
+    g    = mean_j grad_a Q~_j(s, a_t),  Q~ the online critics or (score_critic="target") the targets
+    g    = g / (mean_{b,k} |g_{b,k}| + 1e-6)                      score_normalization="batch_mean_abs", per seed
+    L_pi = E[ || eps_theta(s, a_t, t) + alpha w_t g ||^2 ],  w_t = sqrt(1 - alpha_hat_t) if score_sigma_weight else 1
+ Defaults follow the official code, Alescontrela/score_matching_rl@2e77893
 (jaxrl5/agents/score_matching/score_matching_learner.py, jaxrl5/networks/diffusion.py,
 examples/states/configs/score_matching_config.py).
 """
@@ -22,7 +29,9 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -32,6 +41,7 @@ from qsmbench.algorithms.blocks.diffusion import (
     DiffusionSchedule,
     FourierDenoiser,
     SamplerOptions,
+    best_of_chain,
     reverse_chain,
 )
 from qsmbench.algorithms.blocks.nets import QEnsemble, frozen, seed_generators, soft_update_
@@ -39,6 +49,16 @@ from qsmbench.algorithms.blocks.randomness import GLOBAL_NOISE, Noise
 from qsmbench.algorithms.blocks.updates import critic_step, optimizer_step, perturb, td_target
 from qsmbench.algorithms.contract import Algorithm, Batch
 from qsmbench.core.config import MAX_WIDTH, QSM_CODE, QSM_CONFIG, QSM_LEARNER, require, require_widths, setting
+
+ScoreCritic = Literal["online", "target"]
+ScoreNormalization = Literal["none", "batch_mean_abs"]
+SamplerClip = Literal["every_step", "denoised"]
+ActorLRSchedule = Literal["cosine", "constant"]
+SCORE_CRITICS: tuple[ScoreCritic, ...] = ("online", "target")
+SCORE_NORMALIZATIONS: tuple[ScoreNormalization, ...] = ("none", "batch_mean_abs")
+SAMPLER_CLIPS: tuple[SamplerClip, ...] = ("every_step", "denoised")
+ACTOR_LR_SCHEDULES: tuple[ActorLRSchedule, ...] = ("cosine", "constant")
+SCORE_NORMALIZATION_EPS = 1e-6  # FlowRL's, typoverflow/flow-rl@bae22f4 flowrl/agent/online/qsm.py:100
 
 
 @dataclass(frozen=True)
@@ -73,6 +93,31 @@ class QSMConfig(DiffusionPolicyConfig):
         0.1, "std of the Gaussian noise added to the next action in the critics' target (clipped to [-1, 1])",
         f"{QSM_LEARNER}: update_q",
     )
+    score_critic: ScoreCritic = setting(
+        "online", "critics whose mean action-gradient g is matched: online (after their step) or target (after "
+        "the soft update that follows it)", f"{QSM_LEARNER} (online); 'target' is FlowRL's, see qsm_flowrl.py",
+    )
+    score_normalization: ScoreNormalization = setting(
+        "none", "none, or batch_mean_abs: g / (mean over batch and action dims of |g| + 1e-6), per seed "
+        "(alpha then scales a unit-free gradient)", f"{QSM_LEARNER} (none); 'batch_mean_abs' is FlowRL's, see qsm_flowrl.py",
+    )
+    score_sigma_weight: bool = setting(
+        False, "scale the matched target by the noise level: eps_theta -> -alpha sqrt(1 - alpha_hat_t) g",
+        f"{QSM_LEARNER} (no weight); True is FlowRL's, see qsm_flowrl.py",
+    )
+    eval_candidates: int = setting(
+        1, "chain samples per evaluation action; >1 keeps the best by min_j Q_j of the online critics",
+        f"{QSM_LEARNER} (one chain); 10 is FlowRL's, see qsm_flowrl.py",
+    )
+    sampler_clip: SamplerClip = setting(
+        "every_step", "what the reverse chain clips to [-1, 1]: every_step (each a_{t-1}) or denoised (only the "
+        "predicted clean action, then the posterior mean)",
+        f"{QSM_CODE} diffusion.py (every_step); 'denoised' is FlowRL's, see qsm_flowrl.py",
+    )
+    actor_lr_schedule: ActorLRSchedule = setting(
+        "cosine", "the actor's learning rate: cosine (decays to 0 over actor_lr_decay_steps) or constant",
+        f"{QSM_LEARNER}: decay_steps (cosine); 'constant' is FlowRL's, see qsm_flowrl.py",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -86,6 +131,18 @@ class QSMConfig(DiffusionPolicyConfig):
         require(self.alpha > 0, f"alpha (the scale of the matched Q-score) must be positive, got {self.alpha}")
         require(self.actor_lr_decay_steps >= 1, "actor_lr_decay_steps must be at least 1")
         require(self.target_noise >= 0, "target_noise must be non-negative")
+        require(self.score_critic in SCORE_CRITICS, f"score_critic must be one of {', '.join(SCORE_CRITICS)}, got {self.score_critic!r}")
+        require(
+            self.score_normalization in SCORE_NORMALIZATIONS,
+            f"score_normalization must be one of {', '.join(SCORE_NORMALIZATIONS)}, got {self.score_normalization!r}",
+        )
+        require(isinstance(self.score_sigma_weight, bool), f"score_sigma_weight must be true or false, got {self.score_sigma_weight!r}")
+        require(self.eval_candidates >= 1, f"eval_candidates must be at least 1, got {self.eval_candidates}")
+        require(self.sampler_clip in SAMPLER_CLIPS, f"sampler_clip must be one of {', '.join(SAMPLER_CLIPS)}, got {self.sampler_clip!r}")
+        require(
+            self.actor_lr_schedule in ACTOR_LR_SCHEDULES,
+            f"actor_lr_schedule must be one of {', '.join(ACTOR_LR_SCHEDULES)}, got {self.actor_lr_schedule!r}",
+        )
 
 
 class QSM:
@@ -101,7 +158,10 @@ class QSM:
         self.critic = QEnsemble(obs_dim, act_dim, config.hidden_sizes, generators, init="xavier").to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.schedule = DiffusionSchedule.make(config.schedule, config.diffusion_steps, device)
-        self.sampler = SamplerOptions(temperature=config.sampler_temperature)
+        if config.sampler_clip == "denoised":
+            self.sampler = SamplerOptions(temperature=config.sampler_temperature, clip_denoised=True, clip_every_step=False)
+        else:
+            self.sampler = SamplerOptions(temperature=config.sampler_temperature)
         self.actor_optimizer = torch.optim.Adam(self.denoiser.parameters(), lr=config.actor_lr)
         self.actor_updates = 0
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
@@ -112,11 +172,20 @@ class QSM:
 
     @torch.no_grad()
     def act(self, obs: Tensor, explore: bool, noise: Noise = GLOBAL_NOISE) -> Tensor:
-        """Exploration adds N(0, 0.1^2) to the chain's sample; evaluation is the (stochastic) chain alone."""
-        action = self.sample(obs, noise)
-        return perturb(action, self.config.exploration_noise, noise) if explore else action
+        """Exploration adds N(0, 0.1^2) to the chain's sample; evaluation is the (stochastic) chain alone, or the
+        best of `eval_candidates` chains by min_j Q_j of the online critics."""
+        if explore:
+            return perturb(self.sample(obs, noise), self.config.exploration_noise, noise)
+        if self.config.eval_candidates > 1:
+            return best_of_chain(
+                self.denoiser, self.schedule, self.sampler, self.critic, obs, self.act_dim, self.config.eval_candidates,
+                noise,
+            )[0]
+        return self.sample(obs, noise)
 
     def update(self, batch: Batch) -> dict[str, Tensor]:
+        # critic step, soft update, actor step: score_critic="target" matches the just-updated targets (FlowRL's
+        # order, flowrl/agent/online/qsm.py:218-223)
         critic_loss, q = self.update_critic(batch)
         soft_update_(self.critic_target, self.critic, self.config.tau)
         actor_loss, score_norm = self.update_actor(batch)
@@ -138,10 +207,13 @@ class QSM:
         return critic_step(self.critic, self.critic_optimizer, batch, self.bellman_target(batch))
 
     def q_score(self, obs: Tensor, action: Tensor) -> Tensor:
-        """`g = mean_j grad_a Q_j(s, a)` per sample, `[seeds, batch, act_dim]`, detached."""
+        """`g = mean_j grad_a Q_j(s, a)` per sample, `[seeds, batch, act_dim]`, detached; Q_j the online critics
+        or (`score_critic="target"`) the target critics, whose weights never require gradients."""
+        target = self.config.score_critic == "target"
+        critic = self.critic_target if target else self.critic
         action = action.detach().requires_grad_(True)
-        with torch.enable_grad(), frozen(self.critic):
-            mean_q = self.critic(obs, action).mean(dim=1).sum()
+        with torch.enable_grad(), nullcontext() if target else frozen(self.critic):
+            mean_q = critic(obs, action).mean(dim=1).sum()
             (score,) = torch.autograd.grad(mean_q, action)
         return score
 
@@ -151,14 +223,27 @@ class QSM:
         noisy_action = self.schedule.noise(batch.action, t, torch.randn_like(batch.action))
         score = self.q_score(batch.obs, noisy_action)
         eps = self.denoiser(batch.obs, noisy_action, t)
-        loss = ((eps + self.config.alpha * score) ** 2).mean((-2, -1))
+        loss = ((eps + self.matched_score(score, t)) ** 2).mean((-2, -1))
         optimizer_step(self.actor_optimizer, loss)
         self.actor_updates += 1
         self.actor_optimizer.param_groups[0]["lr"] = self.actor_lr()
         return loss, score.norm(dim=-1).mean(-1)
 
+    def matched_score(self, score: Tensor, t: Tensor) -> Tensor:
+        """`alpha g` (official), with g normalised by its mean |g| over each seed's batch and action dims
+        (`score_normalization`) and scaled by sigma_t = sqrt(1 - alpha_hat_t) (`score_sigma_weight`): minus the
+        denoiser's regression target. Branches only on the config; seeds are never coupled."""
+        if self.config.score_normalization == "batch_mean_abs":
+            score = score / (score.abs().mean((-2, -1), keepdim=True) + SCORE_NORMALIZATION_EPS)
+        if self.config.score_sigma_weight:
+            sigma = (1.0 - self.schedule.alpha_hats[t]).sqrt().unsqueeze(-1)
+            return (self.config.alpha * sigma) * score
+        return self.config.alpha * score
+
     def actor_lr(self) -> float:
-        """Cosine decay from `actor_lr` to 0 over `actor_lr_decay_steps` updates (optax's schedule)."""
+        """Cosine decay from `actor_lr` to 0 over `actor_lr_decay_steps` updates (optax's schedule), or constant."""
+        if self.config.actor_lr_schedule == "constant":
+            return self.config.actor_lr
         progress = min(self.actor_updates, self.config.actor_lr_decay_steps) / self.config.actor_lr_decay_steps
         return self.config.actor_lr * 0.5 * (1 + math.cos(math.pi * progress))
 

@@ -119,12 +119,14 @@ def small_overrides(algo: str) -> list[str]:
 
 QUICKER = {  # shorter chains and inner loops, for tests of plumbing rather than learning
     "qsm": ["time_hidden_sizes=16,16", "diffusion_steps=2"],
+    "qsm_flowrl": ["time_hidden_sizes=16,16", "diffusion_steps=2", "eval_candidates=2"],
     "dql": ["eval_candidates=2", "diffusion_steps=2"],
     "dipo": ["time_hidden=16", "diffusion_steps=2", "action_gradient_steps=2", "keep_improved_actions=true"],
     "qvpo": ["time_hidden=16", "diffusion_steps=2", "train_samples=4", "eval_samples=2"],
     "dacer": ["time_features=4", "diffusion_steps=2", "entropy_samples=16", "em_iterations=5", "entropy_every=50"],
     "sdac": ["time_features=4", "diffusion_steps=2", "candidates=2", "reverse_samples=4"],
     "dpmd": ["time_features=4", "diffusion_steps=2", "candidates=2"],
+    "qsm_relax": ["langevin_steps=2", "particles=2", "eval_particles=2", "eval_restarts=2"],
 }
 
 

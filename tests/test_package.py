@@ -26,7 +26,7 @@ def test_algorithms_import_as_qsmbench_algorithms_beside_an_unrelated_algorithms
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "the unrelated algorithms package | qsm,dql,dipo,qvpo,dacer,sdac,dpmd,sac,td3"
+    assert result.stdout.strip() == "the unrelated algorithms package | qsm,dql,dipo,qvpo,dacer,sdac,dpmd,sac,td3,qsm_flowrl,qsm_relax"
 
 
 def test_no_file_cites_a_path_outside_the_repository() -> None:

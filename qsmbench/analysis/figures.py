@@ -22,9 +22,9 @@ import numpy as np
 matplotlib.use("Agg")  # files only, also on machines without a display
 
 import matplotlib.pyplot as plt
-import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.axis import Axis
+from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from matplotlib.patches import Rectangle
@@ -32,17 +32,16 @@ from matplotlib.textpath import text_to_path
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 from rliable import plot_utils
 
-from qsmbench.algorithms import ALGORITHMS
 from qsmbench.analysis.aggregates import Aggregate
+from qsmbench.analysis.colors import Color, method_colors
 from qsmbench.analysis.labels import method_label, task_label
+from qsmbench.analysis.overlays import draw_diverged, draw_published
 from qsmbench.analysis.pipeline import Analysis
-from qsmbench.analysis.scores import Group, Method, method_order
+from qsmbench.analysis.scores import Method, method_order
 from qsmbench.analysis.settings import FigureStyle, Progress, Score, capitalised, score_words
 from qsmbench.core.messages import plural
 from qsmbench.runs.layout import path_safe
 from qsmbench.runs.write import replace_atomically
-
-Color = tuple[float, float, float]
 
 PNG_DPI = 200
 STYLE = {
@@ -56,10 +55,8 @@ STYLE = {
     "pdf.fonttype": 42,  # TrueType in PDFs: submission systems reject Type 3 fonts
 }
 BAND_ALPHA = 0.2
-COLORBLIND_COLORS = 10  # seaborn's colour-blind palette has 10 distinct colours
 MIN_BAR_WIDTH = 0.02  # of the x axis: a narrower interval bar (zero width: all resamples equal) gets a mark
 THIN_BAR_MARKER = "D"
-DIVERGED_GID = "diverged"  # the gid of a diverged seed's own line in the learning curves
 PAIR_SEPARATOR = "\t"  # between the two labels of a pair for rliable; labels may hold commas, not tabs
 MOST_SCORE_TICKS = 4  # bins of the aggregate panels' score axis where the labels fit (rliable's default)
 TICK_GAP = "0"  # the least space between neighbouring tick labels, as the text whose width it is: one digit
@@ -120,17 +117,6 @@ def make_figures(analysis: Analysis, style: FigureStyle) -> dict[str, Figure]:
     return figures
 
 
-def method_colors(methods: list[Method]) -> dict[Method, Color]:
-    """Fixed colours for the registered algorithms, whichever are shown; the next ones, in order, for
-    variants and unregistered algorithms. Every method its own colour: past the colour-blind palette's 10
-    (nine algorithms and a variant fill it), evenly spaced hues."""
-    fixed = [Method(algo) for algo in ALGORITHMS]
-    slots = {method: i for i, method in enumerate([*fixed, *(m for m in methods if m not in fixed)])}
-    base = sns.color_palette("colorblind", COLORBLIND_COLORS)
-    palette = base + sns.color_palette("husl", max(len(slots) - len(base), 0))
-    return {method: palette[slots[method]] for method in methods}
-
-
 def save(figure: Figure, stem: Path) -> list[Path]:
     """`stem`.png and `stem`.pdf, each replaced atomically: a plot stopped mid-write (a kill, a full disk) leaves
     the last plot's figure whole, never a truncated one under its name."""
@@ -182,6 +168,7 @@ def learning_curves(analysis: Analysis, look: Look) -> Figure:
     rows = math.ceil(len(tasks) / columns)
     figsize = look.sized((4.8 * columns, 3.6 * rows))
     figure, axes = plt.subplots(rows, columns, figsize=figsize, squeeze=False, layout="constrained")
+    published: dict[str, ErrorbarContainer] = {}  # legend text -> marker of each published number drawn
     for ax, task in zip(axes.flat, tasks):
         for group in (g for g in analysis.groups if g.task == task):
             mean = analysis.curve_bands.points[task, group.method]
@@ -190,26 +177,19 @@ def learning_curves(analysis: Analysis, look: Look) -> Figure:
             ax.plot(group.steps, mean, color=color, linewidth=2, label=look.label(group.method))
             ax.fill_between(group.steps, low, high, color=color, alpha=BAND_ALPHA, linewidth=0)
             draw_diverged(ax, group, color)
+        published |= draw_published(ax, analysis.published, task, look.score, len(published))
         offline = all(g.offline for g in analysis.groups if g.task == task)
         ax.set(title=task_label(task, look.style), xlabel=steps_label(offline), ylabel="Evaluation return")
         ax.xaxis.set_major_formatter(FuncFormatter(step_text))
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(tasks) :]:
         ax.set_visible(False)
-    handles = {look.label(method): plt.Line2D([], [], color=color, linewidth=2) for method, color in look.colors.items()}
-    figure.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=len(handles), frameon=False)
+    handles = {look.label(method): plt.Line2D([], [], color=color, linewidth=2) for method, color in look.colors.items()} | published
+    figure.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=2 if published else len(handles), frameon=False)
     if look.style.titles:
         seeds = count_text([len(group.seeds) for group in analysis.groups])
         figure.suptitle(f"Evaluation return: mean over {seeds} seeds, 95% bootstrap CI")
     return figure
-
-
-def draw_diverged(ax: Axes, group: Group, color: Color) -> None:
-    """Each diverged seed's own evaluations up to its divergence, thin and dashed, with a cross where it stops:
-    the mean above scores it by the plot's rule (or leaves it out), and the reader sees where it failed."""
-    for steps, returns in group.before_divergence.values():
-        ax.plot(steps, returns, color=color, linewidth=0.8, linestyle="--", alpha=0.7, gid=DIVERGED_GID)
-        ax.plot(steps[-1:], returns[-1:], color=color, marker="x", markersize=6, linestyle="", gid=f"{DIVERGED_GID} end")
 
 
 def aggregate_scores(result: Aggregate, look: Look) -> Figure:

@@ -35,6 +35,9 @@ The rules, decided once here and stated in the tables and figure titles:
   estimate is skipped, with a note, when that method is not in an aggregate.
 - Methods are listed (and coloured) in the registry's order, then unregistered algorithms alphabetically,
   each algorithm's variants after it.
+- `PlotSettings.published` (or a `published_file`) reads published numbers (qsmbench.analysis.published) before
+  anything else, so a malformed file stops the plot at once, and sets each beside the tasks whose environment
+  (Gymnasium `-vN` suffix ignored), score rule and final step it matches; a warning when none matches.
 - Bootstraps are rliable's stratified percentile bootstrap, vectorised over resamples (qsmbench.analysis.bootstrap);
   each estimate draws from its own generator seeded with `PlotSettings.seed`, so a group's CI depends only
   on its own runs and the same inputs always give the same CIs.
@@ -48,6 +51,7 @@ import pandas as pd
 
 from qsmbench.analysis.aggregates import Aggregate, aggregates
 from qsmbench.analysis.bootstrap import MIN_SEEDS, Estimates, interval_estimates, mean_over_runs
+from qsmbench.analysis.published import Published, match_published, published_warnings, read_published
 from qsmbench.analysis.scores import (
     Group,
     Method,
@@ -79,16 +83,22 @@ class Analysis:
     curve_bands: Estimates  # (task, method) -> mean over seeds at each group step
     aggregates: list[Aggregate]  # one over the tasks on a common scale, or one per task (scale "per_task")
     warnings: list[str]
+    published: Published | None = None  # published numbers matched to the tasks (`--published`); None without it
 
 
 def analyse(runs: list[RunFile], settings: PlotSettings, progress: Progress) -> Analysis:
     """Align, score and bootstrap: the whole computation behind `qsmbench plot`, without drawing."""
+    published_rows = read_published(settings) if settings.compares_published else None  # a bad file stops us first
     groups, warnings = build_groups(runs, settings.diverged)
     if not groups:
         raise ConfigError("no task and algorithm has runs that share an evaluation step")
     reference = resolve_reference(settings.reference, groups)
     warnings += incomplete_warnings(groups) + budget_warnings(groups, settings.score) + few_seeds_warnings(groups)
     final_at = final_steps(groups)
+    published = None
+    if published_rows is not None:
+        tasks = sorted({group.task for group in groups})
+        published = match_published(*published_rows, final_at, tasks, settings.score)
     scored, final_warnings = scored_groups(groups, final_at, settings)
     scale = resolve_scale(settings.normalize, groups)
     warnings += scale_warnings(settings, scale, groups)
@@ -102,9 +112,9 @@ def analyse(runs: list[RunFile], settings: PlotSettings, progress: Progress) -> 
     results, aggregate_warnings = aggregates(scored, final_at, scale, reference, settings, progress)
     for result in results:
         rows += aggregate_rows(result, settings)
-    warnings += final_warnings + aggregate_warnings
+    warnings += final_warnings + aggregate_warnings + published_warnings(published)
     protocol = protocol_lines(groups, scale, settings)
-    return Analysis(groups, final_at, settings, scale, summary_table(rows), protocol, bands, results, warnings)
+    return Analysis(groups, final_at, settings, scale, summary_table(rows), protocol, bands, results, warnings, published)
 
 
 def resolve_reference(name: str, groups: list[Group]) -> Method:

@@ -19,7 +19,7 @@ from qsmbench.analysis.settings import Diverged, Normalize, PlotSettings, score_
 from qsmbench.core.config import BUDGET
 from qsmbench.core.errors import ConfigError
 from qsmbench.core.messages import plural
-from qsmbench.runs.format import OFFLINE_SCORE, RunFile
+from qsmbench.runs.format import OFFLINE_SCORE, RunFile, with_added_hyperparameters
 
 DMC_PREFIX = "dm_control/"
 DMC_MAX_RETURN = 1000.0
@@ -207,7 +207,7 @@ def divergence(run: RunFile) -> str | None:
 def training_settings(run: RunFile) -> dict[str, str]:
     """What must be equal for runs to be seeds of one group: hyperparameters and budget, as text."""
     header = run.metadata.header
-    values = {**header.algo_config, **{key: header.run_config.get(key) for key in BUDGET}}
+    values = {**with_added_hyperparameters(header.algo, header.algo_config), **{key: header.run_config.get(key) for key in BUDGET}}
     return {key: repr(value) for key, value in values.items()}
 
 

@@ -36,6 +36,10 @@ class PlotSettings:
     # final: the mean of the last `last_evals` evaluations; best: each run's best evaluation during training, the
     # metric of CGPO's and QVPO's tables, biased upward (the maximum of noisy evaluations) and labelled optimistic
     score: Score = "final"
+    # published numbers beside ours (qsmbench.analysis.published), where task, metric and budget match: from
+    # `published_file` when it names a CSV (which implies `published`), else from qsmbench/data/published.csv
+    published: bool = False
+    published_file: str = ""
 
     def __post_init__(self) -> None:
         choices = ", ".join(get_args(Normalize))
@@ -47,6 +51,12 @@ class PlotSettings:
         require(self.last_evals >= 1, f"last_evals must be at least 1, got {self.last_evals}")
         require(self.reps >= 1, f"reps must be at least 1, got {self.reps}")
         require(self.reference == self.reference.strip(), f"reference must be a method's name, got {self.reference!r}")
+        require("\0" not in self.published_file, "published_file contains a NUL character, which no path can hold")
+
+    @property
+    def compares_published(self) -> bool:
+        """Whether published numbers are shown: `published`, or a `published_file` named."""
+        return self.published or bool(self.published_file)
 
 
 OPTIMISTIC = "best during training (optimistic)"  # how every figure and table names a `best` score

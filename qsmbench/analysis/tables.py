@@ -14,6 +14,7 @@ import pandas as pd
 
 from qsmbench.analysis.aggregates import Aggregate
 from qsmbench.analysis.bootstrap import MIN_SEEDS, Estimates, interval_estimates, iqm_and_mean
+from qsmbench.analysis.published import PUBLISHED_COLUMNS, Published
 from qsmbench.analysis.scores import DMC_MAX_RETURN, DMC_PREFIX, Group, Method, Scale, reference_scores, run_scores
 from qsmbench.analysis.settings import OPTIMISTIC, PlotSettings, capitalised, score_words
 from qsmbench.core.messages import plural
@@ -97,16 +98,75 @@ def estimate_columns(names: list[str], estimates: Estimates, key: Hashable) -> d
 
 
 def write_tables(
-    table: pd.DataFrame, results: list[Aggregate], protocol: list[str], warnings: list[str], out_dir: Path
+    table: pd.DataFrame,
+    results: list[Aggregate],
+    protocol: list[str],
+    warnings: list[str],
+    out_dir: Path,
+    published: Published | None = None,
 ) -> list[Path]:
     """summary.csv (every row and CI bound) and summary.md (the same, readable, with the warnings as notes), each
-    replaced atomically: a plot stopped mid-write (a kill, a full disk) leaves the last plot's file whole."""
+    replaced atomically: a plot stopped mid-write (a kill, a full disk) leaves the last plot's file whole. With
+    `--published`, also published.csv: the published rows matched to a task (its own schema, so summary.csv keeps
+    one), headed by PUBLISHED_TABLE_COLUMNS, and empty but for its header when none matched."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / "summary.csv", out_dir / "summary.md"
-    text = markdown(table, results, protocol, warnings).encode("utf-8")
+    text = markdown(table, results, protocol, warnings, published).encode("utf-8")
     replace_atomically(csv_path, lambda handle: table.to_csv(handle, index=False))
     replace_atomically(md_path, lambda handle: handle.write(text))
-    return [csv_path, md_path]
+    if published is None:
+        return [csv_path, md_path]
+    published_path = out_dir / "published.csv"
+    rows = published_table(published)
+    replace_atomically(published_path, lambda handle: rows.to_csv(handle, index=False))
+    return [csv_path, md_path, published_path]
+
+
+# published.csv of a plot: the task it is shown beside, then the source's row as qsmbench/data/published.csv holds it
+# (its `task` renamed `published_task`: the environment id the source ran)
+PUBLISHED_TABLE_COLUMNS = ("task", "published_task", *PUBLISHED_COLUMNS[1:])
+
+
+def published_table(published: Published) -> pd.DataFrame:
+    rows = [
+        {"task": task, "published_task": row.task, **{column: getattr(row, column) for column in PUBLISHED_COLUMNS[1:]}}
+        for task in sorted(published.matched)
+        for row in published.matched[task]
+    ]
+    return pd.DataFrame(rows, columns=list(PUBLISHED_TABLE_COLUMNS)).astype({"steps": "Int64", "seeds": "Int64"})
+
+
+PUBLISHED_HEADING = "Published numbers (matched: task, metric, budget)"
+
+
+def published_markdown(table: pd.DataFrame, published: Published) -> list[str]:
+    """Each task's matched published rows under its own rows of returns, and one line on the rows that did not match."""
+    rule = table.score_rule.iloc[0] if not table.empty else "final"
+    lines = [
+        f"## {PUBLISHED_HEADING}",
+        "",
+        f"Rows of {published.file} on the task's environment (a Gymnasium `-vN` suffix ignored: the source's id is in "
+        f"each row), by the same metric ({score_words(rule, 'evaluation return')}) at the task's final step. Published "
+        "numbers mix protocols (training or evaluation returns, best or final, other environment versions): compare "
+        "with care.",
+        "",
+    ]
+    if published.matched:
+        lines += ["| task | method or source | seeds | IQM [95% CI] | mean [95% CI] or mean \u00b1 std |", "|---|---|---:|---|---|"]
+    ours = table[(table.scope == "task") & (table.score == "return")]
+    for task in sorted(published.matched):
+        lines += [
+            f"| {task} | {method_text(r)} | {seeds_text(r)} | {ci_text(r, 'iqm')} | {ci_text(r, 'mean')} |"
+            for r in ours[ours.task == task].itertuples()
+        ]
+        for row in published.matched[task]:
+            spread = f" \u00b1 {row.std:.1f}" if row.std is not None else " (no std published)"
+            lines.append(f"| {task} | {row.label(rule).replace('|', '/')} | {row.seeds} | n/a | {row.mean:.1f}{spread} |")
+    if not published.matched:
+        lines.append("None matched." if published.rows else f"None: {published.file} has no rows.")
+    if published.unmatched:
+        lines += ["", published.unmatched + "."]
+    return lines
 
 
 def protocol_lines(groups: list[Group], scale: Scale, settings: PlotSettings) -> list[str]:
@@ -172,7 +232,9 @@ def normalisation_text(groups: list[Group], scale: Scale) -> str:
     return "; ".join(texts[task] for task in sorted(texts))
 
 
-def markdown(table: pd.DataFrame, results: list[Aggregate], protocol: list[str], warnings: list[str]) -> str:
+def markdown(
+    table: pd.DataFrame, results: list[Aggregate], protocol: list[str], warnings: list[str], published: Published | None = None
+) -> str:
     lines = ["# qsmbench results summary", "", *protocol]
     tasks = table[table.scope == "task"]
     for scale in ("return", "normalised"):
@@ -186,6 +248,8 @@ def markdown(table: pd.DataFrame, results: list[Aggregate], protocol: list[str],
                 f"{ci_text(r, 'mean')} |"
                 for r in rows.itertuples()
             ]
+    if published is not None:
+        lines += ["", *published_markdown(table, published)]
     if not results:
         lines += ["", "## Aggregate over tasks", "", "None: no task has scores on a common scale (see the notes)."]
     for result in results:

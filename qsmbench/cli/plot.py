@@ -53,6 +53,17 @@ def plot(
             "during training, as CGPO and QVPO report it: optimistic, biased upward, and labelled so everywhere)."
         ),
     ] = PlotSettings.score,
+    published: Annotated[
+        bool,
+        typer.Option(
+            help="Published numbers beside ours (the shipped data/published.csv): rows in summary.md and published.csv, "
+            "and markers (mean +- std) on the learning curves, only where task (version suffix ignored), --score and budget match."
+        ),
+    ] = PlotSettings.published,
+    published_file: Annotated[
+        Path | None,
+        typer.Option(help="Compare with this CSV of published numbers instead of the shipped one (implies --published).", metavar="CSV"),
+    ] = None,
     label: Annotated[
         list[str] | None,
         typer.Option(
@@ -67,7 +78,8 @@ def plot(
 ) -> None:
     """Tables (summary.csv, summary.md) and figures with rliable: IQM, curves, profiles, P(improvement)."""
     settings = PlotSettings(
-        normalize=normalize, last_evals=last_evals, reps=reps, reference=reference or "", diverged=diverged, score=score
+        normalize=normalize, last_evals=last_evals, reps=reps, reference=reference or "", diverged=diverged, score=score,
+        published=published, published_file=str(published_file or ""),
     )
     style = FigureStyle(labels=parse_labels(label or []), titles=titles, figsize=parse_figsize(figsize))
     console = Console(stderr=True)
@@ -76,7 +88,12 @@ def plot(
         report = plot_results(results_dir, settings, out, progress=say, style=style)
     for warning in report.warnings:
         print(f"qsmbench: warning: {warning}", file=sys.stderr)
-    print(f"tables and figures: {report.out_dir} (summary.md, summary.csv, {plural(len(report.files) - 2, 'figure file')})")
+    tables = [path.name for path in report.files if path.suffix in (".md", ".csv")]
+    figure_files = plural(len(report.files) - len(tables), "figure file")
+    print(f"tables and figures: {report.out_dir} ({', '.join(sorted(tables, key=TABLE_ORDER.index))}, {figure_files})")
+
+
+TABLE_ORDER = ["summary.md", "summary.csv", "published.csv"]  # as the command's last line lists them
 
 
 def parse_labels(given: list[str]) -> dict[str, str]:

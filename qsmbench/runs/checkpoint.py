@@ -32,7 +32,7 @@ from qsmbench.algorithms.state import AgentStateError, check_parts, load_state
 from qsmbench.core.config import NUMERICS
 from qsmbench.core.errors import CheckpointError
 from qsmbench.core.messages import format_duration, quoted
-from qsmbench.runs.format import LEGACY_RUN_SETTINGS, is_count, is_number
+from qsmbench.runs.format import LEGACY_RUN_SETTINGS, is_count, is_number, with_added_hyperparameters
 from qsmbench.runs.spec import RunSpec
 from qsmbench.runs.write import replace_atomically
 
@@ -70,7 +70,8 @@ def resume_settings(spec: RunSpec, env_id: str, device: torch.device) -> dict[st
 
 def check_belongs(path: Path, header: Mapping[str, Any], settings: Mapping[str, Any]) -> None:
     """CheckpointError naming what differs when the checkpoint at `path` was written by another run."""
-    saved = {**LEGACY_RUN_SETTINGS, **header.get("settings", {})}  # a checkpoint older than a setting had its old value
+    stored = header.get("settings", {})  # a checkpoint older than a setting had its old value (LEGACY_RUN_SETTINGS)
+    saved = {**LEGACY_RUN_SETTINGS, **with_added_hyperparameters(str(stored.get("algo")), stored)}
     differences = [
         f"{key} {saved.get(key, 'unset')!s} (this run: {settings.get(key, 'unset')!s})"
         for key in sorted(set(saved) | set(settings))

@@ -19,6 +19,7 @@ results tree report with the file's name, instead of a crash somewhere later.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any, Literal, get_args
 
 import pandas as pd
 
+from qsmbench.algorithms import ALGORITHMS
 from qsmbench.core.errors import RunFileError
 from qsmbench.core.messages import quoted
 
@@ -33,6 +35,20 @@ METADATA_KEY = b"qsmbench"
 # Run settings added after files were first written, with the value every older file was made with: a file
 # without the key reads as having it (before update_every, every run made one update per environment step).
 LEGACY_RUN_SETTINGS = {"update_every": 1}
+
+
+def with_added_hyperparameters(algo: str, algo_config: Mapping[str, Any]) -> dict[str, Any]:
+    """`algo_config` as a run file or checkpoint holds it, with every hyperparameter its algorithm gained after the
+    file was written set to its default (as JSON reads it back). A setting is only ever added with a default that
+    keeps the algorithm's behaviour from before it existed (docs/algorithms.md), so an older file was made with
+    that value: its checkpoint resumes and its seeds pool in `plot` with a new run's, and it differs from a run
+    that sets another value. Files of an algorithm this qsmbench does not register are left as they are."""
+    if algo not in ALGORITHMS:
+        return dict(algo_config)
+    defaults = json.loads(json.dumps(dataclasses.asdict(ALGORITHMS[algo].config_cls())))
+    return {**defaults, **algo_config}
+
+
 SCHEMA_VERSION = 2
 Status = Literal["running", "complete", "diverged", "failed", "interrupted"]
 STATUSES: tuple[str, ...] = get_args(Status)

@@ -39,12 +39,13 @@ def assert_same_weights(ours: nn.Module, official: nn.Module) -> None:
     same_weights(Model(ours) if hasattr(ours, "time_mlp") else Critic(ours), official)
 
 
-def sequential(batched_mlp: nn.Module, member: int | None = None) -> nn.Sequential:
-    """Linear, Mish, ..., Linear: agent/model.py's layer stacks."""
+def sequential(batched_mlp: nn.Module, member: int | None = None, activation: type[nn.Module] = nn.Mish) -> nn.Sequential:
+    """Linear, Mish, ..., Linear: agent/model.py's layer stacks (and, with another `activation`, relax's), from seed 0
+    (and ensemble `member`) of a qsmbench BatchedMLP."""
     layers: list[nn.Module] = []
     for index, batched in enumerate(batched_mlp.layers):
         if index:
-            layers.append(nn.Mish())
+            layers.append(activation())
         layers.append(linear(batched, member))
     return nn.Sequential(*layers)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import inspect
 import os
@@ -27,6 +28,7 @@ from qsmbench.algorithms import ALGORITHMS
 from qsmbench.analysis import figures
 from qsmbench.analysis.aggregates import aggregate_cells
 from qsmbench.analysis.bootstrap import aggregate_metrics, improvement, interval_estimates, iqm_and_mean, pooled
+from qsmbench.analysis.colors import method_colors
 from qsmbench.analysis.labels import check_labels, task_title
 from qsmbench.analysis.pipeline import Analysis, analyse
 from qsmbench.analysis.report import PlotReport, plot_results
@@ -703,7 +705,7 @@ def test_zero_width_intervals_still_show_in_their_colour(tmp_path: Path) -> None
     result = analysis.aggregates[0]
     assert np.ptp(result.metrics.intervals[Method("qsm")], axis=0).max() == 0
     assert result.improvement.points[Method("sac")] == 1.0
-    colors = figures.method_colors([Method("qsm"), Method("sac")])
+    colors = method_colors([Method("qsm"), Method("sac")])
     kept = drawn(analysis)
     for name, shown in (("aggregate_scores", ["sac", "qsm"]), ("probability_of_improvement", ["sac"])):
         ax = kept[name].axes[0]
@@ -756,9 +758,9 @@ def test_algorithms_are_ordered_by_the_registry_then_alphabetically(
     for algo in names:
         write_seed(tmp_path, HOPPER, algo, 0)
     assert [group.algo for group in build_groups(read_results(tmp_path).runs)[0]] == expected
-    colors = figures.method_colors([Method(algo) for algo in expected])
+    colors = method_colors([Method(algo) for algo in expected])
     shown = [Method("abc_new"), Method("td3")]
-    assert figures.method_colors(shown) == {method: colors[method] for method in shown}
+    assert method_colors(shown) == {method: colors[method] for method in shown}
     assert len(set(colors.values())) == len(expected)
 
 
@@ -912,3 +914,21 @@ def test_the_probability_of_improvement_title_counts_the_runs_per_task(synthetic
     (title,) = figure_titles(kept["probability_of_improvement"])
     close_all(kept)
     assert re.search(r", \d+(\u2013\d+)? runs per task, ", title) and "{" not in title, title
+
+
+def test_seeds_written_before_a_hyperparameter_existed_pool_with_seeds_at_its_default(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A file older than QSM's `score_critic` lacks the key and was made with its default, `online`: its seeds pool
+    with a new file's that records `online` (plot refused them, "score_critic absent vs 'online'"), and not with
+    one that records `target`."""
+    results = tmp_path / "results"
+    new = dataclasses.asdict(ALGORITHMS["qsm"].config_cls())
+    old = {key: value for key, value in new.items() if key != "score_critic"}
+    for seed, config in enumerate((old, old, new)):
+        write_seed(results, HOPPER, "qsm", seed, algo_config=config)
+    result = run_cli(["plot", str(results), "--out", str(tmp_path / "figures"), "--reps", "50"], capfd)
+    assert result.returncode == 0, result.stderr
+    write_seed(results, HOPPER, "qsm", 3, algo_config={**new, "score_critic": "target"})
+    result = run_cli(["plot", str(results), "--out", str(tmp_path / "figures"), "--reps", "50"], capfd)
+    assert result.returncode == 2 and "(score_critic 'online' vs 'target')" in result.stderr, result.stderr

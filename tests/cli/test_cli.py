@@ -176,7 +176,19 @@ LISTED_DEFAULTS = {
         ("diffusion_steps", "5"), ("schedule", "'vp'"), ("actor_lr", "0.0003"), ("critic_lr", "0.0003"),
         ("exploration_noise", "0.1"), ("time_features", "64"), ("time_feature_std", "0.2"),
         ("time_hidden_sizes", "(128, 128)"), ("sampler_temperature", "1.0"), ("alpha", "50.0"),
-        ("actor_lr_decay_steps", "2000000"), ("target_noise", "0.1"),
+        ("actor_lr_decay_steps", "2000000"), ("target_noise", "0.1"), ("score_critic", "'online'"),
+        ("score_normalization", "'none'"), ("score_sigma_weight", "False"), ("eval_candidates", "1"),
+        ("sampler_clip", "'every_step'"), ("actor_lr_schedule", "'cosine'"),
+    ],
+    "qsm_flowrl": [
+        ("batch_size", "256"), ("gamma", "0.99"), ("tau", "0.005"), ("warmup_steps", "5000"),
+        ("replay_capacity", "1000000"), ("hidden_sizes", "(256, 256)"), ("actor_hidden_sizes", "(256, 256, 256)"),
+        ("diffusion_steps", "20"), ("schedule", "'cosine'"), ("actor_lr", "0.0003"), ("critic_lr", "0.0003"),
+        ("exploration_noise", "0.1"), ("time_features", "64"), ("time_feature_std", "0.2"),
+        ("time_hidden_sizes", "(64, 64)"), ("sampler_temperature", "1.0"), ("alpha", "10.0"),
+        ("actor_lr_decay_steps", "2000000"), ("target_noise", "0.0"), ("score_critic", "'target'"),
+        ("score_normalization", "'batch_mean_abs'"), ("score_sigma_weight", "True"), ("eval_candidates", "10"),
+        ("sampler_clip", "'denoised'"), ("actor_lr_schedule", "'constant'"),
     ],
     "dql": [
         ("batch_size", "256"), ("gamma", "0.99"), ("tau", "0.005"), ("warmup_steps", "10000"),
@@ -246,6 +258,12 @@ LISTED_DEFAULTS = {
         ("replay_capacity", "1000000"), ("hidden_sizes", "(256, 256)"), ("actor_lr", "0.0003"),
         ("critic_lr", "0.0003"), ("exploration_noise", "0.1"), ("target_noise", "0.2"),
         ("target_noise_clip", "0.5"), ("policy_delay", "2"),
+    ],
+    "qsm_relax": [
+        ("batch_size", "256"), ("gamma", "0.99"), ("tau", "0.005"), ("warmup_steps", "10000"),
+        ("replay_capacity", "1000000"), ("hidden_sizes", "(256, 256, 256)"), ("actor_hidden_sizes", "(256, 256, 256)"),
+        ("langevin_steps", "20"), ("particles", "64"), ("eval_particles", "64"), ("eval_restarts", "16"),
+        ("critic_lr", "0.0001"), ("score_lr", "0.0001"), ("exploration_noise", "0.0"),
     ],
 }
 

@@ -465,3 +465,19 @@ def test_a_checkpoint_older_than_update_every_resumes_only_as_update_every_1(tmp
     other = resume_settings(other_spec, "Pendulum-v1", torch.device("cpu"))
     with pytest.raises(CheckpointError, match=r"^[^\n]*update_every 1 \(this run: 5\)[^\n]*$"):
         check_belongs(tmp_path / "old.pt", legacy, other)
+
+
+def test_a_checkpoint_older_than_a_hyperparameter_resumes_only_at_its_default(tmp_path: Path) -> None:
+    """QSM gained `score_critic` and five other settings for its literature variants, each defaulting to the official
+    behaviour: a checkpoint written before them lacks those keys, was made with the defaults, and must resume a run
+    at the defaults (it was refused, naming `score_critic unset`) and be refused for any other value."""
+    sets = [*small_overrides("qsm"), "warmup_steps=10"]
+    spec = make_spec("qsm", sets, env="Pendulum-v1", seeds=2, steps=20, eval_every=10, device="cpu")
+    settings = resume_settings(spec, "Pendulum-v1", torch.device("cpu"))
+    added = ("score_critic", "score_normalization", "score_sigma_weight", "eval_candidates", "sampler_clip", "actor_lr_schedule")
+    legacy = {"settings": {key: value for key, value in settings.items() if key not in added}}
+    check_belongs(tmp_path / "old.pt", legacy, settings)
+    other_spec = make_spec("qsm", [*sets, "score_critic=target"], env="Pendulum-v1", seeds=2, steps=20, eval_every=10, device="cpu")
+    other = resume_settings(other_spec, "Pendulum-v1", torch.device("cpu"))
+    with pytest.raises(CheckpointError, match=r"^[^\n]*score_critic online \(this run: target\)[^\n]*$"):
+        check_belongs(tmp_path / "old.pt", legacy, other)
