@@ -11,7 +11,7 @@ The rules, decided once here and stated in the tables and figure titles:
   uses the evaluation steps that every one of its runs reached, so an incomplete run (status != complete)
   shortens its group's curve instead of being dropped; such runs are listed in a warning.
 - The runs of one group must have been trained with the same hyperparameters and budget (steps,
-  update_every, eval_every, eval_episodes); otherwise plot stops with a one-line error naming two such files.
+  update_every, action_repeat, eval_every, eval_episodes); otherwise plot stops with a one-line error naming two such files.
 - A seed that diverged (status `diverged`, or non-finite evaluation values in a file of an older version)
   is a failed run, not a missing one: `PlotSettings.diverged` scores it after its divergence as its own
   step-0 evaluation (`untrained`, the default) or its last finite one (`last`), or leaves it out of every

@@ -32,6 +32,11 @@ def run(
     update_every: Annotated[
         int, typer.Option(help="Environment steps per gradient update after the warm-up (online only; recorded in the run).")
     ] = 1,
+    action_repeat: Annotated[
+        int,
+        typer.Option(help="Simulator steps per agent step, the action repeated (DeepMind Control's frame skip; online "
+                     "only; --steps still counts agent steps; recorded in the run)."),
+    ] = 1,
     eval_every: Annotated[int, typer.Option(help="Steps between evaluations.")] = 10_000,
     eval_episodes: Annotated[int, typer.Option(help="Evaluation episodes per seed.")] = 10,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -88,6 +93,7 @@ def run(
         seed_start=seed_start,
         steps=steps,
         update_every=update_every,
+        action_repeat=action_repeat,
         eval_every=eval_every,
         eval_episodes=eval_episodes,
         device=device,

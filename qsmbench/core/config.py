@@ -57,6 +57,7 @@ MAX_WIDTH = 10**8  # units per layer: 10^16 weights for a square layer already; 
 DEFAULT_CHECKPOINT_EVERY = 100_000  # writes cost under 2% of a fast GPU run at this interval (docs/benchmarks.md)
 MAX_VARIANT = 120  # characters of a variant label, which also names a directory
 FLOAT32_MAX = 3.4028234663852886e38  # every float setting ends up in float32 tensors; beyond this it is inf
+MAX_ACTION_REPEAT = 100  # --action-repeat's bound: DeepMind Control's usual values are 1 to 8
 TRACKERS = ("tensorboard", "wandb")  # the choices of --track, each implemented in qsmbench.training.tracking
 DEFAULT_TRACK_EVERY = 1_000  # steps between the tracked means of the update diagnostics: one host read each
 
@@ -76,6 +77,7 @@ class Protocol:
     seed_start: int = 0
     steps: int = 1_000_000
     update_every: int = 1  # online: environment steps per gradient update after the warm-up (`is_update_step`)
+    action_repeat: int = 1  # online: simulator steps per agent step, the action repeated (qsmbench.envs.ActionRepeat)
     eval_every: int = 10_000
     eval_episodes: int = 10
 
@@ -92,6 +94,15 @@ class Protocol:
         require(
             self.dataset is None or self.update_every == 1,
             f"--update-every applies to online runs only (offline, a step is one gradient step), got {self.update_every}",
+        )
+        require(
+            1 <= self.action_repeat <= MAX_ACTION_REPEAT,
+            f"--action-repeat must be an integer from 1 to {MAX_ACTION_REPEAT}, got {self.action_repeat}",
+        )
+        require(
+            self.dataset is None or self.action_repeat == 1,
+            f"--action-repeat applies to online runs only (a dataset's transitions are single env steps), "
+            f"got {self.action_repeat}",
         )
         require(self.eval_every >= 1, f"--eval-every must be at least 1, got {self.eval_every}")
         require(self.eval_episodes >= 1, f"--eval-episodes must be at least 1, got {self.eval_episodes}")
@@ -129,12 +140,13 @@ class Protocol:
 # Which protocol settings each comparison needs, defined once. A run file holds one seed, so it is compared
 # on BUDGET (a grid's finished seed, runs grouped in one figure); a checkpoint holds a whole batch of seeds,
 # so it is compared on every protocol setting and on NUMERICS; a grid file sets SEEDS and BUDGET for all its
-# tasks; a run's cost per step depends on its seed count, its EVALUATION load and its update_every.
-# update_every decides how many updates a seed's curve had at each step, so it is part of BUDGET like steps.
+# tasks; a run's cost per step depends on its seed count, its EVALUATION load, its update_every and its
+# action_repeat. update_every decides how many updates a seed's curve had at each step, and action_repeat how
+# many simulator steps (and which episodes) a step is, so both are part of BUDGET like steps.
 TASK = ("env", "dataset")
 SEEDS = ("seeds", "seed_start")
 EVALUATION = ("eval_every", "eval_episodes")
-BUDGET = ("steps", "update_every", *EVALUATION)
+BUDGET = ("steps", "update_every", "action_repeat", *EVALUATION)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
 """Environments: any Gymnasium Box-action task and DeepMind Control through shimmy.
 
 Every algorithm acts in [-1, 1]; `make_env` rescales to the task's bounds and flattens dict
-observations (DeepMind Control). `EnvBatch` steps one env per member in lockstep and resets a
-finished episode in the same step, keeping the true final observation so that a time-limit
-truncation can be bootstrapped through (Gymnasium 1.x vector envs would hand back the reset
-observation one step later instead).
+observations (DeepMind Control), and with `action_repeat` K > 1 (`--action-repeat`) wraps the env in
+`ActionRepeat`, so that one step of the env it returns (one agent step) is K simulator steps.
+`EnvBatch` steps one env per member in lockstep and resets a finished episode in the same step,
+keeping the true final observation so that a time-limit truncation can be bootstrapped through
+(Gymnasium 1.x vector envs would hand back the reset observation one step later instead).
 
 Exact resume. A simulator's state in mid-episode is more than its positions and velocities (MuJoCo's
 solver warm start, time-limit counters, wrapper state, DeepMind Control's step count), and each env
@@ -51,8 +52,28 @@ def check_env_id(env_id: str) -> None:
         raise EnvError(f"unknown environment {env_id!r}{did_you_mean(env_id, gym.registry)}")
 
 
-def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
-    """Build one env with flat float observations and actions in [-1, 1] (`render_mode="rgb_array"` to film it)."""
+class ActionRepeat(gym.Wrapper):
+    """Each step repeats the action `repeat` times in the wrapped env (DeepMind Control's frame skip): the sum of
+    the rewards, the last observation and info, stopping early at a termination or a truncation, which it passes
+    on (a DeepMind Control time limit of 1000 simulator steps is 500 steps of this env at `repeat` 2)."""
+
+    def __init__(self, env: gym.Env, repeat: int):
+        super().__init__(env)
+        self.repeat = repeat
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        total = 0.0
+        for _ in range(self.repeat):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            total += float(reward)
+            if terminated or truncated:
+                break
+        return obs, total, terminated, truncated, info
+
+
+def make_env(env_id: str, render_mode: str | None = None, action_repeat: int = 1) -> gym.Env:
+    """Build one env with flat float observations and actions in [-1, 1] (`render_mode="rgb_array"` to film it),
+    each of its steps `action_repeat` simulator steps (`ActionRepeat`; 1: the env as it is)."""
     check_env_id(env_id)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is out of date.*")  # v4 ids are what the papers used
@@ -74,6 +95,8 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
     if not (np.all(env.action_space.low == -1.0) and np.all(env.action_space.high == 1.0)):
         unit = np.ones(env.action_space.shape, dtype=env.action_space.dtype)
         env = gym.wrappers.RescaleAction(env, -unit, unit)
+    if action_repeat > 1:
+        env = ActionRepeat(env, action_repeat)
     return env
 
 
@@ -121,10 +144,11 @@ def set_rng_state(rng: np.random.Generator | np.random.RandomState, state: dict[
 
 
 class EnvBatch:
-    """One env per member (a training seed, or a seed x evaluation episode), stepped in lockstep."""
+    """One env per member (a training seed, or a seed x evaluation episode), stepped in lockstep; each step is
+    `action_repeat` simulator steps (`make_env`)."""
 
-    def __init__(self, env_id: str, seeds: list[int], render_mode: str | None = None):
-        self.envs = [make_env(env_id, render_mode) for _ in seeds]
+    def __init__(self, env_id: str, seeds: list[int], render_mode: str | None = None, action_repeat: int = 1):
+        self.envs = [make_env(env_id, render_mode, action_repeat) for _ in seeds]
         self.seeds = seeds
         self.episode_returns = np.zeros(len(seeds))
         self.episode_start: list[dict[str, Any]] = [{"seed": seed} for seed in seeds]

@@ -37,12 +37,12 @@ class EnvWorkerError(RuntimeError):
     """An env worker failed or died; the run fails with its reason."""
 
 
-def serve(connection: Connection, env_id: str, seeds: list[int]) -> None:
+def serve(connection: Connection, env_id: str, seeds: list[int], action_repeat: int = 1) -> None:
     """A worker's life: build its `EnvBatch`, then run the methods it is asked for until closed or orphaned."""
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
         signal.signal(signum, signal.SIG_IGN)
     try:
-        batch = EnvBatch(env_id, seeds)
+        batch = EnvBatch(env_id, seeds, action_repeat=action_repeat)
         connection.send(("done", (None, batch.obs)))
         while True:
             method, args = connection.recv()
@@ -80,7 +80,7 @@ def start_worker_server() -> None:
 class EnvPool:
     """`EnvBatch`'s interface over `workers` processes, each holding a contiguous group of the members."""
 
-    def __init__(self, env_id: str, seeds: list[int], workers: int):
+    def __init__(self, env_id: str, seeds: list[int], workers: int, action_repeat: int = 1):
         bounds = np.linspace(0, len(seeds), min(workers, len(seeds)) + 1).round().astype(int)
         self.groups = [slice(int(start), int(end)) for start, end in itertools.pairwise(bounds)]
         self.size = len(seeds)
@@ -89,7 +89,7 @@ class EnvPool:
         self.processes: list[multiprocessing.process.BaseProcess] = []
         for group in self.groups:
             ours, theirs = context.Pipe()
-            process = context.Process(target=serve, args=(theirs, env_id, seeds[group]), daemon=True)
+            process = context.Process(target=serve, args=(theirs, env_id, seeds[group], action_repeat), daemon=True)
             process.start()
             theirs.close()
             self.connections.append(ours)
@@ -172,6 +172,9 @@ class EnvPool:
                 process.join()
 
 
-def make_env_batch(env_id: str, seeds: list[int], workers: int) -> EnvBatch | EnvPool:
-    """The in-process `EnvBatch` for `workers == 0`, else an `EnvPool` of that many workers."""
-    return EnvPool(env_id, seeds, workers) if workers else EnvBatch(env_id, seeds)
+def make_env_batch(env_id: str, seeds: list[int], workers: int, action_repeat: int = 1) -> EnvBatch | EnvPool:
+    """The in-process `EnvBatch` for `workers == 0`, else an `EnvPool` of that many workers; each step of either
+    is `action_repeat` simulator steps."""
+    if workers:
+        return EnvPool(env_id, seeds, workers, action_repeat)
+    return EnvBatch(env_id, seeds, action_repeat=action_repeat)

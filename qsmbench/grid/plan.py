@@ -260,8 +260,10 @@ Timings = Mapping[tuple[str, str, str], float]  # (task directory, algorithm, se
 
 def settings_key(algo_config: Any, run_config: Mapping[str, Any]) -> str:
     """What a run's cost per step depends on besides its task: hyperparameters, evaluation load (EVALUATION),
-    batch size (seeds), updates per step (update_every; 1 in files older than it)."""
+    batch size (seeds), updates per step (update_every) and simulator steps per step (action_repeat; each 1 in
+    files older than it)."""
     load = [run_config.get(key) for key in (*EVALUATION, "seeds")] + [run_config.get("update_every", 1)]
+    load += [run_config.get("action_repeat", 1)]
     return json.dumps([algo_config, *load], sort_keys=True, default=str)
 
 

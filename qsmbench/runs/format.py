@@ -33,8 +33,9 @@ from qsmbench.core.messages import quoted
 
 METADATA_KEY = b"qsmbench"
 # Run settings added after files were first written, with the value every older file was made with: a file
-# without the key reads as having it (before update_every, every run made one update per environment step).
-LEGACY_RUN_SETTINGS = {"update_every": 1}
+# without the key reads as having it (before update_every, every run made one update per environment step;
+# before action_repeat, every agent step was one simulator step).
+LEGACY_RUN_SETTINGS = {"update_every": 1, "action_repeat": 1}
 
 
 def with_added_hyperparameters(algo: str, algo_config: Mapping[str, Any]) -> dict[str, Any]:

@@ -217,7 +217,11 @@ def evaluator_for(
     """The evaluation envs of these policies' seeds on `qsmbench eval`'s stream `eval_seed`."""
     seeds = [policy.seed for policy in policies]
     env_id = policies[0].header.env_id
-    return Evaluator(env_id, seeds, episodes, device, stream=(EVAL_STREAM_SALT, eval_seed), render_mode=render_mode)
+    action_repeat = int(policies[0].header.run_config.get("action_repeat", 1))  # as the run trained; 1 before it existed
+    return Evaluator(
+        env_id, seeds, episodes, device, stream=(EVAL_STREAM_SALT, eval_seed), render_mode=render_mode,
+        action_repeat=action_repeat,
+    )
 
 
 def evaluate_policies(

@@ -60,9 +60,13 @@ def build(prepared: PreparedRun, reporter: Reporter) -> RunParts:
     else:
         capacity = min(config.replay_capacity, protocol.steps)
         replay = make_replay(spec.algorithm, agent, len(seeds), capacity, dims.obs_dim, dims.act_dim, device)
-        collector = Collector(prepared.env_id, seeds, agent, replay, config.warmup_steps, watch, execution.env_workers)
+        collector = Collector(
+            prepared.env_id, seeds, agent, replay, config.warmup_steps, watch, execution.env_workers, protocol.action_repeat
+        )
         transitions, learning_starts = replay, config.warmup_steps
-    evaluator = Evaluator(prepared.env_id, seeds, protocol.eval_episodes, device, execution.eval_workers)
+    evaluator = Evaluator(
+        prepared.env_id, seeds, protocol.eval_episodes, device, execution.eval_workers, action_repeat=protocol.action_repeat
+    )
     header = RunHeader(
         algo=spec.algo,
         task=protocol.task,

@@ -1,4 +1,5 @@
-"""Online experience: every run step, each seed acts once in its own training env, into replay."""
+"""Online experience: every run step, each seed acts once in its own training env (`action_repeat` simulator
+steps), into replay."""
 
 from __future__ import annotations
 
@@ -26,10 +27,11 @@ class Collector:
         warmup_steps: int,
         watch: DivergenceWatch,
         workers: int = 0,
+        action_repeat: int = 1,
     ):
         self.agent, self.replay, self.warmup_steps, self.watch = agent, replay, warmup_steps, watch
         self.warmup_rng = np.random.default_rng(np.random.SeedSequence([*seeds, 1]))
-        self.envs = make_env_batch(env_id, seeds, workers)
+        self.envs = make_env_batch(env_id, seeds, workers, action_repeat)
         self.finished_returns: list[list[float]] = [[] for _ in seeds]
 
     def collect(self, step: int) -> None:

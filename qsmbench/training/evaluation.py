@@ -6,7 +6,7 @@ of all of them are computed in one batch on the training device; their randomnes
 generator per seed, seeded from the run seed and the step (`SeedNoise.for_evaluation`), so a seed's
 returns do not depend on the seeds beside it and evaluating never moves the training's random stream.
 With `workers > 0` the envs step in that many worker processes (qsmbench.envs.workers), with the same
-returns.
+returns. Each step repeats the action `action_repeat` times (the run's `--action-repeat`, as its training envs).
 """
 
 from __future__ import annotations
@@ -35,10 +35,15 @@ class Evaluator:
         workers: int = 0,
         stream: Sequence[int] = (),
         render_mode: str | None = None,
+        action_repeat: int = 1,
     ):
         self.seeds, self.episodes, self.device, self.stream = seeds, episodes, device, tuple(stream)
         env_seeds = [eval_env_seed(seed, j, stream) for seed in seeds for j in range(episodes)]
-        self.batch = EnvBatch(env_id, env_seeds, render_mode) if render_mode else make_env_batch(env_id, env_seeds, workers)
+        self.batch = (
+            EnvBatch(env_id, env_seeds, render_mode, action_repeat)
+            if render_mode
+            else make_env_batch(env_id, env_seeds, workers, action_repeat)
+        )
 
     def evaluate(self, agent: Agent, live: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
         """Run the agent's evaluation action in the envs of the `live` seeds.

@@ -932,3 +932,33 @@ def test_seeds_written_before_a_hyperparameter_existed_pool_with_seeds_at_its_de
     write_seed(results, HOPPER, "qsm", 3, algo_config={**new, "score_critic": "target"})
     result = run_cli(["plot", str(results), "--out", str(tmp_path / "figures"), "--reps", "50"], capfd)
     assert result.returncode == 2 and "(score_critic 'online' vs 'target')" in result.stderr, result.stderr
+
+
+def test_runs_differing_only_in_action_repeat_are_never_one_group(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Real runs of td3 on Pendulum-v1 in one directory, seed 0 with --action-repeat 2 and seed 1 with the default:
+    plot refuses to pool them in one line naming action_repeat. A file written before the setting existed (no
+    action_repeat in its run_config) is action_repeat 1 and pools with seed 1."""
+    results = tmp_path / "results"
+
+    def train(seed: int, *extra: str) -> None:
+        sets = ["warmup_steps=50", "batch_size=16", "hidden_sizes=32,32"]
+        result = run_cli([
+            "run", "--algo", "td3", "--env", NO_REFERENCE, "--seeds", "1", "--seed-start", str(seed), "--steps", "100",
+            "--eval-every", "50", "--eval-episodes", "1", "--device", "cpu", "--quiet", "--out", str(results),
+            "--name", "", *(item for override in sets for item in ("--set", override)), *extra,
+        ], capfd)
+        assert result.returncode == 0, result.stderr
+
+    train(0, "--action-repeat", "2")
+    train(1)
+    result = run_cli(["plot", str(results), "--out", str(tmp_path / "figures"), "--reps", "50"], capfd)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "trained with different settings (action_repeat 2 vs 1)" in lines[0]
+
+    run_path(results, NO_REFERENCE, "td3", 0).unlink()
+    train(2)
+    rewrite_metadata(run_path(results, NO_REFERENCE, "td3", 2), lambda document: document["run_config"].pop("action_repeat"))
+    report = plot_results(results, PlotSettings(reps=50), out_dir=tmp_path / "figures")
+    rows = summary(report).query("scope == 'task' and score == 'return'")
+    assert rows.seeds.tolist() == [2]

@@ -94,6 +94,9 @@ def seed_files(out: Path, env: str = "Pendulum-v1", algo: str = "td3", seeds: in
         (["--algo", "sac", "--env", "Pendulum-v1", "--update-every", "0"], ["--update-every", "at least 1"]),
         (["--algo", "sac", "--env", "Pendulum-v1", "--update-every", "-4"], ["--update-every", "at least 1"]),
         (["--algo", "sac", "--env", "Pendulum-v1", "--update-every", "2.5"], ["--update-every", "valid integer"]),
+        (["--algo", "sac", "--env", "Pendulum-v1", "--action-repeat", "0"], ["--action-repeat", "from 1 to 100, got 0"]),
+        (["--algo", "sac", "--env", "Pendulum-v1", "--action-repeat", "101"], ["--action-repeat", "from 1 to 100, got 101"]),
+        (["--algo", "sac", "--env", "Pendulum-v1", "--action-repeat", "1.5"], ["--action-repeat", "valid integer"]),
         (["--algo", "sac", "--env", "Pendulum-v1", "--tf32", "--device", "cpu"], ["--tf32 changes CUDA matmuls only", "cpu"]),
         (["--algo", "sac", "--env", "Pendulum-v1", "--eval-workers", "-1"], ["--eval-workers must be non-negative"]),
         (["--algo", "sac", "--env", "Pendulum-v1", "--env-workers", "-2"], ["--env-workers must be non-negative"]),
@@ -104,7 +107,7 @@ def seed_files(out: Path, env: str = "Pendulum-v1", algo: str = "td3", seeds: in
     ],
     ids=[
         "algo", "env", "seeds0", "steps0", "set-malformed", "set-key", "set-value", "seeds-abc", "update-every0",
-        "update-every-negative", "update-every-float", "tf32-cpu", "workers",
+        "update-every-negative", "update-every-float", "action-repeat0", "action-repeat101", "action-repeat-float", "tf32-cpu", "workers",
         "env-workers", "compile-cpu", "steps-at-warmup", "steps-below-warmup",
     ],
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +25,9 @@ from qsmbench.core.config import (
     from_table,
 )
 from qsmbench.core.errors import ConfigError
+from qsmbench.grid.files import load_grid
+from qsmbench.grid.plan import jsonable, mismatch, spec_settings_key
+from qsmbench.runs.format import LEGACY_RUN_SETTINGS, RunHeader
 from qsmbench.runs.spec import make_spec
 
 
@@ -228,6 +232,9 @@ def test_boundary_values_are_valid() -> None:
         ({"update_every": 0}, "--update-every must be at least 1"),
         ({"update_every": -3}, "--update-every must be at least 1"),
         ({"env": None, "dataset": "mujoco/hopper/medium-v0", "update_every": 2}, "--update-every applies to online runs only"),
+        ({"action_repeat": 0}, "--action-repeat must be an integer from 1 to 100, got 0"),
+        ({"action_repeat": 101}, "--action-repeat must be an integer from 1 to 100, got 101"),
+        ({"env": None, "dataset": "mujoco/hopper/medium-v0", "action_repeat": 2}, "--action-repeat applies to online runs only"),
         ({"eval_episodes": 0}, "--eval-episodes"),
         ({"device": "tpu"}, "--device"),
         ({"env": " "}, "--env must not be empty"),
@@ -402,3 +409,59 @@ def test_explain_gives_each_default_and_the_defining_class_metadata() -> None:
     base = {name: (default, meaning, source) for name, default, meaning, source in explain(OffPolicyConfig)}
     assert rows["batch_size"] == base["batch_size"]
     assert rows["hidden_sizes"][0] == (512, 512) and rows["hidden_sizes"][2] != base["hidden_sizes"][2]
+
+
+GRID_WITH_ACTION_REPEAT = """\
+out = "unused"
+algorithms = ["td3", "sac"]
+seeds = 2
+steps = 300
+action_repeat = 2
+eval_every = 100
+eval_episodes = 1
+
+[overrides]
+sac = ["warmup_steps=100", "batch_size=32", "hidden_sizes=32,32"]
+td3 = ["warmup_steps=100", "batch_size=32", "hidden_sizes=32,32"]
+
+[[tasks]]
+env = "Pendulum-v1"
+confidence = "smoke"
+source = "test"
+
+[scales.test]
+"""
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("0", "--action-repeat must be an integer from 1 to 100, got 0"), ("2.5", "action_repeat must be an integer")],
+)
+def test_a_grid_file_refuses_a_bad_action_repeat_in_one_line(tmp_path: Path, value: str, expected: str) -> None:
+    path = tmp_path / "grid.toml"
+    path.write_text(GRID_WITH_ACTION_REPEAT.replace("action_repeat = 2", f"action_repeat = {value}"))
+    with pytest.raises(ConfigError, match=r"^[^\n]*$") as error:
+        load_grid(str(path), "test")
+    assert expected in str(error.value)
+
+
+def test_a_grid_sets_action_repeat_for_every_job_and_counts_only_runs_made_with_it(tmp_path: Path) -> None:
+    """`action_repeat` is a grid-wide protocol key like `update_every`: every job gets it (1 without it); a complete
+    run file made with another value (or before the key existed: 1) does not count for the job, and the dry-run's
+    timing key tells the two apart."""
+    path = tmp_path / "grid.toml"
+    path.write_text(GRID_WITH_ACTION_REPEAT)
+    grid = load_grid(str(path), "test")
+    assert [spec.protocol.action_repeat for spec in grid.specs] == [2, 2]
+    path.write_text(GRID_WITH_ACTION_REPEAT.replace("action_repeat = 2\n", ""))
+    plain = load_grid(str(path), "test")
+    assert {spec.protocol.action_repeat for spec in plain.specs} == {1}
+    spec, old = grid.specs[0], plain.specs[0]
+    config = jsonable(dataclasses.asdict(spec.config))
+    legacy = {key: value for key, value in old.run_settings().items() if key != "action_repeat"}
+    header = RunHeader(algo=spec.algo, task=spec.protocol.task, env_id="Pendulum-v1", run_config=legacy, algo_config=config)
+    assert mismatch(header, spec.protocol, config) == "action_repeat=None (the grid asks for 2)"
+    read_back = RunHeader(**{**dataclasses.asdict(header), "run_config": {**LEGACY_RUN_SETTINGS, **legacy}})
+    assert mismatch(read_back, spec.protocol, config) == "action_repeat=1 (the grid asks for 2)"
+    assert mismatch(read_back, old.protocol, config) is None
+    assert spec_settings_key(spec) != spec_settings_key(old)

@@ -82,6 +82,32 @@ def test_evaluation_in_workers_gives_the_in_process_returns() -> None:
     assert (got[0][1] == 0).all()  # the dead seed's envs were not stepped
 
 
+def test_env_and_eval_workers_repeat_actions_as_the_in_process_batch() -> None:
+    """--action-repeat reaches the worker processes: an EnvPool and an Evaluator in workers with action_repeat 2 step
+    as their in-process batch with it does (Hopper's episodes end in between), not as one without it."""
+    start_worker_server()
+    pool, batch, plain = EnvPool(ENV, SEEDS, 2, action_repeat=2), EnvBatch(ENV, SEEDS, action_repeat=2), EnvBatch(ENV, SEEDS)
+    rewards, plain_rewards, ended = [], [], 0
+    for actions in random_actions(30, len(SEEDS)):
+        got, want = pool.step(actions), batch.step(actions)
+        assert np.array_equal(got.next_obs, want.next_obs) and np.array_equal(got.reward, want.reward)
+        rewards.append(want.reward)
+        plain_rewards.append(plain.step(actions).reward)
+        ended += int((want.terminated | want.truncated).sum())
+    for envs in (pool, batch, plain):
+        envs.close()
+    assert ended >= 1 and not np.allclose(rewards, plain_rewards)
+    agent = QSM(11, 3, SEEDS, CPU, CONFIG)
+    in_process = Evaluator(ENV, SEEDS, 1, CPU, action_repeat=2)
+    in_workers = Evaluator(ENV, SEEDS, 1, CPU, workers=2, action_repeat=2)
+    without = Evaluator(ENV, SEEDS, 1, CPU, workers=2)
+    expected, got, other = (evaluate_twice(evaluator, agent) for evaluator in (in_process, in_workers, without))
+    for evaluator in (in_process, in_workers, without):
+        evaluator.close()
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected))
+    assert not np.array_equal(expected[0], other[0])
+
+
 def test_evaluation_leaves_the_training_random_stream_alone() -> None:
     """Evaluating draws from each seed's own generators, so --eval-every cannot change what a seed learns."""
     agent, evaluator = QSM(11, 3, SEEDS, CPU, CONFIG), Evaluator(ENV, SEEDS, 1, CPU)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from qsmbench.core.errors import ConfigError, EnvError
-from qsmbench.envs.environments import EnvBatch, env_dims, eval_env_seed, make_env
+from qsmbench.envs.environments import ActionRepeat, EnvBatch, env_dims, eval_env_seed, make_env
 
 PENDULUM_TIME_LIMIT = 200
 
@@ -207,3 +207,40 @@ def test_eval_env_seed_is_deterministic_and_distinct() -> None:
         assert run_seed not in seeds
         assert not seeds & set(range(100))  # apart from the small integers used as training seeds
     assert all(isinstance(s, int) and s >= 0 for s in episodes)
+
+
+def play_repeated(repeat: int, env_id: str, actions: np.ndarray) -> tuple[list[float], list[np.ndarray], bool, bool]:
+    """`actions` in `make_env(env_id, action_repeat=repeat)` from seed 0 until its episode ends: the rewards and
+    observations of each agent step, and whether it terminated or was truncated."""
+    env = make_env(env_id, action_repeat=repeat)
+    env.reset(seed=0)
+    rewards, observations = [], []
+    try:
+        for action in actions:
+            obs, reward, terminated, truncated, _ = env.step(action)
+            rewards.append(float(reward))
+            observations.append(obs)
+            if terminated or truncated:
+                return rewards, observations, terminated, truncated
+    finally:
+        env.close()
+    pytest.fail(f"{env_id} did not end its episode in {len(actions)} agent steps")
+
+
+@pytest.mark.parametrize("env_id", ["Hopper-v4", "Pendulum-v1"])
+def test_action_repeat_sums_k_rewards_and_stops_at_the_episode_end(env_id: str) -> None:
+    """With action_repeat 3 each agent step is the same action for 3 simulator steps: its reward is their sum, its
+    observation the last; the step that meets a termination (Hopper falls) or a truncation (Pendulum's 200-step
+    limit, reached one step into the 67th agent step) stops there and passes the end on."""
+    dims = env_dims(env_id)
+    actions = np.random.default_rng(1).uniform(-1, 1, (1000, dims.act_dim)).astype(np.float32)
+    single, single_obs, single_terminated, single_truncated = play_repeated(1, env_id, np.repeat(actions, 3, axis=0))
+    rewards, observations, terminated, truncated = play_repeated(3, env_id, actions)
+    assert isinstance(make_env(env_id, action_repeat=3), ActionRepeat) and not isinstance(make_env(env_id), ActionRepeat)
+    assert (terminated, truncated) == (single_terminated, single_truncated) == (env_id == "Hopper-v4", env_id != "Hopper-v4")
+    assert len(rewards) == -(-len(single) // 3)  # the last agent step is cut short where the episode ended
+    if env_id == "Pendulum-v1":
+        assert len(single) == PENDULUM_TIME_LIMIT and len(rewards) == 67
+    sums = [sum(single[start:start + 3]) for start in range(0, len(single), 3)]
+    np.testing.assert_allclose(rewards, sums, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(observations, single_obs[2::3] + ([single_obs[-1]] if len(single) % 3 else []))

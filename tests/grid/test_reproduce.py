@@ -1,6 +1,6 @@
 """`qsmbench reproduce` (qsmbench.grid.local): the paper grid, and a real smoke-scale grid that resumes.
 
-One smoke grid, the diffusion grid's (2 tasks x 6 algorithms, 2 seeds, 300 steps), is trained once per module;
+One smoke grid, the diffusion grid's (2 tasks x 9 algorithms, 2 seeds, 300 steps), is trained once per module;
 the tests that change files work on a copy of it. The paper grid's smoke jobs are among its jobs, settings and all.
 """
 

@@ -212,6 +212,7 @@ def test_overwrite_starts_over(references: References, tmp_path: Path, capfd: py
         (["--set", "batch_size=64"], "batch_size 32 (this run: 64)"),
         (["--eval-episodes", "2"], "eval_episodes 1 (this run: 2)"),
         (["--update-every", "4"], "update_every 1 (this run: 4)"),
+        (["--action-repeat", "2"], "action_repeat 1 (this run: 2)"),
     ],
 )
 def test_a_checkpoint_of_other_settings_is_refused(
@@ -480,4 +481,20 @@ def test_a_checkpoint_older_than_a_hyperparameter_resumes_only_at_its_default(tm
     other_spec = make_spec("qsm", [*sets, "score_critic=target"], env="Pendulum-v1", seeds=2, steps=20, eval_every=10, device="cpu")
     other = resume_settings(other_spec, "Pendulum-v1", torch.device("cpu"))
     with pytest.raises(CheckpointError, match=r"^[^\n]*score_critic online \(this run: target\)[^\n]*$"):
+        check_belongs(tmp_path / "old.pt", legacy, other)
+
+
+def test_a_checkpoint_older_than_action_repeat_resumes_only_as_action_repeat_1(tmp_path: Path) -> None:
+    """A checkpoint written before `action_repeat` existed has no such setting: its envs stepped once per action,
+    so it continues a run with action_repeat 1 and is refused, in one line, for any other value."""
+    sets = [*small_overrides("sac"), "warmup_steps=10"]
+    spec = make_spec("sac", sets, env="Pendulum-v1", seeds=2, steps=20, eval_every=10, device="cpu")
+    settings = resume_settings(spec, "Pendulum-v1", torch.device("cpu"))
+    assert settings["action_repeat"] == 1
+    legacy = {"settings": {key: value for key, value in settings.items() if key not in LEGACY_RUN_SETTINGS}}
+    check_belongs(tmp_path / "old.pt", legacy, settings)
+    other_spec = make_spec("sac", sets, env="Pendulum-v1", seeds=2, steps=20, eval_every=10, device="cpu",
+                           action_repeat=3)
+    other = resume_settings(other_spec, "Pendulum-v1", torch.device("cpu"))
+    with pytest.raises(CheckpointError, match=r"^[^\n]*action_repeat 1 \(this run: 3\)[^\n]*$"):
         check_belongs(tmp_path / "old.pt", legacy, other)

@@ -85,6 +85,7 @@ def test_schema_1_files_written_by_the_previous_version_still_read(results_v1: P
     assert online.curve["step"].tolist() == [0, 100, 200]
     assert online.metadata.header.provenance["versions"]["torch"]
     assert online.metadata.header.run_config["update_every"] == 1  # not stored then: every run updated every step
+    assert online.metadata.header.run_config["action_repeat"] == 1  # nor this: every action was one simulator step
     offline = read_run(results_v1 / "qsmbench-pendulum-random-v0" / "dql" / "seed_0.parquet")
     header = offline.metadata.header
     assert (offline.task, header.env_id, header.dataset) == ("qsmbench/pendulum/random-v0", "Pendulum-v1", header.task)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from support import run_cli, small_overrides
 
 from qsmbench.core.errors import ConfigError
 from qsmbench.runs.read import read_run
@@ -99,3 +100,22 @@ def test_update_every_makes_one_update_after_every_kth_step_after_the_warm_up(tm
         assert run.metadata.header.run_config["update_every"] == update_every
         assert run.curve["step"].tolist() == [0, 75, 150]
         assert np.isfinite(run.curve["critic_loss"].iloc[1:]).all()  # both intervals after the warm-up had updates
+
+
+def test_action_repeat_2_makes_dm_control_episodes_500_agent_steps(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """`qsmbench run --action-repeat 2` on dm_control/cartpole-balance-v0 (1000 simulator steps an episode, a
+    truncation): each seed's first training episode ends at agent step 500, inside the first evaluation interval,
+    and the run files record action_repeat 2 with steps counted in agent steps."""
+    sets = [*small_overrides("td3"), "warmup_steps=550", "batch_size=16"]
+    result = run_cli([
+        "run", "--algo", "td3", "--env", "dm_control/cartpole-balance-v0", "--seeds", "2", "--steps", "600",
+        "--eval-every", "500", "--eval-episodes", "1", "--action-repeat", "2", "--device", "cpu", "--quiet", "--name", "",
+        "--out", str(tmp_path), *(item for override in sets for item in ("--set", override)),
+    ], capfd)
+    assert result.returncode == 0, result.stderr
+    for seed in (0, 1):
+        run = read_run(tmp_path / "dm_control-cartpole-balance-v0" / "td3" / f"seed_{seed}.parquet")
+        assert run.status == "complete" and run.metadata.header.run_config["action_repeat"] == 2
+        assert run.curve["step"].tolist() == [0, 500, 600]
+        assert run.curve["train_episodes"].tolist() == [0, 1, 0]  # 1000 simulator steps = 500 agent steps
+        assert np.isfinite(run.curve["eval_return"]).all() and np.isfinite(run.curve["train_return"].iloc[1])
