@@ -33,6 +33,10 @@ from qsmbench.runs.read import read_run
 from qsmbench.runs.spec import RunSpec
 from qsmbench.runs.write import write_run
 
+# The smoke grid is trained once per worker that runs a test of this module: on one worker, once (it was trained
+# twice under `make test`'s two workers, 65 s each).
+pytestmark = pytest.mark.xdist_group("smoke-grid")
+
 ALGOS = {"qsm", "sac", "td3", "dql"}  # the paper grid's
 SMOKE_ALGOS = ("qsm", "dipo", "qvpo", "dacer", "sdac", "dpmd", "dql", "sac", "td3")  # the diffusion grid's, in its order
 GYM_TASKS = {"Hopper-v4", "Walker2d-v4", "HalfCheetah-v4", "Ant-v4", "Humanoid-v4"}
