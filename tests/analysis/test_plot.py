@@ -781,6 +781,17 @@ def test_cli_plot_of_a_missing_directory_is_one_line(tmp_path: Path, capfd: pyte
     assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("qsmbench: error:"), result.stderr
 
 
+def train_td3_seed(results: Path, seed: int, capfd: pytest.CaptureFixture[str], *extra: str) -> None:
+    """One small real td3 seed on a task without reference scores, through `qsmbench run`, into `results`."""
+    sets = ["warmup_steps=50", "batch_size=16", "hidden_sizes=32,32"]
+    result = run_cli([
+        "run", "--algo", "td3", "--env", NO_REFERENCE, "--seeds", "1", "--seed-start", str(seed), "--steps", "100",
+        "--eval-every", "50", "--eval-episodes", "1", "--device", "cpu", "--quiet", "--out", str(results),
+        *(item for override in sets for item in ("--set", override)), *extra,
+    ], capfd)
+    assert result.returncode == 0, result.stderr
+
+
 def test_runs_differing_only_in_update_every_are_never_one_group(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """Real runs of td3 on Pendulum-v1 in one directory, seed 0 with --update-every 4 and seed 1 with the default:
     plot refuses to pool them in one line naming update_every. A file written before the setting existed (no
@@ -788,13 +799,7 @@ def test_runs_differing_only_in_update_every_are_never_one_group(tmp_path: Path,
     results = tmp_path / "results"
 
     def train(seed: int, *extra: str) -> None:
-        sets = ["warmup_steps=50", "batch_size=16", "hidden_sizes=32,32"]
-        result = run_cli([
-            "run", "--algo", "td3", "--env", NO_REFERENCE, "--seeds", "1", "--seed-start", str(seed), "--steps", "100",
-            "--eval-every", "50", "--eval-episodes", "1", "--device", "cpu", "--quiet", "--out", str(results),
-            *(item for override in sets for item in ("--set", override)), *extra,
-        ], capfd)
-        assert result.returncode == 0, result.stderr
+        train_td3_seed(results, seed, capfd, *extra)
 
     train(0, "--update-every", "4", "--name", "")
     train(1, "--name", "")
@@ -941,13 +946,7 @@ def test_runs_differing_only_in_action_repeat_are_never_one_group(tmp_path: Path
     results = tmp_path / "results"
 
     def train(seed: int, *extra: str) -> None:
-        sets = ["warmup_steps=50", "batch_size=16", "hidden_sizes=32,32"]
-        result = run_cli([
-            "run", "--algo", "td3", "--env", NO_REFERENCE, "--seeds", "1", "--seed-start", str(seed), "--steps", "100",
-            "--eval-every", "50", "--eval-episodes", "1", "--device", "cpu", "--quiet", "--out", str(results),
-            "--name", "", *(item for override in sets for item in ("--set", override)), *extra,
-        ], capfd)
-        assert result.returncode == 0, result.stderr
+        train_td3_seed(results, seed, capfd, "--name", "", *extra)
 
     train(0, "--action-repeat", "2")
     train(1)
