@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from qsmbench.algorithms.blocks.nets import BatchedMLP, QEnsemble, seed_generators, soft_update_
 from qsmbench.algorithms.blocks.randomness import GLOBAL_NOISE, Noise
-from qsmbench.algorithms.blocks.updates import optimizer_step, perturb, td_target
+from qsmbench.algorithms.blocks.updates import linear_schedule, optimizer_step, perturb, td_target
 from qsmbench.algorithms.contract import Algorithm, Batch
 from qsmbench.core.config import DACER_CODE, SDAC_DPMD_CODE, OffPolicyConfig, require, require_widths, setting
 
@@ -89,9 +89,21 @@ class QSMRelaxConfig(OffPolicyConfig):
         1e-4, "Adam learning rate of each critic (SDAC copy: 3e-4)", f"{SOURCE} scripts/train_mujoco.py:38, 66 (lr)"
     )
     score_lr: float = setting(
-        1e-4, "Adam learning rate of the score field (SDAC copy: 3e-4, decayed linearly to 3e-5 over its updates "
-        "25k-75k; not reproduced)",
+        1e-4, "Adam learning rate of the score field (at the start, when score_lr_end decays it; SDAC copy: 3e-4)",
         f"{SOURCE} scripts/train_mujoco.py:38, 66; relax/algorithm/qsm.py:28 (one optax.adam(lr))",
+    )
+    score_lr_end: float | None = setting(
+        None, "None: a constant score_lr (DACER copy); else the score field's rate decays linearly from score_lr to "
+        "this over score_lr_decay_steps updates after score_lr_decay_start (SDAC copy: 3e-5)",
+        f"{SDAC_COPY} relax/algorithm/qsm.py:29-35 (optax linear_schedule), scripts/train_mujoco.py:49 (--lr_schedule_end)",
+    )
+    score_lr_decay_start: int = setting(
+        25_000, "score-field updates before its rate starts to decay (with score_lr_end)",
+        f"{SDAC_COPY} relax/algorithm/qsm.py:33 (transition_begin)",
+    )
+    score_lr_decay_steps: int = setting(
+        50_000, "score-field updates over which its rate decays to score_lr_end",
+        f"{SDAC_COPY} relax/algorithm/qsm.py:32 (transition_steps)",
     )
     exploration_noise: float = setting(
         0.0, "std of Gaussian noise added to the training action (then clipped); 0: none, as the source",
@@ -105,6 +117,9 @@ class QSMRelaxConfig(OffPolicyConfig):
         require(min(self.particles, self.eval_particles, self.eval_restarts) >= 1,
                 "particles, eval_particles and eval_restarts must be at least 1")
         require(min(self.critic_lr, self.score_lr) > 0, "critic_lr and score_lr must be positive")
+        require(self.score_lr_end is None or self.score_lr_end > 0, "score_lr_end must be positive (or None: constant)")
+        require(self.score_lr_decay_start >= 0 and self.score_lr_decay_steps >= 1,
+                "score_lr_decay_start must be non-negative and score_lr_decay_steps at least 1")
         require(self.exploration_noise >= 0, f"exploration_noise must be non-negative, got {self.exploration_noise}")
 
     # Read by qsmbench.training.memory, whose UPDATE_SAMPLES / ACTION_SAMPLES name these: the chains an update
@@ -151,6 +166,7 @@ class QSMRelax:
         ).to(device)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
         self.score_optimizer = torch.optim.Adam(self.score.parameters(), lr=config.score_lr)
+        self.score_updates = 0  # the score field's Adam steps: optax's count, which its learning rate follows
 
     def score_field(self, obs: Tensor, action: Tensor) -> Tensor:
         """S_phi(s, a) `[seeds, n, act_dim]`."""
@@ -203,12 +219,24 @@ class QSMRelax:
         critic_losses = ((q - target.unsqueeze(1)) ** 2).mean(-1)
         optimizer_step(self.critic_optimizer, critic_losses.sum(-1))
         score_loss, q_new = self.score_loss(batch.obs, batch.action)  # (3)-(5): the updated critics
-        optimizer_step(self.score_optimizer, score_loss)
+        self.step_score(score_loss)
         soft_update_(self.critic_target, self.critic, config.tau)  # (6)
         return {
             "critic_loss": critic_losses.detach().sum(-1), "q1_loss": critic_losses.detach()[:, 0],
             "q2_loss": critic_losses.detach()[:, 1], "score_loss": score_loss.detach(), "q_mean": q_new.mean((-2, -1)),
         }
+
+    def step_score(self, loss: Tensor) -> None:
+        """One Adam step of the score field at this step's rate, then the rate of the next (SDAC copy:
+        relax/algorithm/qsm.py:29-35, 87; constant without score_lr_end, as the DACER copy)."""
+        optimizer_step(self.score_optimizer, loss)
+        self.score_updates += 1
+        config = self.config
+        if config.score_lr_end is not None:
+            rate = linear_schedule(
+                config.score_lr, config.score_lr_end, config.score_lr_decay_start, config.score_lr_decay_steps, self.score_updates
+            )
+            self.score_optimizer.param_groups[0]["lr"] = rate
 
 
 ALGORITHM = Algorithm(

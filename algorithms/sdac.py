@@ -56,7 +56,7 @@ from qsmbench.algorithms.blocks.diffusion import (
 )
 from qsmbench.algorithms.blocks.nets import QEnsemble, seed_generators, soft_update_
 from qsmbench.algorithms.blocks.randomness import GLOBAL_NOISE, Noise
-from qsmbench.algorithms.blocks.updates import optimizer_step, perturb, td_target
+from qsmbench.algorithms.blocks.updates import linear_schedule, optimizer_step, perturb, td_target
 from qsmbench.algorithms.contract import Algorithm, Batch
 from qsmbench.algorithms.dacer import DACERDenoiser
 from qsmbench.core.config import MAX_WIDTH, SDAC_DPMD_CODE, require, setting
@@ -244,9 +244,9 @@ class SDACFamilyAgent:
     def actor_lr(self) -> float:
         """optax.linear_schedule(actor_lr, actor_lr_end, transition_steps, transition_begin) at `actor_updates`."""
         config = self.config
-        count = min(max(self.actor_updates - config.actor_lr_decay_start, 0), config.actor_lr_decay_steps)
-        frac = 1 - count / config.actor_lr_decay_steps
-        return (config.actor_lr - config.actor_lr_end) * frac + config.actor_lr_end
+        return linear_schedule(
+            config.actor_lr, config.actor_lr_end, config.actor_lr_decay_start, config.actor_lr_decay_steps, self.actor_updates
+        )
 
     def finish_update(self, step: int) -> None:
         """log alpha's step (every `temperature_every`), the targets' (every `policy_delay`), the count."""

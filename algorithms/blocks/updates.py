@@ -64,3 +64,11 @@ def critic_step(
 def perturb(action: Tensor, std: float, noise: Noise = GLOBAL_NOISE) -> Tensor:
     """`clip(action + N(0, std^2), -1, 1)`: Gaussian exploration or target-smoothing noise."""
     return (action + std * noise.normal(action.shape, action.device)).clamp(-1.0, 1.0)
+
+
+def linear_schedule(start: float, end: float, decay_start: int, decay_steps: int, count: int) -> float:
+    """optax.linear_schedule(start, end, transition_steps=decay_steps, transition_begin=decay_start) at step `count`:
+    `start` for the first `decay_start` steps, then linear to `end` over `decay_steps`, then `end`. SDAC's and the
+    SDAC repository's relax QSM's learning rates follow it, counted in their optimiser's steps."""
+    remaining = 1 - min(max(count - decay_start, 0), decay_steps) / decay_steps
+    return (start - end) * remaining + end  # optax's own arithmetic, so the rates match it to the last bit

@@ -14,6 +14,7 @@ from support import CPU, assert_same_weights, make_batch, run_cli, update_side_b
 
 from qsmbench.algorithms.blocks.updates import optimizer_step
 from qsmbench.algorithms.qsm_relax import QSMRelax, QSMRelaxConfig, best_of, langevin
+from qsmbench.algorithms.state import load_state, training_state
 
 OBS_DIM, ACT_DIM, BATCH = 3, 2, 3
 TINY = QSMRelaxConfig(
@@ -182,8 +183,33 @@ def test_defaults_follow_the_dacer_script() -> None:
     config = QSMRelaxConfig()
     assert config.hidden_sizes == config.actor_hidden_sizes == (256, 256, 256)
     assert (config.langevin_steps, config.particles, config.eval_particles, config.eval_restarts) == (20, 64, 64, 16)
-    assert (config.critic_lr, config.score_lr, config.exploration_noise) == (1e-4, 1e-4, 0.0)
+    assert (config.critic_lr, config.score_lr, config.score_lr_end, config.exploration_noise) == (1e-4, 1e-4, None, 0.0)
     assert (config.batch_size, config.gamma, config.tau) == (256, 0.99, 0.005)
+
+
+def score_rates(agent: QSMRelax, updates: int) -> list[float]:
+    """The score field's learning rate at each of `updates` updates (the rate each Adam step used)."""
+    rates = []
+    for update in range(updates):
+        rates.append(agent.score_optimizer.param_groups[0]["lr"])
+        torch.manual_seed(update)
+        agent.update(make_batch(1, OBS_DIM, ACT_DIM, BATCH))
+    return rates
+
+
+def test_the_sdac_copys_score_rate_decays_as_optax_linear_schedule_and_resumes() -> None:
+    """relax/algorithm/qsm.py:29-35 of the SDAC copy: optax.linear_schedule(3e-2 -> 3e-3, transition_begin 2,
+    transition_steps 2) counted in score steps: 3e-2 for steps 0-2, 1.65e-2 at 3, 3e-3 from 4 on. The count is
+    training state, so an agent loaded from a checkpoint goes on where it was; the default stays constant."""
+    decaying = dataclasses.replace(TINY, score_lr_end=3e-3, score_lr_decay_start=2, score_lr_decay_steps=2)
+    agent = QSMRelax(OBS_DIM, ACT_DIM, [0], CPU, decaying)
+    assert score_rates(agent, 6) == pytest.approx([3e-2, 3e-2, 3e-2, 1.65e-2, 3e-3, 3e-3], rel=1e-12)
+    saved = QSMRelax(OBS_DIM, ACT_DIM, [0], CPU, decaying)
+    score_rates(saved, 3)
+    resumed = QSMRelax(OBS_DIM, ACT_DIM, [0], CPU, decaying)
+    load_state(resumed, training_state(saved))
+    assert score_rates(resumed, 3) == pytest.approx([1.65e-2, 3e-3, 3e-3], rel=1e-12)
+    assert score_rates(QSMRelax(OBS_DIM, ACT_DIM, [0], CPU, TINY), 5) == [3e-2] * 5
 
 
 def test_list_shows_qsm_relax(capfd: pytest.CaptureFixture[str]) -> None:

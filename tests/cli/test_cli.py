@@ -266,7 +266,8 @@ LISTED_DEFAULTS = {
         ("batch_size", "256"), ("gamma", "0.99"), ("tau", "0.005"), ("warmup_steps", "10000"),
         ("replay_capacity", "1000000"), ("hidden_sizes", "(256, 256, 256)"), ("actor_hidden_sizes", "(256, 256, 256)"),
         ("langevin_steps", "20"), ("particles", "64"), ("eval_particles", "64"), ("eval_restarts", "16"),
-        ("critic_lr", "0.0001"), ("score_lr", "0.0001"), ("exploration_noise", "0.0"),
+        ("critic_lr", "0.0001"), ("score_lr", "0.0001"), ("score_lr_end", "None"), ("score_lr_decay_start", "25000"),
+        ("score_lr_decay_steps", "50000"), ("exploration_noise", "0.0"),
     ],
 }
 
