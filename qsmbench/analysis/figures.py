@@ -38,6 +38,7 @@ from qsmbench.analysis.labels import method_label, task_label
 from qsmbench.analysis.overlays import draw_diverged, draw_published
 from qsmbench.analysis.pipeline import Analysis
 from qsmbench.analysis.scores import Method, method_order
+from qsmbench.analysis.sensitivity_figures import sensitivity_figures
 from qsmbench.analysis.settings import FigureStyle, Progress, Score, capitalised, score_words
 from qsmbench.core.messages import plural
 from qsmbench.runs.layout import path_safe
@@ -114,6 +115,7 @@ def make_figures(analysis: Analysis, style: FigureStyle) -> dict[str, Figure]:
             figures[f"performance_profile{suffix}"] = performance_profile(result, look)
             if result.improvement.points:
                 figures[f"probability_of_improvement{suffix}"] = probability_of_improvement(result, look)
+        figures |= sensitivity_figures(analysis.sensitivity, look)
     return figures
 
 

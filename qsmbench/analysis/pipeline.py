@@ -38,6 +38,9 @@ The rules, decided once here and stated in the tables and figure titles:
 - `PlotSettings.published` (or a `published_file`) reads published numbers (qsmbench.analysis.published) before
   anything else, so a malformed file stops the plot at once, and sets each beside the tasks whose environment
   (Gymnasium `-vN` suffix ignored), score rule and final step it matches; a warning when none matches.
+- Runs of one algorithm on a task that differ in hyperparameters (a sweep's variants) also give its sensitivity to
+  each one varied alone, the others at their registry defaults, and heat maps of pairs run as a full product
+  (qsmbench.analysis.sensitivity): compared by the hyperparameters the run files hold, never by their labels.
 - Bootstraps are rliable's stratified percentile bootstrap, vectorised over resamples (qsmbench.analysis.bootstrap);
   each estimate draws from its own generator seeded with `PlotSettings.seed`, so a group's CI depends only
   on its own runs and the same inputs always give the same CIs.
@@ -63,6 +66,7 @@ from qsmbench.analysis.scores import (
     resolve_scale,
     scored_groups,
 )
+from qsmbench.analysis.sensitivity import Sensitivity, sensitivities
 from qsmbench.analysis.settings import PlotSettings, Progress, Score, score_words
 from qsmbench.analysis.tables import aggregate_rows, protocol_lines, summary_table, task_rows
 from qsmbench.core.errors import ConfigError
@@ -83,6 +87,7 @@ class Analysis:
     curve_bands: Estimates  # (task, method) -> mean over seeds at each group step
     aggregates: list[Aggregate]  # one over the tasks on a common scale, or one per task (scale "per_task")
     warnings: list[str]
+    sensitivity: list[Sensitivity]  # each algorithm's score against its varied hyperparameters (qsmbench.analysis.sensitivity)
     published: Published | None = None  # published numbers matched to the tasks (`--published`); None without it
 
 
@@ -112,9 +117,12 @@ def analyse(runs: list[RunFile], settings: PlotSettings, progress: Progress) -> 
     results, aggregate_warnings = aggregates(scored, final_at, scale, reference, settings, progress)
     for result in results:
         rows += aggregate_rows(result, settings)
-    warnings += final_warnings + aggregate_warnings + published_warnings(published)
+    sensitivity, sensitivity_warnings = sensitivities(scored, final_at, scale, settings, progress)
+    warnings += final_warnings + aggregate_warnings + sensitivity_warnings + published_warnings(published)
     protocol = protocol_lines(groups, scale, settings)
-    return Analysis(groups, final_at, settings, scale, summary_table(rows), protocol, bands, results, warnings, published)
+    return Analysis(
+        groups, final_at, settings, scale, summary_table(rows), protocol, bands, results, warnings, sensitivity, published
+    )
 
 
 def resolve_reference(name: str, groups: list[Group]) -> Method:

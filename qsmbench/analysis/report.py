@@ -57,7 +57,9 @@ def plot_results(
     say(f"read {plural(len(tree.runs), 'run')}")
     check_labels(style, tree.runs)
     analysis = analyse(tree.runs, settings, say)
-    files = write_tables(analysis.table, analysis.aggregates, analysis.protocol, analysis.warnings, out, analysis.published)
+    files = write_tables(
+        analysis.table, analysis.aggregates, analysis.protocol, analysis.warnings, out, analysis.published, analysis.sensitivity
+    )
 
     from qsmbench.analysis.figures import draw_figures  # matplotlib and rliable's plotting: seconds to import
 

@@ -10,7 +10,7 @@ import csv
 import importlib.resources
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -91,6 +91,9 @@ class Group:
     returns: np.ndarray  # [seeds, T] evaluation returns; a diverged seed's after its divergence by the rule
     normalised: np.ndarray | None  # [seeds, T] on the fixed-reference scale; None without a reference
     before_divergence: dict[int, tuple[np.ndarray, np.ndarray]]  # diverged seed -> its finite (steps, returns)
+    # the hyperparameters all its runs were trained with (check_one_configuration), as run files hold them, with those
+    # added since the file was written at their defaults: what qsmbench.analysis.sensitivity compares across variants
+    hyperparameters: dict[str, Any]
 
     @property
     def method(self) -> Method:
@@ -151,8 +154,13 @@ def build_groups(runs: list[RunFile], rule: Diverged = "untrained") -> tuple[lis
         incomplete = tuple(f"{run.seed} ({run.status})" for run in scored if run.status != "complete" and run.seed not in diverged)
         seeds = tuple(run.seed for run in scored)
         before = {run.seed: finite_curve(run) for run in members if run.seed in diverged}
+        header = members[0].metadata.header
+        hyperparameters = with_added_hyperparameters(header.algo, header.algo_config)
         groups.append(
-            Group(task, method.algo, method.variant, seeds, incomplete, diverged, offline, np.array(steps), returns, normalised, before)
+            Group(
+                task, method.algo, method.variant, seeds, incomplete, diverged, offline, np.array(steps), returns, normalised, before,
+                hyperparameters,
+            )
         )
     return groups, warnings
 

@@ -5,7 +5,7 @@ One module for the columns and for the text that explains them, so the two canno
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from qsmbench.analysis.aggregates import Aggregate
 from qsmbench.analysis.bootstrap import MIN_SEEDS, Estimates, interval_estimates, iqm_and_mean
 from qsmbench.analysis.published import PUBLISHED_COLUMNS, Published
 from qsmbench.analysis.scores import DMC_MAX_RETURN, DMC_PREFIX, Group, Method, Scale, reference_scores, run_scores
+from qsmbench.analysis.sensitivity import Sensitivity, sensitivity_rows
 from qsmbench.analysis.settings import OPTIMISTIC, PlotSettings, capitalised, score_words
 from qsmbench.core.messages import plural
 from qsmbench.runs.write import replace_atomically
@@ -104,22 +105,63 @@ def write_tables(
     warnings: list[str],
     out_dir: Path,
     published: Published | None = None,
+    sensitivity: Sequence[Sensitivity] = (),
 ) -> list[Path]:
     """summary.csv (every row and CI bound) and summary.md (the same, readable, with the warnings as notes), each
     replaced atomically: a plot stopped mid-write (a kill, a full disk) leaves the last plot's file whole. With
     `--published`, also published.csv: the published rows matched to a task (its own schema, so summary.csv keeps
-    one), headed by PUBLISHED_TABLE_COLUMNS, and empty but for its header when none matched."""
+    one), headed by PUBLISHED_TABLE_COLUMNS, and empty but for its header when none matched. Where a sweep gives a
+    sensitivity series, also sensitivity.csv (SENSITIVITY_COLUMNS: its own schema too)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / "summary.csv", out_dir / "summary.md"
-    text = markdown(table, results, protocol, warnings, published).encode("utf-8")
+    text = markdown(table, results, protocol, warnings, published, sensitivity).encode("utf-8")
     replace_atomically(csv_path, lambda handle: table.to_csv(handle, index=False))
     replace_atomically(md_path, lambda handle: handle.write(text))
-    if published is None:
-        return [csv_path, md_path]
-    published_path = out_dir / "published.csv"
-    rows = published_table(published)
-    replace_atomically(published_path, lambda handle: rows.to_csv(handle, index=False))
-    return [csv_path, md_path, published_path]
+    paths = [csv_path, md_path]
+    if published is not None:
+        published_path = out_dir / "published.csv"
+        rows = published_table(published)
+        replace_atomically(published_path, lambda handle: rows.to_csv(handle, index=False))
+        paths.append(published_path)
+    if sensitivity:
+        sensitivity_path = out_dir / "sensitivity.csv"
+        points = sensitivity_table(sensitivity)
+        replace_atomically(sensitivity_path, lambda handle: points.to_csv(handle, index=False))
+        paths.append(sensitivity_path)
+    return paths
+
+
+# sensitivity.csv: one row per algorithm, hyperparameter (a heat map's two joined by " × "), task or "all tasks" and
+# value; `tasks` counts the tasks pooled, `seeds` the runs per task, `default` whether the value is the registry's
+SENSITIVITY_COLUMNS = (
+    "algo", "key", "task", "value", "score", "score_rule", "tasks", "seeds", "iqm", "iqm_ci_low", "iqm_ci_high", "default",
+)
+
+
+def sensitivity_table(sensitivity: Sequence[Sensitivity]) -> pd.DataFrame:
+    return pd.DataFrame(sensitivity_rows(sensitivity), columns=list(SENSITIVITY_COLUMNS))
+
+
+def sensitivity_markdown(sensitivity: Sequence[Sensitivity]) -> list[str]:
+    """The sensitivity rows, readable: what each point is, then one line per point."""
+    rule = sensitivity[0].score
+    rows = sensitivity_table(sensitivity).itertuples()
+    return [
+        "## Sensitivity",
+        "",
+        f"IQM of the {score_words(rule, 'scores')} over seeds, with 95% stratified bootstrap CI, of each algorithm's "
+        "variants that differ in one hyperparameter (the others at the registry defaults) or in two run as a full "
+        "product (`a \u00d7 b`). `all tasks`: the values run on every task, pooled over runs x tasks (normalised "
+        "scores). Default: the registry's value.",
+        "",
+        "| algorithm | hyperparameter | task | value | seeds | IQM [95% CI] | default |",
+        "|---|---|---|---|---:|---|---|",
+        *(
+            f"| {r.algo} | {r.key} | {r.task} | {r.value.replace('|', '/')} | {r.seeds} | {ci_text(r, 'iqm')} | "
+            f"{'yes' if r.default else 'no'} |"
+            for r in rows
+        ),
+    ]
 
 
 # published.csv of a plot: the task it is shown beside, then the source's row as qsmbench/data/published.csv holds it
@@ -233,7 +275,12 @@ def normalisation_text(groups: list[Group], scale: Scale) -> str:
 
 
 def markdown(
-    table: pd.DataFrame, results: list[Aggregate], protocol: list[str], warnings: list[str], published: Published | None = None
+    table: pd.DataFrame,
+    results: list[Aggregate],
+    protocol: list[str],
+    warnings: list[str],
+    published: Published | None = None,
+    sensitivity: Sequence[Sensitivity] = (),
 ) -> str:
     lines = ["# qsmbench results summary", "", *protocol]
     tasks = table[table.scope == "task"]
@@ -254,6 +301,8 @@ def markdown(
         lines += ["", "## Aggregate over tasks", "", "None: no task has scores on a common scale (see the notes)."]
     for result in results:
         lines += ["", *aggregate_markdown(table, result)]
+    if sensitivity:
+        lines += ["", *sensitivity_markdown(sensitivity)]
     if warnings:
         lines += ["", "## Notes", "", *(f"- {warning}" for warning in warnings)]
     return "\n".join(lines) + "\n"

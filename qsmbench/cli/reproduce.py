@@ -51,7 +51,7 @@ def reproduce(
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Plain log lines instead of the live display.")] = False,
 ) -> None:
-    """Train every job (task x algorithm, all seeds batched) of GRID not yet complete, then plot; resumable.
+    """Train every job (task x algorithm or swept variant, all seeds batched) of GRID not yet complete, then plot; resumable.
 
     With --ray, each job is a Ray task (retried and resumed if its worker is lost).
 

@@ -4,8 +4,9 @@ A grid is a TOML file (a name such as `paper` selects qsmbench/data/grids/paper.
 too; the shipped file's header comment is the reference for the format). Its named scales
 (`[scales.smoke]`) replace parts of it. Every table is checked with the same code as the command
 line: the protocol keys are `Protocol` fields (SEEDS and BUDGET), algorithm names and `overrides` go through
-`algorithms.resolve` (as `--algo` and `--set` do), the `plot` table builds `PlotSettings`. So a grid
-that loads is a tuple of valid `RunSpec`s, one per (task, algorithm) pair with all its seeds.
+`algorithms.resolve` (as `--algo` and `--set` do), `sweeps` are made into variants as `run --set` makes them
+(qsmbench.grid.sweeps), the `plot` table builds `PlotSettings`. So a grid that loads is a tuple of valid
+`RunSpec`s, one per (task, algorithm, variant) with all its seeds.
 """
 
 from __future__ import annotations
@@ -38,13 +39,14 @@ from qsmbench.core.config import (
 )
 from qsmbench.core.errors import ConfigError
 from qsmbench.envs.environments import check_env_id
+from qsmbench.grid.sweeps import Sweep, Sweeps, check_job_count, job_count, parse_sweeps, variants
 from qsmbench.runs.spec import RunSpec
 
 GRIDS = importlib.resources.files("qsmbench").joinpath("data/grids")
 Confidence = Literal["confirmed", "likely", "extension", "smoke"]
 PROTOCOL_KEYS = (*SEEDS, *BUDGET)  # Protocol fields, one value per grid
-TASK_PROTOCOL_KEYS = EVALUATION  # protocol keys a task may set for its own jobs
-GRID_KEYS = ("description", "out", "algorithms", "overrides", "plot", "resources", "tasks", *PROTOCOL_KEYS)
+TASK_PROTOCOL_KEYS = (*EVALUATION, "action_repeat")  # protocol keys a task may set for its own jobs
+GRID_KEYS = ("description", "out", "algorithms", "overrides", "sweeps", "plot", "resources", "tasks", *PROTOCOL_KEYS)
 REQUIRED_KEYS = ("out", "algorithms", "tasks", "seeds", "steps", "eval_every", "eval_episodes")
 
 
@@ -72,7 +74,13 @@ class Task:
     overrides: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # per algorithm, after the grid's
     eval_every: int | None = None  # this task's evaluation settings, instead of the grid's
     eval_episodes: int | None = None
+    action_repeat: int | None = None  # simulator steps per agent step on this task (DMC papers set it per task)
     resources: JobResources | None = None  # this task's jobs' resources, instead of the grid's
+    sweeps: Sweeps | None = None  # per algorithm, instead of the grid's sweeps of that algorithm
+
+    def sweeps_of(self, algo: str, grid_sweeps: Sweeps) -> tuple[Sweep, ...]:
+        """The sweeps of `algo` on this task: its own where it has some for `algo`, else the grid's."""
+        return (self.sweeps or {}).get(algo, grid_sweeps.get(algo, ()))
 
     def __post_init__(self) -> None:
         check_env_id(self.env)
@@ -80,7 +88,7 @@ class Task:
 
 @dataclass(frozen=True)
 class Grid:
-    """One scale of a grid file: its tasks and the run spec of every (task, algorithm) job, task-major."""
+    """One scale of a grid file: its tasks and the run spec of every (task, algorithm, variant) job, task-major."""
 
     name: str  # the file's stem, e.g. "paper"
     scale: str
@@ -94,6 +102,12 @@ class Grid:
     @property
     def algorithms(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(spec.algo for spec in self.specs))
+
+    @property
+    def variant_counts(self) -> dict[str, int]:
+        """Each swept algorithm's variants over all tasks (its unlabelled job included): what the sweeps add."""
+        labels = {algo: {spec.execution.variant for spec in self.specs if spec.algo == algo} for algo in self.algorithms}
+        return {algo: len(found) for algo, found in labels.items() if found != {""}}
 
     def resources_of(self, spec: RunSpec) -> JobResources:
         """The resources a job asks for: its task's, else the grid's."""
@@ -166,15 +180,23 @@ def build_grid(name: str, scale: str, settings: Mapping[str, Any]) -> Grid:
     out = check_value("out", settings["out"], str)
     require(out.strip() != "", "out must name a results directory, got an empty string")
     require("\0" not in out, "out contains a NUL character, which no path can hold")
-    tasks = parse_tasks(settings["tasks"])
     algorithms = parse_algorithms(settings["algorithms"], settings.get("overrides", {}))
+    names = tuple(algorithm.name for algorithm, _ in algorithms)
+    tasks = parse_tasks(settings["tasks"], names)
+    sweeps = parse_sweeps(settings.get("sweeps", {}), names)
+    check_job_count(sum(job_count(task.sweeps_of(name, sweeps)) for task in tasks for name in names))
     protocol = {key: settings[key] for key in PROTOCOL_KEYS if key in settings}
     from_table(Protocol, {**protocol, "env": tasks[0].env})  # the grid's own protocol first
-    execution = Execution(out=out)
     specs = tuple(
-        RunSpec(run, execution, algorithm, apply_overrides(config, task.overrides.get(algorithm.name, ())))  # grid's, then task's
-        for task, run in zip(tasks, task_protocols(tasks, protocol))
+        RunSpec(run, Execution(out=out, variant=label), algorithm, variant)
+        for index, (task, run) in enumerate(zip(tasks, task_protocols(tasks, protocol)), 1)
         for algorithm, config in algorithms
+        for label, variant in variants(
+            algorithm,
+            apply_overrides(config, task.overrides.get(algorithm.name, ())),  # the grid's overrides, then the task's
+            task.sweeps_of(algorithm.name, sweeps),
+            f"task {index} ({task.env}), sweeps.{algorithm.name}",
+        )
     )
     with located("plot"):
         require(isinstance(settings.get("plot", {}), dict), "must be a table")
@@ -184,7 +206,7 @@ def build_grid(name: str, scale: str, settings: Mapping[str, Any]) -> Grid:
 
 
 def task_protocols(tasks: tuple[Task, ...], protocol: Mapping[str, Any]) -> list[Protocol]:
-    """Each task's protocol: the grid's, with the task's own evaluation settings."""
+    """Each task's protocol: the grid's, with the task's own evaluation settings and action repeat."""
     runs = []
     for index, task in enumerate(tasks):
         own = {key: getattr(task, key) for key in TASK_PROTOCOL_KEYS if getattr(task, key) is not None}
@@ -199,16 +221,18 @@ def parse_resources(table: Any) -> JobResources:
         return from_table(JobResources, table)
 
 
-def parse_tasks(entries: Any) -> tuple[Task, ...]:
+def parse_tasks(entries: Any, algorithms: tuple[str, ...]) -> tuple[Task, ...]:
     require(isinstance(entries, list) and bool(entries), "tasks must list at least one task")
     tasks = []
     for index, entry in enumerate(entries):
         with located(f"task {index + 1}"):
             require(isinstance(entry, dict), f"must be a table with env, confidence and source, got {entry!r}")
-            fields = {key: value for key, value in entry.items() if key not in ("overrides", "resources")}
+            fields = {key: value for key, value in entry.items() if key not in ("overrides", "resources", "sweeps")}
             overrides = parse_task_overrides(entry.get("overrides", {}))
             resources = parse_resources(entry["resources"]) if "resources" in entry else None
-            tasks.append(dataclasses.replace(from_table(Task, fields), overrides=overrides, resources=resources))
+            sweeps = parse_sweeps(entry["sweeps"], algorithms) if "sweeps" in entry else None
+            task = from_table(Task, fields)
+            tasks.append(dataclasses.replace(task, overrides=overrides, resources=resources, sweeps=sweeps))
     require(len({task.env for task in tasks}) == len(tasks), "tasks lists an env twice")
     return tuple(tasks)
 

@@ -82,7 +82,7 @@ def train_jobs(jobs: list[Job], device: str, quiet: bool, checkpoint_every: int)
     for index, prepared in enumerate(runs, 1):
         protocol = prepared.spec.protocol
         seeds = seed_list([(protocol.seed_start, protocol.seeds)])
-        title = f"[{index}/{len(runs)}] {prepared.spec.algo} {protocol.task} seeds {seeds} ({prepared.device.type})"
+        title = f"[{index}/{len(runs)}] {prepared.spec.method} {protocol.task} seeds {seeds} ({prepared.device.type})"
         print(title, flush=True)
         if prepared.resume:
             print(f"resuming from the checkpoint at {prepared.resume.describe()}", flush=True)

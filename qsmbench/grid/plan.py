@@ -151,7 +151,8 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def format_job_list(jobs: list[Job], selected: list[Job]) -> str:
     """One line per selected job: its index in the grid, its id, its status."""
-    return "\n".join(f"{jobs.index(job):>4}  {job.id:<44} {job_status(job)}" for job in selected)
+    width = max((len(job.id) for job in jobs), default=0)  # over the whole grid: one job lists as in the full list
+    return "\n".join(f"{jobs.index(job):>4}  {job.id:<{width}}  {job_status(job)}" for job in selected)
 
 
 def split_at_checkpoints(block: tuple[int, int], resumable: tuple[tuple[int, int, int], ...]) -> list[tuple[int, int]]:
@@ -289,7 +290,9 @@ def measured_seconds_per_step(out: Path) -> Timings:
 
 
 def timing_for(spec: RunSpec, timings: Timings) -> dict[str, Any]:
-    """The closest measurement with the job's settings: on its own task, else the median over other tasks."""
+    """The closest measurement with the job's settings: on its own task, else the median over other tasks; for a
+    variant nothing has measured yet (a sweep's), the median of its algorithm's other variants on its task with
+    the same protocol, named as the rough guide it is."""
     key = spec_settings_key(spec)
     own = timings.get((path_safe(spec.protocol.task), spec.algo, key))
     if own is not None:
@@ -298,6 +301,15 @@ def timing_for(spec: RunSpec, timings: Timings) -> dict[str, Any]:
     if others:
         basis = "the same algorithm and settings on other tasks"
         return {"seconds_per_step": float(np.median(others)), "timing_basis": basis}
+    load = json.loads(key)[1:]  # a sweep's new variant: its algorithm's other variants on the task, same protocol
+    variants = [
+        rate
+        for (task, algo, other_key), rate in timings.items()
+        if (task, algo) == (path_safe(spec.protocol.task), spec.algo) and json.loads(other_key)[1:] == load
+    ]
+    if variants:
+        basis = "other hyperparameters of the same algorithm and task (a rough guide: T and network widths change the cost)"
+        return {"seconds_per_step": float(np.median(variants)), "timing_basis": basis}
     return {}
 
 
@@ -305,15 +317,18 @@ def format_plan(grid: Grid, jobs: list[Job], out: Path, workers: int = 1) -> str
     """The dry-run text: one line per job, the env steps left, and a time estimate with what it rests on,
     on one machine and, for `workers` > 1, on that many at once."""
     protocol = grid.protocol
+    swept = "".join(f", {algo} in {plural(count, 'variant')}" for algo, count in grid.variant_counts.items())
+    width = max(len("algo"), *(len(job.spec.method) for job in jobs))
     lines = [
         f"{grid.name}: {grid.description}" if grid.description else f"grid {grid.name}",
-        f"scale {grid.scale}: {plural(len(grid.tasks), 'task')} x {plural(len(grid.algorithms), 'algorithm')} = "
+        f"scale {grid.scale}: {plural(len(grid.tasks), 'task')} x {plural(len(grid.algorithms), 'algorithm')}{swept} = "
         f"{plural(len(jobs), 'job')}, {plural(protocol.seeds, 'seed')} x {protocol.steps:,} steps each; results in {out}",
-        f"{'task':<32} {'algo':<5} {'seeds':<8} {'steps':>10}  status",
+        f"{'task':<32} {'algo':<{width}} {'seeds':<8} {'steps':>10}  status",
     ]
     for job in jobs:
         seeds = seed_list([(job.spec.protocol.seed_start, job.spec.protocol.seeds)])
-        lines.append(f"{job.task:<32} {job.algo:<5} {seeds:<8} {job.spec.protocol.steps:>10,}  {job_status(job)}{claim_note(job, out)}")
+        steps, status = f"{job.spec.protocol.steps:>10,}", f"{job_status(job)}{claim_note(job, out)}"
+        lines.append(f"{job.task:<32} {job.spec.method:<{width}} {seeds:<8} {steps}  {status}")
     pending = [job for job in jobs if job.pending_count]
     lines.append(
         f"to run: {len(pending)} of {plural(len(jobs), 'job')}, {sum(job.env_steps_to_run for job in jobs):,} env steps "

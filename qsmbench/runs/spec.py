@@ -50,6 +50,12 @@ class RunSpec:
     def algo(self) -> str:
         return self.algorithm.name
 
+    @property
+    def method(self) -> str:
+        """`qsm`, or `qsm[alpha=25]` for a labelled variant: how plot's tables and warnings name its runs too."""
+        variant = self.execution.variant
+        return f"{self.algo}[{variant}]" if variant else self.algo
+
     def with_settings(self, **changes: Any) -> RunSpec:
         """The same spec with some protocol or execution settings replaced (another `out`, device, block of seeds)."""
         protocol = {key: value for key, value in changes.items() if key in PROTOCOL_NAMES}

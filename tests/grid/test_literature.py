@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from qsmbench.analysis.settings import OPTIMISTIC
+from qsmbench.core.errors import ConfigError
 from qsmbench.grid.files import load_grid
 from qsmbench.grid.local import run_grid
 from qsmbench.grid.plan import plan
@@ -60,3 +61,39 @@ def test_the_smoke_scale_trains_and_plots_with_the_published_numbers(
     assert any("none of the published numbers match" in warning for warning in report.warnings), report.warnings
     summary = (report.out_dir / "summary.md").read_text()
     assert (OPTIMISTIC in summary) == labelled
+
+
+PER_TASK_REPEAT = """\
+out = "unused"
+algorithms = ["td3"]
+seeds = 1
+steps = 500_000
+action_repeat = 2
+eval_every = 10_000
+eval_episodes = 1
+
+[[tasks]]
+env = "dm_control/cartpole-swingup-v0"
+confidence = "smoke"
+source = "DrQ-style protocols repeat actions 8 times on cartpole"
+action_repeat = {repeat}
+
+[[tasks]]
+env = "dm_control/cheetah-run-v0"
+confidence = "smoke"
+source = "the grid's repeat"
+
+[scales.test]
+"""
+
+
+def test_a_task_sets_its_own_action_repeat(tmp_path: Path) -> None:
+    """DeepMind Control protocols often repeat actions per task (DrQ: 8 on cartpole, 4 on cheetah): a task's own
+    `action_repeat` replaces the grid's on its jobs only; a bad one is one line naming the task."""
+    path = tmp_path / "grid.toml"
+    path.write_text(PER_TASK_REPEAT.format(repeat=8))
+    repeats = {spec.protocol.task: spec.protocol.action_repeat for spec in load_grid(str(path), "test").specs}
+    assert repeats == {"dm_control/cartpole-swingup-v0": 8, "dm_control/cheetah-run-v0": 2}
+    path.write_text(PER_TASK_REPEAT.format(repeat=0))
+    with pytest.raises(ConfigError, match=r"task 1.*--action-repeat must be an integer from 1"):
+        load_grid(str(path), "test")
