@@ -46,15 +46,14 @@ from torch import Tensor, nn
 from qsmbench.algorithms.blocks.diffusion import (
     ChainStep,
     DiffusionPolicyConfig,
-    DiffusionSchedule,
     SamplerOptions,
-    ScheduleKind,
     conditioned_chain,
     mish,
     reverse_chain,
 )
 from qsmbench.algorithms.blocks.nets import BatchedMLP, frozen, seed_generators, soft_update_
 from qsmbench.algorithms.blocks.randomness import GLOBAL_NOISE, Noise
+from qsmbench.algorithms.blocks.schedules import DiffusionSchedule, ScheduleKind
 from qsmbench.algorithms.blocks.updates import optimizer_step, perturb, td_target
 from qsmbench.algorithms.contract import Algorithm, Batch
 from qsmbench.core.config import DACER_CODE, MAX_WIDTH, require, setting

@@ -35,7 +35,6 @@ from torch import Tensor
 
 from qsmbench.algorithms.blocks.diffusion import (
     DiffusionPolicyConfig,
-    DiffusionSchedule,
     SamplerOptions,
     SinusoidalDenoiser,
     denoising_loss,
@@ -44,6 +43,7 @@ from qsmbench.algorithms.blocks.diffusion import (
 )
 from qsmbench.algorithms.blocks.nets import QEnsemble, frozen, seed_generators, soft_update_
 from qsmbench.algorithms.blocks.randomness import GLOBAL_NOISE, Noise, categorical
+from qsmbench.algorithms.blocks.schedules import DiffusionSchedule
 from qsmbench.algorithms.blocks.updates import critic_step, optimizer_step, perturb, td_target
 from qsmbench.algorithms.contract import Algorithm, Batch
 from qsmbench.core.config import DQL_CODE, MAX_WIDTH, require, setting

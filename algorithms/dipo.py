@@ -36,9 +36,7 @@ from torch import Tensor
 
 from qsmbench.algorithms.blocks.diffusion import (
     DiffusionPolicyConfig,
-    DiffusionSchedule,
     SamplerOptions,
-    ScheduleKind,
     SinusoidalDenoiser,
     denoising_loss,
     mish,
@@ -46,6 +44,7 @@ from qsmbench.algorithms.blocks.diffusion import (
 )
 from qsmbench.algorithms.blocks.nets import QEnsemble, frozen, seed_generators, soft_update_
 from qsmbench.algorithms.blocks.randomness import GLOBAL_NOISE, Noise
+from qsmbench.algorithms.blocks.schedules import DiffusionSchedule, ScheduleKind
 from qsmbench.algorithms.blocks.updates import clip_grad_norm_per_seed_, critic_step, optimizer_step, perturb, td_target
 from qsmbench.algorithms.contract import Algorithm, Batch, Replay
 from qsmbench.core.config import DIPO_CODE, MAX_WIDTH, require, setting

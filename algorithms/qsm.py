@@ -31,14 +31,13 @@ import math
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from qsmbench.algorithms.blocks.diffusion import (
     DiffusionPolicyConfig,
-    DiffusionSchedule,
     FourierDenoiser,
     SamplerOptions,
     best_of_chain,
@@ -46,6 +45,7 @@ from qsmbench.algorithms.blocks.diffusion import (
 )
 from qsmbench.algorithms.blocks.nets import QEnsemble, frozen, seed_generators, soft_update_
 from qsmbench.algorithms.blocks.randomness import GLOBAL_NOISE, Noise
+from qsmbench.algorithms.blocks.schedules import DiffusionSchedule
 from qsmbench.algorithms.blocks.updates import critic_step, optimizer_step, perturb, td_target
 from qsmbench.algorithms.contract import Algorithm, Batch
 from qsmbench.core.config import MAX_WIDTH, QSM_CODE, QSM_CONFIG, QSM_LEARNER, require, require_widths, setting
@@ -54,15 +54,18 @@ ScoreCritic = Literal["online", "target"]
 ScoreNormalization = Literal["none", "batch_mean_abs"]
 SamplerClip = Literal["every_step", "denoised"]
 ActorLRSchedule = Literal["cosine", "constant"]
+NetworkInit = Literal["xavier", "orthogonal"]
 SCORE_CRITICS: tuple[ScoreCritic, ...] = ("online", "target")
 SCORE_NORMALIZATIONS: tuple[ScoreNormalization, ...] = ("none", "batch_mean_abs")
 SAMPLER_CLIPS: tuple[SamplerClip, ...] = ("every_step", "denoised")
 ACTOR_LR_SCHEDULES: tuple[ActorLRSchedule, ...] = ("cosine", "constant")
+NETWORK_INITS: tuple[NetworkInit, ...] = ("xavier", "orthogonal")
 SCORE_NORMALIZATION_EPS = 1e-6  # FlowRL's, typoverflow/flow-rl@bae22f4 flowrl/agent/online/qsm.py:100
 
 
 @dataclass(frozen=True)
 class QSMConfig(DiffusionPolicyConfig):
+    continuous_time: ClassVar[bool] = True  # its update draws levels from the schedule (FlowRL's continuous t too)
     hidden_sizes: tuple[int, ...] = setting(
         (512, 512), "hidden layer widths of each critic", f"{QSM_CONFIG}: critic_hidden_dims"
     )
@@ -118,6 +121,18 @@ class QSMConfig(DiffusionPolicyConfig):
         "cosine", "the actor's learning rate: cosine (decays to 0 over actor_lr_decay_steps) or constant",
         f"{QSM_LEARNER}: decay_steps (cosine); 'constant' is FlowRL's, see qsm_flowrl.py",
     )
+    network_init: NetworkInit = setting(
+        "xavier", "every layer of the denoiser and the critics: xavier (Xavier-uniform weights) or orthogonal "
+        "(orthogonal weights times sqrt 2); zero biases in both",
+        f"{QSM_CODE} (jaxrl5's default init, xavier); 'orthogonal' is FlowRL's, see qsm_flowrl.py",
+    )
+    state_encoder_sizes: tuple[int, ...] = setting(
+        (), "widths of an MLP, mish after every layer, that encodes the state before the denoiser; () for none",
+        f"{QSM_LEARNER} (none); (128, 128) is FlowRL's, see qsm_flowrl.py",
+    )
+    time_final_activation: bool = setting(
+        False, "mish after the last layer of the time MLP too", f"{QSM_CODE} diffusion.py (none); True is FlowRL's",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -143,6 +158,9 @@ class QSMConfig(DiffusionPolicyConfig):
             self.actor_lr_schedule in ACTOR_LR_SCHEDULES,
             f"actor_lr_schedule must be one of {', '.join(ACTOR_LR_SCHEDULES)}, got {self.actor_lr_schedule!r}",
         )
+        require(self.network_init in NETWORK_INITS, f"network_init must be one of {', '.join(NETWORK_INITS)}, got {self.network_init!r}")
+        if self.state_encoder_sizes:
+            require_widths("state_encoder_sizes", self.state_encoder_sizes)
 
 
 class QSM:
@@ -153,9 +171,10 @@ class QSM:
         generators = seed_generators(seeds, "qsm")
         self.denoiser = FourierDenoiser(
             obs_dim, act_dim, config.actor_hidden_sizes, config.time_features, config.time_feature_std,
-            config.time_hidden_sizes, generators,
+            config.time_hidden_sizes, generators, init=config.network_init, state_encoder_sizes=config.state_encoder_sizes,
+            time_final_activation=config.time_final_activation,
         ).to(device)
-        self.critic = QEnsemble(obs_dim, act_dim, config.hidden_sizes, generators, init="xavier").to(device)
+        self.critic = QEnsemble(obs_dim, act_dim, config.hidden_sizes, generators, init=config.network_init).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.schedule = DiffusionSchedule.make(config.schedule, config.diffusion_steps, device)
         if config.sampler_clip == "denoised":
@@ -218,26 +237,24 @@ class QSM:
         return score
 
     def update_actor(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        seeds, batch_size = batch.reward.shape
-        t = torch.randint(0, self.schedule.steps, (seeds, batch_size), device=batch.action.device)
-        noisy_action = self.schedule.noise(batch.action, t, torch.randn_like(batch.action))
+        levels = self.schedule.draw_levels(batch.reward.shape, batch.action.device)  # a step, or FlowRL's float t
+        noisy_action = levels.noise(batch.action, torch.randn_like(batch.action))
         score = self.q_score(batch.obs, noisy_action)
-        eps = self.denoiser(batch.obs, noisy_action, t)
-        loss = ((eps + self.matched_score(score, t)) ** 2).mean((-2, -1))
+        eps = self.denoiser(batch.obs, noisy_action, levels.time)
+        loss = ((eps + self.matched_score(score, levels.sigma)) ** 2).mean((-2, -1))
         optimizer_step(self.actor_optimizer, loss)
         self.actor_updates += 1
         self.actor_optimizer.param_groups[0]["lr"] = self.actor_lr()
         return loss, score.norm(dim=-1).mean(-1)
 
-    def matched_score(self, score: Tensor, t: Tensor) -> Tensor:
+    def matched_score(self, score: Tensor, sigma: Tensor) -> Tensor:
         """`alpha g` (official), with g normalised by its mean |g| over each seed's batch and action dims
-        (`score_normalization`) and scaled by sigma_t = sqrt(1 - alpha_hat_t) (`score_sigma_weight`): minus the
-        denoiser's regression target. Branches only on the config; seeds are never coupled."""
+        (`score_normalization`) and scaled by each sample's sigma_t = sqrt(1 - alpha_hat_t) (`score_sigma_weight`):
+        minus the denoiser's regression target. Branches only on the config; seeds are never coupled."""
         if self.config.score_normalization == "batch_mean_abs":
             score = score / (score.abs().mean((-2, -1), keepdim=True) + SCORE_NORMALIZATION_EPS)
         if self.config.score_sigma_weight:
-            sigma = (1.0 - self.schedule.alpha_hats[t]).sqrt().unsqueeze(-1)
-            return (self.config.alpha * sigma) * score
+            return (self.config.alpha * sigma.unsqueeze(-1)) * score
         return self.config.alpha * score
 
     def actor_lr(self) -> float:

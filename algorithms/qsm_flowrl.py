@@ -9,7 +9,7 @@ Per seed, with twin critics Q_1, Q_2 and their Polyak targets Qbar (FlowRL's F:4
     y     = r + gamma (1 - done) min_j Qbar_j(s', a')              (F:62-63)
     L_Q   = mean (Q_j(s, a) - y)^2; one critic step; Qbar <- tau Q + (1 - tau) Qbar    (F:73-83)
     then, with the targets just updated (F:218-223):
-    t ~ U{0..T-1},  a_t = sqrt(alpha_hat_t) a + sigma_t xi,  sigma_t = sqrt(1 - alpha_hat_t),  a from replay
+    t ~ U(0.001, 0.9946),  a_t = alpha_t a + sigma_t xi,  sigma_t = sqrt(1 - alpha_t^2),  a from replay  (CD:107-115)
     g     = mean_j grad_a Qbar_j(s, a)|_{a = a_t}                  TARGET critics, no gradient (F:98-99)
     m     = mean over the batch and action dims of |g|             one scalar per seed (F:100)
     eps*  = -sigma_t g / (temp (m + 1e-6)),  temp = 0.1            = -alpha sigma_t g / (m + 1e-6), alpha = 1/temp
@@ -17,16 +17,14 @@ Per seed, with twin critics Q_1, Q_2 and their Polyak targets Qbar (FlowRL's F:4
 
 Acting: one chain plus N(0, 0.1^2) in training; evaluation keeps the best of 10 chains by min_j Q_j of the
 online critics (F:39-45, 236-250). The chain clips only its predicted clean action (CD:165-174).
+The schedule is FlowRL's continuous-time cosine one (`schedule="cosine_continuous"`, blocks/schedules.py): the
+float t is the time embedding's input, in training and on the chain's 21-point grid (CD:26-40, 107-115, 134-174).
+
+Its networks are FlowRL's too: orthogonal(sqrt 2) weights and zero biases in every layer
+(flowrl/module/initialization.py:9-21), a state encoder MLP [128, 128] with mish after both layers (F:152-155) and
+mish after the time MLP's last layer (DD:85-88).
 
 Differences that remain, and why:
-- Continuous-time schedule: FlowRL draws t ~ U(0.001, 0.9946), feeds the float t to its time embedding and samples
-  on a 21-point grid (CD:26-40, 108-115, 134-138). Here the discrete cosine schedule with T = 20 (its nearest
-  discretisation, `schedule="cosine"`), integer step indices as time input: a continuous kind is new code in
-  blocks/diffusion.py, not a setting.
-- Orthogonal(sqrt 2) initialisation of every layer (flowrl/module/initialization.py:9-21): ours is Xavier, as the
-  official QSM; it changes the starting point, not the update, and needs a new `init` kind in blocks/nets.py.
-- State encoder: FlowRL passes s through an MLP [128, 128] with mish before the denoiser (F:152-155), and applies
-  mish after the last time layer (DD:85-88); ours concatenates the raw state, as the official QSM does.
 - Joint critic Adam: FlowRL takes one Adam step on both critics' parameters with the loss averaged over the
   ensemble (F:73, 81); ours gives each critic its own loss (summed). The factor 1/2 is nearly cancelled by Adam.
 - Unclipped actions: FlowRL's exploration action and its chain's last step are never clipped (F:249-250; CD:171-174),
@@ -39,9 +37,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qsmbench.algorithms.blocks.diffusion import ScheduleKind
+from qsmbench.algorithms.blocks.schedules import ScheduleKind
 from qsmbench.algorithms.contract import Algorithm
-from qsmbench.algorithms.qsm import QSM, ActorLRSchedule, QSMConfig, SamplerClip, ScoreCritic, ScoreNormalization
+from qsmbench.algorithms.qsm import (
+    QSM,
+    ActorLRSchedule,
+    NetworkInit,
+    QSMConfig,
+    SamplerClip,
+    ScoreCritic,
+    ScoreNormalization,
+)
 from qsmbench.core.config import setting
 
 FLOWRL = "typoverflow/flow-rl@bae22f4"
@@ -64,8 +70,8 @@ class QSMFlowRLConfig(QSMConfig):
     )
     diffusion_steps: int = setting(20, "T: denoising steps of the reverse chain", f"{MUJOCO_ALGO}:22; {SAMPLER}:134")
     schedule: ScheduleKind = setting(
-        "cosine", "beta schedule: the discrete cosine one, nearest to FlowRL's continuous cosine (s = 0.008)",
-        f"{SAMPLER}:26-31",
+        "cosine_continuous", "FlowRL's continuous-time cosine schedule (s = 0.008): t ~ U(0.001, 0.9946) in training, "
+        "a grid of T + 1 times for the chain", f"{SAMPLER}:26-40, 84-85, 107-115, 134-138",
     )
     time_hidden_sizes: tuple[int, ...] = setting(
         (64, 64), "hidden layer widths of the MLP that encodes the time features", f"{BACKBONE}:85-88"
@@ -93,6 +99,14 @@ class QSMFlowRLConfig(QSMConfig):
     actor_lr_schedule: ActorLRSchedule = setting(
         "constant", "the actor's learning rate stays at actor_lr", f"{AGENT}:157-165; {MUJOCO_ALGO}:19-21 (lr_decay_steps: null)"
     )
+    network_init: NetworkInit = setting(
+        "orthogonal", "orthogonal weights times sqrt 2 and zero biases in every layer (flax Dense defaults of FlowRL's MLP)",
+        f"{FLOWRL} flowrl/module/initialization.py:9-21; flowrl/module/mlp.py:16-17",
+    )
+    state_encoder_sizes: tuple[int, ...] = setting(
+        (128, 128), "the state's encoder (cond_embedding): an MLP with mish after every layer", f"{AGENT}:152-155"
+    )
+    time_final_activation: bool = setting(True, "mish after both layers of the time MLP", f"{BACKBONE}:85-88")
 
 
 ALGORITHM = Algorithm(

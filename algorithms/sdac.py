@@ -46,16 +46,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from qsmbench.algorithms.blocks.diffusion import (
-    DiffusionPolicyConfig,
-    DiffusionSchedule,
-    SamplerOptions,
-    ScheduleKind,
-    best_of_chain,
-    mish,
-)
+from qsmbench.algorithms.blocks.diffusion import DiffusionPolicyConfig, SamplerOptions, best_of_chain, mish
 from qsmbench.algorithms.blocks.nets import QEnsemble, seed_generators, soft_update_
 from qsmbench.algorithms.blocks.randomness import GLOBAL_NOISE, Noise
+from qsmbench.algorithms.blocks.schedules import DiffusionSchedule, ScheduleKind
 from qsmbench.algorithms.blocks.updates import linear_schedule, optimizer_step, perturb, td_target
 from qsmbench.algorithms.contract import Algorithm, Batch
 from qsmbench.algorithms.dacer import DACERDenoiser

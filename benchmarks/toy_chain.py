@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from qsmbench.algorithms.blocks.diffusion import ChainStep, DiffusionSchedule, SamplerOptions, reverse_chain
+from qsmbench.algorithms.blocks.diffusion import ChainStep, SamplerOptions, reverse_chain
+from qsmbench.algorithms.blocks.schedules import DiffusionSchedule
 from qsmbench.tools.toy import bandit_reward, mass_near_optima
 
 

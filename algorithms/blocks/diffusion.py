@@ -1,5 +1,5 @@
-"""Shared pieces of diffusion-model policies (QSM, Diffusion-QL, DIPO, QVPO): schedules, noising, sampling,
-the noise-prediction loss.
+"""Shared pieces of diffusion-model policies (QSM, Diffusion-QL, DIPO, QVPO, DACER, SDAC, DPMD): their config,
+sampling, the noise-prediction loss, the denoisers (the schedules are in blocks/schedules.py).
 
 A policy is a noise model `eps_theta(s, a_t, t)` over actions in [-1, 1] with T discrete steps,
 indexed t = 0 .. T-1 (t = 0 is the least noisy). Everything here carries the seed axis: states and
@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -19,11 +19,10 @@ from torch import Tensor, nn
 
 from qsmbench.algorithms.blocks.nets import BatchedMLP, Init
 from qsmbench.algorithms.blocks.randomness import GLOBAL_NOISE, Noise
+from qsmbench.algorithms.blocks.schedules import SCHEDULES, DiffusionSchedule, ScheduleKind
 from qsmbench.core.config import DQL_CODE, QSM_CONFIG, QSM_LEARNER, OffPolicyConfig, require, require_widths, setting
 
-ScheduleKind = Literal["vp", "linear", "cosine", "scaled_linear"]
 MAX_DIFFUSION_STEPS = 1000  # DDPM's own setting; beyond it a run would spend its life sampling
-SCHEDULES: tuple[ScheduleKind, ...] = ("vp", "linear", "cosine", "scaled_linear")
 
 
 @dataclass(frozen=True)
@@ -39,9 +38,11 @@ class DiffusionPolicyConfig(OffPolicyConfig):
         f"{QSM_CONFIG}: T; {DQL_CODE} main.py: --T",
     )
     schedule: ScheduleKind = setting(
-        "vp", "beta schedule of the diffusion: vp (variance preserving), linear, cosine or scaled_linear (0.8 linspace(1e-4, 0.999))",
+        "vp", "beta schedule of the diffusion: vp (variance preserving), linear, cosine or scaled_linear (0.8 "
+        "linspace(1e-4, 0.999)); QSM also cosine_continuous (FlowRL's continuous time, blocks/schedules.py)",
         f"{QSM_LEARNER}: beta_schedule; {DQL_CODE} main.py: --beta_schedule",
     )
+    continuous_time: ClassVar[bool] = False  # whether its updates can draw continuous times (cosine_continuous)
     actor_lr: float = setting(
         3e-4, "Adam learning rate of the denoiser", f"{QSM_CONFIG}; {DQL_CODE} main.py: lr of the MuJoCo tasks"
     )
@@ -62,102 +63,14 @@ class DiffusionPolicyConfig(OffPolicyConfig):
         )
         require_widths("actor_hidden_sizes", self.actor_hidden_sizes)
         require(self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        require(
+            self.schedule != "cosine_continuous" or self.continuous_time,
+            "schedule cosine_continuous (FlowRL's continuous time) is QSM's only: this algorithm's update draws step indices",
+        )
         require(min(self.actor_lr, self.critic_lr) > 0, "learning rates must be positive")
         require(self.exploration_noise >= 0, "exploration_noise must be non-negative")
 
 
-def vp_betas(steps: int, beta_min: float = 0.1, beta_max: float = 10.0) -> Tensor:
-    """The variance-preserving schedule of IDQL, QSM and Diffusion-QL, discretised to `steps`.
-
-    Schedules are made in float64 on the CPU whatever the default device (resources.py builds agents on
-    `meta`): the reverse steps' coefficients are read from them as floats."""
-    k = torch.arange(1, steps + 1, dtype=torch.float64, device="cpu")
-    alphas = torch.exp(-beta_min / steps - 0.5 * (beta_max - beta_min) * (2 * k - 1) / steps**2)
-    return 1.0 - alphas
-
-
-def linear_betas(steps: int, beta_start: float = 1e-4, beta_end: float = 2e-2) -> Tensor:
-    return torch.linspace(beta_start, beta_end, steps, dtype=torch.float64, device="cpu")
-
-
-def scaled_linear_betas(steps: int, scale: float = 0.8) -> Tensor:
-    """SDAC's and DPMD's schedule (relax/utils/diffusion.py linear_beta_schedule with --beta_schedule_scale 0.8):
-    `scale * linspace(1e-4, 0.999, steps)`."""
-    return scale * torch.linspace(1e-4, 0.999, steps, dtype=torch.float64, device="cpu")
-
-
-def cosine_betas(steps: int, s: float = 0.008) -> Tensor:
-    """Nichol and Dhariwal's cosine schedule, betas clipped at 0.999."""
-    x = torch.linspace(0, steps, steps + 1, dtype=torch.float64, device="cpu")
-    alpha_hat = torch.cos(((x / steps) + s) / (1 + s) * math.pi * 0.5) ** 2
-    alpha_hat = alpha_hat / alpha_hat[0]
-    return (1 - alpha_hat[1:] / alpha_hat[:-1]).clamp(max=0.999)
-
-
-@dataclass(frozen=True)
-class ReverseStep:
-    """The coefficients of one reverse step `a_i -> a_{i-1}` as Python floats, computed once in float64, so
-    that sampling does no arithmetic on 0-d schedule tensors (each such op is a kernel launch on a GPU)."""
-
-    action_scale: float  # mean = action_scale a - eps_scale eps  (DDPM's eps form)
-    eps_scale: float
-    denoised_action_scale: float  # a_0 = denoised_action_scale a - denoised_eps_scale eps  (predicted clean action)
-    denoised_eps_scale: float
-    posterior_denoised_scale: float  # mean = posterior_denoised_scale a_0 + posterior_action_scale a
-    posterior_action_scale: float
-    beta_std: float  # sqrt(beta_i): the noise of QSM's sampler
-    posterior_std: float  # sqrt(posterior variance): Diffusion-QL's
-
-
-@dataclass(frozen=True)
-class DiffusionSchedule:
-    """The DDPM quantities of one beta schedule, as float32 tensors `[T]` on the training device, and each
-    reverse step's coefficients as floats (`reverse[i]`)."""
-
-    betas: Tensor
-    alphas: Tensor
-    alpha_hats: Tensor
-    alpha_hats_prev: Tensor
-    reverse: tuple[ReverseStep, ...]
-
-    @classmethod
-    def make(cls, kind: ScheduleKind, steps: int, device: torch.device) -> DiffusionSchedule:
-        betas = {"vp": vp_betas, "linear": linear_betas, "cosine": cosine_betas, "scaled_linear": scaled_linear_betas}[kind](steps)
-        alphas = 1.0 - betas
-        alpha_hats = torch.cumprod(alphas, dim=0)
-        alpha_hats_prev = torch.cat([torch.ones(1, dtype=torch.float64, device="cpu"), alpha_hats[:-1]])
-        as_float = lambda x: x.to(device=device, dtype=torch.float32)
-        reverse = tuple(reverse_step_coefficients(*map(float, values)) for values in zip(betas, alpha_hats, alpha_hats_prev))
-        return cls(as_float(betas), as_float(alphas), as_float(alpha_hats), as_float(alpha_hats_prev), reverse)
-
-    @property
-    def steps(self) -> int:
-        return self.betas.shape[0]
-
-    @property
-    def posterior_variance(self) -> Tensor:
-        """Variance of q(a_{t-1} | a_t, a_0): `beta_t (1 - alpha_hat_{t-1}) / (1 - alpha_hat_t)`, `[T]`."""
-        return self.betas * (1 - self.alpha_hats_prev) / (1 - self.alpha_hats)
-
-    def noise(self, action: Tensor, t: Tensor, xi: Tensor) -> Tensor:
-        """Forward process: `a_t = sqrt(alpha_hat_t) a + sqrt(1 - alpha_hat_t) xi` for step indices `t`."""
-        alpha_hat = self.alpha_hats[t].unsqueeze(-1)
-        return alpha_hat.sqrt() * action + (1.0 - alpha_hat).sqrt() * xi
-
-
-def reverse_step_coefficients(beta: float, alpha_hat: float, alpha_hat_prev: float) -> ReverseStep:
-    """DDPM's reverse step (Ho et al. 2020, eqs. 7 and 11) for one step of the schedule, in float64."""
-    alpha = 1.0 - beta
-    return ReverseStep(
-        action_scale=1.0 / math.sqrt(alpha),
-        eps_scale=beta / (math.sqrt(1.0 - alpha_hat) * math.sqrt(alpha)),
-        denoised_action_scale=1.0 / math.sqrt(alpha_hat),
-        denoised_eps_scale=math.sqrt(1.0 - alpha_hat) / math.sqrt(alpha_hat),
-        posterior_denoised_scale=beta * math.sqrt(alpha_hat_prev) / (1.0 - alpha_hat),
-        posterior_action_scale=(1.0 - alpha_hat_prev) * math.sqrt(alpha) / (1.0 - alpha_hat),
-        beta_std=math.sqrt(max(beta, 1e-20)),
-        posterior_std=math.sqrt(max(beta * (1.0 - alpha_hat_prev) / (1.0 - alpha_hat), 1e-20)),
-    )
 
 
 ChainStep = Callable[[Tensor, int], Tensor]  # eps_theta(s, a_i, i) for the fixed states of one chain
@@ -227,7 +140,7 @@ def reverse_chain(
     """
     with torch.set_grad_enabled(options.grad and torch.is_grad_enabled()):
         seeds, steps = obs.shape[0], schedule.steps
-        codes = eps_model.time_code(torch.arange(steps, device=obs.device).expand(seeds, steps))  # [S, T, width]
+        codes = eps_model.time_code(schedule.step_times.expand(seeds, steps))  # [S, T, width]
         eps = eps_model.chain(obs, codes)
         action = noise.normal((*obs.shape[:-1], act_dim), obs.device)
         if options.initial_scale != 1.0:
@@ -301,7 +214,8 @@ def mish(x: Tensor) -> Tensor:
 
 
 class FourierTimeFeatures(nn.Module):
-    """Learnable Fourier features of the integer step: `[cos 2 pi t w, sin 2 pi t w]`, w ~ N(0, std^2) per seed."""
+    """Learnable Fourier features of the step t (its index, or FlowRL's float time): `[cos 2 pi t w, sin 2 pi t w]`,
+    w ~ N(0, std^2) per seed."""
 
     def __init__(self, features: int, std: float, generators: Sequence[torch.Generator]):
         super().__init__()
@@ -322,7 +236,11 @@ def sinusoidal_time_features(t: Tensor, features: int) -> Tensor:
 
 
 class FourierDenoiser(nn.Module):
-    """QSM's noise model: Fourier time features -> time MLP, then MLP([a_t, s, time code]) -> eps."""
+    """QSM's noise model: Fourier time features -> time MLP, then MLP([a_t, s, time code]) -> eps.
+
+    FlowRL's variant (typoverflow/flow-rl@bae22f4 flowrl/flow/ddpm.py:83-95, flowrl/agent/online/qsm.py:143-156)
+    adds a mish after the time MLP's last layer (`time_final_activation`) and encodes s with an MLP, mish after
+    every layer (`state_encoder_sizes`), before the trunk sees it."""
 
     def __init__(
         self,
@@ -333,24 +251,36 @@ class FourierDenoiser(nn.Module):
         time_feature_std: float,
         time_hidden_sizes: Sequence[int],
         generators: Sequence[torch.Generator],
+        init: Init = "xavier",
+        state_encoder_sizes: Sequence[int] = (),
+        time_final_activation: bool = False,
     ):
         super().__init__()
         self.time_features = FourierTimeFeatures(time_features, time_feature_std, generators)
         time_width = time_hidden_sizes[-1]
-        self.time_mlp = BatchedMLP(
-            time_features, time_hidden_sizes[:-1], time_width, generators, activation=mish, init="xavier"
+        self.time_mlp = BatchedMLP(time_features, time_hidden_sizes[:-1], time_width, generators, activation=mish, init=init)
+        self.time_final_activation = time_final_activation
+        self.state_encoder = (
+            BatchedMLP(obs_dim, state_encoder_sizes[:-1], state_encoder_sizes[-1], generators, activation=mish, init=init)
+            if state_encoder_sizes else None
         )
-        self.layout = {"action": act_dim, "obs": obs_dim, "time": time_width}  # the MLP's input, in order
-        self.mlp = BatchedMLP(sum(self.layout.values()), hidden_sizes, act_dim, generators, activation=mish, init="xavier")
+        state_width = state_encoder_sizes[-1] if state_encoder_sizes else obs_dim
+        self.layout = {"action": act_dim, "obs": state_width, "time": time_width}  # the MLP's input, in order
+        self.mlp = BatchedMLP(sum(self.layout.values()), hidden_sizes, act_dim, generators, activation=mish, init=init)
 
     def forward(self, obs: Tensor, noisy_action: Tensor, t: Tensor) -> Tensor:
-        return self.mlp(torch.cat([noisy_action, obs, self.time_code(t)], dim=-1))
+        return self.mlp(torch.cat([noisy_action, self.encode(obs), self.time_code(t)], dim=-1))
+
+    def encode(self, obs: Tensor) -> Tensor:
+        """The state as the trunk sees it: itself (official QSM), or FlowRL's encoding."""
+        return obs if self.state_encoder is None else mish(self.state_encoder(obs))
 
     def time_code(self, t: Tensor) -> Tensor:
-        return self.time_mlp(self.time_features(t))
+        code = self.time_mlp(self.time_features(t))
+        return mish(code) if self.time_final_activation else code
 
     def chain(self, obs: Tensor, codes: Tensor) -> ChainStep:
-        return conditioned_chain(self.mlp, self.layout, obs, codes)
+        return conditioned_chain(self.mlp, self.layout, self.encode(obs), codes)
 
 
 class SinusoidalDenoiser(nn.Module):

@@ -33,7 +33,19 @@ def per_seed_uniform(shape: Sequence[int], bound: float, generators: Sequence[to
     return torch.stack([(torch.rand(*shape, generator=g) * 2.0 - 1.0) * bound for g in generators])
 
 
-Init = Literal["torch", "xavier", "scaled_normal", "truncated_normal"]
+def per_seed_orthogonal(shape: Sequence[int], gain: float, generators: Sequence[torch.Generator]) -> Tensor:
+    """A `[seeds, *ensemble, in, out]` tensor whose every `[in, out]` matrix is a random (semi-)orthogonal one times
+    `gain`, seed k's from generator k alone (flax's `initializers.orthogonal` on a Dense kernel)."""
+    *ensemble, n_in, n_out = shape
+    members = math.prod(ensemble)
+
+    def draw(g: torch.Generator) -> Tensor:
+        return torch.stack([nn.init.orthogonal_(torch.empty(n_in, n_out), gain, generator=g) for _ in range(members)])
+
+    return torch.stack([draw(g).view(*shape) for g in generators])
+
+
+Init = Literal["torch", "xavier", "scaled_normal", "truncated_normal", "orthogonal"]
 Activation = Callable[[Tensor], Tensor]
 
 
@@ -46,7 +58,9 @@ class BatchedLinear(nn.Module):
     biases, what DIPO's and QVPO's `init_weights` (agent/helpers.py) leaves in the layer: it means to
     truncate at two stds, but its loop rebinds a local name and never writes the redrawn values back;
     `init="truncated_normal"` draws weights N(0, 1/in) truncated at two stds (no variance correction, so
-    their std is about 0.88/sqrt(in)) and zero biases, Haiku's hk.Linear default (DACER's JAX code).
+    their std is about 0.88/sqrt(in)) and zero biases, Haiku's hk.Linear default (DACER's JAX code);
+    `init="orthogonal"` draws orthogonal weights times sqrt(2) and zero biases, FlowRL's default
+    (typoverflow/flow-rl@bae22f4 flowrl/module/initialization.py:9-21).
     """
 
     def __init__(
@@ -66,6 +80,9 @@ class BatchedLinear(nn.Module):
         elif init == "scaled_normal":
             std = 1.0 / (2.0 * math.sqrt(in_features))
             self.weight = nn.Parameter(torch.stack([torch.randn(*weight_shape, generator=g) * std for g in generators]))
+            self.bias = nn.Parameter(torch.zeros(len(generators), *bias_shape))
+        elif init == "orthogonal":
+            self.weight = nn.Parameter(per_seed_orthogonal(weight_shape, math.sqrt(2.0), generators))
             self.bias = nn.Parameter(torch.zeros(len(generators), *bias_shape))
         elif init == "truncated_normal":
             std = 1.0 / math.sqrt(in_features)

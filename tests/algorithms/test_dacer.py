@@ -11,7 +11,7 @@ import torch
 from official_dacer import DACERPolicyNet, DistributionalQNet2, GaussianDiffusion, OfficialDACER, vp_betas
 from support import CPU, assert_learns_pendulum, assert_same_weights, update_side_by_side
 
-from qsmbench.algorithms.blocks.diffusion import DiffusionSchedule
+from qsmbench.algorithms.blocks.schedules import DiffusionSchedule
 from qsmbench.algorithms.dacer import DACER, DACERConfig, mixture_entropy, scaled_sinusoidal_features
 
 OBS_DIM, ACT_DIM, BATCH = 3, 2, 8

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from qsmbench.algorithms.blocks.diffusion import (
-    DiffusionSchedule,
     FourierDenoiser,
     SamplerOptions,
     SinusoidalDenoiser,
@@ -17,6 +16,7 @@ from qsmbench.algorithms.blocks.diffusion import (
     sinusoidal_time_features,
 )
 from qsmbench.algorithms.blocks.nets import seed_generators
+from qsmbench.algorithms.blocks.schedules import DiffusionSchedule
 
 CPU = torch.device("cpu")
 

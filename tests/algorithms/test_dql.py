@@ -9,7 +9,7 @@ import pytest
 import torch
 from support import assert_learns_pendulum
 
-from qsmbench.algorithms.blocks.diffusion import DiffusionSchedule
+from qsmbench.algorithms.blocks.schedules import DiffusionSchedule
 from qsmbench.algorithms.contract import Batch
 from qsmbench.algorithms.diffusion_ql import DiffusionQL, DiffusionQLConfig
 

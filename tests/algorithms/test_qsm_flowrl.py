@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -25,11 +26,18 @@ TINY = dataclasses.replace(
 )  # a tau and a critic step that show: online, updated target and old target critics all differ
 
 
+def flowrl_alpha(t: Tensor) -> Tensor:
+    """CD:26-31: cosine_noise_schedule's alpha at continuous time t, s = 0.008."""
+    s = 0.008
+    return torch.cos(math.pi / 2.0 * (t.clamp(0.0, 0.9946) + s) / (1 + s)) / math.cos(math.pi / 2.0 * s / (1 + s))
+
+
 def flowrl_policy_loss(agent: QSM, critic: nn.Module, obs: Tensor, action: Tensor, t: Tensor, xi: Tensor) -> Tensor:
-    """FlowRL's policy loss of one seed (F:94-111, CD:107-115), `critic` the ensemble g is taken from."""
-    alpha_hat = agent.schedule.alpha_hats[t].unsqueeze(-1)
-    sigma = (1 - alpha_hat).sqrt()
-    noisy = alpha_hat.sqrt() * action + sigma * xi
+    """FlowRL's policy loss of one seed (F:94-111, CD:107-115) at continuous times `t`, `critic` the ensemble g is
+    taken from."""
+    alpha = flowrl_alpha(t).unsqueeze(-1)
+    sigma = (1.0 - alpha**2).sqrt()
+    noisy = alpha * action + sigma * xi
     at = noisy.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(critic(obs, at).mean(dim=1).sum(), at)  # grad_a of the mean over the ensemble
     temp = 0.1
@@ -53,7 +61,7 @@ def test_update_matches_flowrls_policy_loss_written_out() -> None:
     with torch.no_grad():
         for target, online in zip(hand.critic_target.parameters(), hand.critic.parameters(), strict=True):
             target.copy_(TINY.tau * online + (1 - TINY.tau) * target)  # F:83, before the actor (F:218-223)
-    t = torch.randint(0, TINY.diffusion_steps, (1, BATCH))
+    t = torch.rand(1, BATCH) * (0.9946 - 0.001) + 0.001  # CD:110: uniform(minval=0.001, maxval=0.9946)
     xi = torch.randn_like(batch.action)
     loss = flowrl_policy_loss(hand, hand.critic_target, batch.obs, batch.action, t, xi)
     torch.testing.assert_close(diagnostics["actor_loss"][0], loss.detach())
@@ -112,6 +120,79 @@ def test_evaluation_keeps_the_best_of_n_chains_by_min_q_of_the_online_critics() 
     assert agent.sampler == SamplerOptions(clip_denoised=True, clip_every_step=False)
 
 
+def test_the_schedule_is_flowrls_continuous_cosine_grid() -> None:
+    """CD:35-40, 134-138: ts = 0.001 + 0.9945 linspace(0, 1, T + 1), alpha_hat_k = alpha(ts_k)^2, alpha_k =
+    alpha_hat_k / alpha_hat_(k-1), beta_k = 1 - alpha_k; the chain's step k (FlowRL's i = k + 1) feeds ts_(k+1)."""
+    agent = QSM(OBS_DIM, ACT_DIM, [0], CPU, dataclasses.replace(TINY, diffusion_steps=20))
+    ts = 0.001 + (0.9946 - 0.001) * torch.linspace(0, 1, 21, dtype=torch.float64)
+    alpha_hats = flowrl_alpha(ts) ** 2
+    schedule = agent.schedule
+    torch.testing.assert_close(schedule.step_times, ts[1:].float())
+    torch.testing.assert_close(schedule.alpha_hats, alpha_hats[1:].float())
+    torch.testing.assert_close(schedule.alpha_hats_prev, alpha_hats[:-1].float())
+    torch.testing.assert_close(schedule.betas, (1 - alpha_hats[1:] / alpha_hats[:-1]).float())
+    assert schedule.alpha_hats_prev[0] < 1, "the chain ends at ts_0 = 0.001, not at a noise-free step"
+
+
+def test_the_chain_is_flowrls_ddpm_solver_written_out() -> None:
+    """CD:159-174, 220: i = T .. 1, input t = ts_i, x0_hat = clip((x - sqrt(1 - ah_i) eps) / sqrt(ah_i)), x <- c1 x0_hat
+    + c2 x + [i > 1] sqrt(beta_i) z; the last x (at ts_0) is FlowRL's action, which qsmbench clips to [-1, 1]."""
+    steps, states = 6, 5
+    agent = QSM(OBS_DIM, ACT_DIM, [0], CPU, dataclasses.replace(TINY, diffusion_steps=steps))
+    obs = torch.randn(1, states, OBS_DIM)
+    torch.manual_seed(3)
+    ours = reverse_chain(agent.denoiser, agent.schedule, obs, ACT_DIM, agent.sampler)
+    torch.manual_seed(3)
+    ts = 0.001 + (0.9946 - 0.001) * torch.linspace(0, 1, steps + 1, dtype=torch.float64)
+    ah = flowrl_alpha(ts) ** 2
+    alphas = torch.cat([torch.ones(1, dtype=torch.float64), ah[1:] / ah[:-1]])
+    betas = 1 - alphas
+    x = torch.randn(1, states, ACT_DIM)
+    with torch.no_grad():
+        for i in range(steps, 0, -1):
+            eps = agent.denoiser(obs, x, torch.full((1, states), float(ts[i])))
+            x0 = ((x - (1 - ah[i]).sqrt() * eps) / ah[i].sqrt()).clamp(-1, 1)
+            mean = ah[i - 1].sqrt() * betas[i] / (1 - ah[i]) * x0 + alphas[i].sqrt() * (1 - ah[i - 1]) / (1 - ah[i]) * x
+            x = (mean + betas[i].sqrt() * torch.randn_like(mean) if i > 1 else mean).float()
+    torch.testing.assert_close(ours, x.clamp(-1, 1))
+
+
+def test_the_denoiser_is_flowrls_backbone_written_out() -> None:
+    """DD:83-95 with F:143-156: eps = trunk([a_t, mish(E2 mish(E1 s)), mish(T2 mish(T1 fourier(t)))]), every Dense layer
+    orthogonal times sqrt 2 with zero biases (flowrl/module/initialization.py:9-21)."""
+    agent = QSM(OBS_DIM, ACT_DIM, [0, 1], CPU, TINY)
+    denoiser = agent.denoiser
+    obs, action, t = torch.randn(2, 5, OBS_DIM), torch.randn(2, 5, ACT_DIM), torch.rand(2, 5)
+
+    def layers(mlp: nn.Module, x: Tensor, last: bool) -> Tensor:
+        for k, layer in enumerate(mlp.layers):
+            x = torch.baddbmm(layer.bias, x, layer.weight)
+            x = torch.nn.functional.mish(x) if last or k < len(mlp.layers) - 1 else x
+        return x
+
+    angles = 2 * math.pi * t.unsqueeze(-1) @ denoiser.time_features.weight
+    time = layers(denoiser.time_mlp, torch.cat([angles.cos(), angles.sin()], dim=-1), last=True)
+    state = layers(denoiser.state_encoder, obs, last=True)
+    expected = layers(denoiser.mlp, torch.cat([action, state, time], dim=-1), last=False)
+    torch.testing.assert_close(denoiser(obs, action, t), expected)
+    assert state.shape[-1] == 128 and denoiser.state_encoder.layers[0].weight.shape[-2] == OBS_DIM
+    for layer in [*denoiser.mlp.layers, *denoiser.state_encoder.layers, *denoiser.time_mlp.layers, *agent.critic.mlp.layers]:
+        weight = layer.weight.flatten(0, -3)  # every seed's (and critic's) [in, out] matrix
+        small = min(weight.shape[-2:])
+        gram = weight.transpose(-1, -2) @ weight if weight.shape[-2] >= weight.shape[-1] else weight @ weight.transpose(-1, -2)
+        torch.testing.assert_close(gram, 2 * torch.eye(small).expand_as(gram), atol=1e-5, rtol=0)
+        assert not layer.bias.any()
+        assert not torch.equal(weight[0], weight[-1])
+
+
+def test_only_qsm_draws_continuous_times() -> None:
+    """cosine_continuous needs an update that draws float times: the step-index updates refuse it in one line."""
+    assert QSMConfig(schedule="cosine_continuous").schedule == "cosine_continuous"
+    for algo in ("dql", "dipo", "qvpo", "dacer", "sdac", "dpmd"):
+        with pytest.raises(ConfigError, match=r"cosine_continuous .* is QSM's only"):
+            ALGORITHMS[algo].config_cls(schedule="cosine_continuous")
+
+
 OFFICIAL = {
     "batch_size": 256, "gamma": 0.99, "tau": 0.005, "warmup_steps": 10000, "replay_capacity": 1000000,
     "hidden_sizes": (512, 512), "actor_hidden_sizes": (512, 512), "diffusion_steps": 5, "schedule": "vp",
@@ -127,7 +208,8 @@ def test_the_official_qsm_is_unchanged() -> None:
     config = QSMConfig()
     assert dataclasses.asdict(config) == {
         **OFFICIAL, "score_critic": "online", "score_normalization": "none", "score_sigma_weight": False,
-        "eval_candidates": 1, "sampler_clip": "every_step", "actor_lr_schedule": "cosine",
+        "eval_candidates": 1, "sampler_clip": "every_step", "actor_lr_schedule": "cosine", "network_init": "xavier",
+        "state_encoder_sizes": (), "time_final_activation": False,
     }
     small = dataclasses.replace(config, hidden_sizes=(8, 8), actor_hidden_sizes=(8, 8), time_hidden_sizes=(4, 4))
     agent = QSM(OBS_DIM, ACT_DIM, [0, 1], CPU, small)
@@ -161,7 +243,8 @@ def test_every_flowrl_default_cites_flowrl() -> None:
     assert {f.name for f in changed} >= {
         "alpha", "diffusion_steps", "schedule", "target_noise", "score_critic", "score_normalization",
         "score_sigma_weight", "eval_candidates", "sampler_clip", "hidden_sizes", "actor_hidden_sizes",
-        "time_hidden_sizes", "warmup_steps", "actor_lr_schedule",
+        "time_hidden_sizes", "warmup_steps", "actor_lr_schedule", "network_init", "state_encoder_sizes",
+        "time_final_activation",
     }
     assert all(f.metadata["source"].startswith(FLOWRL) for f in changed)
     assert ALGORITHMS["qsm_flowrl"].make_agent is QSM

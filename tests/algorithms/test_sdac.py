@@ -12,7 +12,7 @@ import torch
 from official_sdac_dpmd import DACERPolicyNet, OfficialSDAC, QNet, linear_schedule, sdac_diffusion
 from support import CPU, assert_learns_pendulum, assert_same_weights, make_batch, update_side_by_side
 
-from qsmbench.algorithms.blocks.diffusion import DiffusionSchedule
+from qsmbench.algorithms.blocks.schedules import DiffusionSchedule
 from qsmbench.algorithms.sdac import SDAC, SDACConfig
 from qsmbench.algorithms.state import load_state, training_state
 
