@@ -159,6 +159,16 @@ class CliResult:
     stderr: str
 
 
+def with_default_sigint(command: list[str]) -> list[str]:
+    """`command`, started with SIGINT at its default, as from a terminal.
+
+    A job started with `&` by a non-interactive shell (a CI script, `make test &`) inherits SIGINT as
+    ignored, and a Python started that way installs no KeyboardInterrupt handler at all.
+    """
+    reset = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+    return [sys.executable, "-c", reset, *command]
+
+
 def run_cli(args: Sequence[str], capfd: pytest.CaptureFixture[str]) -> CliResult:
     """`qsmbench ARGS` through its real entry point, `qsmbench.cli.main`, in this process.
 

@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 import torch
 import typer
-from support import CliResult, run_cli
+from support import CliResult, run_cli, with_default_sigint
 
 from qsmbench.algorithms import ALGORITHMS
 from qsmbench.algorithms.qsm import QSMConfig
@@ -445,16 +445,6 @@ def test_rerun_with_overwrite_succeeds(e2e_out: Path, tmp_path: Path) -> None:
         assert run.status == "complete"
         assert run.curve["step"].tolist() == [0, 100, 200, 300]
         assert run.metadata.header.provenance["start_time"] > old["start_time"]
-
-
-def with_default_sigint(command: list[str]) -> list[str]:
-    """`command`, started with SIGINT at its default, as from a terminal.
-
-    A job started with `&` by a non-interactive shell (a CI script, `make test &`) inherits SIGINT as
-    ignored, and a Python started that way installs no KeyboardInterrupt handler at all.
-    """
-    reset = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
-    return [sys.executable, "-c", reset, *command]
 
 
 def wait_or_dump_stacks(process: subprocess.Popen[bytes], stderr: Path, timeout: float = 30) -> int:

@@ -373,7 +373,7 @@ def test_literal_fields_accept_only_their_values() -> None:
     from qsmbench.algorithms.qsm import QSMConfig
 
     assert apply_overrides(QSMConfig(), ["schedule=cosine"]).schedule == "cosine"
-    with pytest.raises(ConfigError, match="schedule must be one of vp, linear, cosine, scaled_linear, got 'cosin'"):
+    with pytest.raises(ConfigError, match="schedule must be one of vp, linear, cosine, scaled_linear, cosine_continuous, got 'cosin'"):
         apply_overrides(QSMConfig(), ["schedule=cosin"])
 
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import run_cli
+from support import run_cli, with_default_sigint
 
 from qsmbench.core.messages import format_duration
 from qsmbench.grid.files import load_grid
@@ -56,7 +56,8 @@ def start_driver(tmp_path: Path, steps: int, more_tasks: str = "") -> tuple[subp
     out = tmp_path / "results"
     command = [sys.executable, "-c", "from qsmbench.cli import main; main()", "reproduce", str(grid), "--scale", "test",
                "--out", str(out), "--device", "cpu", "--ray", "local", "--checkpoint-every", str(CHECKPOINT_EVERY)]
-    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # as from a terminal, so that Ctrl-C reaches it also when the suite runs in the background (`make test &`)
+    driver = subprocess.Popen(with_default_sigint(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return driver, out
 
 
