@@ -133,7 +133,10 @@ class DiffusionSchedule:
             t = torch.rand(shape, device=device) * (high - low) + low
             signal = continuous_cosine_alpha(t)
             return NoiseLevels(t, signal, (1.0 - signal**2).sqrt())
-        t = torch.randint(0, self.steps, shape, device=device)
+        return self.levels_at(torch.randint(0, self.steps, shape, device=device))
+
+    def levels_at(self, t: Tensor) -> NoiseLevels:
+        """The noise levels of step indices `t`: sqrt(alpha_hat_t) and sqrt(1 - alpha_hat_t)."""
         alpha_hat = self.alpha_hats[t]
         return NoiseLevels(t, alpha_hat.sqrt(), (1.0 - alpha_hat).sqrt())
 
@@ -148,8 +151,7 @@ class DiffusionSchedule:
 
     def noise(self, action: Tensor, t: Tensor, xi: Tensor) -> Tensor:
         """Forward process: `a_t = sqrt(alpha_hat_t) a + sqrt(1 - alpha_hat_t) xi` for step indices `t`."""
-        alpha_hat = self.alpha_hats[t].unsqueeze(-1)
-        return alpha_hat.sqrt() * action + (1.0 - alpha_hat).sqrt() * xi
+        return self.levels_at(t).noise(action, xi)
 
 
 def reverse_step_coefficients(beta: float, alpha_hat: float, alpha_hat_prev: float) -> ReverseStep:
